@@ -1,0 +1,216 @@
+//! DEFNLP / Coleridge "Show US the Data": `train.csv` (Id, pub_title, dataset_title, dataset_label,
+//! cleaned_label) beside a folder of `{Id}.json` publications (a list of `{section_title, text}`).
+//!
+//! Each publication becomes one example per configured question; the answers are every
+//! case-insensitive occurrence of its labelled datasets in the text.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::align::{find_all, CharIndex};
+use crate::error::{DataError, Result};
+use crate::load::{parse_json, read_to_string, LoadReport, RawExample};
+
+/// The questions DEFNLP asks of every publication.
+pub const DEFAULT_QUESTIONS: &[&str] = &[
+    "Which datasets are used?",
+    "What dataset is mentioned in this publication?",
+];
+
+#[derive(Debug, Clone)]
+pub struct DefnlpOptions {
+    pub questions: Vec<String>,
+    /// Folder of `{Id}.json`; default: the folder named like the CSV (`train.csv` → `train/`).
+    pub publications_dir: Option<PathBuf>,
+}
+
+impl Default for DefnlpOptions {
+    fn default() -> Self {
+        Self {
+            questions: DEFAULT_QUESTIONS.iter().map(|q| q.to_string()).collect(),
+            publications_dir: None,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct LabelRow {
+    #[serde(rename = "Id")]
+    id: String,
+    #[serde(default)]
+    #[allow(dead_code)] // part of the format, not needed to build examples
+    pub_title: String,
+    dataset_title: String,
+    dataset_label: String,
+    #[serde(default)]
+    #[allow(dead_code)] // the scorer reads it (qa-eval); examples use the raw label
+    cleaned_label: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct Section {
+    #[serde(default)]
+    #[allow(dead_code)] // part of the format; the text alone is the context
+    section_title: String,
+    text: String,
+}
+
+/// A publication's full text.
+#[derive(Debug, Clone)]
+pub struct Publication {
+    pub id: String,
+    pub text: String,
+}
+
+/// Reads one `{Id}.json`: its sections' texts joined by newlines.
+pub fn read_publication(path: &Path) -> Result<Publication> {
+    let id = path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or_default()
+        .to_string();
+    let value = parse_json(path, &read_to_string(path)?)?;
+    let sections: Vec<Section> = serde_json::from_value(value).map_err(|e| {
+        DataError::format(
+            path,
+            format!("a publication must be a list of {{section_title, text}}: {e}"),
+        )
+    })?;
+    let text = sections
+        .iter()
+        .map(|s| s.text.trim())
+        .filter(|t| !t.is_empty())
+        .collect::<Vec<_>>()
+        .join("\n");
+    Ok(Publication { id, text })
+}
+
+/// Every `*.json` publication of a folder, sorted by id.
+pub fn read_publications(dir: &Path) -> Result<Vec<Publication>> {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| DataError::io(dir, e))?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    if paths.is_empty() {
+        return Err(DataError::format(dir, "no {Id}.json publications in this folder"));
+    }
+    paths.sort();
+    paths.iter().map(|p| read_publication(p)).collect()
+}
+
+/// Resolves `path` (the CSV, or a folder holding `train.csv`) to the CSV and the publications.
+fn locate(path: &Path, options: &DefnlpOptions) -> Result<(PathBuf, PathBuf)> {
+    let csv = if path.is_dir() {
+        path.join("train.csv")
+    } else {
+        path.to_path_buf()
+    };
+    if !csv.is_file() {
+        return Err(DataError::format(
+            &csv,
+            "DEFNLP labels file not found (expected train.csv with Id, dataset_title, dataset_label)",
+        ));
+    }
+    let pubs = match &options.publications_dir {
+        Some(dir) => dir.clone(),
+        None => {
+            let stem = csv.file_stem().and_then(|s| s.to_str()).unwrap_or("train");
+            csv.with_file_name(stem)
+        }
+    };
+    if !pubs.is_dir() {
+        return Err(DataError::format(
+            &pubs,
+            "DEFNLP publications folder not found (one {Id}.json per publication)",
+        ));
+    }
+    Ok((csv, pubs))
+}
+
+pub(crate) fn read(
+    path: &Path,
+    options: &DefnlpOptions,
+    report: &mut LoadReport,
+) -> Result<Vec<RawExample>> {
+    if options.questions.is_empty() {
+        return Err(DataError::Config("DEFNLP needs at least one question".into()));
+    }
+    let (csv_path, pubs_dir) = locate(path, options)?;
+    let mut reader = csv::Reader::from_path(&csv_path).map_err(|source| DataError::Csv {
+        path: csv_path.clone(),
+        source,
+    })?;
+    // Labels grouped by publication, in order of first appearance.
+    let mut order: Vec<String> = Vec::new();
+    let mut labels: std::collections::HashMap<String, BTreeSet<String>> = Default::default();
+    for row in reader.deserialize::<LabelRow>() {
+        let row = row.map_err(|source| DataError::Csv {
+            path: csv_path.clone(),
+            source,
+        })?;
+        let entry = labels.entry(row.id.clone()).or_insert_with(|| {
+            order.push(row.id.clone());
+            BTreeSet::new()
+        });
+        for label in [row.dataset_label, row.dataset_title] {
+            let label = label.trim().to_string();
+            if !label.is_empty() {
+                entry.insert(label);
+            }
+        }
+    }
+
+    let mut out = Vec::new();
+    for pub_id in order {
+        let file = pubs_dir.join(format!("{pub_id}.json"));
+        if !file.is_file() {
+            return Err(DataError::example(
+                &csv_path,
+                &pub_id,
+                format!("publication file {} does not exist", file.display()),
+            ));
+        }
+        let publication = read_publication(&file)?;
+        let index = CharIndex::new(&publication.text);
+        let mut spans: BTreeSet<(usize, usize)> = BTreeSet::new();
+        for label in &labels[&pub_id] {
+            let len = label.chars().count();
+            for start in find_all(&publication.text, &index, label, true) {
+                spans.insert((start, start + len));
+            }
+        }
+        if spans.is_empty() {
+            tracing::warn!(
+                "{}: publication {pub_id}: none of its labels {:?} occurs in the text; skipped",
+                csv_path.display(),
+                labels[&pub_id]
+            );
+            report.labels_not_found.push(pub_id.clone());
+            continue;
+        }
+        // Answer text as written in the publication (case may differ from the label).
+        let answers: Vec<(String, usize)> = spans
+            .iter()
+            .map(|&(s, e)| {
+                let text = index.slice(&publication.text, s, e).unwrap_or_default();
+                (text.to_string(), s)
+            })
+            .collect();
+        for (q, question) in options.questions.iter().enumerate() {
+            out.push(RawExample {
+                id: Some(serde_json::Value::String(format!("{pub_id}_q{q}"))),
+                position: out.len(),
+                title: pub_id.clone(),
+                question: question.clone(),
+                context: publication.text.clone(),
+                answers: answers.clone(),
+                is_impossible: false,
+                prealigned: true,
+            });
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,78 @@
+//! One error type for the crate; every variant names the file, and the example id where
+//! one is involved, so a user can go straight to the bad record.
+
+use std::path::PathBuf;
+
+pub type Result<T, E = DataError> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    #[error("{path}: cannot read: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: malformed JSON{}: {source}", line_hint(*.line))]
+    Json {
+        path: PathBuf,
+        line: Option<usize>,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("{path}: malformed CSV: {source}")]
+    Csv {
+        path: PathBuf,
+        #[source]
+        source: csv::Error,
+    },
+    #[error("{path}: {what}")]
+    Format { path: PathBuf, what: String },
+    #[error("{path}: example {id}: {what}")]
+    Example {
+        path: PathBuf,
+        id: String,
+        what: String,
+    },
+    #[error("{path}: duplicate example id {id} (first seen as example #{first}, again as #{second})")]
+    DuplicateId {
+        path: PathBuf,
+        id: String,
+        first: usize,
+        second: usize,
+    },
+    #[error("tokenizer {path}: {what}")]
+    Tokenizer { path: PathBuf, what: String },
+    #[error("invalid feature settings: {0}")]
+    Config(String),
+}
+
+fn line_hint(line: Option<usize>) -> String {
+    line.map(|l| format!(" at line {l}")).unwrap_or_default()
+}
+
+impl DataError {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Self::Io {
+            path: path.into(),
+            source,
+        }
+    }
+    pub(crate) fn format(path: impl Into<PathBuf>, what: impl Into<String>) -> Self {
+        Self::Format {
+            path: path.into(),
+            what: what.into(),
+        }
+    }
+    pub(crate) fn example(
+        path: impl Into<PathBuf>,
+        id: impl Into<String>,
+        what: impl Into<String>,
+    ) -> Self {
+        Self::Example {
+            path: path.into(),
+            id: id.into(),
+            what: what.into(),
+        }
+    }
+}

@@ -1,0 +1,385 @@
+//! run_qa's sliding windows ("features"): each (question, context) pair becomes one or more
+//! windows of at most `max_length` tokens, consecutive windows sharing `stride` context tokens.
+//!
+//! Per window we keep what training needs (ids, type ids, mask, start/end labels) and what
+//! decoding needs (the example it came from, char offsets of context tokens, and whether the
+//! window is the token's "max context" one, as in the original BERT SQuAD code).
+
+use std::collections::HashMap;
+use std::io::Write;
+
+use indicatif::{ParallelProgressIterator, ProgressBar, ProgressStyle};
+use rayon::prelude::*;
+use serde::Serialize;
+use tokenizers::{Encoding, Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
+
+use crate::error::{DataError, Result};
+use crate::example::Example;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Padding {
+    /// Windows keep their own length; batches are padded to their longest (see [`pad_batch`]).
+    None,
+    /// Every window is padded to `max_length` (run_qa's `--pad_to_max_length`).
+    MaxLength,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FeatureConfig {
+    pub max_length: usize,
+    pub stride: usize,
+    pub padding: Padding,
+    /// Label each window with the first answer wholly inside it, instead of run_qa's rule of
+    /// "the first answer, or [CLS]". DEFNLP uses this: a dataset is usually named many times.
+    pub label_any_answer: bool,
+    pub show_progress: bool,
+}
+
+impl Default for FeatureConfig {
+    fn default() -> Self {
+        Self {
+            max_length: 384,
+            stride: 128,
+            padding: Padding::None,
+            label_any_answer: false,
+            show_progress: true,
+        }
+    }
+}
+
+/// One window of one example.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Feature {
+    /// Index into the example slice the features were built from.
+    pub example_index: usize,
+    /// Window number within its example (0, 1, ...).
+    pub window: usize,
+    pub input_ids: Vec<u32>,
+    pub token_type_ids: Vec<u32>,
+    pub attention_mask: Vec<u32>,
+    /// Char offsets into the context for context tokens, `None` for question/special/pad tokens.
+    pub offsets: Vec<Option<(usize, usize)>>,
+    /// Whether this window gives the token its most context (the BERT "max context" rule).
+    pub max_context: Vec<bool>,
+    pub start_position: usize,
+    pub end_position: usize,
+}
+
+impl Feature {
+    pub fn len(&self) -> usize {
+        self.input_ids.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.input_ids.is_empty()
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct FeatureReport {
+    pub examples: usize,
+    pub windows: usize,
+    /// Windows labelled with an answer span (the rest point at [CLS]).
+    pub windows_with_answer: usize,
+    /// Examples that produced no windows, with the reason (e.g. a question longer than the window).
+    pub skipped: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone)]
+pub struct FeatureSet {
+    pub features: Vec<Feature>,
+    pub report: FeatureReport,
+}
+
+impl FeatureConfig {
+    fn validate(&self) -> Result<()> {
+        if self.max_length < 8 {
+            return Err(DataError::Config(format!(
+                "max_length {} is too small",
+                self.max_length
+            )));
+        }
+        if self.stride >= self.max_length {
+            return Err(DataError::Config(format!(
+                "doc_stride ({}) must be smaller than max_length ({})",
+                self.stride, self.max_length
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Cuts every example into windows, in parallel, keeping example order.
+pub fn build_features(
+    tokenizer: &Tokenizer,
+    examples: &[Example],
+    config: &FeatureConfig,
+) -> Result<FeatureSet> {
+    config.validate()?;
+    let mut tokenizer = tokenizer.clone();
+    tokenizer
+        .with_truncation(Some(TruncationParams {
+            direction: TruncationDirection::Right,
+            max_length: config.max_length,
+            strategy: TruncationStrategy::OnlySecond,
+            stride: config.stride,
+        }))
+        .map_err(|e| DataError::Config(e.to_string()))?;
+    tokenizer.with_padding(None);
+    let pad_id = tokenizer
+        .get_padding()
+        .map(|p| p.pad_id)
+        .or_else(|| tokenizer.token_to_id("[PAD]"))
+        .unwrap_or(0);
+
+    let progress = if config.show_progress {
+        ProgressBar::new(examples.len() as u64).with_style(
+            ProgressStyle::with_template(
+                "features {bar:30} {pos}/{len} examples ({per_sec}, ETA {eta})",
+            )
+            .expect("valid template"),
+        )
+    } else {
+        ProgressBar::hidden()
+    };
+    let per_example: Vec<std::result::Result<Vec<Feature>, String>> = examples
+        .par_iter()
+        .enumerate()
+        .progress_with(progress.clone())
+        .map(|(i, ex)| example_windows(&tokenizer, i, ex, config, pad_id))
+        .collect();
+    progress.finish_and_clear();
+
+    let mut report = FeatureReport {
+        examples: examples.len(),
+        ..Default::default()
+    };
+    let mut features = Vec::new();
+    for (ex, result) in examples.iter().zip(per_example) {
+        match result {
+            Ok(windows) => features.extend(windows),
+            Err(why) => {
+                tracing::warn!("example {}: no windows: {why}", ex.id);
+                report.skipped.push((ex.id.to_string(), why));
+            }
+        }
+    }
+    report.windows = features.len();
+    report.windows_with_answer = features.iter().filter(|f| f.start_position > 0).count();
+    Ok(FeatureSet { features, report })
+}
+
+fn example_windows(
+    tokenizer: &Tokenizer,
+    example_index: usize,
+    example: &Example,
+    config: &FeatureConfig,
+    pad_id: u32,
+) -> std::result::Result<Vec<Feature>, String> {
+    let mut first = tokenizer
+        .encode_char_offsets((example.question.as_str(), example.context.as_str()), true)
+        .map_err(|e| format!("tokenization failed: {e}"))?;
+    let mut encodings = vec![];
+    let overflowing = first.take_overflowing();
+    encodings.push(first);
+    encodings.extend(overflowing);
+
+    let mut features: Vec<Feature> = encodings
+        .iter()
+        .enumerate()
+        .map(|(window, enc)| window_feature(example_index, window, example, enc, config))
+        .collect::<std::result::Result<_, _>>()?;
+    mark_max_context(&mut features);
+    if config.padding == Padding::MaxLength {
+        for f in &mut features {
+            pad_feature(f, config.max_length, pad_id);
+        }
+    }
+    Ok(features)
+}
+
+fn window_feature(
+    example_index: usize,
+    window: usize,
+    example: &Example,
+    enc: &Encoding,
+    config: &FeatureConfig,
+) -> std::result::Result<Feature, String> {
+    let sequence_ids = enc.get_sequence_ids();
+    let offsets: Vec<Option<(usize, usize)>> = sequence_ids
+        .iter()
+        .zip(enc.get_offsets())
+        .map(|(seq, &off)| (*seq == Some(1)).then_some(off))
+        .collect();
+    let ctx_first = sequence_ids.iter().position(|s| *s == Some(1));
+    let ctx_last = sequence_ids.iter().rposition(|s| *s == Some(1));
+    let (Some(ctx_first), Some(ctx_last)) = (ctx_first, ctx_last) else {
+        return Err(format!(
+            "the question leaves no room for context in {} tokens",
+            config.max_length
+        ));
+    };
+
+    let spans: Vec<(usize, usize)> = if example.is_impossible {
+        Vec::new()
+    } else if config.label_any_answer {
+        example
+            .answers
+            .iter()
+            .filter_map(|a| Some((a.char_start?, a.char_end()?)))
+            .collect()
+    } else {
+        example.training_answer().into_iter().collect()
+    };
+    let (start_position, end_position) = spans
+        .iter()
+        .find_map(|&(s, e)| label_span(&offsets, ctx_first, ctx_last, s, e))
+        .unwrap_or((0, 0));
+
+    Ok(Feature {
+        example_index,
+        window,
+        input_ids: enc.get_ids().to_vec(),
+        token_type_ids: enc.get_type_ids().to_vec(),
+        attention_mask: enc.get_attention_mask().to_vec(),
+        max_context: vec![false; offsets.len()],
+        offsets,
+        start_position,
+        end_position,
+    })
+}
+
+/// run_qa's labelling: the tokens holding the answer's first and last chars, or `None` when the
+/// answer is not wholly inside this window's context.
+fn label_span(
+    offsets: &[Option<(usize, usize)>],
+    ctx_first: usize,
+    ctx_last: usize,
+    start_char: usize,
+    end_char: usize,
+) -> Option<(usize, usize)> {
+    let (first_start, _) = offsets[ctx_first]?;
+    let (_, last_end) = offsets[ctx_last]?;
+    if !(first_start <= start_char && last_end >= end_char) {
+        return None;
+    }
+    let mut start = ctx_first;
+    while start <= ctx_last && offsets[start].is_some_and(|(s, _)| s <= start_char) {
+        start += 1;
+    }
+    let mut end = ctx_last;
+    while end >= ctx_first && offsets[end].is_some_and(|(_, e)| e >= end_char) {
+        end -= 1;
+    }
+    Some((start - 1, end + 1))
+}
+
+/// For each context token, marks the window where it has the most context on both sides:
+/// score = min(tokens left, tokens right) + 0.01 × window context length; ties go to the
+/// earlier window (as in Google's `_check_is_max_context`).
+fn mark_max_context(features: &mut [Feature]) {
+    let mut best: HashMap<(usize, usize), (f64, usize)> = HashMap::new();
+    for (w, f) in features.iter().enumerate() {
+        let context: Vec<(usize, usize)> = f.offsets.iter().flatten().copied().collect();
+        let n = context.len();
+        for (p, off) in context.into_iter().enumerate() {
+            let score = p.min(n - 1 - p) as f64 + 0.01 * n as f64;
+            let entry = best.entry(off).or_insert((f64::NEG_INFINITY, w));
+            if score > entry.0 {
+                *entry = (score, w);
+            }
+        }
+    }
+    for (w, f) in features.iter_mut().enumerate() {
+        for (flag, off) in f.max_context.iter_mut().zip(&f.offsets) {
+            *flag = off.is_some_and(|o| best.get(&o).is_some_and(|&(_, bw)| bw == w));
+        }
+    }
+}
+
+fn pad_feature(f: &mut Feature, length: usize, pad_id: u32) {
+    let extra = length.saturating_sub(f.len());
+    f.input_ids.extend(std::iter::repeat_n(pad_id, extra));
+    f.token_type_ids.extend(std::iter::repeat_n(0, extra));
+    f.attention_mask.extend(std::iter::repeat_n(0, extra));
+    f.offsets.extend(std::iter::repeat_n(None, extra));
+    f.max_context.extend(std::iter::repeat_n(false, extra));
+}
+
+/// A batch as flat row-major `[batch, seq]` arrays, padded to the longest window in it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PaddedBatch {
+    pub batch: usize,
+    pub seq_len: usize,
+    pub input_ids: Vec<i64>,
+    pub token_type_ids: Vec<i64>,
+    pub attention_mask: Vec<i64>,
+    pub start_positions: Vec<i64>,
+    pub end_positions: Vec<i64>,
+}
+
+/// Pads a batch of windows to its longest one with `pad_id` (mask 0, type 0).
+pub fn pad_batch(features: &[&Feature], pad_id: u32) -> PaddedBatch {
+    let seq_len = features.iter().map(|f| f.len()).max().unwrap_or(0);
+    let mut b = PaddedBatch {
+        batch: features.len(),
+        seq_len,
+        input_ids: Vec::with_capacity(features.len() * seq_len),
+        token_type_ids: Vec::with_capacity(features.len() * seq_len),
+        attention_mask: Vec::with_capacity(features.len() * seq_len),
+        start_positions: Vec::with_capacity(features.len()),
+        end_positions: Vec::with_capacity(features.len()),
+    };
+    for f in features {
+        let extra = seq_len - f.len();
+        let widen = |v: &[u32], fill: i64, out: &mut Vec<i64>| {
+            out.extend(v.iter().map(|&x| x as i64));
+            out.extend(std::iter::repeat_n(fill, extra));
+        };
+        widen(&f.input_ids, pad_id as i64, &mut b.input_ids);
+        widen(&f.token_type_ids, 0, &mut b.token_type_ids);
+        widen(&f.attention_mask, 0, &mut b.attention_mask);
+        b.start_positions.push(f.start_position as i64);
+        b.end_positions.push(f.end_position as i64);
+    }
+    b
+}
+
+/// One line of the features JSONL (the schema of `../shared/golden/covid_dev_features.jsonl`).
+#[derive(Serialize)]
+struct FeatureLine<'a> {
+    id: serde_json::Value,
+    window: usize,
+    input_ids: &'a [u32],
+    token_type_ids: &'a [u32],
+    attention_mask: &'a [u32],
+    offsets: Vec<Option<[usize; 2]>>,
+    start_position: usize,
+    end_position: usize,
+}
+
+/// Writes one JSON line per window, unpadded (padding, if any, is cut off by the mask).
+pub fn write_features_jsonl<W: Write>(
+    mut out: W,
+    features: &[Feature],
+    examples: &[Example],
+) -> std::io::Result<()> {
+    for f in features {
+        let n = f.attention_mask.iter().take_while(|&&m| m == 1).count();
+        let line = FeatureLine {
+            id: examples[f.example_index].id.as_json(),
+            window: f.window,
+            input_ids: &f.input_ids[..n],
+            token_type_ids: &f.token_type_ids[..n],
+            attention_mask: &f.attention_mask[..n],
+            offsets: f.offsets[..n]
+                .iter()
+                .map(|o| o.map(|(s, e)| [s, e]))
+                .collect(),
+            start_position: f.start_position,
+            end_position: f.end_position,
+        };
+        serde_json::to_writer(&mut out, &line)?;
+        out.write_all(b"\n")?;
+    }
+    out.flush()
+}

@@ -1,0 +1,122 @@
+//! Loading a Hugging Face tokenizer: `tokenizer.json` when present, else a BERT WordPiece
+//! tokenizer rebuilt from `vocab.txt` and `tokenizer_config.json` (older checkpoints ship only those).
+
+use std::path::Path;
+
+use tokenizers::decoders::wordpiece::WordPiece as WordPieceDecoder;
+use tokenizers::models::wordpiece::WordPiece;
+use tokenizers::normalizers::bert::BertNormalizer;
+use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
+use tokenizers::processors::bert::BertProcessing;
+use tokenizers::Tokenizer;
+
+use crate::error::{DataError, Result};
+
+/// Loads the tokenizer of a model folder (or a `tokenizer.json` / `vocab.txt` file directly).
+pub fn load_tokenizer(path: &Path) -> Result<Tokenizer> {
+    let (json, vocab, config) = if path.is_dir() {
+        (
+            path.join("tokenizer.json"),
+            path.join("vocab.txt"),
+            path.join("tokenizer_config.json"),
+        )
+    } else if path.extension().is_some_and(|e| e == "txt") {
+        (
+            path.with_file_name("tokenizer.json-not-used"),
+            path.to_path_buf(),
+            path.with_file_name("tokenizer_config.json"),
+        )
+    } else {
+        (
+            path.to_path_buf(),
+            path.with_file_name("vocab.txt"),
+            path.with_file_name("tokenizer_config.json"),
+        )
+    };
+    if json.is_file() {
+        return Tokenizer::from_file(&json).map_err(|e| DataError::Tokenizer {
+            path: json.clone(),
+            what: e.to_string(),
+        });
+    }
+    if vocab.is_file() {
+        return wordpiece_from_vocab(&vocab, &config);
+    }
+    Err(DataError::Tokenizer {
+        path: path.to_path_buf(),
+        what: "no tokenizer.json or vocab.txt found".into(),
+    })
+}
+
+/// The settings of `tokenizer_config.json` that shape a BERT tokenizer.
+#[derive(Debug, serde::Deserialize)]
+struct BertTokenizerConfig {
+    #[serde(default = "yes")]
+    do_lower_case: bool,
+    #[serde(default = "yes")]
+    tokenize_chinese_chars: bool,
+    #[serde(default)]
+    strip_accents: Option<bool>,
+    #[serde(default = "unk")]
+    unk_token: String,
+    #[serde(default = "sep")]
+    sep_token: String,
+    #[serde(default = "cls")]
+    cls_token: String,
+}
+
+fn yes() -> bool {
+    true
+}
+fn unk() -> String {
+    "[UNK]".into()
+}
+fn sep() -> String {
+    "[SEP]".into()
+}
+fn cls() -> String {
+    "[CLS]".into()
+}
+
+fn wordpiece_from_vocab(vocab: &Path, config_path: &Path) -> Result<Tokenizer> {
+    let config: BertTokenizerConfig = if config_path.is_file() {
+        let text = std::fs::read_to_string(config_path).map_err(|e| DataError::io(config_path, e))?;
+        serde_json::from_str(&text).map_err(|source| DataError::Json {
+            path: config_path.to_path_buf(),
+            line: Some(source.line()),
+            source,
+        })?
+    } else {
+        // BERT's defaults: an uncased vocabulary.
+        serde_json::from_str("{}").expect("empty object parses")
+    };
+    let tok_err = |what: String| DataError::Tokenizer {
+        path: vocab.to_path_buf(),
+        what,
+    };
+    let vocab_str = vocab
+        .to_str()
+        .ok_or_else(|| tok_err("path is not UTF-8".into()))?;
+    let model = WordPiece::from_file(vocab_str)
+        .unk_token(config.unk_token.clone())
+        .build()
+        .map_err(|e| tok_err(e.to_string()))?;
+    let token_id = |token: &str| {
+        tokenizers::Model::token_to_id(&model, token)
+            .ok_or_else(|| tok_err(format!("special token {token} is not in the vocabulary")))
+    };
+    let sep = (config.sep_token.clone(), token_id(&config.sep_token)?);
+    let cls = (config.cls_token.clone(), token_id(&config.cls_token)?);
+    let mut tokenizer = Tokenizer::new(model);
+    tokenizer
+        .with_normalizer(Some(BertNormalizer::new(
+            true,
+            config.tokenize_chinese_chars,
+            config.strip_accents,
+            config.do_lower_case,
+        )))
+        .with_pre_tokenizer(Some(BertPreTokenizer))
+        .with_post_processor(Some(BertProcessing::new(sep, cls)))
+        .with_decoder(Some(WordPieceDecoder::default()));
+    Ok(tokenizer)
+}
