@@ -175,11 +175,15 @@ pub(crate) fn read(
         }
         let publication = read_publication(&file)?;
         let index = CharIndex::new(&publication.text);
+        let chars: Vec<char> = publication.text.chars().collect();
         let mut spans: BTreeSet<(usize, usize)> = BTreeSet::new();
         for label in &labels[&pub_id] {
             let len = label.chars().count();
             for start in find_all(&publication.text, &index, label, true) {
-                spans.insert((start, start + len));
+                // Whole words only: "ARMS" must not match inside "farms".
+                if is_word_boundary(&chars, start) && is_word_boundary(&chars, start + len) {
+                    spans.insert((start, start + len));
+                }
             }
         }
         if spans.is_empty() {
@@ -213,4 +217,11 @@ pub(crate) fn read(
         }
     }
     Ok(out)
+}
+
+/// True when chars `at - 1` and `at` are not both alphanumeric (text edges count as boundaries).
+fn is_word_boundary(chars: &[char], at: usize) -> bool {
+    let before = at.checked_sub(1).and_then(|i| chars.get(i));
+    let after = chars.get(at);
+    !matches!((before, after), (Some(b), Some(a)) if b.is_alphanumeric() && a.is_alphanumeric())
 }

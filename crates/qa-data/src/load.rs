@@ -137,7 +137,7 @@ pub fn load(path: impl AsRef<Path>, options: &LoadOptions) -> Result<LoadedDatas
         DataFormat::Defnlp => defnlp::read(path, &options.defnlp, &mut report)?,
     };
     let examples = validate(path, raws, options.alignment, &mut report)?;
-    tracing::info!("{}", report.summary());
+    tracing::debug!("{}", report.summary());
     Ok(LoadedDataset { examples, report })
 }
 

@@ -1,0 +1,116 @@
+//! The `qa` binary as a user runs it: outputs, exit codes and error messages.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn qa(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_qa"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("qa runs")
+}
+
+fn shared(rel: &str) -> String {
+    qa_data::shared_dir().join(rel).display().to_string()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn features_command_reproduces_the_golden_windows() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("f.jsonl");
+    let o = qa(&[
+        "features",
+        "--data",
+        &shared("data/covid-qa/dev.json"),
+        "--tokenizer",
+        &shared("models/all-MiniLM-L6-v2"),
+        "--max-samples",
+        "12",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let ours = std::fs::read_to_string(&out).unwrap();
+    let golden = std::fs::read_to_string(shared("golden/covid_dev_features.jsonl")).unwrap();
+    let parse = |s: &str| -> Vec<serde_json::Value> {
+        s.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    };
+    assert_eq!(parse(&ours), parse(&golden));
+    assert!(stderr(&o).contains("94 windows from 12 examples"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("6 answers repaired"), "{}", stderr(&o));
+}
+
+#[test]
+fn score_v1_on_covid_dev_with_gold_and_partial_predictions() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = shared("data/covid-qa/dev.json");
+    let gold = qa_eval::Gold::from_squad_file(Path::new(&data)).unwrap();
+    // First answer for the first 31 questions (a fifth of 155), nothing for the rest.
+    let preds: serde_json::Map<String, serde_json::Value> = gold
+        .questions
+        .iter()
+        .take(31)
+        .map(|q| (q.id.clone(), q.answers[0].clone().into()))
+        .collect();
+    let pred_path = dir.path().join("p.json");
+    std::fs::write(&pred_path, serde_json::to_string(&preds).unwrap()).unwrap();
+    let out_path = dir.path().join("eval.json");
+    let o = qa(&["score", &data, pred_path.to_str().unwrap(), "-o", out_path.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let result: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!((result["exact_match"].as_f64().unwrap() - 20.0).abs() < 1e-9);
+    assert!((result["f1"].as_f64().unwrap() - 20.0).abs() < 1e-9);
+    assert!(stderr(&o).contains("124 questions have no prediction"));
+    let written: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out_path).unwrap()).unwrap();
+    assert_eq!(written, result);
+}
+
+#[test]
+fn score_defnlp_fixture() {
+    let dir = tempfile::tempdir().unwrap();
+    let fixture: PathBuf =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../qa-data/tests/fixtures/defnlp/train.csv");
+    let sub = dir.path().join("submission.csv");
+    // a1b2c3: 2 gold labels, both found + 1 wrong; d4e5f6: exact; g7h8i9: missing row.
+    std::fs::write(
+        &sub,
+        "Id,PredictionString\na1b2c3,arms|census of agriculture|wrong thing\nd4e5f6,ECLS-K\n",
+    )
+    .unwrap();
+    let o = qa(&["score", "--defnlp", fixture.to_str().unwrap(), sub.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    // tp 3, fp 1, fn 1 → F0.5 = 1.25·3 / (1.25·3 + 0.25·1 + 1)
+    assert_eq!((r["tp"].as_u64(), r["fp"].as_u64(), r["fn"].as_u64()), (Some(3), Some(1), Some(1)));
+    let expected = 3.75 / (3.75 + 0.25 + 1.0);
+    assert!((r["fbeta"].as_f64().unwrap() - expected).abs() < 1e-12);
+}
+
+#[test]
+fn bad_input_is_one_clear_line_and_a_failure_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = qa(&["score", "/nonexistent/dev.json", "/nonexistent/p.json"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("/nonexistent/dev.json"), "{}", stderr(&o));
+    let bad = dir.path().join("bad.json");
+    std::fs::write(&bad, "{\"data\": [").unwrap();
+    let o = qa(&["features", "--data", bad.to_str().unwrap(), "--tokenizer", "x", "--out", "y"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).starts_with("error: ") && stderr(&o).contains("bad.json"), "{}", stderr(&o));
+    let o = qa(&[
+        "features",
+        "--data",
+        &shared("data/covid-qa/dev.json"),
+        "--tokenizer",
+        "/nonexistent/model",
+        "--out",
+        "y",
+    ]);
+    assert!(stderr(&o).contains("/nonexistent/model"), "{}", stderr(&o));
+}

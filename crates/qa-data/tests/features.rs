@@ -1,0 +1,141 @@
+//! Window building beyond the golden file: labels, padding, tokenizer fallback, bad settings.
+
+use qa_data::features::{pad_batch, Padding};
+use qa_data::{build_features, load, load_tokenizer, shared_dir, Example, ExampleId, FeatureConfig, LoadOptions};
+
+fn tokenizer() -> tokenizers::Tokenizer {
+    load_tokenizer(&shared_dir().join("models/all-MiniLM-L6-v2")).unwrap()
+}
+
+fn quiet(max_length: usize, stride: usize) -> FeatureConfig {
+    FeatureConfig {
+        max_length,
+        stride,
+        show_progress: false,
+        ..Default::default()
+    }
+}
+
+fn example(question: &str, context: &str, answer: Option<(&str, usize)>) -> Example {
+    Example {
+        id: ExampleId::Text("e".into()),
+        title: String::new(),
+        question: question.into(),
+        context: context.into(),
+        answers: answer
+            .map(|(t, s)| qa_data::Answer {
+                text: t.into(),
+                char_start: Some(s),
+            })
+            .into_iter()
+            .collect(),
+        is_impossible: answer.is_none(),
+    }
+}
+
+#[test]
+fn labels_point_at_answer_tokens_or_cls() {
+    let context = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi";
+    let ex = example("which?", context, Some(("kappa lambda", 51)));
+    let set = build_features(&tokenizer(), &[ex.clone()], &quiet(16, 4)).unwrap();
+    assert!(set.features.len() > 2);
+    let mut labelled = 0;
+    for f in &set.features {
+        if f.start_position == 0 {
+            assert_eq!(f.end_position, 0);
+            continue;
+        }
+        labelled += 1;
+        let (s, _) = f.offsets[f.start_position].unwrap();
+        let (_, e) = f.offsets[f.end_position].unwrap();
+        assert_eq!(&context[s..e], "kappa lambda");
+    }
+    assert!(labelled >= 1);
+    assert_eq!(set.report.windows_with_answer, labelled);
+
+    let impossible = example("which?", context, None);
+    let set = build_features(&tokenizer(), &[impossible], &quiet(16, 4)).unwrap();
+    assert!(set.features.iter().all(|f| f.start_position == 0 && f.end_position == 0));
+}
+
+#[test]
+fn label_any_answer_labels_every_window_holding_some_answer() {
+    let data = load(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/defnlp"),
+        &LoadOptions::default(),
+    )
+    .unwrap();
+    let ex = &data.examples[..1];
+    let first_only = build_features(&tokenizer(), ex, &quiet(24, 8)).unwrap();
+    let any = build_features(
+        &tokenizer(),
+        ex,
+        &FeatureConfig {
+            label_any_answer: true,
+            ..quiet(24, 8)
+        },
+    )
+    .unwrap();
+    assert_eq!(first_only.features.len(), any.features.len());
+    assert!(any.report.windows_with_answer > first_only.report.windows_with_answer);
+}
+
+#[test]
+fn padding_to_max_length_and_batches() {
+    let ex = example("q?", "short context here", Some(("context", 6)));
+    let padded = build_features(
+        &tokenizer(),
+        &[ex.clone()],
+        &FeatureConfig {
+            padding: Padding::MaxLength,
+            ..quiet(32, 8)
+        },
+    )
+    .unwrap();
+    let f = &padded.features[0];
+    assert_eq!(f.len(), 32);
+    assert_eq!(f.attention_mask.iter().filter(|&&m| m == 1).count(), 8);
+    assert!(f.offsets[8..].iter().all(Option::is_none));
+
+    let long = example("q?", "one two three four five six seven", None);
+    let set = build_features(&tokenizer(), &[ex, long], &quiet(32, 8)).unwrap();
+    let refs: Vec<_> = set.features.iter().collect();
+    let batch = pad_batch(&refs, 0);
+    assert_eq!(batch.batch, 2);
+    assert_eq!(batch.seq_len, refs[1].len());
+    assert_eq!(batch.input_ids.len(), 2 * batch.seq_len);
+    assert_eq!(batch.attention_mask[..batch.seq_len].iter().sum::<i64>(), 8);
+    assert_eq!(batch.start_positions, vec![set.features[0].start_position as i64, 0]);
+}
+
+#[test]
+fn question_longer_than_the_window_is_skipped_and_reported() {
+    let long_q = "why ".repeat(40);
+    let ex = example(&long_q, "some context", None);
+    let set = build_features(&tokenizer(), &[ex], &quiet(32, 8)).unwrap();
+    assert!(set.features.is_empty());
+    assert_eq!(set.report.skipped.len(), 1);
+    assert_eq!(set.report.skipped[0].0, "e");
+}
+
+#[test]
+fn bad_settings_are_errors() {
+    let ex = example("q", "c", None);
+    let err = build_features(&tokenizer(), &[ex], &quiet(64, 64)).unwrap_err();
+    assert!(err.to_string().contains("doc_stride"));
+}
+
+#[test]
+fn vocab_txt_fallback_matches_tokenizer_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = shared_dir().join("models/all-MiniLM-L6-v2");
+    for f in ["vocab.txt", "tokenizer_config.json"] {
+        std::fs::copy(model.join(f), dir.path().join(f)).unwrap();
+    }
+    let fallback = load_tokenizer(dir.path()).unwrap();
+    let data = load(shared_dir().join("data/covid-qa/dev.json"), &LoadOptions::default()).unwrap();
+    let ex = &data.examples[..5];
+    let a = build_features(&tokenizer(), ex, &quiet(384, 128)).unwrap();
+    let b = build_features(&fallback, ex, &quiet(384, 128)).unwrap();
+    assert_eq!(a.features, b.features);
+}
