@@ -1,0 +1,58 @@
+//! The Burn backend, chosen here and nowhere else: `--features cuda` selects CUDA, otherwise the
+//! CPU (NdArray) backend. Every other crate names these aliases instead of a concrete backend.
+
+#[cfg(feature = "cuda")]
+mod chosen {
+    pub type Compute = burn::backend::Cuda<f32, i32>;
+    pub const NAME: &str = "cuda";
+}
+
+#[cfg(not(feature = "cuda"))]
+mod chosen {
+    pub type Compute = burn::backend::NdArray<f32, i64>;
+    pub const NAME: &str = "cpu (ndarray)";
+}
+
+/// Backend for inference (f32 compute).
+pub type Compute = chosen::Compute;
+/// Backend for training (autodiff over [`Compute`]).
+pub type Train = burn::backend::Autodiff<Compute>;
+/// Human name of the compiled-in backend, for logs and reports.
+pub const BACKEND_NAME: &str = chosen::NAME;
+
+pub type Device = <Compute as burn::tensor::backend::Backend>::Device;
+
+/// The default device of the compiled-in backend (GPU 0 for CUDA).
+pub fn default_device() -> Device {
+    Device::default()
+}
+
+/// Parses `cpu`, `cuda` or `cuda:N` against the compiled-in backend.
+pub fn parse_device(spec: &str) -> Result<Device, String> {
+    let spec = spec.trim();
+    #[cfg(feature = "cuda")]
+    {
+        if spec == "cuda" || spec == "auto" {
+            return Ok(Device::default());
+        }
+        if let Some(n) = spec.strip_prefix("cuda:") {
+            let index: usize = n
+                .parse()
+                .map_err(|_| format!("bad CUDA device index in {spec:?}"))?;
+            return Ok(burn::backend::cuda::CudaDevice::new(index));
+        }
+        Err(format!(
+            "device {spec:?} is not available: this binary was built with the CUDA backend (use cuda or cuda:N)"
+        ))
+    }
+    #[cfg(not(feature = "cuda"))]
+    {
+        match spec {
+            "cpu" | "auto" => Ok(Device::default()),
+            _ if spec.starts_with("cuda") => Err(format!(
+                "device {spec:?} needs a build with the CUDA backend: cargo build --release --features cuda"
+            )),
+            _ => Err(format!("unknown device {spec:?} (expected cpu, cuda or cuda:N)")),
+        }
+    }
+}
