@@ -13,6 +13,7 @@ pub mod backend;
 pub mod checkpoint;
 pub mod config;
 pub mod error;
+pub mod infer;
 pub mod model;
 pub mod weights;
 

@@ -1,0 +1,113 @@
+//! Training settings, named and defaulted as HF `TrainingArguments` where they overlap.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    F32,
+    Bf16,
+    Fp16,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrainConfig {
+    pub output_dir: PathBuf,
+    pub learning_rate: f64,
+    pub weight_decay: f64,
+    pub adam_beta1: f64,
+    pub adam_beta2: f64,
+    pub adam_epsilon: f64,
+    pub max_grad_norm: f64,
+    pub num_train_epochs: f64,
+    /// Overrides `num_train_epochs` when set.
+    pub max_steps: Option<usize>,
+    pub warmup_ratio: f64,
+    /// Overrides `warmup_ratio` when set.
+    pub warmup_steps: Option<usize>,
+    pub per_device_train_batch_size: usize,
+    pub per_device_eval_batch_size: usize,
+    pub gradient_accumulation_steps: usize,
+    pub seed: u64,
+    pub logging_steps: usize,
+    /// Evaluate every N optimizer steps (and at the end when an eval set is given).
+    pub eval_steps: Option<usize>,
+    /// Save `checkpoint-STEP/` every N optimizer steps.
+    pub save_steps: Option<usize>,
+    pub save_total_limit: Option<usize>,
+    pub load_best_model_at_end: bool,
+    /// `f1` or `exact_match` (SQuAD v2: `exact`).
+    pub metric_for_best_model: String,
+    /// A `checkpoint-STEP` folder to continue from; `None` resumes from the newest checkpoint in
+    /// `output_dir`, if any (as run_qa does), unless `overwrite_output_dir`.
+    pub resume_from_checkpoint: Option<PathBuf>,
+    pub overwrite_output_dir: bool,
+    pub precision: Precision,
+    pub pad_token_id: u32,
+    /// Stop (without saving a final model) after this many optimizer steps: simulates a killed
+    /// run for resume tests and pre-emptible machines.
+    pub interrupt_after_steps: Option<usize>,
+    pub show_progress: bool,
+}
+
+impl TrainConfig {
+    pub fn new(output_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            output_dir: output_dir.into(),
+            learning_rate: 5e-5,
+            weight_decay: 0.0,
+            adam_beta1: 0.9,
+            adam_beta2: 0.999,
+            adam_epsilon: 1e-8,
+            max_grad_norm: 1.0,
+            num_train_epochs: 3.0,
+            max_steps: None,
+            warmup_ratio: 0.0,
+            warmup_steps: None,
+            per_device_train_batch_size: 8,
+            per_device_eval_batch_size: 8,
+            gradient_accumulation_steps: 1,
+            seed: 42,
+            logging_steps: 50,
+            eval_steps: None,
+            save_steps: None,
+            save_total_limit: None,
+            load_best_model_at_end: false,
+            metric_for_best_model: "f1".into(),
+            resume_from_checkpoint: None,
+            overwrite_output_dir: false,
+            precision: Precision::F32,
+            pad_token_id: 0,
+            interrupt_after_steps: None,
+            show_progress: true,
+        }
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), String> {
+        if self.per_device_train_batch_size == 0 || self.gradient_accumulation_steps == 0 {
+            return Err("batch size and gradient_accumulation_steps must be at least 1".into());
+        }
+        if !(self.learning_rate > 0.0) {
+            return Err(format!("learning_rate must be positive, got {}", self.learning_rate));
+        }
+        if self.max_steps.is_none() && !(self.num_train_epochs > 0.0) {
+            return Err("set num_train_epochs > 0 or max_steps".into());
+        }
+        if !(0.0..=1.0).contains(&self.warmup_ratio) {
+            return Err(format!("warmup_ratio must be in [0, 1], got {}", self.warmup_ratio));
+        }
+        if self.load_best_model_at_end && (self.eval_steps.is_none() || self.save_steps.is_none()) {
+            return Err("load_best_model_at_end needs eval_steps and save_steps".into());
+        }
+        if let (true, Some(e), Some(s)) = (self.load_best_model_at_end, self.eval_steps, self.save_steps) {
+            if s % e != 0 {
+                return Err(format!(
+                    "with load_best_model_at_end, save_steps ({s}) must be a multiple of eval_steps ({e})"
+                ));
+            }
+        }
+        Ok(())
+    }
+}

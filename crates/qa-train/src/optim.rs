@@ -1,0 +1,243 @@
+//! AdamW as `torch.optim.AdamW` (decoupled weight decay, bias-corrected moments) with HF's
+//! parameter groups (no decay for biases and LayerNorm weights), torch's global gradient-norm
+//! clipping, and HF's linear schedule with warmup.
+//!
+//! Burn's own AdamW decays every parameter and its clipping is per parameter, so both are ours.
+//! Moments are keyed by the parameter's module path, so checkpoints survive a reload (which
+//! gives parameters new ids).
+
+use std::collections::BTreeMap;
+
+use burn::module::{AutodiffModule, ModuleMapper, ModuleVisitor, Param};
+use burn::optim::GradientsParams;
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{Tensor, TensorData};
+
+/// HF `get_linear_schedule_with_warmup`: 0 → lr over `warmup` steps, then linearly to 0 at `total`.
+pub fn linear_schedule(step: usize, warmup: usize, total: usize, lr: f64) -> f64 {
+    if step < warmup {
+        return lr * step as f64 / warmup.max(1) as f64;
+    }
+    lr * ((total.saturating_sub(step)) as f64 / (total.saturating_sub(warmup)).max(1) as f64).max(0.0)
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct AdamWConfig {
+    pub beta1: f64,
+    pub beta2: f64,
+    pub epsilon: f64,
+    pub weight_decay: f64,
+}
+
+/// First and second moments of one parameter, flattened, on the inner backend.
+#[derive(Debug, Clone)]
+pub struct Moments<B: Backend> {
+    pub m: Tensor<B, 1>,
+    pub v: Tensor<B, 1>,
+}
+
+/// Optimizer state: step count and moments by parameter path.
+#[derive(Debug, Clone)]
+pub struct AdamW<B: Backend> {
+    pub config: AdamWConfig,
+    pub step: usize,
+    pub moments: BTreeMap<String, Moments<B>>,
+}
+
+/// HF's `no_decay = ["bias", "LayerNorm.weight"]`, in our module paths: biases and every
+/// LayerNorm parameter (our LayerNorm fields are the ones named `*norm`).
+pub fn decays(path: &str) -> bool {
+    let mut parts = path.rsplit('.');
+    let leaf = parts.next().unwrap_or("");
+    let owner = parts.next().unwrap_or("");
+    !(leaf == "bias" || leaf == "beta" || owner.ends_with("norm"))
+}
+
+impl<B: Backend> AdamW<B> {
+    pub fn new(config: AdamWConfig) -> Self {
+        Self {
+            config,
+            step: 0,
+            moments: BTreeMap::new(),
+        }
+    }
+
+    /// One update of every parameter that has a gradient, with gradients scaled by `grad_scale`
+    /// (the clipping factor).
+    pub fn step<AB, M>(&mut self, lr: f64, model: M, grads: &GradientsParams, grad_scale: f64) -> M
+    where
+        AB: AutodiffBackend<InnerBackend = B>,
+        M: AutodiffModule<AB>,
+    {
+        self.step += 1;
+        let mut mapper = StepMapper::<AB> {
+            optimizer: self,
+            grads,
+            lr,
+            grad_scale,
+            path: Vec::new(),
+        };
+        model.map(&mut mapper)
+    }
+
+    /// Moments as named host tensors (`m.PATH`, `v.PATH`) for a checkpoint.
+    pub fn export(&self) -> BTreeMap<String, qa_model::weights::HostTensor> {
+        let host = |t: &Tensor<B, 1>| {
+            let data: Vec<f32> = t.to_data().convert::<f32>().into_vec().expect("f32 moments");
+            qa_model::weights::HostTensor::new(vec![data.len()], data)
+        };
+        let mut out = BTreeMap::new();
+        for (path, mo) in &self.moments {
+            out.insert(format!("m.{path}"), host(&mo.m));
+            out.insert(format!("v.{path}"), host(&mo.v));
+        }
+        out
+    }
+
+    /// Restores moments written by [`AdamW::export`].
+    pub fn import(
+        &mut self,
+        step: usize,
+        tensors: &BTreeMap<String, qa_model::weights::HostTensor>,
+        device: &B::Device,
+    ) -> Result<(), String> {
+        self.step = step;
+        self.moments.clear();
+        let tensor = |t: &qa_model::weights::HostTensor| {
+            Tensor::<B, 1>::from_data(TensorData::new(t.data.clone(), [t.data.len()]), device)
+        };
+        for (name, m) in tensors {
+            if let Some(path) = name.strip_prefix("m.") {
+                let v = tensors
+                    .get(&format!("v.{path}"))
+                    .ok_or_else(|| format!("optimizer state has m.{path} but no v.{path}"))?;
+                self.moments.insert(
+                    path.to_string(),
+                    Moments {
+                        m: tensor(m),
+                        v: tensor(v),
+                    },
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+struct StepMapper<'a, AB: AutodiffBackend> {
+    optimizer: &'a mut AdamW<AB::InnerBackend>,
+    grads: &'a GradientsParams,
+    lr: f64,
+    grad_scale: f64,
+    path: Vec<String>,
+}
+
+impl<AB: AutodiffBackend> ModuleMapper<AB> for StepMapper<'_, AB> {
+    fn enter_module(&mut self, name: &str, _container_type: &str) {
+        self.path.push(name.to_string());
+    }
+
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.path.pop();
+    }
+
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<AB, D>>) -> Param<Tensor<AB, D>> {
+        let (id, tensor, mapper) = param.consume();
+        let Some(grad) = self.grads.get::<AB::InnerBackend, D>(id) else {
+            return Param::from_mapped_value(id, tensor, mapper);
+        };
+        let path = self.path.join(".");
+        let cfg = self.optimizer.config;
+        let dims = tensor.dims();
+        let n: usize = dims.iter().product();
+        let device = grad.device();
+        let g = grad.reshape([n]).mul_scalar(self.grad_scale);
+        let mut p = tensor.inner().reshape([n]);
+        let moments = self.optimizer.moments.remove(&path).unwrap_or_else(|| Moments {
+            m: Tensor::zeros([n], &device),
+            v: Tensor::zeros([n], &device),
+        });
+        let m = moments.m.mul_scalar(cfg.beta1) + g.clone().mul_scalar(1.0 - cfg.beta1);
+        let v = moments.v.mul_scalar(cfg.beta2) + (g.clone() * g).mul_scalar(1.0 - cfg.beta2);
+        let t = self.optimizer.step as i32;
+        let bias1 = 1.0 - cfg.beta1.powi(t);
+        let bias2 = 1.0 - cfg.beta2.powi(t);
+        if cfg.weight_decay > 0.0 && decays(&path) {
+            p = p.mul_scalar(1.0 - self.lr * cfg.weight_decay);
+        }
+        let denom = v.clone().sqrt().div_scalar(bias2.sqrt()).add_scalar(cfg.epsilon);
+        let p = p - (m.clone() / denom).mul_scalar(self.lr / bias1);
+        self.optimizer.moments.insert(path, Moments { m, v });
+        let updated = Tensor::<AB, D>::from_inner(p.reshape(dims)).require_grad();
+        Param::from_mapped_value(id, updated, mapper)
+    }
+}
+
+/// The L2 norm of all gradients together (torch `clip_grad_norm_`'s `total_norm`).
+pub fn global_grad_norm<AB: AutodiffBackend, M: AutodiffModule<AB>>(
+    model: &M,
+    grads: &GradientsParams,
+) -> f64 {
+    struct SumSquares<'a, AB: AutodiffBackend> {
+        grads: &'a GradientsParams,
+        total: Option<Tensor<AB::InnerBackend, 1>>,
+    }
+    impl<AB: AutodiffBackend> ModuleVisitor<AB> for SumSquares<'_, AB> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<AB, D>>) {
+            if let Some(g) = self.grads.get::<AB::InnerBackend, D>(param.id) {
+                let s = (g.clone() * g).sum();
+                self.total = Some(match self.total.take() {
+                    Some(t) => t + s,
+                    None => s,
+                });
+            }
+        }
+    }
+    let mut visitor = SumSquares::<AB> { grads, total: None };
+    model.visit(&mut visitor);
+    visitor
+        .total
+        .map(|t| t.into_scalar().elem::<f64>().sqrt())
+        .unwrap_or(0.0)
+}
+
+use burn::tensor::ElementConversion;
+
+/// torch's clip coefficient: `max_norm / (norm + 1e-6)`, capped at 1.
+pub fn clip_scale(norm: f64, max_norm: f64) -> f64 {
+    if max_norm <= 0.0 {
+        return 1.0;
+    }
+    (max_norm / (norm + 1e-6)).min(1.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedule_warms_up_then_decays_to_zero() {
+        assert_eq!(linear_schedule(0, 10, 100, 1.0), 0.0);
+        assert_eq!(linear_schedule(5, 10, 100, 1.0), 0.5);
+        assert_eq!(linear_schedule(10, 10, 100, 1.0), 1.0);
+        assert_eq!(linear_schedule(55, 10, 100, 1.0), 0.5);
+        assert_eq!(linear_schedule(100, 10, 100, 1.0), 0.0);
+        assert_eq!(linear_schedule(0, 0, 4, 2.0), 2.0);
+    }
+
+    #[test]
+    fn no_decay_groups_match_hf() {
+        assert!(decays("layers.0.query.weight"));
+        assert!(decays("embeddings.word.weight"));
+        assert!(!decays("layers.0.query.bias"));
+        assert!(!decays("layers.0.attention_norm.gamma"));
+        assert!(!decays("embeddings.norm.beta"));
+        assert!(decays("qa_outputs.weight"));
+    }
+
+    #[test]
+    fn clip_scale_is_torchs() {
+        assert_eq!(clip_scale(0.5, 1.0), 1.0);
+        assert!((clip_scale(4.0, 1.0) - 1.0 / (4.0 + 1e-6)).abs() < 1e-15);
+    }
+}

@@ -1,0 +1,236 @@
+//! Training on the CPU with the tiny golden BERT: it learns, accumulation is exact, resume is
+//! exact, and AdamW's first step is torch's.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use burn::module::AutodiffModule;
+use burn::optim::GradientsParams;
+use burn::tensor::{Int, Tensor, TensorData};
+use qa_data::features::pad_batch;
+use qa_data::{build_features, load, load_tokenizer, shared_dir, Feature, FeatureConfig, LoadOptions};
+use qa_model::backend::{default_device, Train};
+use qa_model::checkpoint::{build_model, export_tensors};
+use qa_model::model::QaBatch;
+use qa_model::weights::{HostTensor, WeightFile};
+use qa_model::{ModelConfig, QaModel};
+use qa_train::optim::{AdamW, AdamWConfig};
+use qa_train::{train, TrainConfig};
+
+type B = Train;
+
+/// Burn's CPU backend keeps one process-wide RNG (dropout masks): tests that compare runs hold
+/// this lock so that parallel tests cannot draw from it in between.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn tiny_dir() -> std::path::PathBuf {
+    shared_dir().join("golden/tiny-bert-qa")
+}
+
+/// 16 short windows of COVID-QA dev (max_length 64), 8 of them holding their answer.
+fn windows() -> Vec<Feature> {
+    let data = load(shared_dir().join("data/covid-qa/dev.json"), &LoadOptions::default()).unwrap();
+    let tokenizer = load_tokenizer(&tiny_dir()).unwrap();
+    let cfg = FeatureConfig {
+        max_length: 64,
+        stride: 16,
+        show_progress: false,
+        ..Default::default()
+    };
+    let set = build_features(&tokenizer, &data.examples[..6], &cfg).unwrap();
+    let (with, without): (Vec<Feature>, Vec<Feature>) =
+        set.features.into_iter().partition(|f| f.start_position > 0);
+    assert!(with.len() >= 8, "only {} answer windows", with.len());
+    with.into_iter().take(8).chain(without.into_iter().take(8)).collect()
+}
+
+fn config(no_dropout: bool) -> ModelConfig {
+    let mut c = ModelConfig::from_file(&tiny_dir().join("config.json")).unwrap();
+    if no_dropout {
+        c.hidden_dropout = 0.0;
+        c.attention_dropout = 0.0;
+    }
+    c
+}
+
+fn tiny_model(c: &ModelConfig) -> QaModel<B> {
+    let file = WeightFile::read(&tiny_dir().join("model.safetensors")).unwrap();
+    build_model::<B>(c, Some(&file), 0, &default_device()).unwrap().0
+}
+
+fn quiet(dir: &Path) -> TrainConfig {
+    TrainConfig {
+        show_progress: false,
+        logging_steps: 1,
+        ..TrainConfig::new(dir)
+    }
+}
+
+fn max_diff(a: &BTreeMap<String, HostTensor>, b: &BTreeMap<String, HostTensor>) -> f32 {
+    assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
+    a.iter()
+        .flat_map(|(k, t)| t.data.iter().zip(&b[k].data).map(|(x, y)| (x - y).abs()))
+        .fold(0.0, f32::max)
+}
+
+#[test]
+fn tiny_model_overfits_a_small_slice() {
+    let _serial = serial();
+    // 16 windows, 100 steps of batch 8 at lr 3e-3. A head that knows nothing scores
+    // ln(64) ≈ 4.16 per position; memorising 16 windows must take the mean loss of the last
+    // logged steps well under 1.0 (a quarter of chance level).
+    let dir = tempfile::tempdir().unwrap();
+    let c = config(false);
+    let cfg = TrainConfig {
+        learning_rate: 3e-3,
+        max_steps: Some(100),
+        per_device_train_batch_size: 8,
+        ..quiet(dir.path())
+    };
+    let out = train(tiny_model(&c), &c, Some(&tiny_dir()), &windows(), None, &cfg, &default_device()).unwrap();
+    let log: Vec<serde_json::Value> = std::fs::read_to_string(dir.path().join("train_log.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let first = log[0]["loss"].as_f64().unwrap();
+    let last: f64 = log[log.len() - 5..].iter().map(|e| e["loss"].as_f64().unwrap()).sum::<f64>() / 5.0;
+    eprintln!("loss: first step {first:.3}, mean of last 5 steps {last:.3}");
+    assert!(first > 3.0, "first loss {first}");
+    assert!(last < 1.0, "final loss {last}");
+    assert_eq!(out.results.global_step, 100);
+    // The final model is an HF folder, plus HF's result files.
+    for f in ["config.json", "model.safetensors", "tokenizer.json", "train_results.json", "trainer_state.json"] {
+        assert!(dir.path().join(f).is_file(), "{f}");
+    }
+}
+
+#[test]
+fn accumulating_4_batches_of_2_equals_one_batch_of_8() {
+    let _serial = serial();
+    let c = config(true);
+    let run = |bs: usize, accum: usize| {
+        let dir = tempfile::tempdir().unwrap();
+        // With ε = 1 AdamW's update is ≈ lr·g for small g: linear in the gradient, so equal
+        // weights mean equal gradients (with ε = 1e-8 it is ≈ lr·sign(g), which turns float
+        // noise in near-zero gradients into full-size steps).
+        let cfg = TrainConfig {
+            learning_rate: 0.5,
+            adam_epsilon: 1.0,
+            max_steps: Some(3),
+            per_device_train_batch_size: bs,
+            gradient_accumulation_steps: accum,
+            max_grad_norm: 0.5,
+            weight_decay: 0.01,
+            ..quiet(dir.path())
+        };
+        let out = train(tiny_model(&c), &c, None, &windows(), None, &cfg, &default_device()).unwrap();
+        export_tensors(&out.model, &c)
+    };
+    let big = run(8, 1);
+    let accumulated = run(2, 4);
+    let start = export_tensors(&tiny_model(&c), &c);
+    let moved = max_diff(&big, &start);
+    let diff = max_diff(&big, &accumulated);
+    eprintln!("weights moved by up to {moved:e}; batch 8 vs 4×2 differ by {diff:e}");
+    assert!(moved > 1e-2);
+    assert!(diff < 1e-6, "accumulation differs by {diff}");
+}
+
+#[test]
+fn killed_and_resumed_run_ends_with_the_same_weights() {
+    let _serial = serial();
+    let c = config(false);
+    let feats = windows();
+    let base = |dir: &Path| TrainConfig {
+        learning_rate: 5e-4,
+        num_train_epochs: 2.0, // 16 windows / batch 4 → 4 steps an epoch, 8 in all
+        per_device_train_batch_size: 4,
+        warmup_ratio: 0.25,
+        weight_decay: 0.01,
+        save_steps: Some(2),
+        save_total_limit: Some(2),
+        ..quiet(dir)
+    };
+    let straight_dir = tempfile::tempdir().unwrap();
+    let straight = train(tiny_model(&c), &c, None, &feats, None, &base(straight_dir.path()), &default_device()).unwrap();
+    assert_eq!(straight.results.global_step, 8);
+
+    let dir = tempfile::tempdir().unwrap();
+    let killed = TrainConfig {
+        interrupt_after_steps: Some(5),
+        ..base(dir.path())
+    };
+    let first = train(tiny_model(&c), &c, None, &feats, None, &killed, &default_device()).unwrap();
+    assert!(first.results.interrupted);
+    // Checkpoints 2 and 4 were written; no final model yet.
+    let names: Vec<_> = qa_train::checkpoint::list_checkpoints(dir.path()).into_iter().map(|(s, _)| s).collect();
+    assert_eq!(names, vec![2, 4]);
+    assert!(!dir.path().join("model.safetensors").exists());
+    // A new process: a fresh model object, auto-resume from checkpoint-4 (mid-epoch 2).
+    let resumed = train(tiny_model(&c), &c, None, &feats, None, &base(dir.path()), &default_device()).unwrap();
+    assert_eq!(resumed.results.resumed_from.as_deref(), Some(dir.path().join("checkpoint-4").as_path()));
+    let diff = max_diff(&export_tensors(&straight.model, &c), &export_tensors(&resumed.model, &c));
+    eprintln!("straight vs resumed: max weight difference {diff:e}");
+    assert_eq!(diff, 0.0);
+    // save_total_limit 2 kept the newest two.
+    let names: Vec<_> = qa_train::checkpoint::list_checkpoints(dir.path()).into_iter().map(|(s, _)| s).collect();
+    assert_eq!(names, vec![6, 8]);
+}
+
+#[test]
+fn adamw_first_step_moves_each_weight_by_lr_against_its_gradient_and_skips_decay_groups() {
+    let device = default_device();
+    let c = config(true);
+    let model = tiny_model(&c);
+    let feats = windows();
+    let refs: Vec<&Feature> = feats.iter().take(4).collect();
+    let padded = pad_batch(&refs, 0);
+    let out = model.forward(&QaBatch::<B>::from_padded(&padded, &device));
+    let labels = |v: &[i64]| Tensor::<B, 1, Int>::from_data(TensorData::new(v.to_vec(), [v.len()]), &device);
+    let loss = qa_train::loss::qa_loss(&out, labels(&padded.start_positions), labels(&padded.end_positions));
+    let grads = GradientsParams::from_grads(loss.backward(), &model);
+    let g: Vec<f32> = grads
+        .get::<<B as burn::tensor::backend::AutodiffBackend>::InnerBackend, 2>(model.qa_outputs.weight.id)
+        .unwrap()
+        .into_data()
+        .to_vec()
+        .unwrap();
+    let before: Vec<f32> = model.qa_outputs.weight.val().into_data().to_vec().unwrap();
+    let norm_before: Vec<f32> = model.embeddings.norm.gamma.val().into_data().to_vec().unwrap();
+    let mut opt = AdamW::new(AdamWConfig { beta1: 0.9, beta2: 0.999, epsilon: 1e-8, weight_decay: 0.1 });
+    let lr = 0.01;
+    let model = opt.step(lr, model, &grads, 1.0);
+    let after: Vec<f32> = model.qa_outputs.weight.val().into_data().to_vec().unwrap();
+    for i in 0..before.len() {
+        // Decoupled decay first, then m̂/(√v̂+ε) = g/(|g|+ε) on step 1.
+        let expected = before[i] * (1.0 - lr as f32 * 0.1) - lr as f32 * g[i] / (g[i].abs() + 1e-8);
+        assert!((after[i] - expected).abs() < 1e-6, "{i}: {} vs {expected}", after[i]);
+    }
+    // LayerNorm weights are not decayed: their change is the Adam step alone (≤ lr).
+    let norm_after: Vec<f32> = model.valid().embeddings.norm.gamma.val().into_data().to_vec().unwrap();
+    for (a, b) in norm_after.iter().zip(&norm_before) {
+        assert!((a - b).abs() <= lr as f32 * 1.0001);
+    }
+}
+
+#[test]
+fn bad_settings_are_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = config(true);
+    let cfg = TrainConfig {
+        precision: qa_train::Precision::Bf16,
+        ..quiet(dir.path())
+    };
+    let err = train(tiny_model(&c), &c, None, &windows(), None, &cfg, &default_device()).err().unwrap();
+    assert!(err.to_string().contains("Bf16"), "{err}");
+    let cfg = TrainConfig {
+        per_device_train_batch_size: 0,
+        ..quiet(dir.path())
+    };
+    assert!(train(tiny_model(&c), &c, None, &windows(), None, &cfg, &default_device()).is_err());
+}
