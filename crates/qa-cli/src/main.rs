@@ -5,19 +5,27 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod bench;
+mod common;
+mod eval;
 mod features;
+mod predict;
 mod score;
+mod train;
 
 #[derive(Parser)]
 #[command(
     name = "qa",
     version,
-    about = "Extractive question answering with BERT-family models: features, scoring, and more",
+    about = "Extractive question answering with BERT-family models: train, evaluate, answer, score",
     after_help = "Examples:\n  \
         qa features --data dev.json --tokenizer models/all-MiniLM-L6-v2 --out dev.features.jsonl\n  \
         qa score dev.json predictions.json\n  \
         qa score dev-v2.0.json predictions.json --na-prob-file null_odds.json\n  \
-        qa score --defnlp train.csv submission.csv"
+        qa score --defnlp train.csv submission.csv\n  \
+        qa train --model-name-or-path all-MiniLM-L6-v2 --train-file train.json --validation-file dev.json --output-dir out\n  \
+        qa eval --model out --data dev.json --output-dir out\n  \
+        qa predict --model out --question \"What causes COVID-19?\" --context \"COVID-19 is caused by SARS-CoV-2.\""
 )]
 struct Cli {
     #[command(subcommand)]
@@ -30,6 +38,15 @@ enum Command {
     Features(features::Args),
     /// Score predictions with the official SQuAD v1.1/v2.0 rules (or the Coleridge metric).
     Score(score::Args),
+    /// Fine-tune a BERT/DistilBERT model for extractive QA (run_qa.py --do_train).
+    Train(train::Args),
+    /// Predict and score a labelled set with a fine-tuned model (run_qa.py --do_eval).
+    Eval(eval::Args),
+    /// Answer questions: one, a JSONL batch, or DEFNLP publications.
+    Predict(predict::Args),
+    /// Time one synthetic workload (used by `cargo xtask bench`).
+    #[command(hide = true)]
+    Bench(bench::Args),
 }
 
 fn main() -> ExitCode {
@@ -46,6 +63,10 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Features(args) => features::run(args),
         Command::Score(args) => score::run(args),
+        Command::Train(args) => train::run(args),
+        Command::Eval(args) => eval::run(args),
+        Command::Predict(args) => predict::run(args),
+        Command::Bench(args) => bench::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

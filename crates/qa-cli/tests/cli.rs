@@ -114,3 +114,82 @@ fn bad_input_is_one_clear_line_and_a_failure_code() {
     ]);
     assert!(stderr(&o).contains("/nonexistent/model"), "{}", stderr(&o));
 }
+
+#[test]
+fn train_eval_predict_round_trip_with_the_tiny_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("model");
+    let model = shared("golden/tiny-bert-qa");
+    let dev = shared("data/covid-qa/dev.json");
+    let o = qa(&[
+        "train", "--model-name-or-path", &model, "--train-file", &dev, "--validation-file", &dev,
+        "--output-dir", out.to_str().unwrap(), "--max-seq-length", "64", "--doc-stride", "16",
+        "--max-train-samples", "2", "--max-eval-samples", "2", "--max-steps", "2",
+        "--per-device-train-batch-size", "4", "--save-steps", "1", "--save-total-limit", "1",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    for f in ["model.safetensors", "config.json", "tokenizer.json", "train_results.json", "eval_results.json", "train_log.jsonl"] {
+        assert!(out.join(f).is_file(), "{f} missing");
+    }
+    // save_total_limit 1 keeps only the newest checkpoint.
+    assert!(out.join("checkpoint-2").is_dir() && !out.join("checkpoint-1").exists());
+
+    let eval_dir = dir.path().join("eval");
+    let o = qa(&[
+        "eval", "--model", out.to_str().unwrap(), "--data", &dev, "--output-dir", eval_dir.to_str().unwrap(),
+        "--max-seq-length", "64", "--doc-stride", "16", "--max-eval-samples", "3",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let results: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(results["eval_f1"].is_number() && results["eval_windows_per_second"].as_f64().unwrap() > 0.0);
+    let preds: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(&std::fs::read_to_string(eval_dir.join("eval_predictions.json")).unwrap()).unwrap();
+    assert_eq!(preds.len(), 3);
+    // `qa score` on those predictions agrees with what `qa eval` reported... for those 3
+    // questions: over all 155 it is the same sum divided by 155.
+    let o = qa(&["score", &dev, eval_dir.join("eval_predictions.json").to_str().unwrap()]);
+    let scored: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let f1_3 = results["eval_f1"].as_f64().unwrap();
+    assert!((scored["f1"].as_f64().unwrap() - f1_3 * 3.0 / 155.0).abs() < 1e-9);
+
+    let context = "The virus was first identified in Wuhan in December 2019.";
+    let o = qa(&["predict", "--model", out.to_str().unwrap(), "--question", "Where?", "--context", context, "--json", "--top-k", "3"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let answers: Vec<serde_json::Value> = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(answers.len(), 3);
+    for a in &answers {
+        let (s, e) = (a["start"].as_u64().unwrap() as usize, a["end"].as_u64().unwrap() as usize);
+        assert_eq!(&context[s..e], a["answer"].as_str().unwrap());
+        let score = a["score"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&score));
+    }
+    assert!(answers[0]["score"].as_f64() >= answers[1]["score"].as_f64());
+
+    // DEFNLP inference over the fixture publications, then its score.
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../qa-data/tests/fixtures/defnlp");
+    let sub = dir.path().join("submission.csv");
+    let o = qa(&[
+        "predict", "--model", out.to_str().unwrap(), "--defnlp-dir", fixture.join("train").to_str().unwrap(),
+        "--out", sub.to_str().unwrap(), "--max-seq-length", "64", "--doc-stride", "16",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let csv = std::fs::read_to_string(&sub).unwrap();
+    let ids: Vec<&str> = csv.lines().skip(1).map(|l| l.split(',').next().unwrap()).collect();
+    assert_eq!(csv.lines().next(), Some("Id,PredictionString"));
+    assert_eq!(ids, ["a1b2c3", "d4e5f6", "g7h8i9"]);
+    let o = qa(&["score", "--defnlp", fixture.join("train.csv").to_str().unwrap(), sub.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+#[test]
+fn cuda_device_on_a_cpu_build_and_missing_model_say_what_to_do() {
+    let dev = shared("data/covid-qa/dev.json");
+    let o = qa(&["eval", "--model", "/nonexistent/m", "--data", &dev, "--output-dir", "/tmp/x"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("cargo xtask fetch model"), "{}", stderr(&o));
+    if !cfg!(feature = "cuda") {
+        let o = qa(&["eval", "--model", &shared("golden/tiny-bert-qa"), "--data", &dev, "--output-dir", "/tmp/x", "--device", "cuda"]);
+        assert!(!o.status.success());
+        assert!(stderr(&o).contains("--features cuda"), "{}", stderr(&o));
+    }
+}

@@ -11,7 +11,7 @@ use std::io::Write;
 use indicatif::{ParallelProgressIterator, ProgressBar, ProgressStyle};
 use rayon::prelude::*;
 use serde::Serialize;
-use tokenizers::{Encoding, Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
+use tokenizers::{Encoding, PostProcessor, Tokenizer};
 
 use crate::error::{DataError, Result};
 use crate::example::Example;
@@ -109,6 +109,11 @@ impl FeatureConfig {
 }
 
 /// Cuts every example into windows, in parallel, keeping example order.
+///
+/// Each distinct context is tokenized once and shared by all its questions (SQuAD has ~5
+/// questions per paragraph, COVID-QA ~15 per article); the windows are then cut exactly as
+/// `tokenizers`' pair truncation (`only_second` + stride) cuts them, and the model's own
+/// post-processor adds the special tokens, so the result equals encoding each pair from scratch.
 pub fn build_features(
     tokenizer: &Tokenizer,
     examples: &[Example],
@@ -116,36 +121,62 @@ pub fn build_features(
 ) -> Result<FeatureSet> {
     config.validate()?;
     let mut tokenizer = tokenizer.clone();
+    // Windows are cut here; the tokenizer itself must neither truncate nor pad.
     tokenizer
-        .with_truncation(Some(TruncationParams {
-            direction: TruncationDirection::Right,
-            max_length: config.max_length,
-            strategy: TruncationStrategy::OnlySecond,
-            stride: config.stride,
-        }))
+        .with_truncation(None)
         .map_err(|e| DataError::Config(e.to_string()))?;
     tokenizer.with_padding(None);
-    let pad_id = tokenizer
-        .get_padding()
-        .map(|p| p.pad_id)
-        .or_else(|| tokenizer.token_to_id("[PAD]"))
-        .unwrap_or(0);
+    let pad_id = tokenizer.token_to_id("[PAD]").unwrap_or(0);
+    let specials = tokenizer
+        .get_post_processor()
+        .map_or(0, |p| p.added_tokens(true));
 
-    let progress = if config.show_progress {
-        ProgressBar::new(examples.len() as u64).with_style(
-            ProgressStyle::with_template(
-                "features {bar:30} {pos}/{len} examples ({per_sec}, ETA {eta})",
-            )
+    let bar = |len: usize, what: &str| {
+        if !config.show_progress {
+            return ProgressBar::hidden();
+        }
+        ProgressBar::new(len as u64).with_style(
+            ProgressStyle::with_template(&format!(
+                "{what} {{bar:30}} {{pos}}/{{len}} ({{per_sec}}, ETA {{eta}})"
+            ))
             .expect("valid template"),
         )
-    } else {
-        ProgressBar::hidden()
     };
+    let mut context_index: HashMap<&str, usize> = HashMap::new();
+    let mut contexts: Vec<&str> = Vec::new();
+    let context_of: Vec<usize> = examples
+        .iter()
+        .map(|ex| {
+            *context_index.entry(ex.context.as_str()).or_insert_with(|| {
+                contexts.push(ex.context.as_str());
+                contexts.len() - 1
+            })
+        })
+        .collect();
+    let progress = bar(contexts.len(), "contexts");
+    let context_tokens: Vec<std::result::Result<Encoding, String>> = contexts
+        .par_iter()
+        .progress_with(progress.clone())
+        .map(|c| {
+            let mut enc = tokenizer
+                .encode_char_offsets(*c, false)
+                .map_err(|e| format!("tokenizing the context failed: {e}"))?;
+            // As the second sequence of a pair.
+            enc.set_type_ids(vec![1; enc.len()]);
+            Ok(enc)
+        })
+        .collect();
+    progress.finish_and_clear();
+
+    let progress = bar(examples.len(), "features");
     let per_example: Vec<std::result::Result<Vec<Feature>, String>> = examples
         .par_iter()
         .enumerate()
         .progress_with(progress.clone())
-        .map(|(i, ex)| example_windows(&tokenizer, i, ex, config, pad_id))
+        .map(|(i, ex)| {
+            let context = context_tokens[context_of[i]].as_ref().map_err(String::clone)?;
+            example_windows(&tokenizer, i, ex, context, specials, config, pad_id)
+        })
         .collect();
     progress.finish_and_clear();
 
@@ -168,26 +199,72 @@ pub fn build_features(
     Ok(FeatureSet { features, report })
 }
 
+/// `[start, stop)` context-token ranges of the windows, as `Encoding::truncate` (direction
+/// right) makes them: pieces of `piece` tokens, each starting `piece − stride` after the last.
+fn window_ranges(len: usize, piece: usize, stride: usize) -> Vec<(usize, usize)> {
+    let mut ranges = Vec::new();
+    let mut start = 0;
+    loop {
+        let stop = (start + piece).min(len);
+        ranges.push((start, stop));
+        if stop == len {
+            return ranges;
+        }
+        start += piece - stride;
+    }
+}
+
+fn slice_encoding(enc: &Encoding, (start, stop): (usize, usize)) -> Encoding {
+    Encoding::new(
+        enc.get_ids()[start..stop].to_vec(),
+        enc.get_type_ids()[start..stop].to_vec(),
+        enc.get_tokens()[start..stop].to_vec(),
+        enc.get_word_ids()[start..stop].to_vec(),
+        enc.get_offsets()[start..stop].to_vec(),
+        enc.get_special_tokens_mask()[start..stop].to_vec(),
+        enc.get_attention_mask()[start..stop].to_vec(),
+        Vec::new(),
+        ahash::AHashMap::default(),
+    )
+}
+
 fn example_windows(
     tokenizer: &Tokenizer,
     example_index: usize,
     example: &Example,
+    context: &Encoding,
+    specials: usize,
     config: &FeatureConfig,
     pad_id: u32,
 ) -> std::result::Result<Vec<Feature>, String> {
-    let mut first = tokenizer
-        .encode_char_offsets((example.question.as_str(), example.context.as_str()), true)
-        .map_err(|e| format!("tokenization failed: {e}"))?;
-    let mut encodings = vec![];
-    let overflowing = first.take_overflowing();
-    encodings.push(first);
-    encodings.extend(overflowing);
-
-    let mut features: Vec<Feature> = encodings
-        .iter()
+    let question = tokenizer
+        .encode_char_offsets(example.question.as_str(), false)
+        .map_err(|e| format!("tokenizing the question failed: {e}"))?;
+    // tokenizers' OnlySecond truncation: the question stays whole, the context is cut.
+    let budget = config.max_length.saturating_sub(specials);
+    let piece = budget.saturating_sub(question.len());
+    let ranges = if question.len() + context.len() <= budget {
+        vec![(0, context.len())]
+    } else if piece == 0 || piece <= config.stride {
+        return Err(format!(
+            "the question takes {} of {} tokens, leaving {piece} context tokens per window (need more than doc_stride {})",
+            question.len(),
+            config.max_length,
+            config.stride
+        ));
+    } else {
+        window_ranges(context.len(), piece, config.stride)
+    };
+    let mut features = ranges
+        .into_iter()
         .enumerate()
-        .map(|(window, enc)| window_feature(example_index, window, example, enc, config))
-        .collect::<std::result::Result<_, _>>()?;
+        .map(|(window, range)| {
+            let enc = tokenizer
+                .post_process(question.clone(), Some(slice_encoding(context, range)), true)
+                .map_err(|e| format!("adding special tokens failed: {e}"))?;
+            window_feature(example_index, window, example, &enc, config)
+        })
+        .collect::<std::result::Result<Vec<_>, _>>()?;
     mark_max_context(&mut features);
     if config.padding == Padding::MaxLength {
         for f in &mut features {

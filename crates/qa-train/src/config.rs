@@ -32,7 +32,7 @@ pub struct TrainConfig {
     pub gradient_accumulation_steps: usize,
     pub seed: u64,
     pub logging_steps: usize,
-    /// Evaluate every N optimizer steps (and at the end when an eval set is given).
+    /// Evaluate every N optimizer steps; with an eval set there is always one at the end.
     pub eval_steps: Option<usize>,
     /// Save `checkpoint-STEP/` every N optimizer steps.
     pub save_steps: Option<usize>,

@@ -242,7 +242,7 @@ pub fn train<B: AutodiffBackend>(
             loss_since_log = (0.0, 0);
         }
         if let Some(eval) = eval {
-            if at(cfg.eval_steps) || (last && cfg.eval_steps.is_some()) {
+            if at(cfg.eval_steps) || last {
                 let metrics = evaluate(&model, eval, cfg)?;
                 let mut entry = serde_json::json!({"step": state.global_step, "epoch": epoch_f});
                 for (k, v) in &metrics {

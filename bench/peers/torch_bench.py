@@ -1,0 +1,75 @@
+"""Peer for `cargo xtask bench`: the same synthetic QA workloads in PyTorch eager
+(transformers BertForQuestionAnswering built from a config, random weights).
+Prints one JSON line per workload.
+
+Usage: python3 torch_bench.py WORKLOAD(infer|train) CONFIG(minilm|bert-base|DIR) SEQ BATCH STEPS
+"""
+import json
+import sys
+import time
+
+import torch
+from transformers import BertConfig, BertForQuestionAnswering
+
+SIZES = {"minilm": (384, 6, 12, 1536), "bert-base": (768, 12, 12, 3072)}
+
+
+def main():
+    workload, name, seq, batch, steps = sys.argv[1], sys.argv[2], *map(int, sys.argv[3:6])
+    if name in SIZES:
+        h, layers, heads, inter = SIZES[name]
+        config = BertConfig(hidden_size=h, num_hidden_layers=layers, num_attention_heads=heads,
+                            intermediate_size=inter)
+    else:
+        config = BertConfig.from_pretrained(name)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    model = BertForQuestionAnswering(config).to(device)
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(1000, config.vocab_size, (batch, seq), generator=g).to(device)
+    starts = torch.randint(0, seq, (batch,), generator=g).to(device)
+    ends = torch.randint(0, seq, (batch,), generator=g).to(device)
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    began = time.perf_counter()
+
+    def sync():
+        if device == "cuda":
+            torch.cuda.synchronize()
+
+    if workload == "infer":
+        model.eval()
+        with torch.no_grad(), torch.autocast(device, dtype=dtype, enabled=device == "cuda"):
+            model(input_ids=ids)
+            sync()
+            first = time.perf_counter() - began
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                model(input_ids=ids)
+            sync()
+    else:
+        model.train()
+        opt = torch.optim.AdamW(model.parameters(), lr=5e-5, weight_decay=0.01)
+        first, t0 = None, None
+        for step in range(steps + 1):
+            if step == 1:
+                sync()
+                first = time.perf_counter() - began
+                t0 = time.perf_counter()
+            with torch.autocast(device, dtype=dtype, enabled=device == "cuda"):
+                loss = model(input_ids=ids, start_positions=starts, end_positions=ends).loss
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            opt.zero_grad()
+        sync()
+    seconds = time.perf_counter() - t0
+    peak = torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else None
+    print(json.dumps({"peer": f"pytorch {torch.__version__} eager ({device}, {dtype})", "workload": workload,
+                      "model": name, "seq": seq, "batch": batch,
+                      "windows_per_second": batch * steps / seconds,
+                      "time_to_first_step_s": first, "peak_gpu_mib": peak}))
+
+
+if __name__ == "__main__":
+    main()

