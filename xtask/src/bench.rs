@@ -88,10 +88,22 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                     format!("peer made {} windows", v["windows"]),
                 )
             }
-            None => (None, "python tokenizers".into(), String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or("").to_string()),
+            None => (
+                None,
+                "python tokenizers".into(),
+                String::from_utf8_lossy(&out.stderr)
+                    .lines()
+                    .last()
+                    .unwrap_or("")
+                    .to_string(),
+            ),
         }
     } else {
-        (None, "python tokenizers".into(), "not installed (pip install tokenizers==0.22.2)".into())
+        (
+            None,
+            "python tokenizers".into(),
+            "not installed (pip install tokenizers==0.22.2)".into(),
+        )
     };
     rows.push(Row {
         what: "features, COVID-QA train (34,717 windows), 1 core".into(),
@@ -112,18 +124,35 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     for &(config, ib, is, tb, ts) in sizes {
         for (workload, batch, steps) in [("infer", ib, is), ("train", tb, ts)] {
             let out = Command::new(&qa)
-                .args(["bench", "--workload", workload, "--config", config, "--seq", "384"])
+                .args([
+                    "bench",
+                    "--workload",
+                    workload,
+                    "--config",
+                    config,
+                    "--seq",
+                    "384",
+                ])
                 .args(["--batch", &batch.to_string(), "--steps", &steps.to_string()])
                 .output()
                 .context("running qa bench")?;
             let ours = json_line(&out);
             if ours.is_none() {
-                eprintln!("qa bench {workload} {config} failed: {}", String::from_utf8_lossy(&out.stderr));
+                eprintln!(
+                    "qa bench {workload} {config} failed: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
             }
             let peer = if torch {
                 let o = Command::new("python3")
                     .arg(repo_root().join("bench/peers/torch_bench.py"))
-                    .args([workload, config, "384", &batch.to_string(), &steps.to_string()])
+                    .args([
+                        workload,
+                        config,
+                        "384",
+                        &batch.to_string(),
+                        &steps.to_string(),
+                    ])
                     .output()?;
                 json_line(&o)
             } else {
@@ -148,7 +177,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 peer_name: peer
                     .as_ref()
                     .and_then(|v| v["peer"].as_str().map(str::to_string))
-                    .unwrap_or_else(|| if torch { "pytorch (failed)".into() } else { "pytorch not installed".into() }),
+                    .unwrap_or_else(|| {
+                        if torch {
+                            "pytorch (failed)".into()
+                        } else {
+                            "pytorch not installed".into()
+                        }
+                    }),
                 notes,
             });
             raw.extend(ours);
@@ -178,7 +213,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     std::fs::create_dir_all(&args.out)?;
     std::fs::write(args.out.join("bench.md"), &md)?;
-    std::fs::write(args.out.join("bench.json"), serde_json::to_string_pretty(&raw)? + "\n")?;
+    std::fs::write(
+        args.out.join("bench.json"),
+        serde_json::to_string_pretty(&raw)? + "\n",
+    )?;
     println!("{md}");
     Ok(())
 }

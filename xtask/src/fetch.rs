@@ -93,7 +93,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 fn offline_hint(what: &str, err: impl std::fmt::Display) -> anyhow::Error {
@@ -168,7 +171,9 @@ pub fn import_model(source: &Path, to: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(to).with_context(|| format!("cannot create {}", to.display()))?;
     if source.is_dir() {
         let weights = ["model.safetensors", "pytorch_model.bin"];
-        if !weights.iter().any(|w| source.join(w).is_file()) || !source.join("config.json").is_file() {
+        if !weights.iter().any(|w| source.join(w).is_file())
+            || !source.join("config.json").is_file()
+        {
             bail!("{} is not an HF model folder (config.json + model.safetensors or pytorch_model.bin)", source.display());
         }
         for name in MODEL_FILES.iter().chain(&weights) {
@@ -180,9 +185,14 @@ pub fn import_model(source: &Path, to: &Path) -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    let file = std::fs::File::open(source).with_context(|| format!("cannot open {}", source.display()))?;
-    let mut archive = zip::ZipArchive::new(file)
-        .with_context(|| format!("{} is neither a folder nor a .whl/.zip archive", source.display()))?;
+    let file =
+        std::fs::File::open(source).with_context(|| format!("cannot open {}", source.display()))?;
+    let mut archive = zip::ZipArchive::new(file).with_context(|| {
+        format!(
+            "{} is neither a folder nor a .whl/.zip archive",
+            source.display()
+        )
+    })?;
     let names: Vec<String> = archive.file_names().map(str::to_string).collect();
     let config = names
         .iter()
@@ -190,15 +200,23 @@ pub fn import_model(source: &Path, to: &Path) -> anyhow::Result<()> {
         .find(|n| {
             let prefix = n.trim_end_matches("config.json");
             names.iter().any(|m| {
-                m == &format!("{prefix}model.safetensors") || m == &format!("{prefix}pytorch_model.bin")
+                m == &format!("{prefix}model.safetensors")
+                    || m == &format!("{prefix}pytorch_model.bin")
             })
         })
-        .with_context(|| format!("{}: no folder with config.json and weights inside", source.display()))?
+        .with_context(|| {
+            format!(
+                "{}: no folder with config.json and weights inside",
+                source.display()
+            )
+        })?
         .clone();
     let prefix = config.trim_end_matches("config.json").to_string();
     let mut copied = 0;
     for name in &names {
-        let Some(rel) = name.strip_prefix(&prefix) else { continue };
+        let Some(rel) = name.strip_prefix(&prefix) else {
+            continue;
+        };
         if rel.is_empty() || rel.contains('/') {
             continue;
         }
@@ -207,6 +225,10 @@ pub fn import_model(source: &Path, to: &Path) -> anyhow::Result<()> {
         std::io::copy(&mut entry, &mut out)?;
         copied += 1;
     }
-    eprintln!("{}: {copied} files from {prefix} → {}", source.display(), to.display());
+    eprintln!(
+        "{}: {copied} files from {prefix} → {}",
+        source.display(),
+        to.display()
+    );
     Ok(())
 }

@@ -80,7 +80,9 @@ pub fn build_qa() -> anyhow::Result<PathBuf> {
 /// Runs a command, failing with its command line when it fails.
 pub fn run_checked(cmd: &mut Command) -> anyhow::Result<()> {
     let shown = format!("{cmd:?}");
-    let status = cmd.status().with_context(|| format!("cannot start {shown}"))?;
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot start {shown}"))?;
     if !status.success() {
         bail!("{shown} failed ({status})");
     }

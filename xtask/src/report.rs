@@ -67,6 +67,7 @@ mod tests {
     fn svg_has_both_series() {
         let svg = loss_lr_svg(&[(1.0, 4.0, 1e-5), (2.0, 2.0, 2e-5)], "t");
         assert_eq!(svg.matches("<polyline").count(), 2);
-        assert!(svg.contains("50.0,50.0")); // step 1 of 2 would be mid; first loss is the max
+        // Step 1 of 2 sits mid-axis (50 + 620 / 2); the first loss is the maximum (top, y = 50).
+        assert!(svg.contains("360.0,50.0"), "{svg}");
     }
 }

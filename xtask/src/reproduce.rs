@@ -41,49 +41,121 @@ const PRESETS: &[Preset] = &[
         name: "covid-minilm",
         hub_model: None,
         train_flags: &[
-            "--per-device-train-batch-size", "32", "--learning-rate", "5e-5", "--weight-decay", "0.01",
-            "--warmup-ratio", "0.1", "--num-train-epochs", "3", "--seed", "42",
-            "--max-seq-length", "384", "--doc-stride", "128",
+            "--per-device-train-batch-size",
+            "32",
+            "--learning-rate",
+            "5e-5",
+            "--weight-decay",
+            "0.01",
+            "--warmup-ratio",
+            "0.1",
+            "--num-train-epochs",
+            "3",
+            "--seed",
+            "42",
+            "--max-seq-length",
+            "384",
+            "--doc-stride",
+            "128",
         ],
         version_2: false,
-        reference: Some(("f1", 22.0, "HF Trainer, bf16, H100 (shared/data/README.md): EM 3.2 / F1 22.0")),
+        reference: Some((
+            "f1",
+            22.0,
+            "HF Trainer, bf16, H100 (shared/data/README.md): EM 3.2 / F1 22.0",
+        )),
     },
     Preset {
         name: "squad-bert-base",
         hub_model: Some("bert-base-uncased"),
         train_flags: &[
-            "--per-device-train-batch-size", "12", "--learning-rate", "3e-5", "--num-train-epochs", "2",
-            "--max-seq-length", "384", "--doc-stride", "128", "--seed", "42",
+            "--per-device-train-batch-size",
+            "12",
+            "--learning-rate",
+            "3e-5",
+            "--num-train-epochs",
+            "2",
+            "--max-seq-length",
+            "384",
+            "--doc-stride",
+            "128",
+            "--seed",
+            "42",
         ],
         version_2: false,
-        reference: Some(("f1", 88.5, "HF run_qa.py README, bert-base-uncased on SQuAD v1.1: EM 81.2 / F1 88.5")),
+        reference: Some((
+            "f1",
+            88.5,
+            "HF run_qa.py README, bert-base-uncased on SQuAD v1.1: EM 81.2 / F1 88.5",
+        )),
     },
     Preset {
         name: "squad2-bert-base",
         hub_model: Some("bert-base-uncased"),
         train_flags: &[
-            "--per-device-train-batch-size", "12", "--learning-rate", "3e-5", "--num-train-epochs", "2",
-            "--max-seq-length", "384", "--doc-stride", "128", "--seed", "42", "--version-2-with-negative",
+            "--per-device-train-batch-size",
+            "12",
+            "--learning-rate",
+            "3e-5",
+            "--num-train-epochs",
+            "2",
+            "--max-seq-length",
+            "384",
+            "--doc-stride",
+            "128",
+            "--seed",
+            "42",
+            "--version-2-with-negative",
         ],
         version_2: true,
-        reference: Some(("f1", 76.9, "BERT-base on SQuAD v2.0 as commonly reported (≈73.7 EM / 76.9 F1); approximate")),
+        reference: Some((
+            "f1",
+            76.9,
+            "BERT-base on SQuAD v2.0 as commonly reported (≈73.7 EM / 76.9 F1); approximate",
+        )),
     },
     Preset {
         name: "squad-distilbert",
         hub_model: Some("distilbert-base-uncased"),
         train_flags: &[
-            "--per-device-train-batch-size", "12", "--learning-rate", "3e-5", "--num-train-epochs", "2",
-            "--max-seq-length", "384", "--doc-stride", "128", "--seed", "42",
+            "--per-device-train-batch-size",
+            "12",
+            "--learning-rate",
+            "3e-5",
+            "--num-train-epochs",
+            "2",
+            "--max-seq-length",
+            "384",
+            "--doc-stride",
+            "128",
+            "--seed",
+            "42",
         ],
         version_2: false,
-        reference: Some(("f1", 85.8, "DistilBERT paper (Sanh et al. 2019), SQuAD v1.1 dev: EM 77.7 / F1 85.8")),
+        reference: Some((
+            "f1",
+            85.8,
+            "DistilBERT paper (Sanh et al. 2019), SQuAD v1.1 dev: EM 77.7 / F1 85.8",
+        )),
     },
     Preset {
         name: "defnlp",
         hub_model: Some("bert-base-multilingual-cased"),
         train_flags: &[
-            "--per-device-train-batch-size", "8", "--learning-rate", "3e-5", "--num-train-epochs", "1",
-            "--max-seq-length", "384", "--doc-stride", "128", "--seed", "42", "--format", "defnlp",
+            "--per-device-train-batch-size",
+            "8",
+            "--learning-rate",
+            "3e-5",
+            "--num-train-epochs",
+            "1",
+            "--max-seq-length",
+            "384",
+            "--doc-stride",
+            "128",
+            "--seed",
+            "42",
+            "--format",
+            "defnlp",
         ],
         version_2: false,
         reference: None,
@@ -92,8 +164,18 @@ const PRESETS: &[Preset] = &[
 
 /// Flags that shrink the CPU default to minutes.
 const CPU_SLICE: &[&str] = &[
-    "--max-train-samples", "2", "--max-eval-samples", "2", "--num-train-epochs", "1",
-    "--per-device-train-batch-size", "8", "--warmup-ratio", "0.1", "--logging-steps", "1",
+    "--max-train-samples",
+    "2",
+    "--max-eval-samples",
+    "2",
+    "--num-train-epochs",
+    "1",
+    "--per-device-train-batch-size",
+    "8",
+    "--warmup-ratio",
+    "0.1",
+    "--logging-steps",
+    "1",
 ];
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -102,7 +184,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .find(|p| p.name == args.preset)
         .with_context(|| {
             let names: Vec<&str> = PRESETS.iter().map(|p| p.name).collect();
-            format!("unknown preset {:?} (known: {})", args.preset, names.join(", "))
+            format!(
+                "unknown preset {:?} (known: {})",
+                args.preset,
+                names.join(", ")
+            )
         })?;
     let gpu = cfg!(feature = "cuda");
     let slice = !gpu && !args.full;
@@ -139,11 +225,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .arg(&dev_file)
         .arg("--output-dir")
         .arg(&out_dir)
-        .arg("--overwrite-output-dir")
-        .args(preset.train_flags);
+        .arg("--overwrite-output-dir");
     if slice {
-        cmd.args(CPU_SLICE);
+        cmd.args(merge_flags(preset.train_flags, CPU_SLICE));
         eprintln!("CPU backend: training on a 2-example slice (pass --full for the whole recipe)");
+    } else {
+        cmd.args(preset.train_flags);
     }
     let started = std::time::Instant::now();
     run_checked(&mut cmd)?;
@@ -166,7 +253,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let points = report::read_train_log(&out_dir.join("train_log.jsonl"));
     std::fs::write(
         run_dir.join("loss_lr.svg"),
-        report::loss_lr_svg(&points, &format!("{} — loss and learning rate", preset.name)),
+        report::loss_lr_svg(
+            &points,
+            &format!("{} — loss and learning rate", preset.name),
+        ),
     )?;
     let reference = preset.reference.map(|(metric, value, source)| {
         serde_json::json!({"metric": metric, "value": value, "source": source})
@@ -188,7 +278,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             _ => serde_json::Value::Null,
         },
     });
-    std::fs::write(run_dir.join("report.json"), serde_json::to_string_pretty(&summary)? + "\n")?;
+    std::fs::write(
+        run_dir.join("report.json"),
+        serde_json::to_string_pretty(&summary)? + "\n",
+    )?;
     let fmt = |v: Option<f64>| v.map_or("n/a".to_string(), |v| format!("{v:.2}"));
     let mut md = format!(
         "# Reproduction: {}\n\n| | value |\n|---|---|\n| backend | {} |\n| run | {} |\n| model | `{}` |\n| train windows/s | {} |\n| train runtime (s) | {} |\n| time to first step (s) | {} |\n| exact match | {} |\n| F1 | {} |\n",
@@ -218,7 +311,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 fn data_files(preset: &Preset, data_dir: Option<&Path>) -> anyhow::Result<(PathBuf, PathBuf)> {
     match preset.name {
         "covid-minilm" => {
-            let dir = data_dir.map(Path::to_path_buf).unwrap_or_else(|| shared_dir().join("data/covid-qa"));
+            let dir = data_dir
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|| shared_dir().join("data/covid-qa"));
             Ok((dir.join("train.json"), dir.join("dev.json")))
         }
         "defnlp" => {
@@ -230,9 +325,51 @@ fn data_files(preset: &Preset, data_dir: Option<&Path>) -> anyhow::Result<(PathB
         }
         _ => {
             let version = if preset.version_2 { "v2.0" } else { "v1.1" };
-            let dir = data_dir.map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("data/squad"));
+            let dir = data_dir
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|| PathBuf::from("data/squad"));
             let files = fetch::fetch_squad(version, &dir)?;
             Ok((files[0].clone(), files[1].clone()))
         }
+    }
+}
+
+/// `base` command-line flags with those of `overrides` replacing same-named ones (clap refuses
+/// a flag given twice).
+fn merge_flags(base: &[&str], overrides: &[&str]) -> Vec<String> {
+    fn pairs<'a>(flags: &[&'a str]) -> Vec<(&'a str, Option<&'a str>)> {
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < flags.len() {
+            let value = flags.get(i + 1).filter(|v| !v.starts_with("--")).copied();
+            out.push((flags[i], value));
+            i += 1 + usize::from(value.is_some());
+        }
+        out
+    }
+    let mut merged = pairs(base);
+    for (flag, value) in pairs(overrides) {
+        match merged.iter_mut().find(|(f, _)| *f == flag) {
+            Some(slot) => slot.1 = value,
+            None => merged.push((flag, value)),
+        }
+    }
+    merged
+        .into_iter()
+        .flat_map(|(f, v)| std::iter::once(f.to_string()).chain(v.map(str::to_string)))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overrides_replace_flags_and_keep_switches() {
+        let merged = merge_flags(
+            &["--batch", "32", "--v2", "--lr", "5e-5"],
+            &["--batch", "8", "--max", "2"],
+        );
+        assert_eq!(merged, ["--batch", "8", "--v2", "--lr", "5e-5", "--max", "2"]);
     }
 }

@@ -50,11 +50,17 @@ fn synthetic(batch: usize, seq: usize, vocab: usize) -> PaddedBatch {
     PaddedBatch {
         batch,
         seq_len: seq,
-        input_ids: (0..n).map(|_| rng.random_range(1000..vocab as i64)).collect(),
+        input_ids: (0..n)
+            .map(|_| rng.random_range(1000..vocab as i64))
+            .collect(),
         token_type_ids: (0..n).map(|i| i64::from(i % seq >= seq / 4)).collect(),
         attention_mask: vec![1; n],
-        start_positions: (0..batch).map(|_| rng.random_range(0..seq as i64)).collect(),
-        end_positions: (0..batch).map(|_| rng.random_range(0..seq as i64)).collect(),
+        start_positions: (0..batch)
+            .map(|_| rng.random_range(0..seq as i64))
+            .collect(),
+        end_positions: (0..batch)
+            .map(|_| rng.random_range(0..seq as i64))
+            .collect(),
     }
 }
 
@@ -86,7 +92,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     } else {
         let (mut model, _) = build_model::<Train>(&config, None, 0, &device)?;
         let batch = QaBatch::<Train>::from_padded(&padded, &device);
-        let labels = |v: &[i64]| Tensor::<Train, 1, Int>::from_data(TensorData::new(v.to_vec(), [v.len()]), &device);
+        let labels = |v: &[i64]| {
+            Tensor::<Train, 1, Int>::from_data(TensorData::new(v.to_vec(), [v.len()]), &device)
+        };
         let mut optimizer = AdamW::new(AdamWConfig {
             beta1: 0.9,
             beta2: 0.999,
@@ -100,7 +108,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 timed = Some(Instant::now());
             }
             let out = model.forward(&batch);
-            let loss = qa_train::loss::qa_loss(&out, labels(&padded.start_positions), labels(&padded.end_positions));
+            let loss = qa_train::loss::qa_loss(
+                &out,
+                labels(&padded.start_positions),
+                labels(&padded.end_positions),
+            );
             let grads = GradientsParams::from_grads(loss.backward(), &model);
             let norm = global_grad_norm(&model, &grads);
             model = optimizer.step(5e-5, model, &grads, clip_scale(norm, 1.0));

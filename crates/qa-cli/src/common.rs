@@ -3,7 +3,10 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
-use qa_data::{build_features, load, select_subset, DataFormat, Example, FeatureConfig, FeatureSet, LoadOptions};
+use qa_data::{
+    build_features, load, select_subset, DataFormat, Example, FeatureConfig, FeatureSet,
+    LoadOptions,
+};
 use qa_eval::DecodeConfig;
 use qa_model::backend::{parse_device, Device};
 
@@ -17,7 +20,10 @@ pub fn model_dir(path: &Path) -> anyhow::Result<PathBuf> {
         );
     }
     if !path.join("config.json").is_file() {
-        bail!("{} has no config.json: not a Hugging Face model folder", path.display());
+        bail!(
+            "{} has no config.json: not a Hugging Face model folder",
+            path.display()
+        );
     }
     Ok(path.to_path_buf())
 }

@@ -45,7 +45,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         );
     }
     let started = Instant::now();
-    let logits = predict_logits(&model, &set.features, args.batch_size, common::pad_id(&tokenizer), &device, true);
+    let logits = predict_logits(
+        &model,
+        &set.features,
+        args.batch_size,
+        common::pad_id(&tokenizer),
+        &device,
+        true,
+    );
     let infer_secs = started.elapsed().as_secs_f64();
     let decode_started = Instant::now();
     let decoded = qa_eval::decode(&examples, &set.features, &logits, &args.decode.config())?;
@@ -61,8 +68,18 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
         // The best threshold, searched on the best non-null answers with our null odds
         // (run_qa passes zeros here, which makes its best_* numbers meaningless).
-        let best = evaluate_v2(&gold, &decoded.best_non_null(), Some(&decoded.null_odds()), 1.0);
-        for k in ["best_exact", "best_exact_thresh", "best_f1", "best_f1_thresh"] {
+        let best = evaluate_v2(
+            &gold,
+            &decoded.best_non_null(),
+            Some(&decoded.null_odds()),
+            1.0,
+        );
+        for k in [
+            "best_exact",
+            "best_exact_thresh",
+            "best_f1",
+            "best_f1_thresh",
+        ] {
             results.insert(format!("eval_{k}"), serde_json::to_value(&best)?[k].clone());
         }
     } else {
@@ -73,7 +90,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     results.insert("eval_samples".into(), set.features.len().into());
     results.insert("eval_examples".into(), examples.len().into());
     results.insert("eval_runtime".into(), (infer_secs + decode_secs).into());
-    results.insert("eval_windows_per_second".into(), (set.features.len() as f64 / infer_secs.max(1e-9)).into());
+    results.insert(
+        "eval_windows_per_second".into(),
+        (set.features.len() as f64 / infer_secs.max(1e-9)).into(),
+    );
     results.insert("eval_decode_seconds".into(), decode_secs.into());
     results.insert("backend".into(), qa_model::backend::BACKEND_NAME.into());
     common::write_json(&args.output_dir.join("eval_results.json"), &results)?;

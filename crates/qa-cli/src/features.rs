@@ -2,7 +2,9 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use qa_data::features::{write_features_jsonl, Padding};
-use qa_data::{build_features, load, load_tokenizer, select_subset, DataFormat, FeatureConfig, LoadOptions};
+use qa_data::{
+    build_features, load, load_tokenizer, select_subset, DataFormat, FeatureConfig, LoadOptions,
+};
 
 #[derive(clap::Args)]
 pub struct Args {

@@ -163,7 +163,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             writeln!(out, "{}", serde_json::to_string_pretty(&value)?)?;
         } else {
             for a in &answers {
-                writeln!(out, "{} (score {:.3}, chars {}..{})", a.answer, a.score, a.start, a.end)?;
+                writeln!(
+                    out,
+                    "{} (score {:.3}, chars {}..{})",
+                    a.answer, a.score, a.start, a.end
+                )?;
             }
         }
     }
@@ -182,7 +186,12 @@ fn example(id: ExampleId, question: &str, context: &str) -> Example {
 }
 
 /// The best `k` answers; with "no answer" allowed and chosen, the first is "" at 0..0.
-fn top_answers(nbest: &[NBestEntry], k: usize, allow_empty: bool, chosen: &str) -> Vec<PipelineAnswer> {
+fn top_answers(
+    nbest: &[NBestEntry],
+    k: usize,
+    allow_empty: bool,
+    chosen: &str,
+) -> Vec<PipelineAnswer> {
     let mut answers: Vec<PipelineAnswer> = nbest
         .iter()
         .filter(|n| allow_empty || !n.text.is_empty())
@@ -212,19 +221,25 @@ fn top_answers(nbest: &[NBestEntry], k: usize, allow_empty: bool, chosen: &str) 
 }
 
 fn read_jsonl(path: &PathBuf) -> anyhow::Result<Vec<Example>> {
-    let file = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let file =
+        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let mut examples = Vec::new();
     for (n, line) in std::io::BufReader::new(file).lines().enumerate() {
-        let line = line.with_context(|| format!("{}: cannot read line {}", path.display(), n + 1))?;
+        let line =
+            line.with_context(|| format!("{}: cannot read line {}", path.display(), n + 1))?;
         if line.trim().is_empty() {
             continue;
         }
         let v: serde_json::Value = serde_json::from_str(&line)
             .with_context(|| format!("{}: line {}: malformed JSON", path.display(), n + 1))?;
         let field = |k: &str| {
-            v.get(k)
-                .and_then(|x| x.as_str())
-                .with_context(|| format!("{}: line {}: missing string field {k:?}", path.display(), n + 1))
+            v.get(k).and_then(|x| x.as_str()).with_context(|| {
+                format!(
+                    "{}: line {}: missing string field {k:?}",
+                    path.display(),
+                    n + 1
+                )
+            })
         };
         let id = v
             .get("id")
@@ -241,7 +256,10 @@ fn defnlp(args: &Args, dir: &std::path::Path, predictor: &Predictor) -> anyhow::
         .clone()
         .context("--defnlp-dir needs --out submission.csv")?;
     let questions: Vec<String> = if args.questions.is_empty() {
-        qa_data::defnlp::DEFAULT_QUESTIONS.iter().map(|q| q.to_string()).collect()
+        qa_data::defnlp::DEFAULT_QUESTIONS
+            .iter()
+            .map(|q| q.to_string())
+            .collect()
     } else {
         args.questions.clone()
     };

@@ -41,8 +41,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         serde_json::to_value(score)?
     } else {
         let gold = Gold::from_squad_file(&args.data)?;
-        let predictions: HashMap<String, String> =
-            read_id_map::<String>(&args.predictions)?.into_iter().collect();
+        let predictions: HashMap<String, String> = read_id_map::<String>(&args.predictions)?
+            .into_iter()
+            .collect();
         let version = match args.version.as_deref() {
             Some("2") => SquadVersion::V2,
             Some(_) => SquadVersion::V1,

@@ -82,8 +82,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let device = common::device(&args.device)?;
     let model_dir = common::model_dir(&args.model_name_or_path)?;
     let tokenizer = load_tokenizer(&model_dir)?;
-    let (_train_examples, train_set) =
-        common::examples_and_windows(&args.train_file, &args.windows, args.max_train_samples, &tokenizer)?;
+    let (_train_examples, train_set) = common::examples_and_windows(
+        &args.train_file,
+        &args.windows,
+        args.max_train_samples,
+        &tokenizer,
+    )?;
     let eval_data = match &args.validation_file {
         Some(path) => Some(common::examples_and_windows(
             path,

@@ -38,10 +38,16 @@ fn features_command_reproduces_the_golden_windows() {
     let ours = std::fs::read_to_string(&out).unwrap();
     let golden = std::fs::read_to_string(shared("golden/covid_dev_features.jsonl")).unwrap();
     let parse = |s: &str| -> Vec<serde_json::Value> {
-        s.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+        s.lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
     };
     assert_eq!(parse(&ours), parse(&golden));
-    assert!(stderr(&o).contains("94 windows from 12 examples"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("94 windows from 12 examples"),
+        "{}",
+        stderr(&o)
+    );
     assert!(stderr(&o).contains("6 answers repaired"), "{}", stderr(&o));
 }
 
@@ -60,7 +66,13 @@ fn score_v1_on_covid_dev_with_gold_and_partial_predictions() {
     let pred_path = dir.path().join("p.json");
     std::fs::write(&pred_path, serde_json::to_string(&preds).unwrap()).unwrap();
     let out_path = dir.path().join("eval.json");
-    let o = qa(&["score", &data, pred_path.to_str().unwrap(), "-o", out_path.to_str().unwrap()]);
+    let o = qa(&[
+        "score",
+        &data,
+        pred_path.to_str().unwrap(),
+        "-o",
+        out_path.to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let result: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert!((result["exact_match"].as_f64().unwrap() - 20.0).abs() < 1e-9);
@@ -83,11 +95,19 @@ fn score_defnlp_fixture() {
         "Id,PredictionString\na1b2c3,arms|census of agriculture|wrong thing\nd4e5f6,ECLS-K\n",
     )
     .unwrap();
-    let o = qa(&["score", "--defnlp", fixture.to_str().unwrap(), sub.to_str().unwrap()]);
+    let o = qa(&[
+        "score",
+        "--defnlp",
+        fixture.to_str().unwrap(),
+        sub.to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     // tp 3, fp 1, fn 1 → F0.5 = 1.25·3 / (1.25·3 + 0.25·1 + 1)
-    assert_eq!((r["tp"].as_u64(), r["fp"].as_u64(), r["fn"].as_u64()), (Some(3), Some(1), Some(1)));
+    assert_eq!(
+        (r["tp"].as_u64(), r["fp"].as_u64(), r["fn"].as_u64()),
+        (Some(3), Some(1), Some(1))
+    );
     let expected = 3.75 / (3.75 + 0.25 + 1.0);
     assert!((r["fbeta"].as_f64().unwrap() - expected).abs() < 1e-12);
 }
@@ -97,12 +117,28 @@ fn bad_input_is_one_clear_line_and_a_failure_code() {
     let dir = tempfile::tempdir().unwrap();
     let o = qa(&["score", "/nonexistent/dev.json", "/nonexistent/p.json"]);
     assert!(!o.status.success());
-    assert!(stderr(&o).contains("/nonexistent/dev.json"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("/nonexistent/dev.json"),
+        "{}",
+        stderr(&o)
+    );
     let bad = dir.path().join("bad.json");
     std::fs::write(&bad, "{\"data\": [").unwrap();
-    let o = qa(&["features", "--data", bad.to_str().unwrap(), "--tokenizer", "x", "--out", "y"]);
+    let o = qa(&[
+        "features",
+        "--data",
+        bad.to_str().unwrap(),
+        "--tokenizer",
+        "x",
+        "--out",
+        "y",
+    ]);
     assert!(!o.status.success());
-    assert!(stderr(&o).starts_with("error: ") && stderr(&o).contains("bad.json"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).starts_with("error: ") && stderr(&o).contains("bad.json"),
+        "{}",
+        stderr(&o)
+    );
     let o = qa(&[
         "features",
         "--data",
@@ -122,13 +158,41 @@ fn train_eval_predict_round_trip_with_the_tiny_model() {
     let model = shared("golden/tiny-bert-qa");
     let dev = shared("data/covid-qa/dev.json");
     let o = qa(&[
-        "train", "--model-name-or-path", &model, "--train-file", &dev, "--validation-file", &dev,
-        "--output-dir", out.to_str().unwrap(), "--max-seq-length", "64", "--doc-stride", "16",
-        "--max-train-samples", "2", "--max-eval-samples", "2", "--max-steps", "2",
-        "--per-device-train-batch-size", "4", "--save-steps", "1", "--save-total-limit", "1",
+        "train",
+        "--model-name-or-path",
+        &model,
+        "--train-file",
+        &dev,
+        "--validation-file",
+        &dev,
+        "--output-dir",
+        out.to_str().unwrap(),
+        "--max-seq-length",
+        "64",
+        "--doc-stride",
+        "16",
+        "--max-train-samples",
+        "2",
+        "--max-eval-samples",
+        "2",
+        "--max-steps",
+        "2",
+        "--per-device-train-batch-size",
+        "4",
+        "--save-steps",
+        "1",
+        "--save-total-limit",
+        "1",
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
-    for f in ["model.safetensors", "config.json", "tokenizer.json", "train_results.json", "eval_results.json", "train_log.jsonl"] {
+    for f in [
+        "model.safetensors",
+        "config.json",
+        "tokenizer.json",
+        "train_results.json",
+        "eval_results.json",
+        "train_log.jsonl",
+    ] {
         assert!(out.join(f).is_file(), "{f} missing");
     }
     // save_total_limit 1 keeps only the newest checkpoint.
@@ -136,29 +200,63 @@ fn train_eval_predict_round_trip_with_the_tiny_model() {
 
     let eval_dir = dir.path().join("eval");
     let o = qa(&[
-        "eval", "--model", out.to_str().unwrap(), "--data", &dev, "--output-dir", eval_dir.to_str().unwrap(),
-        "--max-seq-length", "64", "--doc-stride", "16", "--max-eval-samples", "3",
+        "eval",
+        "--model",
+        out.to_str().unwrap(),
+        "--data",
+        &dev,
+        "--output-dir",
+        eval_dir.to_str().unwrap(),
+        "--max-seq-length",
+        "64",
+        "--doc-stride",
+        "16",
+        "--max-eval-samples",
+        "3",
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let results: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert!(results["eval_f1"].is_number() && results["eval_windows_per_second"].as_f64().unwrap() > 0.0);
-    let preds: serde_json::Map<String, serde_json::Value> =
-        serde_json::from_str(&std::fs::read_to_string(eval_dir.join("eval_predictions.json")).unwrap()).unwrap();
+    assert!(
+        results["eval_f1"].is_number()
+            && results["eval_windows_per_second"].as_f64().unwrap() > 0.0
+    );
+    let preds: serde_json::Map<String, serde_json::Value> = serde_json::from_str(
+        &std::fs::read_to_string(eval_dir.join("eval_predictions.json")).unwrap(),
+    )
+    .unwrap();
     assert_eq!(preds.len(), 3);
     // `qa score` on those predictions agrees with what `qa eval` reported... for those 3
     // questions: over all 155 it is the same sum divided by 155.
-    let o = qa(&["score", &dev, eval_dir.join("eval_predictions.json").to_str().unwrap()]);
+    let o = qa(&[
+        "score",
+        &dev,
+        eval_dir.join("eval_predictions.json").to_str().unwrap(),
+    ]);
     let scored: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let f1_3 = results["eval_f1"].as_f64().unwrap();
     assert!((scored["f1"].as_f64().unwrap() - f1_3 * 3.0 / 155.0).abs() < 1e-9);
 
     let context = "The virus was first identified in Wuhan in December 2019.";
-    let o = qa(&["predict", "--model", out.to_str().unwrap(), "--question", "Where?", "--context", context, "--json", "--top-k", "3"]);
+    let o = qa(&[
+        "predict",
+        "--model",
+        out.to_str().unwrap(),
+        "--question",
+        "Where?",
+        "--context",
+        context,
+        "--json",
+        "--top-k",
+        "3",
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let answers: Vec<serde_json::Value> = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(answers.len(), 3);
     for a in &answers {
-        let (s, e) = (a["start"].as_u64().unwrap() as usize, a["end"].as_u64().unwrap() as usize);
+        let (s, e) = (
+            a["start"].as_u64().unwrap() as usize,
+            a["end"].as_u64().unwrap() as usize,
+        );
         assert_eq!(&context[s..e], a["answer"].as_str().unwrap());
         let score = a["score"].as_f64().unwrap();
         assert!((0.0..=1.0).contains(&score));
@@ -169,26 +267,66 @@ fn train_eval_predict_round_trip_with_the_tiny_model() {
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../qa-data/tests/fixtures/defnlp");
     let sub = dir.path().join("submission.csv");
     let o = qa(&[
-        "predict", "--model", out.to_str().unwrap(), "--defnlp-dir", fixture.join("train").to_str().unwrap(),
-        "--out", sub.to_str().unwrap(), "--max-seq-length", "64", "--doc-stride", "16",
+        "predict",
+        "--model",
+        out.to_str().unwrap(),
+        "--defnlp-dir",
+        fixture.join("train").to_str().unwrap(),
+        "--out",
+        sub.to_str().unwrap(),
+        "--max-seq-length",
+        "64",
+        "--doc-stride",
+        "16",
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let csv = std::fs::read_to_string(&sub).unwrap();
-    let ids: Vec<&str> = csv.lines().skip(1).map(|l| l.split(',').next().unwrap()).collect();
+    let ids: Vec<&str> = csv
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').next().unwrap())
+        .collect();
     assert_eq!(csv.lines().next(), Some("Id,PredictionString"));
     assert_eq!(ids, ["a1b2c3", "d4e5f6", "g7h8i9"]);
-    let o = qa(&["score", "--defnlp", fixture.join("train.csv").to_str().unwrap(), sub.to_str().unwrap()]);
+    let o = qa(&[
+        "score",
+        "--defnlp",
+        fixture.join("train.csv").to_str().unwrap(),
+        sub.to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
 }
 
 #[test]
 fn cuda_device_on_a_cpu_build_and_missing_model_say_what_to_do() {
     let dev = shared("data/covid-qa/dev.json");
-    let o = qa(&["eval", "--model", "/nonexistent/m", "--data", &dev, "--output-dir", "/tmp/x"]);
+    let o = qa(&[
+        "eval",
+        "--model",
+        "/nonexistent/m",
+        "--data",
+        &dev,
+        "--output-dir",
+        "/tmp/x",
+    ]);
     assert!(!o.status.success());
-    assert!(stderr(&o).contains("cargo xtask fetch model"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("cargo xtask fetch model"),
+        "{}",
+        stderr(&o)
+    );
     if !cfg!(feature = "cuda") {
-        let o = qa(&["eval", "--model", &shared("golden/tiny-bert-qa"), "--data", &dev, "--output-dir", "/tmp/x", "--device", "cuda"]);
+        let o = qa(&[
+            "eval",
+            "--model",
+            &shared("golden/tiny-bert-qa"),
+            "--data",
+            &dev,
+            "--output-dir",
+            "/tmp/x",
+            "--device",
+            "cuda",
+        ]);
         assert!(!o.status.success());
         assert!(stderr(&o).contains("--features cuda"), "{}", stderr(&o));
     }

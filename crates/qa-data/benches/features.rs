@@ -5,14 +5,21 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use qa_data::{build_features, load, load_tokenizer, shared_dir, FeatureConfig, LoadOptions};
 
 fn features(c: &mut Criterion) {
-    let data = load(shared_dir().join("data/covid-qa/dev.json"), &LoadOptions::default())
-        .expect("shared/data/covid-qa/dev.json");
-    let tokenizer = load_tokenizer(&shared_dir().join("models/all-MiniLM-L6-v2")).expect("tokenizer");
+    let data = load(
+        shared_dir().join("data/covid-qa/dev.json"),
+        &LoadOptions::default(),
+    )
+    .expect("shared/data/covid-qa/dev.json");
+    let tokenizer =
+        load_tokenizer(&shared_dir().join("models/all-MiniLM-L6-v2")).expect("tokenizer");
     let config = FeatureConfig {
         show_progress: false,
         ..Default::default()
     };
-    let windows = build_features(&tokenizer, &data.examples, &config).unwrap().features.len();
+    let windows = build_features(&tokenizer, &data.examples, &config)
+        .unwrap()
+        .features
+        .len();
     let mut group = c.benchmark_group("features");
     group.throughput(Throughput::Elements(windows as u64));
     group.sample_size(10);

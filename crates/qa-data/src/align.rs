@@ -76,10 +76,7 @@ pub fn align_answer(
     }
     if mode == AnswerAlignment::AsGiven {
         let in_range = given_start + len <= index.len_chars();
-        return (
-            in_range.then_some(given_start),
-            AlignOutcome::Unrepairable,
-        );
+        return (in_range.then_some(given_start), AlignOutcome::Unrepairable);
     }
     let nearest = nearest_occurrence(context, index, text, given_start, false)
         .or_else(|| nearest_occurrence(context, index, text, given_start, true));
@@ -198,6 +195,9 @@ mod tests {
     #[test]
     fn find_all_finds_overlaps() {
         let ctx = "aaaa";
-        assert_eq!(find_all(ctx, &CharIndex::new(ctx), "aa", false), vec![0, 1, 2]);
+        assert_eq!(
+            find_all(ctx, &CharIndex::new(ctx), "aa", false),
+            vec![0, 1, 2]
+        );
     }
 }

@@ -95,7 +95,10 @@ pub fn read_publications(dir: &Path) -> Result<Vec<Publication>> {
         .filter(|p| p.extension().is_some_and(|e| e == "json"))
         .collect();
     if paths.is_empty() {
-        return Err(DataError::format(dir, "no {Id}.json publications in this folder"));
+        return Err(DataError::format(
+            dir,
+            "no {Id}.json publications in this folder",
+        ));
     }
     paths.sort();
     paths.iter().map(|p| read_publication(p)).collect()
@@ -136,7 +139,9 @@ pub(crate) fn read(
     report: &mut LoadReport,
 ) -> Result<Vec<RawExample>> {
     if options.questions.is_empty() {
-        return Err(DataError::Config("DEFNLP needs at least one question".into()));
+        return Err(DataError::Config(
+            "DEFNLP needs at least one question".into(),
+        ));
     }
     let (csv_path, pubs_dir) = locate(path, options)?;
     let mut reader = csv::Reader::from_path(&csv_path).map_err(|source| DataError::Csv {

@@ -34,7 +34,9 @@ pub enum DataError {
         id: String,
         what: String,
     },
-    #[error("{path}: duplicate example id {id} (first seen as example #{first}, again as #{second})")]
+    #[error(
+        "{path}: duplicate example id {id} (first seen as example #{first}, again as #{second})"
+    )]
     DuplicateId {
         path: PathBuf,
         id: String,

@@ -174,7 +174,9 @@ pub fn build_features(
         .enumerate()
         .progress_with(progress.clone())
         .map(|(i, ex)| {
-            let context = context_tokens[context_of[i]].as_ref().map_err(String::clone)?;
+            let context = context_tokens[context_of[i]]
+                .as_ref()
+                .map_err(String::clone)?;
             example_windows(&tokenizer, i, ex, context, specials, config, pad_id)
         })
         .collect();

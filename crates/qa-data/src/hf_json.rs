@@ -17,7 +17,12 @@ pub(crate) fn read(path: &Path) -> Result<Vec<RawExample>> {
         Some(Ok(serde_json::Value::Array(items))) => items,
         Some(Ok(root)) if root.get("data").is_some() => match root.get("data") {
             Some(serde_json::Value::Array(items)) => items.clone(),
-            _ => return Err(DataError::format(path, "\"data\" must be a list of examples")),
+            _ => {
+                return Err(DataError::format(
+                    path,
+                    "\"data\" must be a list of examples",
+                ))
+            }
         },
         // One object alone is a one-line JSON Lines file.
         Some(Ok(single)) => vec![single],

@@ -84,12 +84,27 @@ impl LoadReport {
                 s.push_str(&format!(", {n} {name}"));
             }
         };
-        part("answers repaired (answer_start moved to the text)", self.repaired.len());
-        part("answers unrepairable (text not in context)", self.unrepairable.len());
-        part("misaligned answers kept as given", self.misaligned_kept.len());
+        part(
+            "answers repaired (answer_start moved to the text)",
+            self.repaired.len(),
+        );
+        part(
+            "answers unrepairable (text not in context)",
+            self.unrepairable.len(),
+        );
+        part(
+            "misaligned answers kept as given",
+            self.misaligned_kept.len(),
+        );
         part("examples skipped", self.skipped.len());
-        part("examples without answers loaded as unanswerable", self.without_answers.len());
-        part("publications whose label was not found", self.labels_not_found.len());
+        part(
+            "examples without answers loaded as unanswerable",
+            self.without_answers.len(),
+        );
+        part(
+            "publications whose label was not found",
+            self.labels_not_found.len(),
+        );
         s
     }
 }
@@ -310,9 +325,9 @@ pub(crate) struct Record<'a> {
 
 impl<'a> Record<'a> {
     pub fn field(&self, key: &str) -> Result<&'a serde_json::Value> {
-        self.value
-            .get(key)
-            .ok_or_else(|| DataError::example(self.path, &self.name, format!("missing field {key:?}")))
+        self.value.get(key).ok_or_else(|| {
+            DataError::example(self.path, &self.name, format!("missing field {key:?}"))
+        })
     }
 
     pub fn str_field(&self, key: &str) -> Result<String> {

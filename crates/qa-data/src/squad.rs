@@ -8,9 +8,11 @@ use crate::load::{parse_json, read_to_string, record_name, RawExample, Record};
 /// Reads every question of a SQuAD file, in file order, and the file's `version` field.
 pub(crate) fn read(path: &Path) -> Result<(Vec<RawExample>, Option<String>)> {
     let root = parse_json(path, &read_to_string(path)?)?;
-    let version = root
-        .get("version")
-        .and_then(|v| v.as_str().map(str::to_string).or_else(|| Some(v.to_string())));
+    let version = root.get("version").and_then(|v| {
+        v.as_str()
+            .map(str::to_string)
+            .or_else(|| Some(v.to_string()))
+    });
     let articles = root
         .get("data")
         .and_then(|d| d.as_array())

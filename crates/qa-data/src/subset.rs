@@ -4,7 +4,11 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 
 /// Keeps the first `max_samples` items (all when `None`), after a seeded shuffle if `seed` is given.
-pub fn select_subset<T>(mut items: Vec<T>, max_samples: Option<usize>, seed: Option<u64>) -> Vec<T> {
+pub fn select_subset<T>(
+    mut items: Vec<T>,
+    max_samples: Option<usize>,
+    seed: Option<u64>,
+) -> Vec<T> {
     if let Some(seed) = seed {
         items.shuffle(&mut rand::rngs::StdRng::seed_from_u64(seed));
     }
@@ -20,7 +24,10 @@ mod tests {
 
     #[test]
     fn truncates_without_shuffle() {
-        assert_eq!(select_subset((0..10).collect(), Some(3), None), vec![0, 1, 2]);
+        assert_eq!(
+            select_subset((0..10).collect(), Some(3), None),
+            vec![0, 1, 2]
+        );
     }
 
     #[test]

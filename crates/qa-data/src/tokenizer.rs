@@ -80,7 +80,8 @@ fn cls() -> String {
 
 fn wordpiece_from_vocab(vocab: &Path, config_path: &Path) -> Result<Tokenizer> {
     let config: BertTokenizerConfig = if config_path.is_file() {
-        let text = std::fs::read_to_string(config_path).map_err(|e| DataError::io(config_path, e))?;
+        let text =
+            std::fs::read_to_string(config_path).map_err(|e| DataError::io(config_path, e))?;
         serde_json::from_str(&text).map_err(|source| DataError::Json {
             path: config_path.to_path_buf(),
             line: Some(source.line()),

@@ -1,7 +1,10 @@
 //! Window building beyond the golden file: labels, padding, tokenizer fallback, bad settings.
 
 use qa_data::features::{pad_batch, Padding};
-use qa_data::{build_features, load, load_tokenizer, shared_dir, Example, ExampleId, FeatureConfig, LoadOptions};
+use qa_data::{
+    build_features, load, load_tokenizer, shared_dir, Example, ExampleId, FeatureConfig,
+    LoadOptions,
+};
 
 fn tokenizer() -> tokenizers::Tokenizer {
     load_tokenizer(&shared_dir().join("models/all-MiniLM-L6-v2")).unwrap()
@@ -35,7 +38,8 @@ fn example(question: &str, context: &str, answer: Option<(&str, usize)>) -> Exam
 
 #[test]
 fn labels_point_at_answer_tokens_or_cls() {
-    let context = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi";
+    let context =
+        "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi";
     let ex = example("which?", context, Some(("kappa lambda", 51)));
     let set = build_features(&tokenizer(), &[ex.clone()], &quiet(16, 4)).unwrap();
     assert!(set.features.len() > 2);
@@ -55,7 +59,10 @@ fn labels_point_at_answer_tokens_or_cls() {
 
     let impossible = example("which?", context, None);
     let set = build_features(&tokenizer(), &[impossible], &quiet(16, 4)).unwrap();
-    assert!(set.features.iter().all(|f| f.start_position == 0 && f.end_position == 0));
+    assert!(set
+        .features
+        .iter()
+        .all(|f| f.start_position == 0 && f.end_position == 0));
 }
 
 #[test]
@@ -105,7 +112,10 @@ fn padding_to_max_length_and_batches() {
     assert_eq!(batch.seq_len, refs[1].len());
     assert_eq!(batch.input_ids.len(), 2 * batch.seq_len);
     assert_eq!(batch.attention_mask[..batch.seq_len].iter().sum::<i64>(), 8);
-    assert_eq!(batch.start_positions, vec![set.features[0].start_position as i64, 0]);
+    assert_eq!(
+        batch.start_positions,
+        vec![set.features[0].start_position as i64, 0]
+    );
 }
 
 #[test]
@@ -133,7 +143,11 @@ fn vocab_txt_fallback_matches_tokenizer_json() {
         std::fs::copy(model.join(f), dir.path().join(f)).unwrap();
     }
     let fallback = load_tokenizer(dir.path()).unwrap();
-    let data = load(shared_dir().join("data/covid-qa/dev.json"), &LoadOptions::default()).unwrap();
+    let data = load(
+        shared_dir().join("data/covid-qa/dev.json"),
+        &LoadOptions::default(),
+    )
+    .unwrap();
     let ex = &data.examples[..5];
     let a = build_features(&tokenizer(), ex, &quiet(384, 128)).unwrap();
     let b = build_features(&fallback, ex, &quiet(384, 128)).unwrap();

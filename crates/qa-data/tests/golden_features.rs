@@ -20,7 +20,11 @@ fn minilm_tokenizer() -> tokenizers::Tokenizer {
 #[test]
 fn covid_dev_windows_equal_golden_jsonl() {
     let shared = shared_dir();
-    let data = load(shared.join("data/covid-qa/dev.json"), &LoadOptions::default()).unwrap();
+    let data = load(
+        shared.join("data/covid-qa/dev.json"),
+        &LoadOptions::default(),
+    )
+    .unwrap();
     let examples = &data.examples[..12];
     let set = build_features(&minilm_tokenizer(), examples, &config()).unwrap();
     let mut ours = Vec::new();
@@ -39,14 +43,22 @@ fn covid_dev_windows_equal_golden_jsonl() {
     assert_eq!(golden.len(), 94);
     assert_eq!(ours.len(), golden.len(), "window count");
     for (i, (o, g)) in ours.iter().zip(&golden).enumerate() {
-        assert_eq!(o, g, "window {i} (id {}, window {}) differs", g["id"], g["window"]);
+        assert_eq!(
+            o, g,
+            "window {i} (id {}, window {}) differs",
+            g["id"], g["window"]
+        );
     }
 }
 
 #[test]
 fn covid_train_gives_34717_windows_covering_every_context_token() {
     let shared = shared_dir();
-    let data = load(shared.join("data/covid-qa/train.json"), &LoadOptions::default()).unwrap();
+    let data = load(
+        shared.join("data/covid-qa/train.json"),
+        &LoadOptions::default(),
+    )
+    .unwrap();
     assert_eq!(data.examples.len(), 1225);
     let mut tokenizer = minilm_tokenizer();
     let set = build_features(&tokenizer, &data.examples, &config()).unwrap();
@@ -62,17 +74,28 @@ fn covid_train_gives_34717_windows_covering_every_context_token() {
         by_example[f.example_index].push(f);
     }
     for (ex, windows) in data.examples.iter().zip(&by_example) {
-        let alone = tokenizer.encode_char_offsets(ex.context.as_str(), false).unwrap();
+        let alone = tokenizer
+            .encode_char_offsets(ex.context.as_str(), false)
+            .unwrap();
         let all: BTreeSet<(usize, usize)> = alone.get_offsets().iter().copied().collect();
         let covered: BTreeSet<(usize, usize)> = windows
             .iter()
             .flat_map(|f| f.offsets.iter().flatten().copied())
             .collect();
-        assert_eq!(covered, all, "example {}: context tokens not covered", ex.id);
+        assert_eq!(
+            covered, all,
+            "example {}: context tokens not covered",
+            ex.id
+        );
         for pair in windows.windows(2) {
             let prev: BTreeSet<_> = pair[0].offsets.iter().flatten().collect();
             let next: BTreeSet<_> = pair[1].offsets.iter().flatten().collect();
-            assert_eq!(prev.intersection(&next).count(), 128, "example {} stride", ex.id);
+            assert_eq!(
+                prev.intersection(&next).count(),
+                128,
+                "example {} stride",
+                ex.id
+            );
         }
         // Every token has exactly one max-context window.
         let flagged: usize = windows
@@ -86,8 +109,16 @@ fn covid_train_gives_34717_windows_covering_every_context_token() {
 #[test]
 fn covid_misaligned_answers_are_repaired_and_counted() {
     let shared = shared_dir();
-    let train = load(shared.join("data/covid-qa/train.json"), &LoadOptions::default()).unwrap();
-    let dev = load(shared.join("data/covid-qa/dev.json"), &LoadOptions::default()).unwrap();
+    let train = load(
+        shared.join("data/covid-qa/train.json"),
+        &LoadOptions::default(),
+    )
+    .unwrap();
+    let dev = load(
+        shared.join("data/covid-qa/dev.json"),
+        &LoadOptions::default(),
+    )
+    .unwrap();
     let repaired = train.report.repaired.len() + dev.report.repaired.len();
     assert_eq!(repaired, 234);
     assert!(train.report.unrepairable.is_empty() && dev.report.unrepairable.is_empty());
@@ -95,7 +126,12 @@ fn covid_misaligned_answers_are_repaired_and_counted() {
     for ex in train.examples.iter().chain(&dev.examples) {
         for a in &ex.answers {
             let start = a.char_start.expect("located");
-            let got: String = ex.context.chars().skip(start).take(a.text.chars().count()).collect();
+            let got: String = ex
+                .context
+                .chars()
+                .skip(start)
+                .take(a.text.chars().count())
+                .collect();
             assert_eq!(got, a.text, "example {}", ex.id);
         }
     }

@@ -32,7 +32,10 @@ fn squad_v2_is_read_with_impossible_questions_and_repairs() {
     let ex = &data.examples;
     assert_eq!(ex.len(), 3);
     assert_eq!(ex[0].id, ExampleId::Text("q1".into()));
-    assert_eq!(ex[0].question, "In what country is Normandy?", "question left-stripped");
+    assert_eq!(
+        ex[0].question, "In what country is Normandy?",
+        "question left-stripped"
+    );
     assert_eq!(ex[0].title, "Normans");
     assert_eq!(ex[0].training_answer(), Some((42, 48)));
     assert!(ex[1].is_impossible && ex[1].answers.is_empty());
@@ -49,7 +52,11 @@ fn hf_json_list_wrapper_and_lines_give_the_same_examples() {
     let rec1 = r#"{"id": "a", "title": "T", "question": "Where?", "context": "In Paris.", "answers": {"text": ["Paris"], "answer_start": [3]}}"#;
     let rec2 = r#"{"id": "b", "question": "Who?", "context": "Nobody knows.", "answers": {"text": [], "answer_start": []}}"#;
     let list = write(dir.path(), "l.json", &format!("[{rec1}, {rec2}]"));
-    let wrapped = write(dir.path(), "w.json", &format!("{{\"data\": [{rec1}, {rec2}]}}"));
+    let wrapped = write(
+        dir.path(),
+        "w.json",
+        &format!("{{\"data\": [{rec1}, {rec2}]}}"),
+    );
     let lines = write(dir.path(), "nq.jsonl", &format!("{rec1}\n\n{rec2}\n"));
     let lines_json_ext = write(dir.path(), "nq2.json", &format!("{rec1}\n{rec2}\n"));
     let reference = load(&list, &LoadOptions::default()).unwrap().examples;
@@ -58,7 +65,12 @@ fn hf_json_list_wrapper_and_lines_give_the_same_examples() {
     assert!(reference[1].is_impossible);
     for path in [&wrapped, &lines, &lines_json_ext] {
         let data = load(path, &LoadOptions::default()).unwrap();
-        assert_eq!(data.report.format, Some(DataFormat::HfJson), "{}", path.display());
+        assert_eq!(
+            data.report.format,
+            Some(DataFormat::HfJson),
+            "{}",
+            path.display()
+        );
         assert_eq!(data.examples, reference, "{}", path.display());
     }
 }
@@ -91,13 +103,20 @@ fn defnlp_fixture_becomes_one_example_per_question_with_every_occurrence() {
         ]
     );
     assert_eq!(data.examples[2].answers.len(), 1);
-    assert_eq!(data.examples[3].question, "What dataset is mentioned in this publication?");
+    assert_eq!(
+        data.examples[3].question,
+        "What dataset is mentioned in this publication?"
+    );
 }
 
 #[test]
 fn malformed_json_names_the_file_and_line() {
     let dir = tempfile::tempdir().unwrap();
-    let path = write(dir.path(), "bad.json", "{\"version\": \"1.1\",\n \"data\": [ {\"paragraphs\": [}\n]}");
+    let path = write(
+        dir.path(),
+        "bad.json",
+        "{\"version\": \"1.1\",\n \"data\": [ {\"paragraphs\": [}\n]}",
+    );
     let msg = err_text(&path);
     assert!(msg.contains("bad.json") && msg.contains("line 2"), "{msg}");
     let lines = write(dir.path(), "bad.jsonl", "{\"id\": \"a\"}\n{oops\n");
@@ -114,7 +133,10 @@ fn missing_fields_and_wrong_types_name_the_example() {
         r#"[{"id": "x7", "context": "c", "answers": {"text": [], "answer_start": []}}]"#,
     );
     let msg = err_text(&no_question);
-    assert!(msg.contains("nq.json") && msg.contains("x7") && msg.contains("question"), "{msg}");
+    assert!(
+        msg.contains("nq.json") && msg.contains("x7") && msg.contains("question"),
+        "{msg}"
+    );
     let bad_start = write(
         dir.path(),
         "bs.json",
@@ -143,7 +165,10 @@ fn duplicate_ids_are_an_error() {
     let rec = r#"{"id": 5, "question": "q", "context": "c", "answers": {"text": [], "answer_start": []}}"#;
     let path = write(dir.path(), "dup.jsonl", &format!("{rec}\n{rec}\n"));
     let msg = err_text(&path);
-    assert!(msg.contains("dup.jsonl") && msg.contains("duplicate") && msg.contains('5'), "{msg}");
+    assert!(
+        msg.contains("dup.jsonl") && msg.contains("duplicate") && msg.contains('5'),
+        "{msg}"
+    );
 }
 
 #[test]

@@ -47,7 +47,12 @@ fn inputs() -> (Vec<Example>, Vec<Feature>, Vec<(Vec<f32>, Vec<f32>)>) {
         (state >> 40) as f32 / (1u64 << 24) as f32 * 10.0 - 5.0
     };
     let logits = (0..WINDOWS)
-        .map(|_| ((0..SEQ).map(|_| next()).collect(), (0..SEQ).map(|_| next()).collect()))
+        .map(|_| {
+            (
+                (0..SEQ).map(|_| next()).collect(),
+                (0..SEQ).map(|_| next()).collect(),
+            )
+        })
         .collect();
     (examples, features, logits)
 }
@@ -62,9 +67,14 @@ fn decoding(c: &mut Criterion) {
             version_2_with_negative: v2,
             ..Default::default()
         };
-        group.bench_function(if v2 { "100k_windows_v2" } else { "100k_windows_v1" }, |b| {
-            b.iter(|| decode(&examples, &features, &logits, &config).unwrap())
-        });
+        group.bench_function(
+            if v2 {
+                "100k_windows_v2"
+            } else {
+                "100k_windows_v1"
+            },
+            |b| b.iter(|| decode(&examples, &features, &logits, &config).unwrap()),
+        );
     }
     group.finish();
 }

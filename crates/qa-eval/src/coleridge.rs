@@ -123,9 +123,21 @@ pub fn score(
     let b2 = beta * beta;
     let tp = s.tp as f64;
     let denom = (1.0 + b2) * tp + b2 * s.r#fn as f64 + s.fp as f64;
-    s.fbeta = if denom > 0.0 { (1.0 + b2) * tp / denom } else { 0.0 };
-    s.precision = if s.tp + s.fp > 0 { tp / (s.tp + s.fp) as f64 } else { 0.0 };
-    s.recall = if s.tp + s.r#fn > 0 { tp / (s.tp + s.r#fn) as f64 } else { 0.0 };
+    s.fbeta = if denom > 0.0 {
+        (1.0 + b2) * tp / denom
+    } else {
+        0.0
+    };
+    s.precision = if s.tp + s.fp > 0 {
+        tp / (s.tp + s.fp) as f64
+    } else {
+        0.0
+    };
+    s.recall = if s.tp + s.r#fn > 0 {
+        tp / (s.tp + s.r#fn) as f64
+    } else {
+        0.0
+    };
     s
 }
 
@@ -140,7 +152,11 @@ pub fn read_labels(path: &Path) -> Result<BTreeMap<String, Vec<String>>> {
     let headers = reader.headers().map_err(csv_err)?.clone();
     let col = |name: &str| headers.iter().position(|h| h == name);
     let id_col = col("Id").ok_or_else(|| EvalError::format(path, "no \"Id\" column"))?;
-    let (label_col, joined) = match (col("PredictionString"), col("cleaned_label"), col("dataset_label")) {
+    let (label_col, joined) = match (
+        col("PredictionString"),
+        col("cleaned_label"),
+        col("dataset_label"),
+    ) {
         (Some(c), _, _) => (c, true),
         (None, Some(c), _) | (None, None, Some(c)) => (c, false),
         _ => {
@@ -157,7 +173,12 @@ pub fn read_labels(path: &Path) -> Result<BTreeMap<String, Vec<String>>> {
         let cell = row.get(label_col).unwrap_or_default();
         let entry = labels.entry(id).or_default();
         if joined {
-            entry.extend(cell.split('|').map(str::trim).filter(|s| !s.is_empty()).map(String::from));
+            entry.extend(
+                cell.split('|')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(String::from),
+            );
         } else if !cell.trim().is_empty() {
             entry.push(cell.to_string());
         }
@@ -176,32 +197,47 @@ mod tests {
     #[test]
     fn cleaning_and_jaccard() {
         assert_eq!(clean_label("  ECLS-K (2011)!"), "ecls k 2011");
-        assert_eq!(jaccard("national education study", "national study"), 2.0 / 3.0);
+        assert_eq!(
+            jaccard("national education study", "national study"),
+            2.0 / 3.0
+        );
         assert_eq!(jaccard("", ""), 0.0);
     }
 
     #[test]
     fn one_to_one_matching() {
         // "adni" matches; the duplicate prediction cannot match the same gold again.
-        assert_eq!(match_publication(&v(&["ADNI", "adni"]), &v(&["adni"])), (1, 0, 0));
+        assert_eq!(
+            match_publication(&v(&["ADNI", "adni"]), &v(&["adni"])),
+            (1, 0, 0)
+        );
         // Two predictions for one gold label: the second is a false positive.
         assert_eq!(
             match_publication(&v(&["adni study", "adni"]), &v(&["adni"])),
             (1, 1, 0)
         );
         // Below threshold: 1/3 overlap → miss and false positive.
-        assert_eq!(match_publication(&v(&["census data set"]), &v(&["census"])), (0, 1, 1));
+        assert_eq!(
+            match_publication(&v(&["census data set"]), &v(&["census"])),
+            (0, 1, 1)
+        );
         assert_eq!(match_publication(&[], &v(&["a b", "c"])), (0, 0, 2));
     }
 
     #[test]
     fn micro_f_half() {
-        let gold: BTreeMap<_, _> = [("p1".to_string(), v(&["adni"])), ("p2".to_string(), v(&["nhanes", "arms"]))]
-            .into_iter()
-            .collect();
-        let pred: BTreeMap<_, _> = [("p1".to_string(), v(&["adni", "wrong"])), ("p3".to_string(), v(&["x"]))]
-            .into_iter()
-            .collect();
+        let gold: BTreeMap<_, _> = [
+            ("p1".to_string(), v(&["adni"])),
+            ("p2".to_string(), v(&["nhanes", "arms"])),
+        ]
+        .into_iter()
+        .collect();
+        let pred: BTreeMap<_, _> = [
+            ("p1".to_string(), v(&["adni", "wrong"])),
+            ("p3".to_string(), v(&["x"])),
+        ]
+        .into_iter()
+        .collect();
         let s = score(&gold, &pred, 0.5);
         // tp 1, fp 1, fn 2 → F0.5 = 1.25 / (1.25 + 0.25·2 + 1) = 0.4545…
         assert_eq!((s.tp, s.fp, s.r#fn), (1, 1, 2));

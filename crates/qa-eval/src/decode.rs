@@ -220,7 +220,10 @@ fn decode_example(
         );
     }
     // Softmax over the kept candidates' scores.
-    let max = nbest.iter().map(|(_, s)| *s).fold(f32::NEG_INFINITY, f32::max);
+    let max = nbest
+        .iter()
+        .map(|(_, s)| *s)
+        .fold(f32::NEG_INFINITY, f32::max);
     let exps: Vec<f32> = nbest.iter().map(|(_, s)| (s - max).exp()).collect();
     let sum: f32 = exps.iter().sum();
     for ((entry, _), e) in nbest.iter_mut().zip(&exps) {
@@ -272,7 +275,12 @@ impl Decoded {
     pub fn best_non_null(&self) -> HashMap<String, String> {
         self.examples
             .iter()
-            .map(|e| (e.id.clone(), e.best_non_null.clone().unwrap_or_else(|| e.text.clone())))
+            .map(|e| {
+                (
+                    e.id.clone(),
+                    e.best_non_null.clone().unwrap_or_else(|| e.text.clone()),
+                )
+            })
             .collect()
     }
 

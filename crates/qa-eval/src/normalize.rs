@@ -7,7 +7,10 @@ use std::collections::HashMap;
 /// `normalize_answer` of `evaluate-v1.1.py` / `evaluate-v2.0.py`.
 pub fn normalize_answer(s: &str) -> String {
     let lowered = s.to_lowercase();
-    let no_punct: String = lowered.chars().filter(|c| !c.is_ascii_punctuation()).collect();
+    let no_punct: String = lowered
+        .chars()
+        .filter(|c| !c.is_ascii_punctuation())
+        .collect();
     // `re.sub(r'\b(a|an|the)\b', ' ', text)`: an article is a whole run of word chars
     // (Python's Unicode `\w`: alphanumerics and '_').
     let mut no_articles = String::with_capacity(no_punct.len());
@@ -80,7 +83,10 @@ mod tests {
         assert_eq!(normalize_answer("The  Cat, sat!"), "cat sat");
         assert_eq!(normalize_answer("an apple a day"), "apple day");
         // Articles only as whole words.
-        assert_eq!(normalize_answer("theatre and another"), "theatre and another");
+        assert_eq!(
+            normalize_answer("theatre and another"),
+            "theatre and another"
+        );
         // Punctuation removal can create a whole-word article: "the." → "the" → removed.
         assert_eq!(normalize_answer("in the."), "in");
         // Unicode quotes and dashes are not ASCII punctuation: they stay, and split words.

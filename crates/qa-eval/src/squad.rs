@@ -130,7 +130,10 @@ pub fn read_id_map<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Vec<(S
                 Ok((k, parsed))
             })
             .collect(),
-        _ => Err(EvalError::format(path, "expected a JSON object {id: value}")),
+        _ => Err(EvalError::format(
+            path,
+            "expected a JSON object {id: value}",
+        )),
     }
 }
 
@@ -228,8 +231,18 @@ pub fn evaluate_v2(
         }
         match predictions.get(&q.id) {
             Some(pred) => {
-                exact_raw.push(golds.iter().map(|g| exact_match(pred, g)).fold(0.0, f64::max));
-                f1_raw.push(golds.iter().map(|g| f1_score(pred, g, true)).fold(0.0, f64::max));
+                exact_raw.push(
+                    golds
+                        .iter()
+                        .map(|g| exact_match(pred, g))
+                        .fold(0.0, f64::max),
+                );
+                f1_raw.push(
+                    golds
+                        .iter()
+                        .map(|g| f1_score(pred, g, true))
+                        .fold(0.0, f64::max),
+                );
             }
             None => {
                 missing.push(q.id.clone());

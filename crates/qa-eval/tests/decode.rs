@@ -18,7 +18,15 @@ fn example() -> Example {
 
 /// [CLS] q [SEP] alpha beta gamma [SEP]
 fn window(window: usize) -> Feature {
-    let offsets = vec![None, None, None, Some((0, 5)), Some((6, 10)), Some((11, 16)), None];
+    let offsets = vec![
+        None,
+        None,
+        None,
+        Some((0, 5)),
+        Some((6, 10)),
+        Some((11, 16)),
+        None,
+    ];
     Feature {
         example_index: 0,
         window,
@@ -46,7 +54,14 @@ fn best_span_and_nbest_probabilities() {
     let texts: Vec<&str> = e.nbest.iter().map(|n| n.text.as_str()).collect();
     assert_eq!(
         texts,
-        ["alpha beta", "alpha beta gamma", "beta", "alpha", "beta gamma", "gamma"]
+        [
+            "alpha beta",
+            "alpha beta gamma",
+            "beta",
+            "alpha",
+            "beta gamma",
+            "gamma"
+        ]
     );
     let scores = [9f32, 8., 6., 5., 5., 3.];
     let z: f32 = scores.iter().map(|s| (s - 9.0).exp()).sum();
@@ -68,7 +83,11 @@ fn max_answer_length_and_n_best_size() {
     let d = decode(&[example()], &[window(0)], &[l.clone()], &cfg).unwrap();
     // Top-3 starts (question tokens included, as utils_qa): q(7), α(5), β(2); top-3 ends:
     // q(9), β(4), γ(3). Length 1 and inside the context → only (β,β)=6.
-    let texts: Vec<&str> = d.examples[0].nbest.iter().map(|n| n.text.as_str()).collect();
+    let texts: Vec<&str> = d.examples[0]
+        .nbest
+        .iter()
+        .map(|n| n.text.as_str())
+        .collect();
     assert_eq!(texts, ["beta"]);
     // With n_best 2 no valid span is left: utils_qa's "empty" placeholder.
     let cfg = DecodeConfig {
@@ -94,7 +113,10 @@ fn v2_null_score_is_the_minimum_over_windows_and_threshold_applies() {
     // score_diff = min null (2) − best non-null (9) = −7 → answer kept.
     assert_eq!(e.score_diff, Some(-7.0));
     assert_eq!(e.text, "alpha beta");
-    assert!(e.nbest.iter().any(|n| n.text.is_empty()), "null answer in n-best");
+    assert!(
+        e.nbest.iter().any(|n| n.text.is_empty()),
+        "null answer in n-best"
+    );
     // With a threshold below −7 the answer becomes "".
     let strict = DecodeConfig {
         null_score_diff_threshold: -8.0,

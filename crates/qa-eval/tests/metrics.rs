@@ -19,7 +19,10 @@ fn gold(items: &[(&str, &[&str])]) -> Gold {
 }
 
 fn preds(items: &[(&str, &str)]) -> HashMap<String, String> {
-    items.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    items
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 fn close(a: f64, b: f64) {
@@ -29,12 +32,12 @@ fn close(a: f64, b: f64) {
 #[test]
 fn v1_tricky_cases() {
     let g = gold(&[
-        ("p", &["!!!"]),                       // punctuation only: "" = "" → EM 1, F1 0 (v1)
-        ("t", &["The"]),                       // article only vs "a": EM 1, F1 0
-        ("u", &["“quoted” text"]),             // unicode quotes stay: F1 0.5
-        ("m", &["New York City", "NYC"]),      // max over golds: F1 0.8
-        ("x", &["x"]),                         // missing prediction: 0
-        ("7", &["7 days"]),                    // "seven days": F1 0.5
+        ("p", &["!!!"]),                  // punctuation only: "" = "" → EM 1, F1 0 (v1)
+        ("t", &["The"]),                  // article only vs "a": EM 1, F1 0
+        ("u", &["“quoted” text"]),        // unicode quotes stay: F1 0.5
+        ("m", &["New York City", "NYC"]), // max over golds: F1 0.8
+        ("x", &["x"]),                    // missing prediction: 0
+        ("7", &["7 days"]),               // "seven days": F1 0.5
     ]);
     let p = preds(&[
         ("p", ""),
@@ -97,12 +100,25 @@ fn v2_scores_subsets_and_best_threshold() {
     close(r.best_f1_thresh.unwrap(), 0.5);
     let json = serde_json::to_string(&r).unwrap();
     let keys = [
-        "exact", "f1", "total", "HasAns_exact", "HasAns_f1", "HasAns_total", "NoAns_exact",
-        "NoAns_f1", "NoAns_total", "best_exact", "best_exact_thresh", "best_f1", "best_f1_thresh",
+        "exact",
+        "f1",
+        "total",
+        "HasAns_exact",
+        "HasAns_f1",
+        "HasAns_total",
+        "NoAns_exact",
+        "NoAns_f1",
+        "NoAns_total",
+        "best_exact",
+        "best_exact_thresh",
+        "best_f1",
+        "best_f1_thresh",
     ];
     let mut last = 0;
     for k in keys {
-        let at = json.find(&format!("\"{k}\"")).unwrap_or_else(|| panic!("{k} missing"));
+        let at = json
+            .find(&format!("\"{k}\""))
+            .unwrap_or_else(|| panic!("{k} missing"));
         assert!(at >= last, "{k} out of the official order");
         last = at;
     }

@@ -20,7 +20,9 @@ use crate::weights::{write_safetensors, HostTensor, WeightFile};
 #[derive(Debug, Clone, Copy)]
 enum Init {
     /// N(0, initializer_range); `zero_row` is the padding row of an embedding.
-    Normal { zero_row: Option<usize> },
+    Normal {
+        zero_row: Option<usize>,
+    },
     Zeros,
     Ones,
     /// DistilBERT's fixed sinusoidal position table.
@@ -95,7 +97,12 @@ fn walk<B: Backend, V: Visitor<B>>(
     } else {
         Init::Normal { zero_row: None }
     };
-    walk_embedding(v, "embeddings.position_embeddings", &mut e.position, position_init)?;
+    walk_embedding(
+        v,
+        "embeddings.position_embeddings",
+        &mut e.position,
+        position_init,
+    )?;
     if let Some(tt) = &mut e.token_type {
         walk_embedding(
             v,
@@ -112,9 +119,21 @@ fn walk<B: Backend, V: Visitor<B>>(
                 walk_linear(v, &format!("{p}.attention.self.query"), &mut layer.query)?;
                 walk_linear(v, &format!("{p}.attention.self.key"), &mut layer.key)?;
                 walk_linear(v, &format!("{p}.attention.self.value"), &mut layer.value)?;
-                walk_linear(v, &format!("{p}.attention.output.dense"), &mut layer.attention_output)?;
-                walk_norm(v, &format!("{p}.attention.output.LayerNorm"), &mut layer.attention_norm)?;
-                walk_linear(v, &format!("{p}.intermediate.dense"), &mut layer.intermediate)?;
+                walk_linear(
+                    v,
+                    &format!("{p}.attention.output.dense"),
+                    &mut layer.attention_output,
+                )?;
+                walk_norm(
+                    v,
+                    &format!("{p}.attention.output.LayerNorm"),
+                    &mut layer.attention_norm,
+                )?;
+                walk_linear(
+                    v,
+                    &format!("{p}.intermediate.dense"),
+                    &mut layer.intermediate,
+                )?;
                 walk_linear(v, &format!("{p}.output.dense"), &mut layer.output)?;
                 walk_norm(v, &format!("{p}.output.LayerNorm"), &mut layer.output_norm)?;
             }
@@ -123,7 +142,11 @@ fn walk<B: Backend, V: Visitor<B>>(
                 walk_linear(v, &format!("{p}.attention.q_lin"), &mut layer.query)?;
                 walk_linear(v, &format!("{p}.attention.k_lin"), &mut layer.key)?;
                 walk_linear(v, &format!("{p}.attention.v_lin"), &mut layer.value)?;
-                walk_linear(v, &format!("{p}.attention.out_lin"), &mut layer.attention_output)?;
+                walk_linear(
+                    v,
+                    &format!("{p}.attention.out_lin"),
+                    &mut layer.attention_output,
+                )?;
                 walk_norm(v, &format!("{p}.sa_layer_norm"), &mut layer.attention_norm)?;
                 walk_linear(v, &format!("{p}.ffn.lin1"), &mut layer.intermediate)?;
                 walk_linear(v, &format!("{p}.ffn.lin2"), &mut layer.output)?;
@@ -223,7 +246,8 @@ impl<B: Backend> Loader<'_, B> {
                 for pos in 0..rows {
                     for j in 0..dim {
                         let angle = pos as f64 / 10000f64.powf(2.0 * (j / 2) as f64 / dim as f64);
-                        data[pos * dim + j] = if j % 2 == 0 { angle.sin() } else { angle.cos() } as f32;
+                        data[pos * dim + j] =
+                            if j % 2 == 0 { angle.sin() } else { angle.cos() } as f32;
                     }
                 }
                 data
@@ -245,14 +269,20 @@ impl<B: Backend> Visitor<B> for Loader<'_, B> {
         let host = HostTensor::new(shape.to_vec(), data);
         let host = if transpose { host.transposed() } else { host };
         let dims = [host.shape[0], host.shape[1]];
-        *param = Param::from_tensor(Tensor::from_data(TensorData::new(host.data, dims), &self.device));
+        *param = Param::from_tensor(Tensor::from_data(
+            TensorData::new(host.data, dims),
+            &self.device,
+        ));
         Ok(())
     }
 
     fn visit_1d(&mut self, name: &str, param: &mut Param<Tensor<B, 1>>, init: Init) -> Result<()> {
         let shape = param.dims();
         let data = self.fetch(name, &shape, init)?;
-        *param = Param::from_tensor(Tensor::from_data(TensorData::new(data, shape), &self.device));
+        *param = Param::from_tensor(Tensor::from_data(
+            TensorData::new(data, shape),
+            &self.device,
+        ));
         Ok(())
     }
 }
@@ -336,7 +366,13 @@ pub fn load_pretrained<B: Backend>(
             "{}: {} checkpoint tensors unused by a QA model (e.g. {})",
             path.display(),
             report.unused.len(),
-            report.unused.iter().take(3).cloned().collect::<Vec<_>>().join(", ")
+            report
+                .unused
+                .iter()
+                .take(3)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
         );
     }
     Ok((model, config, report))
@@ -384,8 +420,10 @@ impl<B: Backend> Visitor<B> for Exporter {
 
     fn visit_1d(&mut self, name: &str, param: &mut Param<Tensor<B, 1>>, _init: Init) -> Result<()> {
         let t = param.val();
-        self.tensors
-            .insert(self.key(name), HostTensor::new(t.dims().to_vec(), host_data(&t)));
+        self.tensors.insert(
+            self.key(name),
+            HostTensor::new(t.dims().to_vec(), host_data(&t)),
+        );
         Ok(())
     }
 }
@@ -421,7 +459,10 @@ pub fn save_pretrained<B: Backend>(
     tokenizer_dir: Option<&Path>,
 ) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| ModelError::io(dir, e))?;
-    write_safetensors(&dir.join("model.safetensors"), &export_tensors(model, config))?;
+    write_safetensors(
+        &dir.join("model.safetensors"),
+        &export_tensors(model, config),
+    )?;
     let config_path = dir.join("config.json");
     let text = serde_json::to_string_pretty(&config.to_hf_json()).expect("JSON value serializes");
     std::fs::write(&config_path, text + "\n").map_err(|e| ModelError::io(&config_path, e))?;

@@ -81,7 +81,9 @@ impl ModelConfig {
         let float_or = |key: &str, default: f64| -> std::result::Result<f64, String> {
             match hf.get(key) {
                 None | Some(Value::Null) => Ok(default),
-                Some(v) => v.as_f64().ok_or_else(|| format!("{key:?} must be a number")),
+                Some(v) => v
+                    .as_f64()
+                    .ok_or_else(|| format!("{key:?} must be a number")),
             }
         };
         let check_activation = |key: &str| -> std::result::Result<(), String> {
@@ -219,7 +221,13 @@ impl ModelConfig {
     }
 
     /// A small BERT for tests and benchmarks, with every size given explicitly.
-    pub fn bert(vocab: usize, hidden: usize, layers: usize, heads: usize, intermediate: usize) -> Self {
+    pub fn bert(
+        vocab: usize,
+        hidden: usize,
+        layers: usize,
+        heads: usize,
+        intermediate: usize,
+    ) -> Self {
         Self {
             architecture: Architecture::Bert,
             vocab_size: vocab,
@@ -251,13 +259,19 @@ mod tests {
         assert!(e.contains("roberta"));
         let mut bert = ModelConfig::bert(10, 8, 1, 2, 16).to_hf_json();
         bert["position_embedding_type"] = "relative_key".into();
-        assert!(ModelConfig::from_hf(bert.clone()).unwrap_err().contains("relative_key"));
+        assert!(ModelConfig::from_hf(bert.clone())
+            .unwrap_err()
+            .contains("relative_key"));
         bert["position_embedding_type"] = "absolute".into();
         bert["hidden_act"] = "relu".into();
-        assert!(ModelConfig::from_hf(bert.clone()).unwrap_err().contains("relu"));
+        assert!(ModelConfig::from_hf(bert.clone())
+            .unwrap_err()
+            .contains("relu"));
         bert["hidden_act"] = "gelu".into();
         bert["num_attention_heads"] = 3.into();
-        assert!(ModelConfig::from_hf(bert).unwrap_err().contains("divisible"));
+        assert!(ModelConfig::from_hf(bert)
+            .unwrap_err()
+            .contains("divisible"));
     }
 
     #[test]
@@ -266,6 +280,9 @@ mod tests {
         let back = ModelConfig::from_hf(c.to_hf_json()).unwrap();
         assert_eq!(back.hidden_size, 16);
         assert_eq!(back.num_heads, 4);
-        assert_eq!(back.to_hf_json()["architectures"][0], "BertForQuestionAnswering");
+        assert_eq!(
+            back.to_hf_json()["architectures"][0],
+            "BertForQuestionAnswering"
+        );
     }
 }

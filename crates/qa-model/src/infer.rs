@@ -24,8 +24,10 @@ pub fn predict_logits<B: Backend>(
     order.sort_by_key(|&i| std::cmp::Reverse(features[i].len()));
     let progress = if show_progress {
         ProgressBar::new(features.len() as u64).with_style(
-            ProgressStyle::with_template("inference {bar:30} {pos}/{len} windows ({per_sec}, ETA {eta})")
-                .expect("valid template"),
+            ProgressStyle::with_template(
+                "inference {bar:30} {pos}/{len} windows ({per_sec}, ETA {eta})",
+            )
+            .expect("valid template"),
         )
     } else {
         ProgressBar::hidden()
@@ -48,7 +50,9 @@ pub fn predict_logits<B: Backend>(
         progress.inc(chunk.len() as u64);
     }
     progress.finish_and_clear();
-    out.into_iter().map(|o| o.expect("every window predicted")).collect()
+    out.into_iter()
+        .map(|o| o.expect("every window predicted"))
+        .collect()
 }
 
 fn to_vec<B: Backend>(t: burn::tensor::Tensor<B, 2>) -> Vec<f32> {

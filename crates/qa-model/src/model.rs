@@ -64,7 +64,8 @@ pub struct QaBatch<B: Backend> {
 impl<B: Backend> QaBatch<B> {
     pub fn from_padded(batch: &qa_data::features::PaddedBatch, device: &B::Device) -> Self {
         let shape = [batch.batch, batch.seq_len];
-        let int = |v: &[i64]| Tensor::<B, 2, Int>::from_data(TensorData::new(v.to_vec(), shape), device);
+        let int =
+            |v: &[i64]| Tensor::<B, 2, Int>::from_data(TensorData::new(v.to_vec(), shape), device);
         Self {
             input_ids: int(&batch.input_ids),
             token_type_ids: int(&batch.token_type_ids),
@@ -144,7 +145,10 @@ impl<B: Backend> QaModel<B> {
         if let Some(token_type) = &self.embeddings.token_type {
             x = x + token_type.forward(batch.token_type_ids.clone());
         }
-        let mut x = self.embeddings.dropout.forward(self.embeddings.norm.forward(x));
+        let mut x = self
+            .embeddings
+            .dropout
+            .forward(self.embeddings.norm.forward(x));
         // 0 where attended, MASKED at padded keys; broadcast over heads and queries.
         let mask_bias = batch
             .attention_mask

@@ -51,7 +51,8 @@ impl WeightFile {
             Some("bin" | "pt" | "pth") => read_pytorch(path),
             _ => Err(ModelError::Checkpoint {
                 path: path.to_path_buf(),
-                what: "unknown weight file type (expected .safetensors or pytorch_model.bin)".into(),
+                what: "unknown weight file type (expected .safetensors or pytorch_model.bin)"
+                    .into(),
             }),
         }
     }
@@ -143,13 +144,16 @@ pub fn write_safetensors(path: &Path, tensors: &BTreeMap<String, HostTensor>) ->
     let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = bytes
         .iter()
         .map(|(name, raw, shape)| {
-            let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), raw)
-                .expect("shape matches data");
+            let view =
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), raw)
+                    .expect("shape matches data");
             (name.clone(), view)
         })
         .collect();
     let metadata: std::collections::HashMap<String, String> =
-        [("format".to_string(), "pt".to_string())].into_iter().collect();
+        [("format".to_string(), "pt".to_string())]
+            .into_iter()
+            .collect();
     let tmp = path.with_extension("safetensors.tmp");
     safetensors::serialize_to_file(views, Some(metadata), &tmp)
         .map_err(|e| bad(path, format!("cannot write: {e}")))?;

@@ -94,7 +94,10 @@ fn minilm_last_hidden_state_matches_pytorch_within_1e4() {
         load_pretrained::<B>(&shared("models/all-MiniLM-L6-v2"), None, 0, &device).unwrap();
     assert_eq!(config.hidden_size, 384);
     // The base checkpoint has no QA head; nothing else may be missing.
-    assert_eq!(report.initialized, vec!["qa_outputs.weight", "qa_outputs.bias"]);
+    assert_eq!(
+        report.initialized,
+        vec!["qa_outputs.weight", "qa_outputs.bias"]
+    );
     let hidden = model.encode(&QaBatch::from_padded(&golden.batch, &device));
     let (shape, expected) = &golden.floats["last_hidden_state"];
     assert_eq!(hidden.dims().to_vec(), *shape);
@@ -114,8 +117,12 @@ fn check_qa_logits(dir: &str, weights: Option<&str>) -> f32 {
     let mask = &golden.batch.attention_mask;
     let start = host(out.start_logits);
     let end = host(out.end_logits);
-    let err = max_error(&start, &golden.floats["start_logits"].1, mask, 1)
-        .max(max_error(&end, &golden.floats["end_logits"].1, mask, 1));
+    let err = max_error(&start, &golden.floats["start_logits"].1, mask, 1).max(max_error(
+        &end,
+        &golden.floats["end_logits"].1,
+        mask,
+        1,
+    ));
     // Padded positions are masked so they can never be chosen.
     for (i, &m) in mask.iter().enumerate() {
         if m == 0 {
@@ -156,7 +163,12 @@ fn save_then_load_gives_identical_logits_and_hf_names() {
         let (model, config, _) = load_pretrained::<B>(&src, None, 0, &device).unwrap();
         let out = tempfile::tempdir().unwrap();
         save_pretrained(&model, &config, out.path(), Some(&src)).unwrap();
-        for f in ["config.json", "model.safetensors", "tokenizer.json", "vocab.txt"] {
+        for f in [
+            "config.json",
+            "model.safetensors",
+            "tokenizer.json",
+            "vocab.txt",
+        ] {
             assert!(out.path().join(f).is_file(), "{name}: {f} not written");
         }
         // Same tensor names and shapes as the HF original (which transformers wrote).
@@ -169,7 +181,10 @@ fn save_then_load_gives_identical_logits_and_hf_names() {
                 .collect::<Vec<_>>()
         };
         assert_eq!(shapes(&ours), shapes(&theirs), "{name}");
-        assert_eq!(ours.tensors, theirs.tensors, "{name}: weights changed on the way");
+        assert_eq!(
+            ours.tensors, theirs.tensors,
+            "{name}: weights changed on the way"
+        );
         let saved_config: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(out.path().join("config.json")).unwrap())
                 .unwrap();
@@ -193,18 +208,32 @@ fn checkpoint_errors_name_the_tensor() {
     // A config whose vocabulary disagrees with the checkpoint.
     let mut config = qa_model::ModelConfig::from_file(&src.join("config.json")).unwrap();
     config.vocab_size = 100;
-    let err = build_model::<B>(&config, Some(&file), 0, &device).unwrap_err().to_string();
-    assert!(err.contains("bert.embeddings.word_embeddings.weight") && err.contains("[100, 32]"), "{err}");
+    let err = build_model::<B>(&config, Some(&file), 0, &device)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("bert.embeddings.word_embeddings.weight") && err.contains("[100, 32]"),
+        "{err}"
+    );
     // A checkpoint missing an encoder tensor.
     let mut broken = file.clone();
-    broken.tensors.remove("bert.encoder.layer.1.output.dense.weight");
+    broken
+        .tensors
+        .remove("bert.encoder.layer.1.output.dense.weight");
     let config = qa_model::ModelConfig::from_file(&src.join("config.json")).unwrap();
-    let err = build_model::<B>(&config, Some(&broken), 0, &device).unwrap_err().to_string();
-    assert!(err.contains("bert.encoder.layer.1.output.dense.weight") && err.contains("missing"), "{err}");
+    let err = build_model::<B>(&config, Some(&broken), 0, &device)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("bert.encoder.layer.1.output.dense.weight") && err.contains("missing"),
+        "{err}"
+    );
     // Unknown model types are refused.
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("config.json"), r#"{"model_type": "gpt2"}"#).unwrap();
-    let err = load_pretrained::<B>(dir.path(), None, 0, &device).unwrap_err().to_string();
+    let err = load_pretrained::<B>(dir.path(), None, 0, &device)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("gpt2"), "{err}");
 }
 
@@ -222,5 +251,7 @@ fn fresh_qa_head_is_seeded_normal_with_initializer_range() {
     assert_ne!(a, w(&load(7)));
     let std = (a.iter().map(|x| x * x).sum::<f32>() / a.len() as f32).sqrt();
     assert!((std - 0.02).abs() < 0.003, "std {std}");
-    assert!(host(load(42).qa_outputs.bias.unwrap().val()).iter().all(|&b| b == 0.0));
+    assert!(host(load(42).qa_outputs.bias.unwrap().val())
+        .iter()
+        .all(|&b| b == 0.0));
 }

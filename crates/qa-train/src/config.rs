@@ -90,18 +90,28 @@ impl TrainConfig {
             return Err("batch size and gradient_accumulation_steps must be at least 1".into());
         }
         if !(self.learning_rate > 0.0) {
-            return Err(format!("learning_rate must be positive, got {}", self.learning_rate));
+            return Err(format!(
+                "learning_rate must be positive, got {}",
+                self.learning_rate
+            ));
         }
         if self.max_steps.is_none() && !(self.num_train_epochs > 0.0) {
             return Err("set num_train_epochs > 0 or max_steps".into());
         }
         if !(0.0..=1.0).contains(&self.warmup_ratio) {
-            return Err(format!("warmup_ratio must be in [0, 1], got {}", self.warmup_ratio));
+            return Err(format!(
+                "warmup_ratio must be in [0, 1], got {}",
+                self.warmup_ratio
+            ));
         }
         if self.load_best_model_at_end && (self.eval_steps.is_none() || self.save_steps.is_none()) {
             return Err("load_best_model_at_end needs eval_steps and save_steps".into());
         }
-        if let (true, Some(e), Some(s)) = (self.load_best_model_at_end, self.eval_steps, self.save_steps) {
+        if let (true, Some(e), Some(s)) = (
+            self.load_best_model_at_end,
+            self.eval_steps,
+            self.save_steps,
+        ) {
             if s % e != 0 {
                 return Err(format!(
                     "with load_best_model_at_end, save_steps ({s}) must be a multiple of eval_steps ({e})"

@@ -18,7 +18,8 @@ pub fn linear_schedule(step: usize, warmup: usize, total: usize, lr: f64) -> f64
     if step < warmup {
         return lr * step as f64 / warmup.max(1) as f64;
     }
-    lr * ((total.saturating_sub(step)) as f64 / (total.saturating_sub(warmup)).max(1) as f64).max(0.0)
+    lr * ((total.saturating_sub(step)) as f64 / (total.saturating_sub(warmup)).max(1) as f64)
+        .max(0.0)
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -83,7 +84,11 @@ impl<B: Backend> AdamW<B> {
     /// Moments as named host tensors (`m.PATH`, `v.PATH`) for a checkpoint.
     pub fn export(&self) -> BTreeMap<String, qa_model::weights::HostTensor> {
         let host = |t: &Tensor<B, 1>| {
-            let data: Vec<f32> = t.to_data().convert::<f32>().into_vec().expect("f32 moments");
+            let data: Vec<f32> = t
+                .to_data()
+                .convert::<f32>()
+                .into_vec()
+                .expect("f32 moments");
             qa_model::weights::HostTensor::new(vec![data.len()], data)
         };
         let mut out = BTreeMap::new();
@@ -153,10 +158,14 @@ impl<AB: AutodiffBackend> ModuleMapper<AB> for StepMapper<'_, AB> {
         let device = grad.device();
         let g = grad.reshape([n]).mul_scalar(self.grad_scale);
         let mut p = tensor.inner().reshape([n]);
-        let moments = self.optimizer.moments.remove(&path).unwrap_or_else(|| Moments {
-            m: Tensor::zeros([n], &device),
-            v: Tensor::zeros([n], &device),
-        });
+        let moments = self
+            .optimizer
+            .moments
+            .remove(&path)
+            .unwrap_or_else(|| Moments {
+                m: Tensor::zeros([n], &device),
+                v: Tensor::zeros([n], &device),
+            });
         let m = moments.m.mul_scalar(cfg.beta1) + g.clone().mul_scalar(1.0 - cfg.beta1);
         let v = moments.v.mul_scalar(cfg.beta2) + (g.clone() * g).mul_scalar(1.0 - cfg.beta2);
         let t = self.optimizer.step as i32;
@@ -165,7 +174,11 @@ impl<AB: AutodiffBackend> ModuleMapper<AB> for StepMapper<'_, AB> {
         if cfg.weight_decay > 0.0 && decays(&path) {
             p = p.mul_scalar(1.0 - self.lr * cfg.weight_decay);
         }
-        let denom = v.clone().sqrt().div_scalar(bias2.sqrt()).add_scalar(cfg.epsilon);
+        let denom = v
+            .clone()
+            .sqrt()
+            .div_scalar(bias2.sqrt())
+            .add_scalar(cfg.epsilon);
         let p = p - (m.clone() / denom).mul_scalar(self.lr / bias1);
         self.optimizer.moments.insert(path, Moments { m, v });
         let updated = Tensor::<AB, D>::from_inner(p.reshape(dims)).require_grad();

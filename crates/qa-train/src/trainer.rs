@@ -128,7 +128,11 @@ pub fn train<B: AutodiffBackend>(
                     ),
                 });
             }
-            tracing::info!("resuming from {} (step {})", dir.display(), r.state.global_step);
+            tracing::info!(
+                "resuming from {} (step {})",
+                dir.display(),
+                r.state.global_step
+            );
             (r.model, r.optimizer, r.state)
         }
         None => (
@@ -223,7 +227,9 @@ pub fn train<B: AutodiffBackend>(
         first_step_at.get_or_insert_with(|| started.elapsed().as_secs_f64());
         let rate = windows_seen as f64 / loop_started.elapsed().as_secs_f64().max(1e-9);
         progress.set_position(state.global_step as u64);
-        progress.set_message(format!("loss {step_loss:.4} lr {lr:.2e} {rate:.1} windows/s"));
+        progress.set_message(format!(
+            "loss {step_loss:.4} lr {lr:.2e} {rate:.1} windows/s"
+        ));
         let epoch_f = state.epoch as f64 + state.batch_in_epoch as f64 / batches_per_epoch as f64;
 
         let at = |every: Option<usize>| every.is_some_and(|e| e > 0 && state.global_step % e == 0);
@@ -257,13 +263,23 @@ pub fn train<B: AutodiffBackend>(
         if at(cfg.save_steps) {
             // The best model is judged at save time, on the latest evaluation.
             let this = checkpoint::checkpoint_dir(out_dir, state.global_step);
-            if let Some(m) = last_metrics.as_ref().and_then(|m| m.get(&cfg.metric_for_best_model)) {
+            if let Some(m) = last_metrics
+                .as_ref()
+                .and_then(|m| m.get(&cfg.metric_for_best_model))
+            {
                 if state.best_metric.is_none_or(|b| *m > b) {
                     state.best_metric = Some(*m);
                     state.best_checkpoint = Some(this.clone());
                 }
             }
-            checkpoint::save_checkpoint(out_dir, &model, model_config, tokenizer_dir, &optimizer, &state)?;
+            checkpoint::save_checkpoint(
+                out_dir,
+                &model,
+                model_config,
+                tokenizer_dir,
+                &optimizer,
+                &state,
+            )?;
             if let Some(limit) = cfg.save_total_limit {
                 checkpoint::prune(out_dir, limit, state.best_checkpoint.as_deref())?;
             }
@@ -293,7 +309,11 @@ pub fn train<B: AutodiffBackend>(
     }
     if cfg.load_best_model_at_end {
         if let Some(best) = &state.best_checkpoint {
-            tracing::info!("loading the best model ({}) from {}", cfg.metric_for_best_model, best.display());
+            tracing::info!(
+                "loading the best model ({}) from {}",
+                cfg.metric_for_best_model,
+                best.display()
+            );
             model = qa_model::load_pretrained::<B>(best, None, cfg.seed, device)?.0;
             if let Some(eval) = eval {
                 last_metrics = Some(evaluate(&model, eval, cfg)?);
@@ -328,7 +348,13 @@ pub fn evaluate<B: AutodiffBackend>(
 ) -> Result<BTreeMap<String, f64>> {
     let inner = model.valid();
     let device = inner.qa_outputs.weight.val().device();
-    evaluate_inner::<B::InnerBackend>(&inner, eval, cfg.per_device_eval_batch_size, cfg.pad_token_id, &device)
+    evaluate_inner::<B::InnerBackend>(
+        &inner,
+        eval,
+        cfg.per_device_eval_batch_size,
+        cfg.pad_token_id,
+        &device,
+    )
 }
 
 /// [`evaluate`] for a model already on an inference backend.
@@ -347,7 +373,12 @@ pub fn evaluate_inner<B: Backend>(
         let r = evaluate_v2(&gold, &decoded.predictions(), None, 1.0);
         metrics.insert("exact".into(), r.exact);
         metrics.insert("f1".into(), r.f1);
-        let best = evaluate_v2(&gold, &decoded.best_non_null(), Some(&decoded.null_odds()), 1.0);
+        let best = evaluate_v2(
+            &gold,
+            &decoded.best_non_null(),
+            Some(&decoded.null_odds()),
+            1.0,
+        );
         metrics.insert("best_f1".into(), best.best_f1.unwrap_or(0.0));
         metrics.insert("best_f1_thresh".into(), best.best_f1_thresh.unwrap_or(0.0));
     } else {

@@ -8,7 +8,9 @@ use burn::module::AutodiffModule;
 use burn::optim::GradientsParams;
 use burn::tensor::{Int, Tensor, TensorData};
 use qa_data::features::pad_batch;
-use qa_data::{build_features, load, load_tokenizer, shared_dir, Feature, FeatureConfig, LoadOptions};
+use qa_data::{
+    build_features, load, load_tokenizer, shared_dir, Feature, FeatureConfig, LoadOptions,
+};
 use qa_model::backend::{default_device, Train};
 use qa_model::checkpoint::{build_model, export_tensors};
 use qa_model::model::QaBatch;
@@ -33,7 +35,11 @@ fn tiny_dir() -> std::path::PathBuf {
 
 /// 16 short windows of COVID-QA dev (max_length 64), 8 of them holding their answer.
 fn windows() -> Vec<Feature> {
-    let data = load(shared_dir().join("data/covid-qa/dev.json"), &LoadOptions::default()).unwrap();
+    let data = load(
+        shared_dir().join("data/covid-qa/dev.json"),
+        &LoadOptions::default(),
+    )
+    .unwrap();
     let tokenizer = load_tokenizer(&tiny_dir()).unwrap();
     let cfg = FeatureConfig {
         max_length: 64,
@@ -45,7 +51,10 @@ fn windows() -> Vec<Feature> {
     let (with, without): (Vec<Feature>, Vec<Feature>) =
         set.features.into_iter().partition(|f| f.start_position > 0);
     assert!(with.len() >= 8, "only {} answer windows", with.len());
-    with.into_iter().take(8).chain(without.into_iter().take(8)).collect()
+    with.into_iter()
+        .take(8)
+        .chain(without.into_iter().take(8))
+        .collect()
 }
 
 fn config(no_dropout: bool) -> ModelConfig {
@@ -59,7 +68,9 @@ fn config(no_dropout: bool) -> ModelConfig {
 
 fn tiny_model(c: &ModelConfig) -> QaModel<B> {
     let file = WeightFile::read(&tiny_dir().join("model.safetensors")).unwrap();
-    build_model::<B>(c, Some(&file), 0, &default_device()).unwrap().0
+    build_model::<B>(c, Some(&file), 0, &default_device())
+        .unwrap()
+        .0
 }
 
 fn quiet(dir: &Path) -> TrainConfig {
@@ -91,20 +102,39 @@ fn tiny_model_overfits_a_small_slice() {
         per_device_train_batch_size: 8,
         ..quiet(dir.path())
     };
-    let out = train(tiny_model(&c), &c, Some(&tiny_dir()), &windows(), None, &cfg, &default_device()).unwrap();
+    let out = train(
+        tiny_model(&c),
+        &c,
+        Some(&tiny_dir()),
+        &windows(),
+        None,
+        &cfg,
+        &default_device(),
+    )
+    .unwrap();
     let log: Vec<serde_json::Value> = std::fs::read_to_string(dir.path().join("train_log.jsonl"))
         .unwrap()
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     let first = log[0]["loss"].as_f64().unwrap();
-    let last: f64 = log[log.len() - 5..].iter().map(|e| e["loss"].as_f64().unwrap()).sum::<f64>() / 5.0;
+    let last: f64 = log[log.len() - 5..]
+        .iter()
+        .map(|e| e["loss"].as_f64().unwrap())
+        .sum::<f64>()
+        / 5.0;
     eprintln!("loss: first step {first:.3}, mean of last 5 steps {last:.3}");
     assert!(first > 3.0, "first loss {first}");
     assert!(last < 1.0, "final loss {last}");
     assert_eq!(out.results.global_step, 100);
     // The final model is an HF folder, plus HF's result files.
-    for f in ["config.json", "model.safetensors", "tokenizer.json", "train_results.json", "trainer_state.json"] {
+    for f in [
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "train_results.json",
+        "trainer_state.json",
+    ] {
         assert!(dir.path().join(f).is_file(), "{f}");
     }
 }
@@ -128,7 +158,16 @@ fn accumulating_4_batches_of_2_equals_one_batch_of_8() {
             weight_decay: 0.01,
             ..quiet(dir.path())
         };
-        let out = train(tiny_model(&c), &c, None, &windows(), None, &cfg, &default_device()).unwrap();
+        let out = train(
+            tiny_model(&c),
+            &c,
+            None,
+            &windows(),
+            None,
+            &cfg,
+            &default_device(),
+        )
+        .unwrap();
         export_tensors(&out.model, &c)
     };
     let big = run(8, 1);
@@ -157,7 +196,16 @@ fn killed_and_resumed_run_ends_with_the_same_weights() {
         ..quiet(dir)
     };
     let straight_dir = tempfile::tempdir().unwrap();
-    let straight = train(tiny_model(&c), &c, None, &feats, None, &base(straight_dir.path()), &default_device()).unwrap();
+    let straight = train(
+        tiny_model(&c),
+        &c,
+        None,
+        &feats,
+        None,
+        &base(straight_dir.path()),
+        &default_device(),
+    )
+    .unwrap();
     assert_eq!(straight.results.global_step, 8);
 
     let dir = tempfile::tempdir().unwrap();
@@ -165,20 +213,50 @@ fn killed_and_resumed_run_ends_with_the_same_weights() {
         interrupt_after_steps: Some(5),
         ..base(dir.path())
     };
-    let first = train(tiny_model(&c), &c, None, &feats, None, &killed, &default_device()).unwrap();
+    let first = train(
+        tiny_model(&c),
+        &c,
+        None,
+        &feats,
+        None,
+        &killed,
+        &default_device(),
+    )
+    .unwrap();
     assert!(first.results.interrupted);
     // Checkpoints 2 and 4 were written; no final model yet.
-    let names: Vec<_> = qa_train::checkpoint::list_checkpoints(dir.path()).into_iter().map(|(s, _)| s).collect();
+    let names: Vec<_> = qa_train::checkpoint::list_checkpoints(dir.path())
+        .into_iter()
+        .map(|(s, _)| s)
+        .collect();
     assert_eq!(names, vec![2, 4]);
     assert!(!dir.path().join("model.safetensors").exists());
     // A new process: a fresh model object, auto-resume from checkpoint-4 (mid-epoch 2).
-    let resumed = train(tiny_model(&c), &c, None, &feats, None, &base(dir.path()), &default_device()).unwrap();
-    assert_eq!(resumed.results.resumed_from.as_deref(), Some(dir.path().join("checkpoint-4").as_path()));
-    let diff = max_diff(&export_tensors(&straight.model, &c), &export_tensors(&resumed.model, &c));
+    let resumed = train(
+        tiny_model(&c),
+        &c,
+        None,
+        &feats,
+        None,
+        &base(dir.path()),
+        &default_device(),
+    )
+    .unwrap();
+    assert_eq!(
+        resumed.results.resumed_from.as_deref(),
+        Some(dir.path().join("checkpoint-4").as_path())
+    );
+    let diff = max_diff(
+        &export_tensors(&straight.model, &c),
+        &export_tensors(&resumed.model, &c),
+    );
     eprintln!("straight vs resumed: max weight difference {diff:e}");
     assert_eq!(diff, 0.0);
     // save_total_limit 2 kept the newest two.
-    let names: Vec<_> = qa_train::checkpoint::list_checkpoints(dir.path()).into_iter().map(|(s, _)| s).collect();
+    let names: Vec<_> = qa_train::checkpoint::list_checkpoints(dir.path())
+        .into_iter()
+        .map(|(s, _)| s)
+        .collect();
     assert_eq!(names, vec![6, 8]);
 }
 
@@ -191,28 +269,59 @@ fn adamw_first_step_moves_each_weight_by_lr_against_its_gradient_and_skips_decay
     let refs: Vec<&Feature> = feats.iter().take(4).collect();
     let padded = pad_batch(&refs, 0);
     let out = model.forward(&QaBatch::<B>::from_padded(&padded, &device));
-    let labels = |v: &[i64]| Tensor::<B, 1, Int>::from_data(TensorData::new(v.to_vec(), [v.len()]), &device);
-    let loss = qa_train::loss::qa_loss(&out, labels(&padded.start_positions), labels(&padded.end_positions));
+    let labels =
+        |v: &[i64]| Tensor::<B, 1, Int>::from_data(TensorData::new(v.to_vec(), [v.len()]), &device);
+    let loss = qa_train::loss::qa_loss(
+        &out,
+        labels(&padded.start_positions),
+        labels(&padded.end_positions),
+    );
     let grads = GradientsParams::from_grads(loss.backward(), &model);
     let g: Vec<f32> = grads
-        .get::<<B as burn::tensor::backend::AutodiffBackend>::InnerBackend, 2>(model.qa_outputs.weight.id)
+        .get::<<B as burn::tensor::backend::AutodiffBackend>::InnerBackend, 2>(
+            model.qa_outputs.weight.id,
+        )
         .unwrap()
         .into_data()
         .to_vec()
         .unwrap();
     let before: Vec<f32> = model.qa_outputs.weight.val().into_data().to_vec().unwrap();
-    let norm_before: Vec<f32> = model.embeddings.norm.gamma.val().into_data().to_vec().unwrap();
-    let mut opt = AdamW::new(AdamWConfig { beta1: 0.9, beta2: 0.999, epsilon: 1e-8, weight_decay: 0.1 });
+    let norm_before: Vec<f32> = model
+        .embeddings
+        .norm
+        .gamma
+        .val()
+        .into_data()
+        .to_vec()
+        .unwrap();
+    let mut opt = AdamW::new(AdamWConfig {
+        beta1: 0.9,
+        beta2: 0.999,
+        epsilon: 1e-8,
+        weight_decay: 0.1,
+    });
     let lr = 0.01;
     let model = opt.step(lr, model, &grads, 1.0);
     let after: Vec<f32> = model.qa_outputs.weight.val().into_data().to_vec().unwrap();
     for i in 0..before.len() {
         // Decoupled decay first, then m̂/(√v̂+ε) = g/(|g|+ε) on step 1.
         let expected = before[i] * (1.0 - lr as f32 * 0.1) - lr as f32 * g[i] / (g[i].abs() + 1e-8);
-        assert!((after[i] - expected).abs() < 1e-6, "{i}: {} vs {expected}", after[i]);
+        assert!(
+            (after[i] - expected).abs() < 1e-6,
+            "{i}: {} vs {expected}",
+            after[i]
+        );
     }
     // LayerNorm weights are not decayed: their change is the Adam step alone (≤ lr).
-    let norm_after: Vec<f32> = model.valid().embeddings.norm.gamma.val().into_data().to_vec().unwrap();
+    let norm_after: Vec<f32> = model
+        .valid()
+        .embeddings
+        .norm
+        .gamma
+        .val()
+        .into_data()
+        .to_vec()
+        .unwrap();
     for (a, b) in norm_after.iter().zip(&norm_before) {
         assert!((a - b).abs() <= lr as f32 * 1.0001);
     }
@@ -226,11 +335,30 @@ fn bad_settings_are_rejected() {
         precision: qa_train::Precision::Bf16,
         ..quiet(dir.path())
     };
-    let err = train(tiny_model(&c), &c, None, &windows(), None, &cfg, &default_device()).err().unwrap();
+    let err = train(
+        tiny_model(&c),
+        &c,
+        None,
+        &windows(),
+        None,
+        &cfg,
+        &default_device(),
+    )
+    .err()
+    .unwrap();
     assert!(err.to_string().contains("Bf16"), "{err}");
     let cfg = TrainConfig {
         per_device_train_batch_size: 0,
         ..quiet(dir.path())
     };
-    assert!(train(tiny_model(&c), &c, None, &windows(), None, &cfg, &default_device()).is_err());
+    assert!(train(
+        tiny_model(&c),
+        &c,
+        None,
+        &windows(),
+        None,
+        &cfg,
+        &default_device()
+    )
+    .is_err());
 }
