@@ -3,8 +3,11 @@
 
 use std::path::Path;
 
+/// One logging line of a `train_log.jsonl`: (step, loss, learning rate).
+pub type LogPoint = (f64, f64, f64);
+
 /// (step, loss, lr) of every logging line of a `train_log.jsonl`.
-pub fn read_train_log(path: &Path) -> Vec<(f64, f64, f64)> {
+pub fn read_train_log(path: &Path) -> Vec<LogPoint> {
     let Ok(text) = std::fs::read_to_string(path) else {
         return Vec::new();
     };
@@ -21,14 +24,14 @@ pub fn read_train_log(path: &Path) -> Vec<(f64, f64, f64)> {
 }
 
 /// Two polylines (loss, left axis; learning rate, right axis) over steps.
-pub fn loss_lr_svg(points: &[(f64, f64, f64)], title: &str) -> String {
+pub fn loss_lr_svg(points: &[LogPoint], title: &str) -> String {
     let (w, h, pad) = (720.0, 360.0, 50.0);
     let max_step = points.iter().map(|p| p.0).fold(1.0, f64::max);
     let max_loss = points.iter().map(|p| p.1).fold(1e-9, f64::max);
     let max_lr = points.iter().map(|p| p.2).fold(1e-12, f64::max);
     let x = |s: f64| pad + (w - 2.0 * pad) * s / max_step;
     let y = |v: f64, max: f64| h - pad - (h - 2.0 * pad) * v / max;
-    let line = |f: &dyn Fn(&(f64, f64, f64)) -> (f64, f64)| {
+    let line = |f: &dyn Fn(&LogPoint) -> (f64, f64)| {
         points
             .iter()
             .map(|p| {

@@ -370,6 +370,9 @@ mod tests {
             &["--batch", "32", "--v2", "--lr", "5e-5"],
             &["--batch", "8", "--max", "2"],
         );
-        assert_eq!(merged, ["--batch", "8", "--v2", "--lr", "5e-5", "--max", "2"]);
+        assert_eq!(
+            merged,
+            ["--batch", "8", "--v2", "--lr", "5e-5", "--max", "2"]
+        );
     }
 }

@@ -41,7 +41,7 @@ fn labels_point_at_answer_tokens_or_cls() {
     let context =
         "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi";
     let ex = example("which?", context, Some(("kappa lambda", 51)));
-    let set = build_features(&tokenizer(), &[ex.clone()], &quiet(16, 4)).unwrap();
+    let set = build_features(&tokenizer(), std::slice::from_ref(&ex), &quiet(16, 4)).unwrap();
     assert!(set.features.len() > 2);
     let mut labelled = 0;
     for f in &set.features {
@@ -92,7 +92,7 @@ fn padding_to_max_length_and_batches() {
     let ex = example("q?", "short context here", Some(("context", 6)));
     let padded = build_features(
         &tokenizer(),
-        &[ex.clone()],
+        std::slice::from_ref(&ex),
         &FeatureConfig {
             padding: Padding::MaxLength,
             ..quiet(32, 8)

@@ -3,13 +3,14 @@
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use qa_data::{Example, ExampleId, Feature};
+use qa_eval::decode::WindowLogits;
 use qa_eval::{decode, DecodeConfig};
 
 const WINDOWS: usize = 100_000;
 const SEQ: usize = 384;
 const PER_EXAMPLE: usize = 4;
 
-fn inputs() -> (Vec<Example>, Vec<Feature>, Vec<(Vec<f32>, Vec<f32>)>) {
+fn inputs() -> (Vec<Example>, Vec<Feature>, Vec<WindowLogits>) {
     let context: String = (0..SEQ).map(|i| format!("w{i:03} ")).collect();
     let examples: Vec<Example> = (0..WINDOWS / PER_EXAMPLE)
         .map(|i| Example {
@@ -23,7 +24,11 @@ fn inputs() -> (Vec<Example>, Vec<Feature>, Vec<(Vec<f32>, Vec<f32>)>) {
         .collect();
     // Question of 16 tokens, then context tokens of 5 chars each.
     let offsets: Vec<Option<(usize, usize)>> = (0..SEQ)
-        .map(|t| (t >= 16 && t < SEQ - 1).then(|| ((t - 16) * 5, (t - 16) * 5 + 4)))
+        .map(|t| {
+            (16..SEQ - 1)
+                .contains(&t)
+                .then(|| ((t - 16) * 5, (t - 16) * 5 + 4))
+        })
         .collect();
     let features: Vec<Feature> = (0..WINDOWS)
         .map(|w| Feature {

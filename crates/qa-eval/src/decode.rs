@@ -63,6 +63,9 @@ pub struct Decoded {
     pub examples: Vec<ExampleDecoding>,
 }
 
+/// Start and end logits of one window, at least as long as the window.
+pub type WindowLogits = (Vec<f32>, Vec<f32>);
+
 #[derive(Clone, Copy)]
 struct Candidate {
     start_char: usize,
@@ -77,7 +80,7 @@ struct Candidate {
 pub fn decode(
     examples: &[Example],
     features: &[Feature],
-    logits: &[(Vec<f32>, Vec<f32>)],
+    logits: &[WindowLogits],
     config: &DecodeConfig,
 ) -> Result<Decoded> {
     if features.len() != logits.len() {
@@ -126,7 +129,7 @@ fn decode_example(
     example: &Example,
     windows: &[usize],
     features: &[Feature],
-    logits: &[(Vec<f32>, Vec<f32>)],
+    logits: &[WindowLogits],
     config: &DecodeConfig,
 ) -> ExampleDecoding {
     let mut null: Option<Candidate> = None;

@@ -80,7 +80,7 @@ fn max_answer_length_and_n_best_size() {
         n_best_size: 3,
         ..Default::default()
     };
-    let d = decode(&[example()], &[window(0)], &[l.clone()], &cfg).unwrap();
+    let d = decode(&[example()], &[window(0)], std::slice::from_ref(&l), &cfg).unwrap();
     // Top-3 starts (question tokens included, as utils_qa): q(7), α(5), β(2); top-3 ends:
     // q(9), β(4), γ(3). Length 1 and inside the context → only (β,β)=6.
     let texts: Vec<&str> = d.examples[0]
@@ -136,7 +136,7 @@ fn max_context_filter_and_shape_errors() {
         use_max_context: true,
         ..Default::default()
     };
-    let d = decode(&[example()], &[f.clone()], &[l.clone()], &cfg).unwrap();
+    let d = decode(&[example()], &[f.clone()], std::slice::from_ref(&l), &cfg).unwrap();
     assert_eq!(d.examples[0].text, "beta");
     let short = (vec![0.0; 3], vec![0.0; 3]);
     assert!(decode(&[example()], &[f.clone()], &[short], &cfg).is_err());

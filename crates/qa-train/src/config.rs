@@ -89,13 +89,15 @@ impl TrainConfig {
         if self.per_device_train_batch_size == 0 || self.gradient_accumulation_steps == 0 {
             return Err("batch size and gradient_accumulation_steps must be at least 1".into());
         }
-        if !(self.learning_rate > 0.0) {
+        if self.learning_rate.is_nan() || self.learning_rate <= 0.0 {
             return Err(format!(
                 "learning_rate must be positive, got {}",
                 self.learning_rate
             ));
         }
-        if self.max_steps.is_none() && !(self.num_train_epochs > 0.0) {
+        if self.max_steps.is_none()
+            && (self.num_train_epochs.is_nan() || self.num_train_epochs <= 0.0)
+        {
             return Err("set num_train_epochs > 0 or max_steps".into());
         }
         if !(0.0..=1.0).contains(&self.warmup_ratio) {
