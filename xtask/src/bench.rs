@@ -9,6 +9,9 @@ use crate::{build_qa, repo_root, shared_dir};
 
 #[derive(clap::Args)]
 pub struct Args {
+    /// Which part: features, model, or all.
+    #[arg(default_value = "all", value_parser = ["all", "features", "model"])]
+    what: String,
     /// Skip the Python peers (PyTorch, Python tokenizers).
     #[arg(long)]
     skip_peers: bool,
@@ -43,17 +46,31 @@ fn python_has(module: &str) -> bool {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let qa = build_qa()?;
-    let shared = shared_dir();
-    let minilm = shared.join("models/all-MiniLM-L6-v2");
-    let covid_train = shared.join("data/covid-qa/train.json");
-    let gpu = cfg!(feature = "cuda");
     let mut rows = Vec::new();
     let mut raw = Vec::new();
 
-    // Feature building: one core each, ours vs Python tokenizers doing run_qa's work.
+    if args.what != "model" {
+        features_row(&qa, &args, &mut rows, &mut raw)?;
+    }
+    if args.what != "features" {
+        model_rows(&qa, &args, &mut rows, &mut raw)?;
+    }
+    write_table(&args, &rows, &raw)
+}
+
+/// Feature building: one core each, ours vs Python tokenizers doing run_qa's work.
+fn features_row(
+    qa: &std::path::Path,
+    args: &Args,
+    rows: &mut Vec<Row>,
+    raw: &mut Vec<serde_json::Value>,
+) -> anyhow::Result<()> {
+    let shared = shared_dir();
+    let minilm = shared.join("models/all-MiniLM-L6-v2");
+    let covid_train = shared.join("data/covid-qa/train.json");
     let feat_out = std::env::temp_dir().join("qa-bench-features.jsonl");
     let started = std::time::Instant::now();
-    let ours = Command::new(&qa)
+    let ours = Command::new(qa)
         .args(["features", "--data"])
         .arg(&covid_train)
         .arg("--tokenizer")
@@ -112,8 +129,17 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         peer_name,
         notes: format!("qa features total wall {ours_secs:.1}s incl. JSONL writing; {peer_note}"),
     });
+    Ok(())
+}
 
-    // Model workloads at seq 384.
+/// Training and inference at seq 384, with the PyTorch peer where it is installed.
+fn model_rows(
+    qa: &std::path::Path,
+    args: &Args,
+    rows: &mut Vec<Row>,
+    raw: &mut Vec<serde_json::Value>,
+) -> anyhow::Result<()> {
+    let gpu = cfg!(feature = "cuda");
     let torch = !args.skip_peers && python_has("torch") && python_has("transformers");
     let sizes: &[(&str, usize, usize, usize, usize)] = match (gpu, args.quick) {
         // (config, infer batch, infer steps, train batch, train steps)
@@ -123,7 +149,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     for &(config, ib, is, tb, ts) in sizes {
         for (workload, batch, steps) in [("infer", ib, is), ("train", tb, ts)] {
-            let out = Command::new(&qa)
+            let out = Command::new(qa)
                 .args([
                     "bench",
                     "--workload",
@@ -190,13 +216,17 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             raw.extend(peer);
         }
     }
+    Ok(())
+}
 
+fn write_table(args: &Args, rows: &[Row], raw: &[serde_json::Value]) -> anyhow::Result<()> {
+    let gpu = cfg!(feature = "cuda");
     let fmt = |v: Option<f64>| v.map_or("–".into(), |v| format!("{v:.2}"));
     let mut md = format!(
         "# qa benchmarks ({} backend)\n\n| workload | qa | peer | peer | qa / peer | notes |\n|---|---|---|---|---|---|\n",
         if gpu { "cuda" } else { "cpu (ndarray)" }
     );
-    for r in &rows {
+    for r in rows {
         let ratio = match (r.ours, r.peer) {
             (Some(a), Some(b)) if b > 0.0 => format!("{:.2}×", a / b),
             _ => "–".into(),

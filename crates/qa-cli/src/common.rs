@@ -115,3 +115,21 @@ pub fn write_json(path: &Path, value: &impl serde::Serialize) -> anyhow::Result<
     qa_eval::decode::write_json(path, value)?;
     Ok(())
 }
+
+/// Token ids beyond the embedding table would index out of range: refuse such a pair up front.
+pub fn check_vocab(
+    tokenizer: &tokenizers::Tokenizer,
+    config: &qa_model::ModelConfig,
+    model_dir: &Path,
+) -> anyhow::Result<()> {
+    let tokens = tokenizer.get_vocab_size(true);
+    if tokens > config.vocab_size {
+        bail!(
+            "{}: the tokenizer has {tokens} tokens but the model's embeddings hold {}: \
+             they do not belong together",
+            model_dir.display(),
+            config.vocab_size
+        );
+    }
+    Ok(())
+}

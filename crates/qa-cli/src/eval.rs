@@ -36,7 +36,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let tokenizer = load_tokenizer(&model_dir)?;
     let (examples, set) =
         common::examples_and_windows(&args.data, &args.windows, args.max_eval_samples, &tokenizer)?;
-    let (model, _, report) = qa_model::load_pretrained::<Compute>(&model_dir, None, 0, &device)?;
+    let (model, config, report) =
+        qa_model::load_pretrained::<Compute>(&model_dir, None, 0, &device)?;
+    common::check_vocab(&tokenizer, &config, &model_dir)?;
     if !report.initialized.is_empty() {
         eprintln!(
             "warning: {} has no trained QA head ({} freshly initialised): answers will be random",

@@ -113,16 +113,19 @@ impl Predictor {
 pub fn run(args: Args) -> anyhow::Result<()> {
     let device = common::device(&args.device)?;
     let model_dir = common::model_dir(&args.model)?;
-    let (model, _, report) = qa_model::load_pretrained::<Compute>(&model_dir, None, 0, &device)?;
+    let (model, config, report) =
+        qa_model::load_pretrained::<Compute>(&model_dir, None, 0, &device)?;
     if !report.initialized.is_empty() {
         eprintln!(
             "warning: {} has no trained QA head: fine-tune it first (qa train); answers will be random",
             model_dir.display()
         );
     }
+    let tokenizer = load_tokenizer(&model_dir)?;
+    common::check_vocab(&tokenizer, &config, &model_dir)?;
     let predictor = Predictor {
         model,
-        tokenizer: load_tokenizer(&model_dir)?,
+        tokenizer,
         device,
         features: FeatureConfig {
             max_length: args.max_seq_length,

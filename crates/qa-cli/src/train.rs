@@ -99,6 +99,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     let (model, model_config, report) =
         qa_model::load_pretrained::<Train>(&model_dir, None, args.seed, &device)?;
+    common::check_vocab(&tokenizer, &model_config, &model_dir)?;
     if !report.initialized.is_empty() {
         eprintln!("newly initialised: {}", report.initialized.join(", "));
     }

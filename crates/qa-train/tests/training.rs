@@ -362,3 +362,61 @@ fn bad_settings_are_rejected() {
     )
     .is_err());
 }
+
+#[test]
+fn load_best_model_at_end_returns_the_best_evaluated_checkpoint() {
+    let _serial = serial();
+    let c = config(false);
+    let feats = windows();
+    let data = load(
+        shared_dir().join("data/covid-qa/dev.json"),
+        &LoadOptions::default(),
+    )
+    .unwrap();
+    let eval = qa_train::EvalSet {
+        examples: &data.examples[..6],
+        features: &feats,
+        decode: Default::default(),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = TrainConfig {
+        learning_rate: 3e-3,
+        max_steps: Some(8),
+        per_device_train_batch_size: 8,
+        eval_steps: Some(2),
+        save_steps: Some(2),
+        load_best_model_at_end: true,
+        ..quiet(dir.path())
+    };
+    let out = train(
+        tiny_model(&c),
+        &c,
+        None,
+        &feats,
+        Some(&eval),
+        &cfg,
+        &default_device(),
+    )
+    .unwrap();
+    let state: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("trainer_state.json")).unwrap(),
+    )
+    .unwrap();
+    let evals: Vec<(u64, f64)> = state["log_history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| Some((e["step"].as_u64()?, e["eval_f1"].as_f64()?)))
+        .collect();
+    assert_eq!(evals.iter().map(|e| e.0).collect::<Vec<_>>(), [2, 4, 6, 8]);
+    // The first step with the highest F1 wins (later ties do not replace it).
+    let best = evals
+        .iter()
+        .fold(evals[0], |b, e| if e.1 > b.1 { *e } else { b });
+    let best_dir = dir.path().join(format!("checkpoint-{}", best.0));
+    assert_eq!(state["best_checkpoint"].as_str(), best_dir.to_str());
+    let saved = WeightFile::read(&dir.path().join("model.safetensors")).unwrap();
+    let best_weights = WeightFile::read(&best_dir.join("model.safetensors")).unwrap();
+    assert_eq!(saved.tensors, best_weights.tensors);
+    assert!((out.eval_metrics.unwrap()["f1"] - best.1).abs() < 1e-9);
+}
