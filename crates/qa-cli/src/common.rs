@@ -44,6 +44,9 @@ pub struct WindowArgs {
     /// Data format (default: detected).
     #[arg(long)]
     pub format: Option<DataFormat>,
+    /// DEFNLP: the questions asked of every publication (repeatable; default: DEFNLP's two).
+    #[arg(long = "defnlp-question")]
+    pub defnlp_questions: Vec<String>,
 }
 
 /// Flags of run_qa's post-processing.
@@ -80,13 +83,14 @@ pub fn examples_and_windows(
     max_samples: Option<usize>,
     tokenizer: &tokenizers::Tokenizer,
 ) -> anyhow::Result<(Vec<Example>, FeatureSet)> {
-    let data = load(
-        path,
-        &LoadOptions {
-            format: windows.format,
-            ..Default::default()
-        },
-    )?;
+    let mut options = LoadOptions {
+        format: windows.format,
+        ..Default::default()
+    };
+    if !windows.defnlp_questions.is_empty() {
+        options.defnlp.questions = windows.defnlp_questions.clone();
+    }
+    let data = load(path, &options)?;
     eprintln!("{}", data.report.summary());
     let examples = select_subset(data.examples, max_samples, None);
     let config = FeatureConfig {

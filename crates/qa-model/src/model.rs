@@ -6,9 +6,41 @@ use burn::module::{Module, Param};
 use burn::nn::{Dropout, DropoutConfig, Embedding, LayerNorm, LayerNormConfig, Linear};
 use burn::tensor::activation::{gelu, softmax};
 use burn::tensor::backend::Backend;
-use burn::tensor::{Int, Tensor, TensorData};
+use burn::tensor::{FloatDType, Int, Tensor, TensorData};
 
 use crate::config::ModelConfig;
+
+/// Mixed precision: the dtype that matrix products run in (`None`: the backend's own, f32).
+/// Weights stay f32 ("master weights"); inputs and weights are cast for each product and the
+/// result cast back, so softmax, LayerNorm, GELU and the loss stay in f32.
+pub type MatmulDtype = Option<FloatDType>;
+
+/// `a @ b`, in `dtype` when given (result back in `a`'s dtype).
+fn matmul<B: Backend, const D: usize>(
+    a: Tensor<B, D>,
+    b: Tensor<B, D>,
+    dtype: MatmulDtype,
+) -> Tensor<B, D> {
+    match dtype {
+        None => a.matmul(b),
+        Some(half) => {
+            let back = FloatDType::from(a.dtype());
+            a.cast(half).matmul(b.cast(half)).cast(back)
+        }
+    }
+}
+
+/// A linear layer on `[batch, seq, d_in]`, its product in `dtype` when given.
+fn linear<B: Backend>(layer: &Linear<B>, x: Tensor<B, 3>, dtype: MatmulDtype) -> Tensor<B, 3> {
+    if dtype.is_none() {
+        return layer.forward(x);
+    }
+    let y = matmul(x, layer.weight.val().unsqueeze::<3>(), dtype);
+    match &layer.bias {
+        Some(bias) => y + bias.val().unsqueeze::<3>(),
+        None => y,
+    }
+}
 
 /// Added to attention scores at padded keys, and written into the start/end logits of padded
 /// positions so they never win. Finite and representable in f16/bf16.
@@ -79,7 +111,7 @@ fn zeros<B: Backend, const D: usize>(shape: [usize; D], device: &B::Device) -> P
 }
 
 /// A `[d_in → d_out]` linear layer with zero parameters (filled by the checkpoint loader).
-fn linear<B: Backend>(d_in: usize, d_out: usize, device: &B::Device) -> Linear<B> {
+fn zero_linear<B: Backend>(d_in: usize, d_out: usize, device: &B::Device) -> Linear<B> {
     Linear {
         weight: zeros([d_in, d_out], device),
         bias: Some(zeros([d_out], device)),
@@ -114,13 +146,13 @@ impl<B: Backend> QaModel<B> {
         };
         let layers = (0..config.num_layers)
             .map(|_| EncoderLayer {
-                query: linear(h, h, device),
-                key: linear(h, h, device),
-                value: linear(h, h, device),
-                attention_output: linear(h, h, device),
+                query: zero_linear(h, h, device),
+                key: zero_linear(h, h, device),
+                value: zero_linear(h, h, device),
+                attention_output: zero_linear(h, h, device),
                 attention_norm: layer_norm(config, device),
-                intermediate: linear(h, config.intermediate_size, device),
-                output: linear(config.intermediate_size, h, device),
+                intermediate: zero_linear(h, config.intermediate_size, device),
+                output: zero_linear(config.intermediate_size, h, device),
                 output_norm: layer_norm(config, device),
                 attention_dropout: dropout(config.attention_dropout),
                 hidden_dropout: dropout(config.hidden_dropout),
@@ -131,12 +163,17 @@ impl<B: Backend> QaModel<B> {
             embeddings,
             layers,
             qa_dropout: dropout(config.qa_dropout),
-            qa_outputs: linear(h, 2, device),
+            qa_outputs: zero_linear(h, 2, device),
         }
     }
 
     /// Last hidden states `[batch, seq, hidden]` (what HF `BertModel` returns first).
     pub fn encode(&self, batch: &QaBatch<B>) -> Tensor<B, 3> {
+        self.encode_with(batch, None)
+    }
+
+    /// [`Self::encode`] with matrix products in `dtype` (mixed precision).
+    pub fn encode_with(&self, batch: &QaBatch<B>, dtype: MatmulDtype) -> Tensor<B, 3> {
         let [b, s] = batch.input_ids.dims();
         let device = batch.input_ids.device();
         let positions = Tensor::<B, 1, Int>::arange(0..s as i64, &device).reshape([1, s]);
@@ -158,15 +195,20 @@ impl<B: Backend> QaModel<B> {
             .mul_scalar(MASKED)
             .reshape([b, 1, 1, s]);
         for layer in &self.layers {
-            x = layer.forward(x, mask_bias.clone());
+            x = layer.forward(x, mask_bias.clone(), dtype);
         }
         x
     }
 
     pub fn forward(&self, batch: &QaBatch<B>) -> QaOutput<B> {
-        let hidden = self.encode(batch);
+        self.forward_with(batch, None)
+    }
+
+    /// [`Self::forward`] with matrix products in `dtype` (mixed precision).
+    pub fn forward_with(&self, batch: &QaBatch<B>, dtype: MatmulDtype) -> QaOutput<B> {
+        let hidden = self.encode_with(batch, dtype);
         let [b, s, _] = hidden.dims();
-        let logits = self.qa_outputs.forward(self.qa_dropout.forward(hidden));
+        let logits = linear(&self.qa_outputs, self.qa_dropout.forward(hidden), dtype);
         let padded = batch.attention_mask.clone().equal_elem(0);
         let pick = |i: usize| {
             logits
@@ -183,24 +225,32 @@ impl<B: Backend> QaModel<B> {
 }
 
 impl<B: Backend> EncoderLayer<B> {
-    fn forward(&self, x: Tensor<B, 3>, mask_bias: Tensor<B, 4>) -> Tensor<B, 3> {
+    fn forward(
+        &self,
+        x: Tensor<B, 3>,
+        mask_bias: Tensor<B, 4>,
+        dtype: MatmulDtype,
+    ) -> Tensor<B, 3> {
         let [b, s, h] = x.dims();
         let heads = self.num_heads;
         let d = h / heads;
         let split = |t: Tensor<B, 3>| t.reshape([b, s, heads, d]).swap_dims(1, 2);
-        let q = split(self.query.forward(x.clone()));
-        let k = split(self.key.forward(x.clone()));
-        let v = split(self.value.forward(x.clone()));
-        let scores = q.matmul(k.transpose()).div_scalar((d as f64).sqrt()) + mask_bias;
+        let q = split(linear(&self.query, x.clone(), dtype));
+        let k = split(linear(&self.key, x.clone(), dtype));
+        let v = split(linear(&self.value, x.clone(), dtype));
+        let scores = matmul(q, k.transpose(), dtype).div_scalar((d as f64).sqrt()) + mask_bias;
         let probs = self.attention_dropout.forward(softmax(scores, 3));
-        let context = probs.matmul(v).swap_dims(1, 2).reshape([b, s, h]);
+        let context = matmul(probs, v, dtype).swap_dims(1, 2).reshape([b, s, h]);
         let attended = self.attention_norm.forward(
             self.hidden_dropout
-                .forward(self.attention_output.forward(context))
+                .forward(linear(&self.attention_output, context, dtype))
                 + x,
         );
-        let inner = gelu(self.intermediate.forward(attended.clone()));
-        self.output_norm
-            .forward(self.hidden_dropout.forward(self.output.forward(inner)) + attended)
+        let inner = gelu(linear(&self.intermediate, attended.clone(), dtype));
+        self.output_norm.forward(
+            self.hidden_dropout
+                .forward(linear(&self.output, inner, dtype))
+                + attended,
+        )
     }
 }

@@ -25,6 +25,10 @@ pub struct TrainerState {
     pub seed: u64,
     pub loss_sum: f64,
     pub best_metric: Option<f64>,
+    /// Dynamic loss scaling: current scale, good steps since the last change, skipped steps.
+    pub loss_scale: Option<f64>,
+    pub loss_scale_good_steps: usize,
+    pub skipped_steps: usize,
     pub best_checkpoint: Option<PathBuf>,
     pub log_history: Vec<serde_json::Value>,
 }

@@ -8,8 +8,48 @@ use serde::{Deserialize, Serialize};
 #[serde(rename_all = "lowercase")]
 pub enum Precision {
     F32,
+    /// Matrix products in bf16 (CUDA), f32 master weights and optimizer state.
     Bf16,
+    /// Matrix products in fp16 (CUDA) with dynamic loss scaling.
     Fp16,
+    /// Matrix products in f64: no speed benefit, but it runs the whole mixed-precision path
+    /// (casts, autodiff through them, loss scaling) on the CPU backend, which has no f16/bf16.
+    F64,
+}
+
+impl Precision {
+    /// The dtype matrix products run in.
+    pub fn matmul_dtype(self) -> qa_model::model::MatmulDtype {
+        use burn::tensor::FloatDType;
+        match self {
+            Precision::F32 => None,
+            Precision::Bf16 => Some(FloatDType::BF16),
+            Precision::Fp16 => Some(FloatDType::F16),
+            Precision::F64 => Some(FloatDType::F64),
+        }
+    }
+}
+
+/// torch `GradScaler`'s dynamic loss scaling: multiply the loss by `scale` so small fp16
+/// gradients do not flush to zero; skip steps whose gradients overflow and halve the scale;
+/// double it after `growth_interval` good steps.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct LossScaling {
+    pub init_scale: f64,
+    pub growth_factor: f64,
+    pub backoff_factor: f64,
+    pub growth_interval: usize,
+}
+
+impl Default for LossScaling {
+    fn default() -> Self {
+        Self {
+            init_scale: 65536.0,
+            growth_factor: 2.0,
+            backoff_factor: 0.5,
+            growth_interval: 2000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -45,6 +85,8 @@ pub struct TrainConfig {
     pub resume_from_checkpoint: Option<PathBuf>,
     pub overwrite_output_dir: bool,
     pub precision: Precision,
+    /// Dynamic loss scaling; `None` turns it off. Always on for fp16.
+    pub loss_scaling: Option<LossScaling>,
     pub pad_token_id: u32,
     /// Stop (without saving a final model) after this many optimizer steps: simulates a killed
     /// run for resume tests and pre-emptible machines.
@@ -79,6 +121,7 @@ impl TrainConfig {
             resume_from_checkpoint: None,
             overwrite_output_dir: false,
             precision: Precision::F32,
+            loss_scaling: None,
             pad_token_id: 0,
             interrupt_after_steps: None,
             show_progress: true,
@@ -104,6 +147,13 @@ impl TrainConfig {
             return Err(format!(
                 "warmup_ratio must be in [0, 1], got {}",
                 self.warmup_ratio
+            ));
+        }
+        if matches!(self.precision, Precision::Bf16 | Precision::Fp16) && !cfg!(feature = "cuda") {
+            return Err(format!(
+                "{:?} mixed precision needs the CUDA backend (the CPU backend has no half-precision types): \
+                 build with --features cuda, or train in f32",
+                self.precision
             ));
         }
         if self.load_best_model_at_end && (self.eval_steps.is_none() || self.save_steps.is_none()) {

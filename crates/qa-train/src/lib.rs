@@ -12,6 +12,6 @@ pub mod loss;
 pub mod optim;
 pub mod trainer;
 
-pub use config::{Precision, TrainConfig};
+pub use config::{LossScaling, Precision, TrainConfig};
 pub use error::{Result, TrainError};
 pub use trainer::{train, EvalSet, TrainOutcome};

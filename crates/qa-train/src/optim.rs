@@ -191,13 +191,30 @@ pub fn global_grad_norm<AB: AutodiffBackend, M: AutodiffModule<AB>>(
     model: &M,
     grads: &GradientsParams,
 ) -> f64 {
+    unscaled_grad_norm(model, grads, 1.0)
+}
+
+/// The global norm of `grads / scale`: with loss scaling the gradients are scaled up, and
+/// squaring them before unscaling would overflow f32 long before the gradients themselves do.
+/// Infinite or NaN gradients give a non-finite norm.
+pub fn unscaled_grad_norm<AB: AutodiffBackend, M: AutodiffModule<AB>>(
+    model: &M,
+    grads: &GradientsParams,
+    scale: f64,
+) -> f64 {
     struct SumSquares<'a, AB: AutodiffBackend> {
         grads: &'a GradientsParams,
+        inv_scale: f64,
         total: Option<Tensor<AB::InnerBackend, 1>>,
     }
     impl<AB: AutodiffBackend> ModuleVisitor<AB> for SumSquares<'_, AB> {
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<AB, D>>) {
             if let Some(g) = self.grads.get::<AB::InnerBackend, D>(param.id) {
+                let g = if self.inv_scale == 1.0 {
+                    g
+                } else {
+                    g.mul_scalar(self.inv_scale)
+                };
                 let s = (g.clone() * g).sum();
                 self.total = Some(match self.total.take() {
                     Some(t) => t + s,
@@ -206,7 +223,11 @@ pub fn global_grad_norm<AB: AutodiffBackend, M: AutodiffModule<AB>>(
             }
         }
     }
-    let mut visitor = SumSquares::<AB> { grads, total: None };
+    let mut visitor = SumSquares::<AB> {
+        grads,
+        inv_scale: 1.0 / scale,
+        total: None,
+    };
     model.visit(&mut visitor);
     visitor
         .total

@@ -25,7 +25,7 @@ use crate::checkpoint::{self, TrainerState};
 use crate::config::{Precision, TrainConfig};
 use crate::error::{io, Result, TrainError};
 use crate::loss::qa_loss;
-use crate::optim::{clip_scale, global_grad_norm, linear_schedule, AdamW, AdamWConfig};
+use crate::optim::{clip_scale, linear_schedule, unscaled_grad_norm, AdamW, AdamWConfig};
 
 /// A labelled evaluation set: examples, their windows, and how to decode.
 pub struct EvalSet<'a> {
@@ -46,6 +46,9 @@ pub struct TrainResults {
     pub time_to_first_step: f64,
     pub resumed_from: Option<PathBuf>,
     pub interrupted: bool,
+    pub precision: Precision,
+    /// fp16: updates skipped because gradients overflowed.
+    pub skipped_steps: usize,
 }
 
 pub struct TrainOutcome<B: AutodiffBackend> {
@@ -78,13 +81,12 @@ pub fn train<B: AutodiffBackend>(
 ) -> Result<TrainOutcome<B>> {
     let started = Instant::now();
     cfg.validate().map_err(TrainError::Config)?;
-    if cfg.precision != Precision::F32 {
-        return Err(TrainError::Config(format!(
-            "{:?} mixed precision is not implemented for the {} backend yet; train in f32",
-            cfg.precision,
-            qa_model::backend::BACKEND_NAME
-        )));
-    }
+    let dtype = cfg.precision.matmul_dtype();
+    let scaling = match (cfg.loss_scaling, cfg.precision) {
+        (Some(s), _) => Some(s),
+        (None, Precision::Fp16) => Some(crate::config::LossScaling::default()),
+        (None, _) => None,
+    };
     if train_features.is_empty() {
         return Err(TrainError::Config("no training windows".into()));
     }
@@ -142,6 +144,7 @@ pub fn train<B: AutodiffBackend>(
                 total_steps,
                 warmup_steps: warmup,
                 seed: cfg.seed,
+                loss_scale: scaling.map(|s| s.init_scale),
                 ..Default::default()
             },
         ),
@@ -197,7 +200,7 @@ pub fn train<B: AutodiffBackend>(
             let labels = |v: &[i64]| {
                 Tensor::<B, 1, Int>::from_data(TensorData::new(v.to_vec(), [v.len()]), device)
             };
-            let out = model.forward(&batch);
+            let out = model.forward_with(&batch, dtype);
             let loss = qa_loss(
                 &out,
                 labels(&padded.start_positions),
@@ -205,15 +208,43 @@ pub fn train<B: AutodiffBackend>(
             )
             .div_scalar(micro_batches as f64);
             step_loss += loss.clone().into_scalar().elem::<f64>();
+            let loss = match state.loss_scale {
+                Some(scale) => loss.mul_scalar(scale),
+                None => loss,
+            };
             let grads = GradientsParams::from_grads(loss.backward(), &model);
             accumulator.accumulate(&model, grads);
             windows_seen += idx.len();
             state.batch_in_epoch += 1;
         }
         let grads = accumulator.grads();
-        let norm = global_grad_norm(&model, &grads);
+        let scale = state.loss_scale.unwrap_or(1.0);
+        // The norm of the true (unscaled) gradients; unscaling is folded into the update.
+        let norm = unscaled_grad_norm(&model, &grads, scale);
         let lr = linear_schedule(state.global_step, warmup, total_steps, cfg.learning_rate);
-        model = optimizer.step(lr, model, &grads, clip_scale(norm, cfg.max_grad_norm));
+        match (scaling, norm.is_finite()) {
+            (Some(s), false) => {
+                // Overflow: skip the update, back off (as torch GradScaler).
+                state.skipped_steps += 1;
+                state.loss_scale = Some(scale * s.backoff_factor);
+                state.loss_scale_good_steps = 0;
+            }
+            _ => {
+                model = optimizer.step(
+                    lr,
+                    model,
+                    &grads,
+                    clip_scale(norm, cfg.max_grad_norm) / scale,
+                );
+                if let Some(s) = scaling {
+                    state.loss_scale_good_steps += 1;
+                    if state.loss_scale_good_steps == s.growth_interval {
+                        state.loss_scale = Some(scale * s.growth_factor);
+                        state.loss_scale_good_steps = 0;
+                    }
+                }
+            }
+        }
         state.global_step += 1;
         steps_run += 1;
         state.loss_sum += step_loss;
@@ -235,7 +266,7 @@ pub fn train<B: AutodiffBackend>(
         let at = |every: Option<usize>| every.is_some_and(|e| e > 0 && state.global_step % e == 0);
         let last = state.global_step == total_steps;
         if state.global_step % cfg.logging_steps.max(1) == 0 || last {
-            let entry = serde_json::json!({
+            let mut entry = serde_json::json!({
                 "step": state.global_step,
                 "epoch": epoch_f,
                 "loss": loss_since_log.0 / loss_since_log.1.max(1) as f64,
@@ -243,6 +274,10 @@ pub fn train<B: AutodiffBackend>(
                 "grad_norm": norm,
                 "windows_per_second": rate,
             });
+            if let Some(scale) = state.loss_scale {
+                entry["loss_scale"] = scale.into();
+                entry["skipped_steps"] = state.skipped_steps.into();
+            }
             write_log(&mut log, &log_path, &entry)?;
             state.log_history.push(entry);
             loss_since_log = (0.0, 0);
@@ -299,6 +334,8 @@ pub fn train<B: AutodiffBackend>(
         time_to_first_step: first_step_at.unwrap_or(0.0),
         resumed_from: resume_dir,
         interrupted,
+        precision: cfg.precision,
+        skipped_steps: state.skipped_steps,
     };
     if interrupted {
         return Ok(TrainOutcome {

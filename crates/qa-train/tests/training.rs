@@ -420,3 +420,138 @@ fn load_best_model_at_end_returns_the_best_evaluated_checkpoint() {
     assert_eq!(saved.tensors, best_weights.tensors);
     assert!((out.eval_metrics.unwrap()["f1"] - best.1).abs() < 1e-9);
 }
+
+/// Final weights of a 3-step run with AdamW made linear in the gradient (ε = 1), so equal
+/// weights mean equal gradients.
+fn linear_adam_run(
+    precision: qa_train::Precision,
+    scaling: Option<qa_train::LossScaling>,
+    steps: usize,
+) -> (
+    BTreeMap<String, HostTensor>,
+    qa_train::trainer::TrainResults,
+) {
+    let c = config(true);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = TrainConfig {
+        learning_rate: 0.5,
+        adam_epsilon: 1.0,
+        max_steps: Some(steps),
+        per_device_train_batch_size: 8,
+        precision,
+        loss_scaling: scaling,
+        ..quiet(dir.path())
+    };
+    let out = train(
+        tiny_model(&c),
+        &c,
+        None,
+        &windows(),
+        None,
+        &cfg,
+        &default_device(),
+    )
+    .unwrap();
+    (export_tensors(&out.model, &c), out.results)
+}
+
+#[test]
+fn mixed_precision_path_with_loss_scaling_matches_f32_training() {
+    // The CPU backend has no f16/bf16, so the mixed-precision machinery (casts around every
+    // product, autodiff through them, scaled loss, unscaled update) runs with f64 products.
+    let (f32_weights, _) = linear_adam_run(qa_train::Precision::F32, None, 3);
+    let (mixed, _) = linear_adam_run(qa_train::Precision::F64, None, 3);
+    let scaled = qa_train::LossScaling {
+        init_scale: 1024.0,
+        ..Default::default()
+    };
+    let (mixed_scaled, results) = linear_adam_run(qa_train::Precision::F64, Some(scaled), 3);
+    let d1 = max_diff(&f32_weights, &mixed);
+    let d2 = max_diff(&mixed, &mixed_scaled);
+    eprintln!("f32 vs f64-products: {d1:e}; unscaled vs loss scale 1024: {d2:e}");
+    assert!(d1 < 1e-5, "{d1}");
+    assert!(d2 < 1e-6, "{d2}");
+    assert_eq!(results.skipped_steps, 0);
+}
+
+#[test]
+fn overflowing_steps_are_skipped_and_the_scale_backs_off() {
+    let _serial = serial();
+    let c = config(true);
+    let start = export_tensors(&tiny_model(&c), &c);
+    // 1e39 × loss overflows f32: every step is skipped until the scale has halved enough.
+    let huge = qa_train::LossScaling {
+        init_scale: 1e39,
+        growth_interval: 2,
+        ..Default::default()
+    };
+    let (one_step, r1) = linear_adam_run(qa_train::Precision::F32, Some(huge), 1);
+    assert_eq!(r1.skipped_steps, 1);
+    assert_eq!(
+        max_diff(&start, &one_step),
+        0.0,
+        "a skipped step must not touch the weights"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = TrainConfig {
+        learning_rate: 0.5,
+        adam_epsilon: 1.0,
+        max_steps: Some(12),
+        per_device_train_batch_size: 8,
+        loss_scaling: Some(huge),
+        ..quiet(dir.path())
+    };
+    let out = train(
+        tiny_model(&c),
+        &c,
+        None,
+        &windows(),
+        None,
+        &cfg,
+        &default_device(),
+    )
+    .unwrap();
+    let log: Vec<serde_json::Value> = std::fs::read_to_string(dir.path().join("train_log.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let scales: Vec<f64> = log
+        .iter()
+        .map(|e| e["loss_scale"].as_f64().unwrap())
+        .collect();
+    let skips: Vec<u64> = log
+        .iter()
+        .map(|e| e["skipped_steps"].as_u64().unwrap())
+        .collect();
+    eprintln!("loss scales: {scales:?}; skipped {skips:?}");
+    assert_eq!(scales.len(), 12);
+    let skipped = out.results.skipped_steps;
+    assert!((1..12).contains(&skipped), "skipped {skipped} of 12");
+    assert_eq!(skips[11], skipped as u64);
+    // Replay GradScaler's rule: ×0.5 on a skipped step, ×2 after every 2 good steps in a row.
+    let (mut scale, mut good, mut prev_skips) = (1e39f64, 0, 0);
+    for (step, (&logged, &skips)) in scales.iter().zip(&skips).enumerate() {
+        assert!(skips - prev_skips <= 1);
+        if skips > prev_skips {
+            scale *= 0.5;
+            good = 0;
+        } else {
+            good += 1;
+            if good == 2 {
+                scale *= 2.0;
+                good = 0;
+            }
+        }
+        prev_skips = skips;
+        assert!(
+            (logged / scale - 1.0).abs() < 1e-12,
+            "step {step}: {logged} vs {scale}"
+        );
+    }
+    let trained = export_tensors(&out.model, &c);
+    assert!(trained
+        .values()
+        .all(|t| t.data.iter().all(|v| v.is_finite())));
+    assert!(max_diff(&start, &trained) > 1e-3);
+}
