@@ -47,10 +47,18 @@ pub struct Args {
     seed: u64,
     #[arg(long, default_value_t = 50)]
     logging_steps: usize,
+    /// Evaluate every N optimizer steps (with --validation-file there is always one at the end).
     #[arg(long)]
     eval_steps: Option<usize>,
+    /// When to evaluate: `steps` (every --eval-steps), `epoch`, or `no` (only at the end).
+    #[arg(long, value_enum)]
+    eval_strategy: Option<Strategy>,
+    /// Save checkpoint-STEP/ every N optimizer steps.
     #[arg(long)]
     save_steps: Option<usize>,
+    /// When to save checkpoints: `steps` (every --save-steps), `epoch`, or `no`.
+    #[arg(long, value_enum)]
+    save_strategy: Option<Strategy>,
     #[arg(long)]
     save_total_limit: Option<usize>,
     #[arg(long)]
@@ -116,8 +124,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     config.max_grad_norm = args.max_grad_norm;
     config.seed = args.seed;
     config.logging_steps = args.logging_steps;
-    config.eval_steps = args.eval_steps;
-    config.save_steps = args.save_steps;
+    (config.eval_steps, config.eval_each_epoch) =
+        schedule("eval", args.eval_strategy, args.eval_steps)?;
+    (config.save_steps, config.save_each_epoch) =
+        schedule("save", args.save_strategy, args.save_steps)?;
     config.save_total_limit = args.save_total_limit;
     config.load_best_model_at_end = args.load_best_model_at_end;
     config.metric_for_best_model = args.metric_for_best_model.clone();
@@ -163,4 +173,34 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&json)?);
     }
     Ok(())
+}
+
+/// HF's `IntervalStrategy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Strategy {
+    No,
+    Steps,
+    Epoch,
+}
+
+/// `--X-strategy` and `--X-steps` → (every N steps, each epoch). Without a strategy, giving
+/// `--X-steps` means `steps`, as run_qa users expect.
+fn schedule(
+    what: &str,
+    strategy: Option<Strategy>,
+    steps: Option<usize>,
+) -> anyhow::Result<(Option<usize>, bool)> {
+    match (strategy, steps) {
+        (None, steps) => Ok((steps, false)),
+        (Some(Strategy::Steps), Some(n)) if n > 0 => Ok((Some(n), false)),
+        (Some(Strategy::Steps), _) => {
+            anyhow::bail!("--{what}-strategy steps needs --{what}-steps N (N ≥ 1)")
+        }
+        (Some(Strategy::Epoch), None) => Ok((None, true)),
+        (Some(Strategy::No), None) => Ok((None, false)),
+        (Some(s), Some(_)) => anyhow::bail!(
+            "--{what}-steps only goes with --{what}-strategy steps, not {}",
+            format!("{s:?}").to_lowercase()
+        ),
+    }
 }

@@ -331,3 +331,41 @@ fn cuda_device_on_a_cpu_build_and_missing_model_say_what_to_do() {
         assert!(stderr(&o).contains("--features cuda"), "{}", stderr(&o));
     }
 }
+
+#[test]
+fn train_schedule_flags_are_checked_like_run_qa() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = |extra: &[&str]| {
+        let mut args = vec![
+            "train".to_string(),
+            "--model-name-or-path".into(),
+            shared("golden/tiny-bert-qa"),
+            "--train-file".into(),
+            shared("data/covid-qa/dev.json"),
+            "--max-train-samples".into(),
+            "2".into(),
+            "--output-dir".into(),
+            dir.path().join("out").display().to_string(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        qa(&refs)
+    };
+    let o = base(&["--eval-strategy", "steps"]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("--eval-strategy steps needs --eval-steps"),
+        "{}",
+        stderr(&o)
+    );
+    let o = base(&["--save-strategy", "epoch", "--save-steps", "5"]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("--save-steps only goes with"),
+        "{}",
+        stderr(&o)
+    );
+    let o = base(&["--eval-strategy", "sometimes"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("possible values"), "{}", stderr(&o));
+}

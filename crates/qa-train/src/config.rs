@@ -74,8 +74,12 @@ pub struct TrainConfig {
     pub logging_steps: usize,
     /// Evaluate every N optimizer steps; with an eval set there is always one at the end.
     pub eval_steps: Option<usize>,
+    /// Also evaluate at the end of every epoch (HF `eval_strategy="epoch"`).
+    pub eval_each_epoch: bool,
     /// Save `checkpoint-STEP/` every N optimizer steps.
     pub save_steps: Option<usize>,
+    /// Also save a checkpoint at the end of every epoch (HF `save_strategy="epoch"`).
+    pub save_each_epoch: bool,
     pub save_total_limit: Option<usize>,
     pub load_best_model_at_end: bool,
     /// `f1` or `exact_match` (SQuAD v2: `exact`).
@@ -114,7 +118,9 @@ impl TrainConfig {
             seed: 42,
             logging_steps: 50,
             eval_steps: None,
+            eval_each_epoch: false,
             save_steps: None,
+            save_each_epoch: false,
             save_total_limit: None,
             load_best_model_at_end: false,
             metric_for_best_model: "f1".into(),
@@ -156,17 +162,21 @@ impl TrainConfig {
                 self.precision
             ));
         }
-        if self.load_best_model_at_end && (self.eval_steps.is_none() || self.save_steps.is_none()) {
-            return Err("load_best_model_at_end needs eval_steps and save_steps".into());
-        }
-        if let (true, Some(e), Some(s)) = (
-            self.load_best_model_at_end,
-            self.eval_steps,
-            self.save_steps,
-        ) {
-            if s % e != 0 {
+        if self.load_best_model_at_end {
+            // As HF: the best model is judged at save time, so every save must follow an eval.
+            let ok = match (self.eval_steps, self.save_steps) {
+                _ if self.eval_each_epoch && self.save_each_epoch => true,
+                (Some(e), Some(s)) => s % e == 0,
+                _ => false,
+            };
+            if !ok {
                 return Err(format!(
-                    "with load_best_model_at_end, save_steps ({s}) must be a multiple of eval_steps ({e})"
+                    "load_best_model_at_end needs evaluation and saving on the same schedule: both per \
+                     epoch, or save_steps a multiple of eval_steps (eval: {:?} steps{}, save: {:?} steps{})",
+                    self.eval_steps,
+                    if self.eval_each_epoch { " + each epoch" } else { "" },
+                    self.save_steps,
+                    if self.save_each_epoch { " + each epoch" } else { "" },
                 ));
             }
         }

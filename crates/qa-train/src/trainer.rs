@@ -250,7 +250,8 @@ pub fn train<B: AutodiffBackend>(
         state.loss_sum += step_loss;
         loss_since_log.0 += step_loss;
         loss_since_log.1 += 1;
-        if state.batch_in_epoch >= batches_per_epoch {
+        let epoch_ended = state.batch_in_epoch >= batches_per_epoch;
+        if epoch_ended {
             state.epoch += 1;
             state.batch_in_epoch = 0;
             order = epoch_order(n, cfg.seed, state.epoch);
@@ -283,7 +284,7 @@ pub fn train<B: AutodiffBackend>(
             loss_since_log = (0.0, 0);
         }
         if let Some(eval) = eval {
-            if at(cfg.eval_steps) || last {
+            if at(cfg.eval_steps) || (cfg.eval_each_epoch && epoch_ended) || last {
                 let metrics = evaluate(&model, eval, cfg)?;
                 let mut entry = serde_json::json!({"step": state.global_step, "epoch": epoch_f});
                 for (k, v) in &metrics {
@@ -295,7 +296,7 @@ pub fn train<B: AutodiffBackend>(
                 last_metrics = Some(metrics);
             }
         }
-        if at(cfg.save_steps) {
+        if at(cfg.save_steps) || (cfg.save_each_epoch && epoch_ended) {
             // The best model is judged at save time, on the latest evaluation.
             let this = checkpoint::checkpoint_dir(out_dir, state.global_step);
             if let Some(m) = last_metrics

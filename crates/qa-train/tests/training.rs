@@ -555,3 +555,81 @@ fn overflowing_steps_are_skipped_and_the_scale_backs_off() {
         .all(|t| t.data.iter().all(|v| v.is_finite())));
     assert!(max_diff(&start, &trained) > 1e-3);
 }
+
+#[test]
+fn epoch_schedules_evaluate_and_save_at_each_epoch_end() {
+    let _serial = serial();
+    let c = config(false);
+    let feats = windows();
+    let data = load(
+        shared_dir().join("data/covid-qa/dev.json"),
+        &LoadOptions::default(),
+    )
+    .unwrap();
+    let eval = qa_train::EvalSet {
+        examples: &data.examples[..6],
+        features: &feats,
+        decode: Default::default(),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    // 16 windows, batch 6 → 3 steps per epoch (6 + 6 + 4), 2 epochs.
+    let cfg = TrainConfig {
+        learning_rate: 3e-3,
+        num_train_epochs: 2.0,
+        per_device_train_batch_size: 6,
+        eval_each_epoch: true,
+        save_each_epoch: true,
+        load_best_model_at_end: true,
+        ..quiet(dir.path())
+    };
+    let out = train(
+        tiny_model(&c),
+        &c,
+        None,
+        &feats,
+        Some(&eval),
+        &cfg,
+        &default_device(),
+    )
+    .unwrap();
+    assert_eq!(out.results.global_step, 6);
+    let state: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("trainer_state.json")).unwrap(),
+    )
+    .unwrap();
+    let eval_steps: Vec<u64> = state["log_history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e.get("eval_f1").is_some())
+        .map(|e| e["step"].as_u64().unwrap())
+        .collect();
+    assert_eq!(eval_steps, [3, 6]);
+    let mut saved: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("checkpoint-"))
+        .collect();
+    saved.sort();
+    assert_eq!(saved, ["checkpoint-3", "checkpoint-6"]);
+
+    // Saving per epoch but evaluating per step cannot pick a best model: refused up front.
+    let mismatched = TrainConfig {
+        eval_each_epoch: false,
+        eval_steps: Some(2),
+        output_dir: dir.path().join("other"),
+        ..cfg
+    };
+    let err = train(
+        tiny_model(&c),
+        &c,
+        None,
+        &feats,
+        Some(&eval),
+        &mismatched,
+        &default_device(),
+    )
+    .err()
+    .unwrap();
+    assert!(err.to_string().contains("same schedule"), "{err}");
+}
