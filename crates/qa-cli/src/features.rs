@@ -55,7 +55,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             Padding::None
         },
         label_any_answer: data.report.format == Some(DataFormat::Defnlp),
-        show_progress: true,
+        ..Default::default()
     };
     let started = std::time::Instant::now();
     let set = build_features(&tokenizer, &examples, &config)?;

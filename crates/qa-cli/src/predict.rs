@@ -4,11 +4,10 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use qa_data::{build_features, load_tokenizer, Example, ExampleId, FeatureConfig};
-use qa_eval::{DecodeConfig, NBestEntry};
+use qa_eval::{pipeline_answers, DecodeConfig, PipelineAnswer, PipelineConfig};
 use qa_model::backend::{Compute, Device};
 use qa_model::infer::predict_logits;
 use qa_model::QaModel;
-use serde::Serialize;
 
 use crate::common;
 
@@ -42,8 +41,13 @@ pub struct Args {
     /// Allow "no answer" (SQuAD v2 models).
     #[arg(long)]
     handle_impossible_answer: bool,
-    #[arg(long, default_value_t = 30)]
-    max_answer_length: usize,
+    /// Longest answer in tokens [default: 15 as the HF pipeline; 30 with --defnlp-dir].
+    #[arg(long)]
+    max_answer_length: Option<usize>,
+    /// Keep answers at token boundaries instead of widening them to whole words
+    /// (the pipeline's align_to_words=False).
+    #[arg(long)]
+    no_align_to_words: bool,
     #[arg(long, default_value_t = 384)]
     max_seq_length: usize,
     #[arg(long, default_value_t = 128)]
@@ -57,15 +61,6 @@ pub struct Args {
     device: String,
 }
 
-/// The HF question-answering pipeline's answer keys.
-#[derive(Serialize)]
-struct PipelineAnswer {
-    score: f32,
-    start: usize,
-    end: usize,
-    answer: String,
-}
-
 struct Predictor {
     model: QaModel<Compute>,
     tokenizer: tokenizers::Tokenizer,
@@ -75,16 +70,14 @@ struct Predictor {
 }
 
 impl Predictor {
-    /// One decoding per example (windows merged), or per window with `per_window`.
-    fn answers(
+    /// The windows of `examples` and their logits.
+    fn logits(
         &self,
         examples: &[Example],
-        decode: &DecodeConfig,
-        per_window: bool,
-    ) -> anyhow::Result<Vec<qa_eval::decode::ExampleDecoding>> {
-        let mut set = build_features(&self.tokenizer, examples, &self.features)?;
+    ) -> anyhow::Result<(Vec<qa_data::Feature>, Vec<qa_eval::decode::WindowLogits>)> {
+        let set = build_features(&self.tokenizer, examples, &self.features)?;
         for (id, why) in &set.report.skipped {
-            eprintln!("question {id}: skipped: {why}");
+            eprintln!("question {id}: skipped (no answer given): {why}");
         }
         let logits = predict_logits(
             &self.model,
@@ -94,19 +87,35 @@ impl Predictor {
             &self.device,
             set.features.len() > 64,
         );
-        if !per_window {
-            return Ok(qa_eval::decode(examples, &set.features, &logits, decode)?.examples);
-        }
-        // Each window as an example of its own (DEFNLP collects answers from every window).
-        let window_examples: Vec<Example> = set
-            .features
+        Ok((set.features, logits))
+    }
+
+    /// The HF pipeline's answers for each example.
+    fn pipeline(
+        &self,
+        examples: &[Example],
+        config: &PipelineConfig,
+    ) -> anyhow::Result<Vec<Vec<PipelineAnswer>>> {
+        let (features, logits) = self.logits(examples)?;
+        Ok(pipeline_answers(examples, &features, &logits, config)?)
+    }
+
+    /// run_qa's decoding of every window as an example of its own (DEFNLP collects answers
+    /// from every window).
+    fn per_window(
+        &self,
+        examples: &[Example],
+        decode: &DecodeConfig,
+    ) -> anyhow::Result<Vec<qa_eval::decode::ExampleDecoding>> {
+        let (mut features, logits) = self.logits(examples)?;
+        let window_examples: Vec<Example> = features
             .iter()
             .map(|f| examples[f.example_index].clone())
             .collect();
-        for (i, f) in set.features.iter_mut().enumerate() {
+        for (i, f) in features.iter_mut().enumerate() {
             f.example_index = i;
         }
-        Ok(qa_eval::decode(&window_examples, &set.features, &logits, decode)?.examples)
+        Ok(qa_eval::decode(&window_examples, &features, &logits, decode)?.examples)
     }
 }
 
@@ -131,15 +140,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             max_length: args.max_seq_length,
             stride: args.doc_stride,
             show_progress: false,
+            word_ids: true,
             ..Default::default()
         },
         batch_size: args.batch_size,
-    };
-    let decode = DecodeConfig {
-        n_best_size: args.top_k.max(20),
-        max_answer_length: args.max_answer_length,
-        version_2_with_negative: args.handle_impossible_answer,
-        ..Default::default()
     };
     if let Some(dir) = &args.defnlp_dir {
         return defnlp(&args, dir, &predictor);
@@ -149,23 +153,30 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         (_, _, Some(path)) => read_jsonl(path)?,
         _ => bail!("give --question and --context, --input FILE.jsonl, or --defnlp-dir DIR"),
     };
-    let decoded = predictor.answers(&examples, &decode, false)?;
+    let config = PipelineConfig {
+        top_k: args.top_k,
+        max_answer_len: args.max_answer_length.unwrap_or(15),
+        handle_impossible_answer: args.handle_impossible_answer,
+        align_to_words: !args.no_align_to_words,
+    };
+    let answers = predictor.pipeline(&examples, &config)?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
-    for (ex, d) in examples.iter().zip(&decoded) {
-        let answers = top_answers(&d.nbest, args.top_k, args.handle_impossible_answer, &d.text);
+    for (ex, answers) in examples.iter().zip(&answers) {
         if args.input.is_some() {
             let line = serde_json::json!({"id": ex.id.as_json(), "answers": answers});
             writeln!(out, "{line}")?;
         } else if args.json {
-            let value = if args.top_k == 1 {
-                serde_json::to_value(&answers[0])?
-            } else {
-                serde_json::to_value(&answers)?
+            // As the pipeline: one answer is a dict, several a list.
+            let value = match answers.as_slice() {
+                [one] if args.top_k == 1 => serde_json::to_value(one)?,
+                _ => serde_json::to_value(answers)?,
             };
             writeln!(out, "{}", serde_json::to_string_pretty(&value)?)?;
+        } else if answers.is_empty() {
+            writeln!(out, "(no answer)")?;
         } else {
-            for a in &answers {
+            for a in answers {
                 writeln!(
                     out,
                     "{} (score {:.3}, chars {}..{})",
@@ -186,41 +197,6 @@ fn example(id: ExampleId, question: &str, context: &str) -> Example {
         answers: Vec::new(),
         is_impossible: false,
     }
-}
-
-/// The best `k` answers; with "no answer" allowed and chosen, the first is "" at 0..0.
-fn top_answers(
-    nbest: &[NBestEntry],
-    k: usize,
-    allow_empty: bool,
-    chosen: &str,
-) -> Vec<PipelineAnswer> {
-    let mut answers: Vec<PipelineAnswer> = nbest
-        .iter()
-        .filter(|n| allow_empty || !n.text.is_empty())
-        .map(|n| PipelineAnswer {
-            score: n.probability,
-            start: n.offsets[0],
-            end: n.offsets[1],
-            answer: n.text.clone(),
-        })
-        .collect();
-    if allow_empty && chosen.is_empty() {
-        if let Some(pos) = answers.iter().position(|a| a.answer.is_empty()) {
-            let empty = answers.remove(pos);
-            answers.insert(0, empty);
-        }
-    }
-    answers.truncate(k.max(1));
-    if answers.is_empty() {
-        answers.push(PipelineAnswer {
-            score: 0.0,
-            start: 0,
-            end: 0,
-            answer: String::new(),
-        });
-    }
-    answers
 }
 
 fn read_jsonl(path: &PathBuf) -> anyhow::Result<Vec<Example>> {
@@ -269,7 +245,7 @@ fn defnlp(args: &Args, dir: &std::path::Path, predictor: &Predictor) -> anyhow::
     let publications = qa_data::defnlp::read_publications(dir)?;
     let decode = DecodeConfig {
         n_best_size: 20,
-        max_answer_length: args.max_answer_length,
+        max_answer_length: args.max_answer_length.unwrap_or(30),
         // A window without a dataset mention should answer [CLS].
         version_2_with_negative: true,
         ..Default::default()
@@ -291,7 +267,7 @@ fn defnlp(args: &Args, dir: &std::path::Path, predictor: &Predictor) -> anyhow::
             })
             .collect();
         let mut labels = BTreeSet::new();
-        for d in predictor.answers(&examples, &decode, true)? {
+        for d in predictor.per_window(&examples, &decode)? {
             let best = d.nbest.iter().find(|n| !n.text.is_empty());
             if let (false, Some(b)) = (d.text.is_empty(), best) {
                 if b.probability >= args.min_score {

@@ -369,3 +369,70 @@ fn train_schedule_flags_are_checked_like_run_qa() {
     assert!(!o.status.success());
     assert!(stderr(&o).contains("possible values"), "{}", stderr(&o));
 }
+
+/// `qa predict` against answers of the Hugging Face question-answering pipeline (made by
+/// `fixtures/pipeline/make_golden.py`) with the same model: texts, char spans and order must be
+/// equal, scores within 1e-4 relative.
+#[test]
+fn predict_gives_the_hf_pipeline_answers() {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pipeline");
+    let golden: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixtures.join("golden.json")).unwrap())
+            .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    let lines: Vec<String> = golden["inputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.to_string())
+        .collect();
+    std::fs::write(&input, lines.join("\n")).unwrap();
+    let mut compared = 0;
+    for case in golden["cases"].as_array().unwrap() {
+        let s = &case["settings"];
+        let mut args = vec![
+            "predict".to_string(),
+            "--model".into(),
+            shared("golden/tiny-bert-qa"),
+            "--input".into(),
+            input.display().to_string(),
+            "--top-k".into(),
+            s["top_k"].to_string(),
+        ];
+        if s["handle_impossible_answer"] == true {
+            args.push("--handle-impossible-answer".into());
+        }
+        if let Some(n) = s.get("max_answer_len") {
+            args.extend(["--max-answer-length".into(), n.to_string()]);
+        }
+        if s["align_to_words"] == false {
+            args.push("--no-align-to-words".into());
+        }
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let o = qa(&refs);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let ours: Vec<serde_json::Value> = String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let expected = case["answers"].as_array().unwrap();
+        assert_eq!(ours.len(), expected.len());
+        for (q, (ours, hf)) in ours.iter().zip(expected).enumerate() {
+            let (ours, hf) = (ours["answers"].as_array().unwrap(), hf.as_array().unwrap());
+            assert_eq!(ours.len(), hf.len(), "{s} question {q}");
+            for (a, b) in ours.iter().zip(hf) {
+                for key in ["answer", "start", "end"] {
+                    assert_eq!(a[key], b[key], "{s} question {q}: ours {a} vs pipeline {b}");
+                }
+                let (x, y) = (a["score"].as_f64().unwrap(), b["score"].as_f64().unwrap());
+                assert!(
+                    (x - y).abs() <= 1e-4 * y.abs(),
+                    "{s} question {q}: {x} vs {y}"
+                );
+                compared += 1;
+            }
+        }
+    }
+    assert_eq!(compared, 8 * (1 + 5 + 3 + 3));
+}

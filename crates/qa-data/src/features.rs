@@ -32,6 +32,9 @@ pub struct FeatureConfig {
     /// Label each window with the first answer wholly inside it, instead of run_qa's rule of
     /// "the first answer, or [CLS]". DEFNLP uses this: a dataset is usually named many times.
     pub label_any_answer: bool,
+    /// Keep each context token's word index ([`Feature::word_ids`]): the QA pipeline widens
+    /// answers to whole words with them. Off by default (it costs memory on large sets).
+    pub word_ids: bool,
     pub show_progress: bool,
 }
 
@@ -42,6 +45,7 @@ impl Default for FeatureConfig {
             stride: 128,
             padding: Padding::None,
             label_any_answer: false,
+            word_ids: false,
             show_progress: true,
         }
     }
@@ -61,6 +65,9 @@ pub struct Feature {
     pub offsets: Vec<Option<(usize, usize)>>,
     /// Whether this window gives the token its most context (the BERT "max context" rule).
     pub max_context: Vec<bool>,
+    /// The context word each context token belongs to (`None` elsewhere); empty unless
+    /// [`FeatureConfig::word_ids`] asked for it.
+    pub word_ids: Vec<Option<u32>>,
     pub start_position: usize,
     pub end_position: usize,
 }
@@ -321,6 +328,15 @@ fn window_feature(
         token_type_ids: enc.get_type_ids().to_vec(),
         attention_mask: enc.get_attention_mask().to_vec(),
         max_context: vec![false; offsets.len()],
+        word_ids: if config.word_ids {
+            sequence_ids
+                .iter()
+                .zip(enc.get_word_ids())
+                .map(|(seq, &w)| if *seq == Some(1) { w } else { None })
+                .collect()
+        } else {
+            Vec::new()
+        },
         offsets,
         start_position,
         end_position,
@@ -382,6 +398,9 @@ fn pad_feature(f: &mut Feature, length: usize, pad_id: u32) {
     f.attention_mask.extend(std::iter::repeat_n(0, extra));
     f.offsets.extend(std::iter::repeat_n(None, extra));
     f.max_context.extend(std::iter::repeat_n(false, extra));
+    if !f.word_ids.is_empty() {
+        f.word_ids.extend(std::iter::repeat_n(None, extra));
+    }
 }
 
 /// A batch as flat row-major `[batch, seq]` arrays, padded to the longest window in it.

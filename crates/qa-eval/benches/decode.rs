@@ -39,6 +39,7 @@ fn inputs() -> (Vec<Example>, Vec<Feature>, Vec<WindowLogits>) {
             attention_mask: vec![1; SEQ],
             max_context: offsets.iter().map(Option::is_some).collect(),
             offsets: offsets.clone(),
+            word_ids: Vec::new(),
             start_position: 0,
             end_position: 0,
         })

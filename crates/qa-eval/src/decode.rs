@@ -83,6 +83,21 @@ pub fn decode(
     logits: &[WindowLogits],
     config: &DecodeConfig,
 ) -> Result<Decoded> {
+    let by_example = windows_by_example(examples.len(), features, logits)?;
+    let decoded = examples
+        .par_iter()
+        .zip(by_example.par_iter())
+        .map(|(ex, windows)| decode_example(ex, windows, features, logits, config))
+        .collect();
+    Ok(Decoded { examples: decoded })
+}
+
+/// The windows of each example, after checking that windows and logits fit together.
+pub(crate) fn windows_by_example(
+    examples: usize,
+    features: &[Feature],
+    logits: &[WindowLogits],
+) -> Result<Vec<Vec<usize>>> {
     if features.len() != logits.len() {
         return Err(EvalError::Decode(format!(
             "{} windows but {} logit rows",
@@ -90,7 +105,7 @@ pub fn decode(
             logits.len()
         )));
     }
-    let mut by_example: Vec<Vec<usize>> = vec![Vec::new(); examples.len()];
+    let mut by_example: Vec<Vec<usize>> = vec![Vec::new(); examples];
     for (i, f) in features.iter().enumerate() {
         let slot = by_example.get_mut(f.example_index).ok_or_else(|| {
             EvalError::Decode(format!("window {i} points at example {}", f.example_index))
@@ -105,12 +120,7 @@ pub fn decode(
         }
         slot.push(i);
     }
-    let decoded = examples
-        .par_iter()
-        .zip(by_example.par_iter())
-        .map(|(ex, windows)| decode_example(ex, windows, features, logits, config))
-        .collect();
-    Ok(Decoded { examples: decoded })
+    Ok(by_example)
 }
 
 /// Indices of the `k` largest values, largest first (ties: lower index first).

@@ -35,6 +35,7 @@ fn window(window: usize) -> Feature {
         attention_mask: vec![1; 7],
         max_context: offsets.iter().map(Option::is_some).collect(),
         offsets,
+        word_ids: Vec::new(),
         start_position: 0,
         end_position: 0,
     }
