@@ -57,6 +57,20 @@ fn windows() -> Vec<Feature> {
         .collect()
 }
 
+/// The 6 COVID-QA dev questions [`windows`] come from, as an evaluation set.
+fn dev_examples() -> Vec<qa_data::Example> {
+    let data = load(
+        shared_dir().join("data/covid-qa/dev.json"),
+        &LoadOptions::default(),
+    )
+    .unwrap();
+    data.examples.into_iter().take(6).collect()
+}
+
+fn trainer_state(dir: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(dir.join("trainer_state.json")).unwrap()).unwrap()
+}
+
 fn config(no_dropout: bool) -> ModelConfig {
     let mut c = ModelConfig::from_file(&tiny_dir().join("config.json")).unwrap();
     if no_dropout {
@@ -368,13 +382,9 @@ fn load_best_model_at_end_returns_the_best_evaluated_checkpoint() {
     let _serial = serial();
     let c = config(false);
     let feats = windows();
-    let data = load(
-        shared_dir().join("data/covid-qa/dev.json"),
-        &LoadOptions::default(),
-    )
-    .unwrap();
+    let examples = dev_examples();
     let eval = qa_train::EvalSet {
-        examples: &data.examples[..6],
+        examples: &examples,
         features: &feats,
         decode: Default::default(),
     };
@@ -398,10 +408,7 @@ fn load_best_model_at_end_returns_the_best_evaluated_checkpoint() {
         &default_device(),
     )
     .unwrap();
-    let state: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(dir.path().join("trainer_state.json")).unwrap(),
-    )
-    .unwrap();
+    let state = trainer_state(dir.path());
     let evals: Vec<(u64, f64)> = state["log_history"]
         .as_array()
         .unwrap()
@@ -561,13 +568,9 @@ fn epoch_schedules_evaluate_and_save_at_each_epoch_end() {
     let _serial = serial();
     let c = config(false);
     let feats = windows();
-    let data = load(
-        shared_dir().join("data/covid-qa/dev.json"),
-        &LoadOptions::default(),
-    )
-    .unwrap();
+    let examples = dev_examples();
     let eval = qa_train::EvalSet {
-        examples: &data.examples[..6],
+        examples: &examples,
         features: &feats,
         decode: Default::default(),
     };
@@ -593,10 +596,7 @@ fn epoch_schedules_evaluate_and_save_at_each_epoch_end() {
     )
     .unwrap();
     assert_eq!(out.results.global_step, 6);
-    let state: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(dir.path().join("trainer_state.json")).unwrap(),
-    )
-    .unwrap();
+    let state = trainer_state(dir.path());
     let eval_steps: Vec<u64> = state["log_history"]
         .as_array()
         .unwrap()
