@@ -3,7 +3,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use qa_data::load_tokenizer;
 use qa_model::backend::Train;
-use qa_train::{EvalSet, Precision, TrainConfig};
+use qa_train::{EvalSet, LrScheduler, Precision, TrainConfig};
 
 use crate::common::{self, DecodeArgs, WindowArgs};
 
@@ -31,6 +31,15 @@ pub struct Args {
     learning_rate: f64,
     #[arg(long, default_value_t = 0.0)]
     weight_decay: f64,
+    #[arg(long, default_value_t = 0.9)]
+    adam_beta1: f64,
+    #[arg(long, default_value_t = 0.999)]
+    adam_beta2: f64,
+    #[arg(long, default_value_t = 1e-8)]
+    adam_epsilon: f64,
+    /// Learning-rate schedule after warmup (HF Trainer's lr_scheduler_type).
+    #[arg(long, value_enum, default_value = "linear")]
+    lr_scheduler_type: SchedulerArg,
     #[arg(long, default_value_t = 3.0)]
     num_train_epochs: f64,
     #[arg(long)]
@@ -114,6 +123,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let mut config = TrainConfig::new(&args.output_dir);
     config.learning_rate = args.learning_rate;
     config.weight_decay = args.weight_decay;
+    config.adam_beta1 = args.adam_beta1;
+    config.adam_beta2 = args.adam_beta2;
+    config.adam_epsilon = args.adam_epsilon;
+    config.lr_scheduler_type = match args.lr_scheduler_type {
+        SchedulerArg::Linear => LrScheduler::Linear,
+        SchedulerArg::Cosine => LrScheduler::Cosine,
+        SchedulerArg::Constant => LrScheduler::Constant,
+        SchedulerArg::ConstantWithWarmup => LrScheduler::ConstantWithWarmup,
+    };
     config.num_train_epochs = args.num_train_epochs;
     config.max_steps = args.max_steps;
     config.warmup_ratio = args.warmup_ratio;
@@ -173,6 +191,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&json)?);
     }
     Ok(())
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum SchedulerArg {
+    Linear,
+    Cosine,
+    Constant,
+    #[value(alias = "constant_with_warmup")]
+    ConstantWithWarmup,
 }
 
 /// HF's `IntervalStrategy`.

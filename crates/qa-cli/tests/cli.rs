@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-fn qa(args: &[&str]) -> Output {
+fn qa<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_qa"))
         .args(args)
         .env("RUST_LOG", "warn")
@@ -348,8 +348,7 @@ fn train_schedule_flags_are_checked_like_run_qa() {
             dir.path().join("out").display().to_string(),
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
-        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        qa(&refs)
+        qa(&args)
     };
     let o = base(&["--eval-strategy", "steps"]);
     assert!(!o.status.success());
@@ -409,8 +408,7 @@ fn predict_gives_the_hf_pipeline_answers() {
         if s["align_to_words"] == false {
             args.push("--no-align-to-words".into());
         }
-        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        let o = qa(&refs);
+        let o = qa(&args);
         assert!(o.status.success(), "{}", stderr(&o));
         let ours: Vec<serde_json::Value> = String::from_utf8_lossy(&o.stdout)
             .lines()
@@ -435,4 +433,62 @@ fn predict_gives_the_hf_pipeline_answers() {
         }
     }
     assert_eq!(compared, 8 * (1 + 5 + 3 + 3));
+}
+
+#[test]
+fn train_follows_the_chosen_lr_schedule() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let train = |extra: &[&str]| {
+        let mut args: Vec<String> = [
+            "train",
+            "--model-name-or-path",
+            &shared("golden/tiny-bert-qa"),
+            "--train-file",
+            &shared("data/covid-qa/dev.json"),
+            "--max-train-samples",
+            "2",
+            "--max-seq-length",
+            "64",
+            "--doc-stride",
+            "16",
+            "--per-device-train-batch-size",
+            "2",
+            "--learning-rate",
+            "0.001",
+            "--logging-steps",
+            "1",
+            "--overwrite-output-dir",
+            "--output-dir",
+            &out.display().to_string(),
+        ]
+        .map(String::from)
+        .to_vec();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        qa(&args)
+    };
+    let o = train(&[
+        "--lr-scheduler-type",
+        "cosine",
+        "--warmup-steps",
+        "1",
+        "--max-steps",
+        "3",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let lrs: Vec<f64> = std::fs::read_to_string(out.join("train_log.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter_map(|e| e["learning_rate"].as_f64())
+        .collect();
+    // Step 0 warms up from 0; then 0.5·(1 + cos(π·p)) with p = 0, 1/2.
+    let expected = [0.0, 1e-3, 0.5e-3];
+    assert_eq!(lrs.len(), 3, "{lrs:?}");
+    for (got, want) in lrs.iter().zip(expected) {
+        assert!((got - want).abs() < 1e-12, "{lrs:?}");
+    }
+    let o = train(&["--adam-beta1", "1.5", "--max-steps", "1"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("beta1"), "{}", stderr(&o));
 }

@@ -64,6 +64,7 @@ pub struct TrainConfig {
     pub num_train_epochs: f64,
     /// Overrides `num_train_epochs` when set.
     pub max_steps: Option<usize>,
+    pub lr_scheduler_type: crate::optim::LrScheduler,
     pub warmup_ratio: f64,
     /// Overrides `warmup_ratio` when set.
     pub warmup_steps: Option<usize>,
@@ -110,6 +111,7 @@ impl TrainConfig {
             max_grad_norm: 1.0,
             num_train_epochs: 3.0,
             max_steps: None,
+            lr_scheduler_type: Default::default(),
             warmup_ratio: 0.0,
             warmup_steps: None,
             per_device_train_batch_size: 8,
@@ -153,6 +155,16 @@ impl TrainConfig {
             return Err(format!(
                 "warmup_ratio must be in [0, 1], got {}",
                 self.warmup_ratio
+            ));
+        }
+        if !(0.0..1.0).contains(&self.adam_beta1)
+            || !(0.0..1.0).contains(&self.adam_beta2)
+            || self.adam_epsilon.is_nan()
+            || self.adam_epsilon <= 0.0
+        {
+            return Err(format!(
+                "Adam needs 0 ≤ beta1, beta2 < 1 and epsilon > 0 (got {}, {}, {})",
+                self.adam_beta1, self.adam_beta2, self.adam_epsilon
             ));
         }
         if matches!(self.precision, Precision::Bf16 | Precision::Fp16) && !cfg!(feature = "cuda") {

@@ -14,4 +14,5 @@ pub mod trainer;
 
 pub use config::{LossScaling, Precision, TrainConfig};
 pub use error::{Result, TrainError};
+pub use optim::LrScheduler;
 pub use trainer::{train, EvalSet, TrainOutcome};

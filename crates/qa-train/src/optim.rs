@@ -13,6 +13,38 @@ use burn::optim::GradientsParams;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Tensor, TensorData};
 
+/// HF Trainer's `lr_scheduler_type`s (`transformers.get_scheduler`), all with linear warmup
+/// from 0 except `Constant`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LrScheduler {
+    /// Linear decay to 0 at the last step (HF's default).
+    #[default]
+    Linear,
+    /// Half a cosine wave from the peak to 0.
+    Cosine,
+    Constant,
+    ConstantWithWarmup,
+}
+
+impl LrScheduler {
+    /// The learning rate for optimizer step `step` (0-based) of `total`.
+    pub fn lr(self, step: usize, warmup: usize, total: usize, lr: f64) -> f64 {
+        let warming = step < warmup && self != LrScheduler::Constant;
+        if warming {
+            return lr * step as f64 / warmup.max(1) as f64;
+        }
+        match self {
+            LrScheduler::Linear => linear_schedule(step, warmup, total, lr),
+            LrScheduler::Cosine => {
+                let progress = (step - warmup) as f64 / total.saturating_sub(warmup).max(1) as f64;
+                lr * (0.5 * (1.0 + (std::f64::consts::PI * progress).cos())).max(0.0)
+            }
+            LrScheduler::Constant | LrScheduler::ConstantWithWarmup => lr,
+        }
+    }
+}
+
 /// HF `get_linear_schedule_with_warmup`: 0 → lr over `warmup` steps, then linearly to 0 at `total`.
 pub fn linear_schedule(step: usize, warmup: usize, total: usize, lr: f64) -> f64 {
     if step < warmup {
@@ -257,6 +289,25 @@ mod tests {
         assert_eq!(linear_schedule(55, 10, 100, 1.0), 0.5);
         assert_eq!(linear_schedule(100, 10, 100, 1.0), 0.0);
         assert_eq!(linear_schedule(0, 0, 4, 2.0), 2.0);
+        assert_eq!(LrScheduler::Linear.lr(55, 10, 100, 1.0), 0.5);
+    }
+
+    #[test]
+    fn other_schedules_match_hf_get_scheduler() {
+        use LrScheduler::*;
+        let close = |a: f64, b: f64| assert!((a - b).abs() < 1e-12, "{a} vs {b}");
+        // Cosine: warmup, then 0.5·(1 + cos(π·progress)); progress = (step − 10) / 90.
+        close(Cosine.lr(5, 10, 100, 2.0), 1.0);
+        close(Cosine.lr(10, 10, 100, 2.0), 2.0);
+        close(Cosine.lr(55, 10, 100, 2.0), 1.0);
+        close(
+            Cosine.lr(25, 10, 100, 2.0),
+            2.0 * 0.5 * (1.0 + (std::f64::consts::PI / 6.0).cos()),
+        );
+        close(Cosine.lr(100, 10, 100, 2.0), 0.0);
+        close(Constant.lr(0, 10, 100, 2.0), 2.0);
+        close(ConstantWithWarmup.lr(2, 10, 100, 2.0), 0.4);
+        close(ConstantWithWarmup.lr(99, 10, 100, 2.0), 2.0);
     }
 
     #[test]

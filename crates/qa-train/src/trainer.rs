@@ -25,7 +25,7 @@ use crate::checkpoint::{self, TrainerState};
 use crate::config::{Precision, TrainConfig};
 use crate::error::{io, Result, TrainError};
 use crate::loss::qa_loss;
-use crate::optim::{clip_scale, linear_schedule, unscaled_grad_norm, AdamW, AdamWConfig};
+use crate::optim::{clip_scale, unscaled_grad_norm, AdamW, AdamWConfig};
 
 /// A labelled evaluation set: examples, their windows, and how to decode.
 pub struct EvalSet<'a> {
@@ -221,7 +221,9 @@ pub fn train<B: AutodiffBackend>(
         let scale = state.loss_scale.unwrap_or(1.0);
         // The norm of the true (unscaled) gradients; unscaling is folded into the update.
         let norm = unscaled_grad_norm(&model, &grads, scale);
-        let lr = linear_schedule(state.global_step, warmup, total_steps, cfg.learning_rate);
+        let lr =
+            cfg.lr_scheduler_type
+                .lr(state.global_step, warmup, total_steps, cfg.learning_rate);
         match (scaling, norm.is_finite()) {
             (Some(s), false) => {
                 // Overflow: skip the update, back off (as torch GradScaler).
