@@ -54,7 +54,7 @@ enum Command {
     /// Score predictions with the official SQuAD v1.1/v2.0 rules (or the Coleridge metric).
     Score(score::Args),
     /// Fine-tune a BERT/DistilBERT model for extractive QA (run_qa.py --do_train).
-    Train(train::Args),
+    Train(Box<train::Args>),
     /// Predict and score a labelled set with a fine-tuned model (run_qa.py --do_eval).
     Eval(eval::Args),
     /// Answer questions: one, a JSONL batch, or DEFNLP publications.
@@ -79,7 +79,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Features(args) => features::run(args),
         Command::Score(args) => score::run(args),
-        Command::Train(args) => train::run(args),
+        Command::Train(args) => train::run(*args),
         Command::Eval(args) => eval::run(args),
         Command::Predict(args) => predict::run(args),
         Command::Bench(args) => bench::run(args),
