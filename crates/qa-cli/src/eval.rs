@@ -59,11 +59,20 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let decode_started = Instant::now();
     let decoded = qa_eval::decode(&examples, &set.features, &logits, &args.decode.config())?;
     let decode_secs = decode_started.elapsed().as_secs_f64();
-    decoded.write(&args.output_dir, "eval_")?;
+    // A file without any gold answer is a test set: predictions only, named as run_qa's
+    // --do_predict names them, and no (meaningless) scores.
+    let labelled = examples.iter().any(|e| !e.answers.is_empty());
+    let prefix = if labelled { "eval" } else { "predict" };
+    decoded.write(&args.output_dir, &format!("{prefix}_"))?;
 
     let gold = Gold::from_examples(&examples);
     let mut results = serde_json::Map::new();
-    if args.decode.version_2_with_negative {
+    if !labelled {
+        eprintln!(
+            "{}: no gold answers, so no scores: wrote {prefix}_predictions.json (as run_qa --do_predict)",
+            args.data.display()
+        );
+    } else if args.decode.version_2_with_negative {
         let r = evaluate_v2(&gold, &decoded.predictions(), None, 1.0);
         for (k, v) in serde_json::to_value(&r)?.as_object().expect("object") {
             results.insert(format!("eval_{k}"), v.clone());
@@ -89,16 +98,20 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         results.insert("eval_exact_match".into(), r.exact_match.into());
         results.insert("eval_f1".into(), r.f1.into());
     }
-    results.insert("eval_samples".into(), set.features.len().into());
-    results.insert("eval_examples".into(), examples.len().into());
-    results.insert("eval_runtime".into(), (infer_secs + decode_secs).into());
+    let key = |k: &str| format!("{prefix}_{k}");
+    results.insert(key("samples"), set.features.len().into());
+    results.insert(key("examples"), examples.len().into());
+    results.insert(key("runtime"), (infer_secs + decode_secs).into());
     results.insert(
-        "eval_windows_per_second".into(),
+        key("windows_per_second"),
         (set.features.len() as f64 / infer_secs.max(1e-9)).into(),
     );
-    results.insert("eval_decode_seconds".into(), decode_secs.into());
+    results.insert(key("decode_seconds"), decode_secs.into());
     results.insert("backend".into(), qa_model::backend::BACKEND_NAME.into());
-    common::write_json(&args.output_dir.join("eval_results.json"), &results)?;
+    common::write_json(
+        &args.output_dir.join(format!("{prefix}_results.json")),
+        &results,
+    )?;
     println!("{}", serde_json::to_string_pretty(&results)?);
     Ok(())
 }

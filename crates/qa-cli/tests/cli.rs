@@ -492,3 +492,45 @@ fn train_follows_the_chosen_lr_schedule() {
     assert!(!o.status.success());
     assert!(stderr(&o).contains("beta1"), "{}", stderr(&o));
 }
+
+#[test]
+fn eval_on_a_file_without_answers_writes_predictions_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("test.json");
+    let context = "Coronaviruses are enveloped viruses with a positive-sense RNA genome.";
+    let test_set = serde_json::json!({"version": "1.1", "data": [{"title": "t", "paragraphs": [{
+        "context": context,
+        "qas": [{"id": "q1", "question": "What genome do coronaviruses have?", "answers": []},
+                {"id": "q2", "question": "Are they enveloped?", "answers": []}]}]}]});
+    std::fs::write(&data, test_set.to_string()).unwrap();
+    let out = dir.path().join("out");
+    let o = qa(&[
+        "eval",
+        "--model",
+        &shared("golden/tiny-bert-qa"),
+        "--data",
+        data.to_str().unwrap(),
+        "--output-dir",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("no gold answers, so no scores"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!out.join("eval_results.json").exists());
+    let results: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("predict_results.json")).unwrap())
+            .unwrap();
+    assert_eq!(results["predict_examples"], 2);
+    assert!(results.get("predict_f1").is_none() && results.get("eval_f1").is_none());
+    let predictions: serde_json::Map<String, serde_json::Value> = serde_json::from_str(
+        &std::fs::read_to_string(out.join("predict_predictions.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(predictions.keys().collect::<Vec<_>>(), ["q1", "q2"]);
+    for answer in predictions.values() {
+        assert!(context.contains(answer.as_str().unwrap()));
+    }
+}
