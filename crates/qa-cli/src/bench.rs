@@ -12,6 +12,7 @@ use qa_model::checkpoint::build_model;
 use qa_model::model::QaBatch;
 use qa_model::ModelConfig;
 use qa_train::optim::{clip_scale, global_grad_norm, AdamW, AdamWConfig};
+use qa_train::Precision;
 use rand::{Rng, SeedableRng};
 
 #[derive(clap::Args)]
@@ -31,6 +32,10 @@ pub struct Args {
     /// Timed iterations after the first (the first is reported as time to first step).
     #[arg(long, default_value_t = 3)]
     steps: usize,
+    /// Precision of the matrix products (bf16/fp16 need the CUDA build; f64 runs the
+    /// mixed-precision casts on the CPU).
+    #[arg(long, default_value = "f32", value_parser = ["f32", "bf16", "fp16", "f64"])]
+    products: String,
     #[arg(long, default_value = "auto")]
     device: String,
 }
@@ -76,6 +81,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let device = crate::common::device(&args.device)?;
     let config = model_config(&args)?;
     let padded = synthetic(args.batch, args.seq, config.vocab_size);
+    let precision: Precision = serde_json::from_value(serde_json::json!(args.products))?;
+    if matches!(precision, Precision::Bf16 | Precision::Fp16) && !cfg!(feature = "cuda") {
+        anyhow::bail!(
+            "{} products need the CUDA build (the CPU backend has no half types): cargo build --release --features cuda",
+            args.products
+        );
+    }
+    let dtype = precision.matmul_dtype();
     let started = Instant::now();
     let mut first_step = 0.0;
     let timed_start;
@@ -83,11 +96,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let (model, _) = build_model::<Compute>(&config, None, 0, &device)?;
         let batch = QaBatch::<Compute>::from_padded(&padded, &device);
         let sync = |out: qa_model::QaOutput<Compute>| out.start_logits.into_data();
-        sync(model.forward(&batch));
+        sync(model.forward_with(&batch, dtype));
         first_step = started.elapsed().as_secs_f64();
+        eprintln!("step 0 (first): {first_step:.2}s");
         timed_start = Instant::now();
-        for _ in 0..args.steps {
-            sync(model.forward(&batch));
+        for step in 1..=args.steps {
+            let t = Instant::now();
+            sync(model.forward_with(&batch, dtype));
+            eprintln!("step {step}: {:.3}s", t.elapsed().as_secs_f64());
         }
     } else {
         let (mut model, _) = build_model::<Train>(&config, None, 0, &device)?;
@@ -107,7 +123,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 first_step = started.elapsed().as_secs_f64();
                 timed = Some(Instant::now());
             }
-            let out = model.forward(&batch);
+            let t = Instant::now();
+            let out = model.forward_with(&batch, dtype);
             let loss = qa_train::loss::qa_loss(
                 &out,
                 labels(&padded.start_positions),
@@ -118,6 +135,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             model = optimizer.step(5e-5, model, &grads, clip_scale(norm, 1.0));
             // Wait for the update to finish before the clock reads.
             let _ = model.qa_outputs.weight.val().into_data();
+            // Per-step times show where GPU time goes: kernel compilation and autotuning make
+            // the first steps slow, a stall shows up as one outlier.
+            eprintln!("step {step}: {:.3}s", t.elapsed().as_secs_f64());
         }
         timed_start = timed.expect("at least one timed step");
     }
@@ -131,6 +151,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         "batch": args.batch,
         "steps": args.steps,
         "backend": BACKEND_NAME,
+        "products": args.products,
         "windows_per_second": (args.batch * args.steps) as f64 / secs.max(1e-9),
         "time_to_first_step_s": first_step,
         "peak_rss_mib": peak_rss_mib(),

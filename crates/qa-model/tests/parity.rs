@@ -106,6 +106,32 @@ fn minilm_last_hidden_state_matches_pytorch_within_1e4() {
     assert!(err <= 1e-4, "max error {err}");
 }
 
+/// The mixed-precision forward (products cast, the rest f32) that `--bf16` training uses: bf16
+/// products on CUDA; on the CPU, which has no half types, f64 products run the same casts.
+#[test]
+fn minilm_mixed_precision_forward_stays_close_to_pytorch_f32() {
+    use burn::tensor::FloatDType;
+    let (dtype, bound) = if cfg!(feature = "cuda") {
+        // bf16 keeps 8 mantissa bits: ~0.4% per product, compounded over 6 layers.
+        (FloatDType::BF16, 0.03)
+    } else {
+        (FloatDType::F64, 1e-5)
+    };
+    let device = default_device();
+    let golden = read_golden(&shared("golden/minilm_encoder.safetensors"));
+    let (model, _, _) =
+        load_pretrained::<B>(&shared("models/all-MiniLM-L6-v2"), None, 0, &device).unwrap();
+    let hidden = model.encode_with(&QaBatch::from_padded(&golden.batch, &device), Some(dtype));
+    let (_, expected) = &golden.floats["last_hidden_state"];
+    let err = max_error(&host(hidden), expected, &golden.batch.attention_mask, 384);
+    let scale = expected.iter().fold(0f32, |m, v| m.max(v.abs()));
+    eprintln!(
+        "MiniLM last_hidden_state with {dtype:?} products: max abs error {err:e} ({:e} of max |value| {scale})",
+        err / scale
+    );
+    assert!(err / scale <= bound, "relative error {}", err / scale);
+}
+
 fn check_qa_logits(dir: &str, weights: Option<&str>) -> f32 {
     let device = default_device();
     let dir = shared(dir);
