@@ -34,8 +34,8 @@ pub struct Args {
     steps: usize,
     /// Precision of the matrix products (bf16/fp16 need the CUDA build; f64 runs the
     /// mixed-precision casts on the CPU).
-    #[arg(long, default_value = "f32", value_parser = ["f32", "bf16", "fp16", "f64"])]
-    products: String,
+    #[arg(long, default_value = "f32")]
+    products: Precision,
     #[arg(long, default_value = "auto")]
     device: String,
 }
@@ -81,14 +81,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let device = crate::common::device(&args.device)?;
     let config = model_config(&args)?;
     let padded = synthetic(args.batch, args.seq, config.vocab_size);
-    let precision: Precision = serde_json::from_value(serde_json::json!(args.products))?;
-    if matches!(precision, Precision::Bf16 | Precision::Fp16) && !cfg!(feature = "cuda") {
-        anyhow::bail!(
-            "{} products need the CUDA build (the CPU backend has no half types): cargo build --release --features cuda",
-            args.products
-        );
-    }
-    let dtype = precision.matmul_dtype();
+    args.products.check_backend().map_err(anyhow::Error::msg)?;
+    let dtype = args.products.matmul_dtype();
     let started = Instant::now();
     let mut first_step = 0.0;
     let timed_start;

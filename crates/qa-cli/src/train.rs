@@ -37,9 +37,10 @@ pub struct Args {
     adam_beta2: f64,
     #[arg(long, default_value_t = 1e-8)]
     adam_epsilon: f64,
-    /// Learning-rate schedule after warmup (HF Trainer's lr_scheduler_type).
-    #[arg(long, value_enum, default_value = "linear")]
-    lr_scheduler_type: SchedulerArg,
+    /// Learning-rate schedule after warmup (HF Trainer's lr_scheduler_type): linear, cosine,
+    /// constant or constant_with_warmup.
+    #[arg(long, default_value = "linear")]
+    lr_scheduler_type: LrScheduler,
     #[arg(long, default_value_t = 3.0)]
     num_train_epochs: f64,
     #[arg(long)]
@@ -126,12 +127,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     config.adam_beta1 = args.adam_beta1;
     config.adam_beta2 = args.adam_beta2;
     config.adam_epsilon = args.adam_epsilon;
-    config.lr_scheduler_type = match args.lr_scheduler_type {
-        SchedulerArg::Linear => LrScheduler::Linear,
-        SchedulerArg::Cosine => LrScheduler::Cosine,
-        SchedulerArg::Constant => LrScheduler::Constant,
-        SchedulerArg::ConstantWithWarmup => LrScheduler::ConstantWithWarmup,
-    };
+    config.lr_scheduler_type = args.lr_scheduler_type;
     config.num_train_epochs = args.num_train_epochs;
     config.max_steps = args.max_steps;
     config.warmup_ratio = args.warmup_ratio;
@@ -191,15 +187,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&json)?);
     }
     Ok(())
-}
-
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-pub enum SchedulerArg {
-    Linear,
-    Cosine,
-    Constant,
-    #[value(alias = "constant_with_warmup")]
-    ConstantWithWarmup,
 }
 
 /// HF's `IntervalStrategy`.

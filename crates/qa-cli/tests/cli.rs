@@ -332,24 +332,40 @@ fn cuda_device_on_a_cpu_build_and_missing_model_say_what_to_do() {
     }
 }
 
+/// `qa train` of the tiny golden model on 2 COVID-QA questions (windows of 64), plus `extra`.
+fn train_tiny(out: &Path, extra: &[&str]) -> Output {
+    let mut args: Vec<String> = [
+        "train",
+        "--model-name-or-path",
+        &shared("golden/tiny-bert-qa"),
+        "--train-file",
+        &shared("data/covid-qa/dev.json"),
+        "--max-train-samples",
+        "2",
+        "--max-seq-length",
+        "64",
+        "--doc-stride",
+        "16",
+        "--per-device-train-batch-size",
+        "2",
+        "--learning-rate",
+        "0.001",
+        "--logging-steps",
+        "1",
+        "--overwrite-output-dir",
+        "--output-dir",
+        &out.display().to_string(),
+    ]
+    .map(String::from)
+    .to_vec();
+    args.extend(extra.iter().map(|s| s.to_string()));
+    qa(&args)
+}
+
 #[test]
 fn train_schedule_flags_are_checked_like_run_qa() {
     let dir = tempfile::tempdir().unwrap();
-    let base = |extra: &[&str]| {
-        let mut args = vec![
-            "train".to_string(),
-            "--model-name-or-path".into(),
-            shared("golden/tiny-bert-qa"),
-            "--train-file".into(),
-            shared("data/covid-qa/dev.json"),
-            "--max-train-samples".into(),
-            "2".into(),
-            "--output-dir".into(),
-            dir.path().join("out").display().to_string(),
-        ];
-        args.extend(extra.iter().map(|s| s.to_string()));
-        qa(&args)
-    };
+    let base = |extra: &[&str]| train_tiny(&dir.path().join("out"), extra);
     let o = base(&["--eval-strategy", "steps"]);
     assert!(!o.status.success());
     assert!(
@@ -439,34 +455,7 @@ fn predict_gives_the_hf_pipeline_answers() {
 fn train_follows_the_chosen_lr_schedule() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
-    let train = |extra: &[&str]| {
-        let mut args: Vec<String> = [
-            "train",
-            "--model-name-or-path",
-            &shared("golden/tiny-bert-qa"),
-            "--train-file",
-            &shared("data/covid-qa/dev.json"),
-            "--max-train-samples",
-            "2",
-            "--max-seq-length",
-            "64",
-            "--doc-stride",
-            "16",
-            "--per-device-train-batch-size",
-            "2",
-            "--learning-rate",
-            "0.001",
-            "--logging-steps",
-            "1",
-            "--overwrite-output-dir",
-            "--output-dir",
-            &out.display().to_string(),
-        ]
-        .map(String::from)
-        .to_vec();
-        args.extend(extra.iter().map(|s| s.to_string()));
-        qa(&args)
-    };
+    let train = |extra: &[&str]| train_tiny(&out, extra);
     let o = train(&[
         "--lr-scheduler-type",
         "cosine",
@@ -491,6 +480,13 @@ fn train_follows_the_chosen_lr_schedule() {
     let o = train(&["--adam-beta1", "1.5", "--max-steps", "1"]);
     assert!(!o.status.success());
     assert!(stderr(&o).contains("beta1"), "{}", stderr(&o));
+    let o = train(&["--lr-scheduler-type", "cosinus"]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("linear, cosine, constant or constant_with_warmup"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]

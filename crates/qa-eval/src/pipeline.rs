@@ -116,6 +116,8 @@ fn example_answers(
         config.top_k
     };
     let mut answers: Vec<PipelineAnswer> = Vec::new();
+    // `answers[i].answer` lowercased: duplicates are found by this key.
+    let mut keys: Vec<String> = Vec::new();
     let mut min_null = f32::INFINITY;
     for &(feature, (start_logits, end_logits)) in windows {
         if config.align_to_words && feature.word_ids.is_empty() {
@@ -173,14 +175,17 @@ fn example_answers(
                 .unwrap_or_default()
                 .to_string();
             let key = text.to_lowercase();
-            match answers.iter_mut().find(|a| a.answer.to_lowercase() == key) {
-                Some(same) => same.score += score as f64,
-                None => answers.push(PipelineAnswer {
-                    score: score as f64,
-                    start,
-                    end,
-                    answer: text,
-                }),
+            match keys.iter().position(|k| *k == key) {
+                Some(same) => answers[same].score += score as f64,
+                None => {
+                    keys.push(key);
+                    answers.push(PipelineAnswer {
+                        score: score as f64,
+                        start,
+                        end,
+                        answer: text,
+                    });
+                }
             }
         }
     }

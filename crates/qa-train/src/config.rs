@@ -17,7 +17,34 @@ pub enum Precision {
     F64,
 }
 
+impl std::str::FromStr for Precision {
+    type Err = String;
+    fn from_str(name: &str) -> Result<Self, String> {
+        match name {
+            "f32" => Ok(Precision::F32),
+            "bf16" => Ok(Precision::Bf16),
+            "fp16" => Ok(Precision::Fp16),
+            "f64" => Ok(Precision::F64),
+            _ => Err(format!(
+                "unknown precision {name:?} (f32, bf16, fp16 or f64)"
+            )),
+        }
+    }
+}
+
 impl Precision {
+    /// Half precision needs the CUDA backend: the CPU backend has no f16/bf16 types and would
+    /// panic on the first cast.
+    pub fn check_backend(self) -> Result<(), String> {
+        if matches!(self, Precision::Bf16 | Precision::Fp16) && !cfg!(feature = "cuda") {
+            return Err(format!(
+                "{self:?} mixed precision needs the CUDA backend (the CPU backend has no half-precision types): \
+                 build with --features cuda, or use f32"
+            ));
+        }
+        Ok(())
+    }
+
     /// The dtype matrix products run in.
     pub fn matmul_dtype(self) -> qa_model::model::MatmulDtype {
         use burn::tensor::FloatDType;
@@ -167,21 +194,18 @@ impl TrainConfig {
                 self.adam_beta1, self.adam_beta2, self.adam_epsilon
             ));
         }
-        if matches!(self.precision, Precision::Bf16 | Precision::Fp16) && !cfg!(feature = "cuda") {
-            return Err(format!(
-                "{:?} mixed precision needs the CUDA backend (the CPU backend has no half-precision types): \
-                 build with --features cuda, or train in f32",
-                self.precision
-            ));
-        }
+        self.precision.check_backend()?;
         if self.load_best_model_at_end {
-            // As HF: the best model is judged at save time, so every save must follow an eval.
-            let ok = match (self.eval_steps, self.save_steps) {
-                _ if self.eval_each_epoch && self.save_each_epoch => true,
+            // As HF: the best model is judged at save time, on the latest evaluation, so every
+            // save must come right after an evaluation.
+            let steps_ok = match (self.eval_steps, self.save_steps) {
+                (_, None) => true,
                 (Some(e), Some(s)) => s % e == 0,
-                _ => false,
+                (None, Some(_)) => false,
             };
-            if !ok {
+            let epochs_ok = !self.save_each_epoch || self.eval_each_epoch;
+            let saves = self.save_steps.is_some() || self.save_each_epoch;
+            if !(steps_ok && epochs_ok && saves) {
                 return Err(format!(
                     "load_best_model_at_end needs evaluation and saving on the same schedule: both per \
                      epoch, or save_steps a multiple of eval_steps (eval: {:?} steps{}, save: {:?} steps{})",
@@ -193,5 +217,34 @@ impl TrainConfig {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn load_best_needs_every_save_to_follow_an_evaluation() {
+        let check = |eval_steps, eval_each_epoch, save_steps, save_each_epoch| {
+            TrainConfig {
+                load_best_model_at_end: true,
+                eval_steps,
+                eval_each_epoch,
+                save_steps,
+                save_each_epoch,
+                ..TrainConfig::new("out")
+            }
+            .validate()
+            .is_ok()
+        };
+        assert!(check(None, true, None, true));
+        assert!(check(Some(2), false, Some(4), false));
+        assert!(check(Some(2), true, Some(4), true));
+        assert!(!check(Some(2), false, Some(3), false));
+        assert!(!check(None, true, Some(4), false));
+        assert!(!check(Some(2), false, None, true));
+        assert!(!check(None, true, Some(4), true));
+        assert!(!check(Some(2), true, None, false));
     }
 }

@@ -27,6 +27,22 @@ pub enum LrScheduler {
     ConstantWithWarmup,
 }
 
+impl std::str::FromStr for LrScheduler {
+    type Err = String;
+    /// HF's names (`constant_with_warmup`), or with dashes.
+    fn from_str(name: &str) -> Result<Self, String> {
+        match name.replace('-', "_").as_str() {
+            "linear" => Ok(LrScheduler::Linear),
+            "cosine" => Ok(LrScheduler::Cosine),
+            "constant" => Ok(LrScheduler::Constant),
+            "constant_with_warmup" => Ok(LrScheduler::ConstantWithWarmup),
+            _ => Err(format!(
+                "unknown lr_scheduler_type {name:?} (linear, cosine, constant or constant_with_warmup)"
+            )),
+        }
+    }
+}
+
 impl LrScheduler {
     /// The learning rate for optimizer step `step` (0-based) of `total`.
     pub fn lr(self, step: usize, warmup: usize, total: usize, lr: f64) -> f64 {

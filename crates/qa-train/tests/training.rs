@@ -67,6 +67,17 @@ fn dev_examples() -> Vec<qa_data::Example> {
     data.examples.into_iter().take(6).collect()
 }
 
+fn eval_set<'a>(
+    examples: &'a [qa_data::Example],
+    features: &'a [Feature],
+) -> qa_train::EvalSet<'a> {
+    qa_train::EvalSet {
+        examples,
+        features,
+        decode: Default::default(),
+    }
+}
+
 fn trainer_state(dir: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(dir.join("trainer_state.json")).unwrap()).unwrap()
 }
@@ -85,6 +96,24 @@ fn tiny_model(c: &ModelConfig) -> QaModel<B> {
     build_model::<B>(c, Some(&file), 0, &default_device())
         .unwrap()
         .0
+}
+
+/// Trains the tiny golden model (fresh copy) with `cfg`.
+fn train_tiny(
+    c: &ModelConfig,
+    features: &[Feature],
+    eval: Option<&qa_train::EvalSet>,
+    cfg: &TrainConfig,
+) -> qa_train::Result<qa_train::TrainOutcome<B>> {
+    train(
+        tiny_model(c),
+        c,
+        None,
+        features,
+        eval,
+        cfg,
+        &default_device(),
+    )
 }
 
 fn quiet(dir: &Path) -> TrainConfig {
@@ -172,16 +201,7 @@ fn accumulating_4_batches_of_2_equals_one_batch_of_8() {
             weight_decay: 0.01,
             ..quiet(dir.path())
         };
-        let out = train(
-            tiny_model(&c),
-            &c,
-            None,
-            &windows(),
-            None,
-            &cfg,
-            &default_device(),
-        )
-        .unwrap();
+        let out = train_tiny(&c, &windows(), None, &cfg).unwrap();
         export_tensors(&out.model, &c)
     };
     let big = run(8, 1);
@@ -210,16 +230,7 @@ fn killed_and_resumed_run_ends_with_the_same_weights() {
         ..quiet(dir)
     };
     let straight_dir = tempfile::tempdir().unwrap();
-    let straight = train(
-        tiny_model(&c),
-        &c,
-        None,
-        &feats,
-        None,
-        &base(straight_dir.path()),
-        &default_device(),
-    )
-    .unwrap();
+    let straight = train_tiny(&c, &feats, None, &base(straight_dir.path())).unwrap();
     assert_eq!(straight.results.global_step, 8);
 
     let dir = tempfile::tempdir().unwrap();
@@ -227,16 +238,7 @@ fn killed_and_resumed_run_ends_with_the_same_weights() {
         interrupt_after_steps: Some(5),
         ..base(dir.path())
     };
-    let first = train(
-        tiny_model(&c),
-        &c,
-        None,
-        &feats,
-        None,
-        &killed,
-        &default_device(),
-    )
-    .unwrap();
+    let first = train_tiny(&c, &feats, None, &killed).unwrap();
     assert!(first.results.interrupted);
     // Checkpoints 2 and 4 were written; no final model yet.
     let names: Vec<_> = qa_train::checkpoint::list_checkpoints(dir.path())
@@ -246,16 +248,7 @@ fn killed_and_resumed_run_ends_with_the_same_weights() {
     assert_eq!(names, vec![2, 4]);
     assert!(!dir.path().join("model.safetensors").exists());
     // A new process: a fresh model object, auto-resume from checkpoint-4 (mid-epoch 2).
-    let resumed = train(
-        tiny_model(&c),
-        &c,
-        None,
-        &feats,
-        None,
-        &base(dir.path()),
-        &default_device(),
-    )
-    .unwrap();
+    let resumed = train_tiny(&c, &feats, None, &base(dir.path())).unwrap();
     assert_eq!(
         resumed.results.resumed_from.as_deref(),
         Some(dir.path().join("checkpoint-4").as_path())
@@ -349,32 +342,13 @@ fn bad_settings_are_rejected() {
         precision: qa_train::Precision::Bf16,
         ..quiet(dir.path())
     };
-    let err = train(
-        tiny_model(&c),
-        &c,
-        None,
-        &windows(),
-        None,
-        &cfg,
-        &default_device(),
-    )
-    .err()
-    .unwrap();
+    let err = train_tiny(&c, &windows(), None, &cfg).err().unwrap();
     assert!(err.to_string().contains("Bf16"), "{err}");
     let cfg = TrainConfig {
         per_device_train_batch_size: 0,
         ..quiet(dir.path())
     };
-    assert!(train(
-        tiny_model(&c),
-        &c,
-        None,
-        &windows(),
-        None,
-        &cfg,
-        &default_device()
-    )
-    .is_err());
+    assert!(train_tiny(&c, &windows(), None, &cfg).is_err());
 }
 
 #[test]
@@ -383,11 +357,7 @@ fn load_best_model_at_end_returns_the_best_evaluated_checkpoint() {
     let c = config(false);
     let feats = windows();
     let examples = dev_examples();
-    let eval = qa_train::EvalSet {
-        examples: &examples,
-        features: &feats,
-        decode: Default::default(),
-    };
+    let eval = eval_set(&examples, &feats);
     let dir = tempfile::tempdir().unwrap();
     let cfg = TrainConfig {
         learning_rate: 3e-3,
@@ -398,16 +368,7 @@ fn load_best_model_at_end_returns_the_best_evaluated_checkpoint() {
         load_best_model_at_end: true,
         ..quiet(dir.path())
     };
-    let out = train(
-        tiny_model(&c),
-        &c,
-        None,
-        &feats,
-        Some(&eval),
-        &cfg,
-        &default_device(),
-    )
-    .unwrap();
+    let out = train_tiny(&c, &feats, Some(&eval), &cfg).unwrap();
     let state = trainer_state(dir.path());
     let evals: Vec<(u64, f64)> = state["log_history"]
         .as_array()
@@ -449,21 +410,13 @@ fn linear_adam_run(
         loss_scaling: scaling,
         ..quiet(dir.path())
     };
-    let out = train(
-        tiny_model(&c),
-        &c,
-        None,
-        &windows(),
-        None,
-        &cfg,
-        &default_device(),
-    )
-    .unwrap();
+    let out = train_tiny(&c, &windows(), None, &cfg).unwrap();
     (export_tensors(&out.model, &c), out.results)
 }
 
 #[test]
 fn mixed_precision_path_with_loss_scaling_matches_f32_training() {
+    let _serial = serial();
     // The CPU backend has no f16/bf16, so the mixed-precision machinery (casts around every
     // product, autodiff through them, scaled loss, unscaled update) runs with f64 products.
     let (f32_weights, _) = linear_adam_run(qa_train::Precision::F32, None, 3);
@@ -508,16 +461,7 @@ fn overflowing_steps_are_skipped_and_the_scale_backs_off() {
         loss_scaling: Some(huge),
         ..quiet(dir.path())
     };
-    let out = train(
-        tiny_model(&c),
-        &c,
-        None,
-        &windows(),
-        None,
-        &cfg,
-        &default_device(),
-    )
-    .unwrap();
+    let out = train_tiny(&c, &windows(), None, &cfg).unwrap();
     let log: Vec<serde_json::Value> = std::fs::read_to_string(dir.path().join("train_log.jsonl"))
         .unwrap()
         .lines()
@@ -569,11 +513,7 @@ fn epoch_schedules_evaluate_and_save_at_each_epoch_end() {
     let c = config(false);
     let feats = windows();
     let examples = dev_examples();
-    let eval = qa_train::EvalSet {
-        examples: &examples,
-        features: &feats,
-        decode: Default::default(),
-    };
+    let eval = eval_set(&examples, &feats);
     let dir = tempfile::tempdir().unwrap();
     // 16 windows, batch 6 → 3 steps per epoch (6 + 6 + 4), 2 epochs.
     let cfg = TrainConfig {
@@ -585,16 +525,7 @@ fn epoch_schedules_evaluate_and_save_at_each_epoch_end() {
         load_best_model_at_end: true,
         ..quiet(dir.path())
     };
-    let out = train(
-        tiny_model(&c),
-        &c,
-        None,
-        &feats,
-        Some(&eval),
-        &cfg,
-        &default_device(),
-    )
-    .unwrap();
+    let out = train_tiny(&c, &feats, Some(&eval), &cfg).unwrap();
     assert_eq!(out.results.global_step, 6);
     let state = trainer_state(dir.path());
     let eval_steps: Vec<u64> = state["log_history"]
@@ -620,16 +551,8 @@ fn epoch_schedules_evaluate_and_save_at_each_epoch_end() {
         output_dir: dir.path().join("other"),
         ..cfg
     };
-    let err = train(
-        tiny_model(&c),
-        &c,
-        None,
-        &feats,
-        Some(&eval),
-        &mismatched,
-        &default_device(),
-    )
-    .err()
-    .unwrap();
+    let err = train_tiny(&c, &feats, Some(&eval), &mismatched)
+        .err()
+        .unwrap();
     assert!(err.to_string().contains("same schedule"), "{err}");
 }
