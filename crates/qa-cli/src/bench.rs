@@ -81,7 +81,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let device = crate::common::device(&args.device)?;
     let config = model_config(&args)?;
     let padded = synthetic(args.batch, args.seq, config.vocab_size);
-    args.products.check_backend().map_err(anyhow::Error::msg)?;
+    args.products
+        .check_backend::<Compute>(&device)
+        .map_err(anyhow::Error::msg)?;
     let dtype = args.products.matmul_dtype();
     let started = Instant::now();
     let mut first_step = 0.0;

@@ -77,12 +77,21 @@ impl DecodeArgs {
 }
 
 /// Loads a data file, keeps the first `max_samples` examples, and cuts windows.
+/// A loaded data file cut into windows.
+pub struct Windowed {
+    pub examples: Vec<Example>,
+    pub set: FeatureSet,
+    /// Whether any selected example has gold labels: answers, or an explicit `is_impossible`
+    /// (the loader also marks answer-less questions impossible, but that is no label).
+    pub labelled: bool,
+}
+
 pub fn examples_and_windows(
     path: &Path,
     windows: &WindowArgs,
     max_samples: Option<usize>,
     tokenizer: &tokenizers::Tokenizer,
-) -> anyhow::Result<(Vec<Example>, FeatureSet)> {
+) -> anyhow::Result<Windowed> {
     let mut options = LoadOptions {
         format: windows.format,
         ..Default::default()
@@ -93,6 +102,15 @@ pub fn examples_and_windows(
     let data = load(path, &options)?;
     eprintln!("{}", data.report.summary());
     let examples = select_subset(data.examples, max_samples, None);
+    let unlabelled: std::collections::HashSet<&str> = data
+        .report
+        .without_answers
+        .iter()
+        .map(String::as_str)
+        .collect();
+    let labelled = examples
+        .iter()
+        .any(|e| !e.answers.is_empty() || !unlabelled.contains(e.id.to_string().as_str()));
     let config = FeatureConfig {
         max_length: windows.max_seq_length,
         stride: windows.doc_stride,
@@ -108,7 +126,11 @@ pub fn examples_and_windows(
         set.report.examples,
         set.report.skipped.len()
     );
-    Ok((examples, set))
+    Ok(Windowed {
+        examples,
+        set,
+        labelled,
+    })
 }
 
 pub fn pad_id(tokenizer: &tokenizers::Tokenizer) -> u32 {

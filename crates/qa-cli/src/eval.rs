@@ -34,8 +34,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let device = common::device(&args.device)?;
     let model_dir = common::model_dir(&args.model)?;
     let tokenizer = load_tokenizer(&model_dir)?;
-    let (examples, set) =
-        common::examples_and_windows(&args.data, &args.windows, args.max_eval_samples, &tokenizer)?;
+    let common::Windowed {
+        examples,
+        set,
+        labelled,
+    } = common::examples_and_windows(&args.data, &args.windows, args.max_eval_samples, &tokenizer)?;
     let (model, config, report) =
         qa_model::load_pretrained::<Compute>(&model_dir, None, 0, &device)?;
     common::check_vocab(&tokenizer, &config, &model_dir)?;
@@ -59,9 +62,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let decode_started = Instant::now();
     let decoded = qa_eval::decode(&examples, &set.features, &logits, &args.decode.config())?;
     let decode_secs = decode_started.elapsed().as_secs_f64();
-    // A file without any gold answer is a test set: predictions only, named as run_qa's
+    // A file without any gold label is a test set: predictions only, named as run_qa's
     // --do_predict names them, and no (meaningless) scores.
-    let labelled = examples.iter().any(|e| !e.answers.is_empty());
     let prefix = if labelled { "eval" } else { "predict" };
     decoded.write(&args.output_dir, &format!("{prefix}_"))?;
 

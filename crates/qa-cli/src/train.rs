@@ -100,19 +100,35 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let device = common::device(&args.device)?;
     let model_dir = common::model_dir(&args.model_name_or_path)?;
     let tokenizer = load_tokenizer(&model_dir)?;
-    let (_train_examples, train_set) = common::examples_and_windows(
+    let train_data = common::examples_and_windows(
         &args.train_file,
         &args.windows,
         args.max_train_samples,
         &tokenizer,
     )?;
+    if !train_data.labelled {
+        anyhow::bail!(
+            "{}: no question has a gold answer, so there is nothing to train on",
+            args.train_file.display()
+        );
+    }
     let eval_data = match &args.validation_file {
-        Some(path) => Some(common::examples_and_windows(
-            path,
-            &args.windows,
-            args.max_eval_samples,
-            &tokenizer,
-        )?),
+        Some(path) => {
+            let data = common::examples_and_windows(
+                path,
+                &args.windows,
+                args.max_eval_samples,
+                &tokenizer,
+            )?;
+            if !data.labelled {
+                anyhow::bail!(
+                    "{}: no gold answers, so it cannot be evaluated: leave out --validation-file, \
+                     or predict on it afterwards with qa eval",
+                    path.display()
+                );
+            }
+            Some(data)
+        }
         None => None,
     };
     let (model, model_config, report) =
@@ -153,16 +169,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         (_, true) => Precision::Fp16,
         _ => Precision::F32,
     };
-    let eval_set = eval_data.as_ref().map(|(examples, set)| EvalSet {
-        examples,
-        features: &set.features,
+    let eval_set = eval_data.as_ref().map(|data| EvalSet {
+        examples: &data.examples,
+        features: &data.set.features,
         decode: args.decode.config(),
     });
     let outcome = qa_train::train(
         model,
         &model_config,
         Some(&model_dir),
-        &train_set.features,
+        &train_data.set.features,
         eval_set.as_ref(),
         &config,
         &device,

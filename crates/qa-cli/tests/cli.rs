@@ -530,3 +530,46 @@ fn eval_on_a_file_without_answers_writes_predictions_only() {
         assert!(context.contains(answer.as_str().unwrap()));
     }
 }
+
+#[test]
+fn eval_on_a_v2_file_of_only_unanswerable_questions_scores_it() {
+    // Explicit `is_impossible` is a gold label (the answer is "no answer"), unlike a question
+    // that merely lacks answers: this file is scored, not treated as a test set.
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("dev.json");
+    let context = "Coronaviruses are enveloped viruses with a positive-sense RNA genome.";
+    let dev_set = serde_json::json!({"version": "v2.0", "data": [{"title": "t", "paragraphs": [{
+        "context": context,
+        "qas": [{"id": "q1", "question": "Who won the 1990 cup?", "answers": [], "is_impossible": true},
+                {"id": "q2", "question": "What colour is the sky?", "answers": [], "is_impossible": true}]}]}]});
+    std::fs::write(&data, dev_set.to_string()).unwrap();
+    let out = dir.path().join("out");
+    let o = qa(&[
+        "eval",
+        "--model",
+        &shared("golden/tiny-bert-qa"),
+        "--data",
+        data.to_str().unwrap(),
+        "--output-dir",
+        out.to_str().unwrap(),
+        "--version-2-with-negative",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!out.join("predict_results.json").exists());
+    let read = |f: &str| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(out.join(f)).unwrap()).unwrap()
+    };
+    let (results, predictions) = (read("eval_results.json"), read("eval_predictions.json"));
+    // Official v2 rule: an unanswerable question scores 100 exactly when the prediction is "".
+    let nulls = predictions
+        .as_object()
+        .unwrap()
+        .values()
+        .filter(|p| p.as_str() == Some(""))
+        .count();
+    let expected = 100.0 * nulls as f64 / 2.0;
+    assert_eq!(results["eval_total"], 2, "{results}");
+    assert_eq!(results["eval_NoAns_total"], 2, "{results}");
+    assert_eq!(results["eval_exact"].as_f64(), Some(expected), "{results}");
+    assert_eq!(results["eval_f1"].as_f64(), Some(expected), "{results}");
+}

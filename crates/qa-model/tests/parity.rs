@@ -3,7 +3,8 @@
 
 use std::path::Path;
 
-use burn::tensor::Tensor;
+use burn::tensor::backend::Backend;
+use burn::tensor::{FloatDType, Tensor};
 use qa_data::features::PaddedBatch;
 use qa_model::backend::{default_device, Compute};
 use qa_model::checkpoint::{build_model, load_pretrained, save_pretrained};
@@ -62,7 +63,7 @@ fn read_golden(path: &Path) -> Golden {
     }
 }
 
-fn host<const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
+fn host<Bk: Backend, const D: usize>(t: Tensor<Bk, D>) -> Vec<f32> {
     t.into_data().convert::<f32>().into_vec().unwrap()
 }
 
@@ -110,7 +111,6 @@ fn minilm_last_hidden_state_matches_pytorch_within_1e4() {
 /// products on CUDA; on the CPU, which has no half types, f64 products run the same casts.
 #[test]
 fn minilm_mixed_precision_forward_stays_close_to_pytorch_f32() {
-    use burn::tensor::FloatDType;
     let (dtype, bound) = if cfg!(feature = "cuda") {
         // bf16 keeps 8 mantissa bits: ~0.4% per product, compounded over 6 layers.
         (FloatDType::BF16, 0.03)
@@ -130,6 +130,38 @@ fn minilm_mixed_precision_forward_stays_close_to_pytorch_f32() {
         err / scale
     );
     assert!(err / scale <= bound, "relative error {}", err / scale);
+}
+
+/// Real half-precision products on the CPU: the Candle backend multiplies in f16 (the
+/// autocast-style casts are the ones `--fp16` runs on CUDA). Its CPU matmul has no bf16.
+#[test]
+fn minilm_fp16_products_stay_close_to_f32_products() {
+    type Half = burn_candle::Candle<f32, i64>;
+    let device = burn_candle::CandleDevice::Cpu;
+    let golden = read_golden(&shared("golden/minilm_encoder.safetensors"));
+    let (model, _, _) =
+        load_pretrained::<Half>(&shared("models/all-MiniLM-L6-v2"), None, 0, &device).unwrap();
+    let batch = QaBatch::from_padded(&golden.batch, &device);
+    let (_, expected) = &golden.floats["last_hidden_state"];
+    let mask = &golden.batch.attention_mask;
+    let f32_hidden = host(model.encode(&batch));
+    let f16_hidden = host(model.encode_with(&batch, Some(FloatDType::F16)));
+    let scale = f32_hidden.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let vs_pytorch = max_error(&f32_hidden, expected, mask, 384) / scale;
+    let f16_err = max_error(&f16_hidden, &f32_hidden, mask, 384) / scale;
+    eprintln!(
+        "MiniLM last_hidden_state on candle-cpu: f16 products vs f32 products {f16_err:e}, \
+         f32 vs PyTorch {vs_pytorch:e} (relative to max |value| {scale})"
+    );
+    // Candle's GELU is the tanh approximation, hence a looser match to PyTorch than NdArray's;
+    // the comparison that matters is f16 against f32 products on the same backend.
+    assert!(vs_pytorch <= 2e-3, "candle f32 vs PyTorch {vs_pytorch}");
+    // f16 keeps 11 significant bits: ~0.05% per rounding, compounded over 6 layers.
+    assert!(f16_err <= 5e-3, "f16 relative error {f16_err}");
+    assert!(
+        f16_err > 1e-5,
+        "the products did not run in f16 ({f16_err})"
+    );
 }
 
 fn check_qa_logits(dir: &str, weights: Option<&str>) -> f32 {

@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use burn::tensor::backend::Backend;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -33,16 +34,23 @@ impl std::str::FromStr for Precision {
 }
 
 impl Precision {
-    /// Half precision needs the CUDA backend: the CPU backend has no f16/bf16 types and would
-    /// panic on the first cast.
-    pub fn check_backend(self) -> Result<(), String> {
-        if matches!(self, Precision::Bf16 | Precision::Fp16) && !cfg!(feature = "cuda") {
-            return Err(format!(
-                "{self:?} mixed precision needs the CUDA backend (the CPU backend has no half-precision types): \
-                 build with --features cuda, or use f32"
-            ));
+    /// Half precision needs a backend and device with that type: the CPU backend (NdArray) has
+    /// none, nor has a GPU without bf16; a cast would panic on the first product.
+    pub fn check_backend<B: Backend>(self, device: &B::Device) -> Result<(), String> {
+        let Some(dtype) = self.matmul_dtype() else {
+            return Ok(());
+        };
+        if B::supports_dtype(device, dtype.into()) {
+            return Ok(());
         }
-        Ok(())
+        let hint = if cfg!(feature = "cuda") {
+            "this GPU lacks it"
+        } else {
+            "this binary has the CPU backend: build with --features cuda"
+        };
+        Err(format!(
+            "{self:?} mixed precision needs {dtype:?} support on {device:?} ({hint}), or use f32"
+        ))
     }
 
     /// The dtype matrix products run in.
@@ -194,7 +202,6 @@ impl TrainConfig {
                 self.adam_beta1, self.adam_beta2, self.adam_epsilon
             ));
         }
-        self.precision.check_backend()?;
         if self.load_best_model_at_end {
             // As HF: the best model is judged at save time, on the latest evaluation, so every
             // save must come right after an evaluation.

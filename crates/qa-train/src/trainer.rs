@@ -81,6 +81,9 @@ pub fn train<B: AutodiffBackend>(
 ) -> Result<TrainOutcome<B>> {
     let started = Instant::now();
     cfg.validate().map_err(TrainError::Config)?;
+    cfg.precision
+        .check_backend::<B>(device)
+        .map_err(TrainError::Config)?;
     let dtype = cfg.precision.matmul_dtype();
     let scaling = match (cfg.loss_scaling, cfg.precision) {
         (Some(s), _) => Some(s),

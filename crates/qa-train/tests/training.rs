@@ -6,6 +6,7 @@ use std::path::Path;
 
 use burn::module::AutodiffModule;
 use burn::optim::GradientsParams;
+use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Int, Tensor, TensorData};
 use qa_data::features::pad_batch;
 use qa_data::{
@@ -92,10 +93,12 @@ fn config(no_dropout: bool) -> ModelConfig {
 }
 
 fn tiny_model(c: &ModelConfig) -> QaModel<B> {
+    tiny_model_on::<B>(c, &default_device())
+}
+
+fn tiny_model_on<Bk: AutodiffBackend>(c: &ModelConfig, device: &Bk::Device) -> QaModel<Bk> {
     let file = WeightFile::read(&tiny_dir().join("model.safetensors")).unwrap();
-    build_model::<B>(c, Some(&file), 0, &default_device())
-        .unwrap()
-        .0
+    build_model::<Bk>(c, Some(&file), 0, device).unwrap().0
 }
 
 /// Trains the tiny golden model (fresh copy) with `cfg`.
@@ -114,6 +117,18 @@ fn train_tiny(
         cfg,
         &default_device(),
     )
+}
+
+fn read_log(dir: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(dir.join("train_log.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn logged(log: &[serde_json::Value], key: &str) -> Vec<f64> {
+    log.iter().map(|e| e[key].as_f64().unwrap()).collect()
 }
 
 fn quiet(dir: &Path) -> TrainConfig {
@@ -399,6 +414,18 @@ fn linear_adam_run(
     BTreeMap<String, HostTensor>,
     qa_train::trainer::TrainResults,
 ) {
+    linear_adam_run_on::<B>(precision, scaling, steps, &default_device())
+}
+
+fn linear_adam_run_on<Bk: AutodiffBackend>(
+    precision: qa_train::Precision,
+    scaling: Option<qa_train::LossScaling>,
+    steps: usize,
+    device: &Bk::Device,
+) -> (
+    BTreeMap<String, HostTensor>,
+    qa_train::trainer::TrainResults,
+) {
     let c = config(true);
     let dir = tempfile::tempdir().unwrap();
     let cfg = TrainConfig {
@@ -410,7 +437,8 @@ fn linear_adam_run(
         loss_scaling: scaling,
         ..quiet(dir.path())
     };
-    let out = train_tiny(&c, &windows(), None, &cfg).unwrap();
+    let model = tiny_model_on::<Bk>(&c, device);
+    let out = train(model, &c, None, &windows(), None, &cfg, device).unwrap();
     (export_tensors(&out.model, &c), out.results)
 }
 
@@ -555,4 +583,93 @@ fn epoch_schedules_evaluate_and_save_at_each_epoch_end() {
         .err()
         .unwrap();
     assert!(err.to_string().contains("same schedule"), "{err}");
+}
+
+type Candle = burn::backend::Autodiff<burn_candle::Candle<f32, i64>>;
+
+/// `--fp16` with real half-precision products: the Candle CPU backend multiplies in f16 (the
+/// NdArray backend has no half types). One step of the linear AdamW above, f16 products against
+/// f32 products on the same backend: the update (lr × gradient) differs only by f16 rounding.
+#[test]
+fn fp16_gradients_match_f32_gradients_within_f16_rounding() {
+    let device = burn_candle::CandleDevice::Cpu;
+    let c = config(true);
+    let start = export_tensors(&tiny_model_on::<Candle>(&c, &device), &c);
+    let scaling = Some(qa_train::LossScaling {
+        init_scale: 1024.0,
+        ..Default::default()
+    });
+    let (w32, _) = linear_adam_run_on::<Candle>(qa_train::Precision::F32, None, 1, &device);
+    let (w16, r16) = linear_adam_run_on::<Candle>(qa_train::Precision::Fp16, scaling, 1, &device);
+    assert_eq!(r16.skipped_steps, 0);
+    // The whole update as one vector: ‖Δw16 − Δw32‖ / ‖Δw32‖. (Per tensor would mislead: the
+    // last LayerNorm bias has a true gradient of ~0, as the start/end softmax gradients sum to
+    // zero over positions, so its f16 rounding residue looks huge next to it.)
+    let (mut gap2, mut moved2) = (0f64, 0f64);
+    for (name, t32) in &w32 {
+        for ((a, b), w0) in t32.data.iter().zip(&w16[name].data).zip(&start[name].data) {
+            gap2 += f64::from(a - b).powi(2);
+            moved2 += f64::from(a - w0).powi(2);
+        }
+    }
+    let rel = (gap2 / moved2).sqrt();
+    eprintln!("one fp16 step vs f32 on candle-cpu: ‖Δw16 − Δw32‖ / ‖Δw32‖ = {rel:.2e}");
+    assert!(rel > 0.0, "the products did not run in f16");
+    assert!(rel < 1e-2, "fp16 update off by {rel}");
+}
+
+/// `--fp16` end to end with GradScaler's defaults (scale 2^16, growth after 2000 steps): it may
+/// skip an early overflowing step, as torch does, and then learns as f32 does.
+#[test]
+fn fp16_training_with_real_half_products_tracks_f32_training() {
+    let device = burn_candle::CandleDevice::Cpu;
+    let c = config(true);
+    let run = |precision| {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = TrainConfig {
+            learning_rate: 3e-3,
+            max_steps: Some(40),
+            per_device_train_batch_size: 8,
+            precision,
+            ..quiet(dir.path())
+        };
+        let model = tiny_model_on::<Candle>(&c, &device);
+        let out = train(model, &c, None, &windows(), None, &cfg, &device).unwrap();
+        (out.results, read_log(dir.path()))
+    };
+    let (r32, log32) = run(qa_train::Precision::F32);
+    let (r16, log16) = run(qa_train::Precision::Fp16);
+    let (loss32, loss16) = (logged(&log32, "loss"), logged(&log16, "loss"));
+    let tail = |l: &[f64]| l[l.len() - 5..].iter().sum::<f64>() / 5.0;
+    let skipped = r16.skipped_steps;
+    eprintln!(
+        "candle-cpu, 40 steps: loss f32 {:.3} → {:.3} (mean of last 5), fp16 {:.3} → {:.3}; \
+         fp16 skipped {skipped} step(s), final loss scale {}",
+        loss32[0],
+        tail(&loss32),
+        loss16[0],
+        tail(&loss16),
+        log16[39]["loss_scale"]
+    );
+    assert_eq!(r32.skipped_steps, 0);
+    assert_eq!(r16.precision, qa_train::Precision::Fp16);
+    assert!(skipped <= 2, "{skipped} of 40 steps overflowed");
+    let scale = 65536.0 / f64::powi(2.0, skipped as i32);
+    assert_eq!(log16[39]["loss_scale"].as_f64(), Some(scale));
+    assert!(
+        (loss16[0] - loss32[0]).abs() < 1e-2,
+        "{} vs {}",
+        loss16[0],
+        loss32[0]
+    );
+    // Each skipped step leaves fp16 one update behind; otherwise the curves agree.
+    let gap = tail(&loss16) - tail(&loss32);
+    assert!(
+        tail(&loss16) < loss16[0] - 2.0,
+        "fp16 did not learn: {loss16:.3?}"
+    );
+    assert!(
+        gap.abs() < 0.1 * (1 + skipped) as f64,
+        "fp16 ends {gap:.3} above f32"
+    );
 }
