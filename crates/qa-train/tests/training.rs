@@ -673,3 +673,131 @@ fn fp16_training_with_real_half_products_tracks_f32_training() {
         "fp16 ends {gap:.3} above f32"
     );
 }
+
+/// The whole loop against the Hugging Face Trainer (fixtures/hf_trainer/make_golden.py): 20
+/// full-batch steps on the same 16 windows, dropout off, lr 3e-3 with 10% warmup then linear
+/// decay, weight decay 0.01 (not on biases and LayerNorm), clipping at 1.0.
+#[test]
+fn twenty_steps_equal_the_hugging_face_trainer() {
+    let _serial = serial();
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hf_trainer");
+    let golden: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture.join("golden.json")).unwrap())
+            .unwrap();
+    let golden_weights = WeightFile::read(&fixture.join("golden_weights.safetensors")).unwrap();
+    let ints = |v: &serde_json::Value| -> Vec<u32> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap() as u32)
+            .collect()
+    };
+    // Same windows as the Trainer saw (it had them padded to 64).
+    let feats = windows();
+    let hf_windows = golden["windows"].as_array().unwrap();
+    assert_eq!(feats.len(), hf_windows.len());
+    for (ours, hf) in feats.iter().zip(hf_windows) {
+        let n = ours.len();
+        assert_eq!(ours.input_ids, ints(&hf["input_ids"])[..n]);
+        assert_eq!(ours.token_type_ids, ints(&hf["token_type_ids"])[..n]);
+        assert!(ints(&hf["attention_mask"])[n..].iter().all(|&m| m == 0));
+        assert_eq!(
+            ours.start_position,
+            hf["start_position"].as_u64().unwrap() as usize
+        );
+        assert_eq!(
+            ours.end_position,
+            hf["end_position"].as_u64().unwrap() as usize
+        );
+    }
+
+    let settings = &golden["settings"];
+    let c = config(true);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = TrainConfig {
+        learning_rate: settings["learning_rate"].as_f64().unwrap(),
+        weight_decay: settings["weight_decay"].as_f64().unwrap(),
+        warmup_ratio: settings["warmup_ratio"].as_f64().unwrap(),
+        max_grad_norm: settings["max_grad_norm"].as_f64().unwrap(),
+        max_steps: Some(settings["max_steps"].as_u64().unwrap() as usize),
+        per_device_train_batch_size: 16,
+        ..quiet(dir.path())
+    };
+    let out = train_tiny(&c, &feats, None, &cfg).unwrap();
+    let log = read_log(dir.path());
+    let series = |key: &str| -> Vec<f64> {
+        golden[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect()
+    };
+    let worst_rel = |ours: &[f64], hf: &[f64]| -> f64 {
+        assert_eq!(ours.len(), hf.len());
+        ours.iter()
+            .zip(hf)
+            .map(|(a, b)| (a - b).abs() / b.abs().max(1e-12))
+            .fold(0.0, f64::max)
+    };
+    let loss_err = worst_rel(&logged(&log, "loss"), &series("loss"));
+    let norm_err = worst_rel(&logged(&log, "grad_norm"), &series("grad_norm"));
+    let lr_err = logged(&log, "learning_rate")
+        .iter()
+        .zip(series("learning_rate"))
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f64::max);
+
+    // Weights, per tensor: max |ours − HF| against how far HF moved them. Left out: tensors
+    // whose true gradient is exactly zero, where AdamW turns rounding noise into lr-sized
+    // steps in any two implementations — attention key biases (softmax ignores a per-query
+    // constant), the QA head bias and the last LayerNorm bias (start and end softmax gradients
+    // each sum to zero over positions).
+    let zero_gradient = |name: &str| {
+        name.ends_with("attention.self.key.bias")
+            || name == "qa_outputs.bias"
+            || name == "bert.encoder.layer.1.output.LayerNorm.bias"
+    };
+    let ours = export_tensors(&out.model, &c);
+    let start = export_tensors(&tiny_model(&c), &c);
+    let word_rows = |t: &BTreeMap<String, HostTensor>| -> Vec<f32> {
+        let table = &t["bert.embeddings.word_embeddings.weight"];
+        let width = table.shape[1];
+        ints(&golden["word_embedding_rows"])
+            .iter()
+            .flat_map(|&r| table.data[r as usize * width..][..width].iter().copied())
+            .collect()
+    };
+    let max_gap = |a: &[f32], b: &[f32]| {
+        assert_eq!(a.len(), b.len());
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max)
+    };
+    let (mut weight_err, mut worst_tensor) = (0f32, "");
+    for (name, hf) in &golden_weights.tensors {
+        let (ours, start) = if name == "word_embedding_rows" {
+            (word_rows(&ours), word_rows(&start))
+        } else {
+            (ours[name].data.clone(), start[name].data.clone())
+        };
+        let rel = max_gap(&ours, &hf.data) / max_gap(&start, &hf.data);
+        if !zero_gradient(name) && rel > weight_err {
+            (weight_err, worst_tensor) = (rel, name);
+        }
+    }
+    eprintln!(
+        "vs HF Trainer over 20 steps: loss rel {loss_err:.1e}, grad norm rel {norm_err:.1e}, \
+         lr abs {lr_err:.1e}, final weights {weight_err:.1e} of their movement ({worst_tensor})"
+    );
+    assert!(loss_err < 1e-5, "loss {loss_err}");
+    assert!(norm_err < 1e-4, "grad norm {norm_err}");
+    assert!(lr_err < 1e-12, "learning rate {lr_err}");
+    // Burn's GELU backward is the tanh approximation (forward exact), so gradients reaching the
+    // lower layers differ by ~1e-5 relative, and AdamW's normalisation keeps that relative.
+    assert!(
+        weight_err < 1e-2,
+        "{worst_tensor}: {weight_err} of its movement"
+    );
+}
