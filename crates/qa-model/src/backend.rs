@@ -56,3 +56,17 @@ pub fn parse_device(spec: &str) -> Result<Device, String> {
         }
     }
 }
+
+/// Whether `B` draws random tensors on the host, element by element (NdArray, also under
+/// autodiff): [`crate::dropout`] then draws its masks itself.
+pub fn draws_random_on_host<B: burn::tensor::backend::Backend>() -> bool {
+    #[cfg(feature = "cpu")]
+    {
+        std::any::TypeId::of::<B::Device>()
+            == std::any::TypeId::of::<burn::backend::ndarray::NdArrayDevice>()
+    }
+    #[cfg(not(feature = "cpu"))]
+    {
+        false
+    }
+}

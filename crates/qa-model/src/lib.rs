@@ -12,6 +12,7 @@
 pub mod backend;
 pub mod checkpoint;
 pub mod config;
+pub mod dropout;
 pub mod error;
 pub mod infer;
 pub mod model;

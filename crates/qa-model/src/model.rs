@@ -9,6 +9,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{FloatDType, Int, Tensor, TensorData};
 
 use crate::config::ModelConfig;
+use crate::dropout::dropout;
 
 /// Mixed precision: the dtype that matrix products run in (`None`: the backend's own, f32).
 /// Weights stay f32 ("master weights"); inputs and weights are cast for each product and the
@@ -182,10 +183,7 @@ impl<B: Backend> QaModel<B> {
         if let Some(token_type) = &self.embeddings.token_type {
             x = x + token_type.forward(batch.token_type_ids.clone());
         }
-        let mut x = self
-            .embeddings
-            .dropout
-            .forward(self.embeddings.norm.forward(x));
+        let mut x = dropout(&self.embeddings.dropout, self.embeddings.norm.forward(x));
         // 0 where attended, MASKED at padded keys; broadcast over heads and queries.
         let mask_bias = batch
             .attention_mask
@@ -208,7 +206,7 @@ impl<B: Backend> QaModel<B> {
     pub fn forward_with(&self, batch: &QaBatch<B>, dtype: MatmulDtype) -> QaOutput<B> {
         let hidden = self.encode_with(batch, dtype);
         let [b, s, _] = hidden.dims();
-        let logits = linear(&self.qa_outputs, self.qa_dropout.forward(hidden), dtype);
+        let logits = linear(&self.qa_outputs, dropout(&self.qa_dropout, hidden), dtype);
         let padded = batch.attention_mask.clone().equal_elem(0);
         let pick = |i: usize| {
             logits
@@ -239,18 +237,16 @@ impl<B: Backend> EncoderLayer<B> {
         let k = split(linear(&self.key, x.clone(), dtype));
         let v = split(linear(&self.value, x.clone(), dtype));
         let scores = matmul(q, k.transpose(), dtype).div_scalar((d as f64).sqrt()) + mask_bias;
-        let probs = self.attention_dropout.forward(softmax(scores, 3));
+        let probs = dropout(&self.attention_dropout, softmax(scores, 3));
         let context = matmul(probs, v, dtype).swap_dims(1, 2).reshape([b, s, h]);
         let attended = self.attention_norm.forward(
-            self.hidden_dropout
-                .forward(linear(&self.attention_output, context, dtype))
-                + x,
+            dropout(
+                &self.hidden_dropout,
+                linear(&self.attention_output, context, dtype),
+            ) + x,
         );
         let inner = gelu(linear(&self.intermediate, attended.clone(), dtype));
-        self.output_norm.forward(
-            self.hidden_dropout
-                .forward(linear(&self.output, inner, dtype))
-                + attended,
-        )
+        self.output_norm
+            .forward(dropout(&self.hidden_dropout, linear(&self.output, inner, dtype)) + attended)
     }
 }
