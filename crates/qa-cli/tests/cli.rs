@@ -491,24 +491,10 @@ fn train_follows_the_chosen_lr_schedule() {
 
 #[test]
 fn eval_on_a_file_without_answers_writes_predictions_only() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("test.json");
-    let context = "Coronaviruses are enveloped viruses with a positive-sense RNA genome.";
-    let test_set = serde_json::json!({"version": "1.1", "data": [{"title": "t", "paragraphs": [{
-        "context": context,
-        "qas": [{"id": "q1", "question": "What genome do coronaviruses have?", "answers": []},
-                {"id": "q2", "question": "Are they enveloped?", "answers": []}]}]}]});
-    std::fs::write(&data, test_set.to_string()).unwrap();
-    let out = dir.path().join("out");
-    let o = qa(&[
-        "eval",
-        "--model",
-        &shared("golden/tiny-bert-qa"),
-        "--data",
-        data.to_str().unwrap(),
-        "--output-dir",
-        out.to_str().unwrap(),
-    ]);
+    let qas = serde_json::json!([
+        {"id": "q1", "question": "What genome do coronaviruses have?", "answers": []},
+        {"id": "q2", "question": "Are they enveloped?", "answers": []}]);
+    let (_dir, out, o) = eval_on_one_paragraph("1.1", qas, &[]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(
         stderr(&o).contains("no gold answers, so no scores"),
@@ -527,33 +513,46 @@ fn eval_on_a_file_without_answers_writes_predictions_only() {
     .unwrap();
     assert_eq!(predictions.keys().collect::<Vec<_>>(), ["q1", "q2"]);
     for answer in predictions.values() {
-        assert!(context.contains(answer.as_str().unwrap()));
+        assert!(CONTEXT.contains(answer.as_str().unwrap()));
     }
+}
+
+const CONTEXT: &str = "Coronaviruses are enveloped viruses with a positive-sense RNA genome.";
+
+/// `qa eval` with the tiny model on a SQuAD file of one paragraph ([`CONTEXT`]) and `qas`.
+fn eval_on_one_paragraph(
+    version: &str,
+    qas: serde_json::Value,
+    extra: &[&str],
+) -> (tempfile::TempDir, std::path::PathBuf, Output) {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data.json");
+    let file = serde_json::json!({"version": version, "data": [{"title": "t", "paragraphs": [{
+        "context": CONTEXT, "qas": qas}]}]});
+    std::fs::write(&data, file.to_string()).unwrap();
+    let out = dir.path().join("out");
+    let mut args = vec![
+        "eval".to_string(),
+        "--model".into(),
+        shared("golden/tiny-bert-qa"),
+        "--data".into(),
+        data.to_str().unwrap().into(),
+        "--output-dir".into(),
+        out.to_str().unwrap().into(),
+    ];
+    args.extend(extra.iter().map(|a| a.to_string()));
+    let o = qa(&args);
+    (dir, out, o)
 }
 
 #[test]
 fn eval_on_a_v2_file_of_only_unanswerable_questions_scores_it() {
     // Explicit `is_impossible` is a gold label (the answer is "no answer"), unlike a question
     // that merely lacks answers: this file is scored, not treated as a test set.
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("dev.json");
-    let context = "Coronaviruses are enveloped viruses with a positive-sense RNA genome.";
-    let dev_set = serde_json::json!({"version": "v2.0", "data": [{"title": "t", "paragraphs": [{
-        "context": context,
-        "qas": [{"id": "q1", "question": "Who won the 1990 cup?", "answers": [], "is_impossible": true},
-                {"id": "q2", "question": "What colour is the sky?", "answers": [], "is_impossible": true}]}]}]});
-    std::fs::write(&data, dev_set.to_string()).unwrap();
-    let out = dir.path().join("out");
-    let o = qa(&[
-        "eval",
-        "--model",
-        &shared("golden/tiny-bert-qa"),
-        "--data",
-        data.to_str().unwrap(),
-        "--output-dir",
-        out.to_str().unwrap(),
-        "--version-2-with-negative",
-    ]);
+    let qas = serde_json::json!([
+        {"id": "q1", "question": "Who won the 1990 cup?", "answers": [], "is_impossible": true},
+        {"id": "q2", "question": "What colour is the sky?", "answers": [], "is_impossible": true}]);
+    let (_dir, out, o) = eval_on_one_paragraph("v2.0", qas, &["--version-2-with-negative"]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(!out.join("predict_results.json").exists());
     let read = |f: &str| -> serde_json::Value {
@@ -572,4 +571,31 @@ fn eval_on_a_v2_file_of_only_unanswerable_questions_scores_it() {
     assert_eq!(results["eval_NoAns_total"], 2, "{results}");
     assert_eq!(results["eval_exact"].as_f64(), Some(expected), "{results}");
     assert_eq!(results["eval_f1"].as_f64(), Some(expected), "{results}");
+}
+
+#[test]
+fn train_refuses_a_validation_file_without_gold_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let test_set = dir.path().join("test.json");
+    let file = serde_json::json!({"version": "1.1", "data": [{"title": "t", "paragraphs": [{
+        "context": CONTEXT,
+        "qas": [{"id": "q1", "question": "What genome?", "answers": []}]}]}]});
+    std::fs::write(&test_set, file.to_string()).unwrap();
+    let out = dir.path().join("out");
+    let o = train_tiny(
+        &out,
+        &[
+            "--validation-file",
+            test_set.to_str().unwrap(),
+            "--max-steps",
+            "1",
+        ],
+    );
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(
+        err.contains("test.json: no gold answers, so it cannot be evaluated"),
+        "{err}"
+    );
+    assert!(!out.join("model.safetensors").exists());
 }
