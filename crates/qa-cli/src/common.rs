@@ -76,7 +76,6 @@ impl DecodeArgs {
     }
 }
 
-/// Loads a data file, keeps the first `max_samples` examples, and cuts windows.
 /// A loaded data file cut into windows.
 pub struct Windowed {
     pub examples: Vec<Example>,
@@ -86,6 +85,7 @@ pub struct Windowed {
     pub labelled: bool,
 }
 
+/// Loads a data file, keeps the first `max_samples` examples, and cuts windows.
 pub fn examples_and_windows(
     path: &Path,
     windows: &WindowArgs,

@@ -15,6 +15,12 @@ fn shared(rel: &str) -> String {
     qa_data::shared_dir().join(rel).display().to_string()
 }
 
+/// The command failed, and its error output says `needle`.
+fn assert_fails_with(o: &Output, needle: &str) {
+    assert!(!o.status.success(), "succeeded: {}", stderr(o));
+    assert!(stderr(o).contains(needle), "{}", stderr(o));
+}
+
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
@@ -116,12 +122,7 @@ fn score_defnlp_fixture() {
 fn bad_input_is_one_clear_line_and_a_failure_code() {
     let dir = tempfile::tempdir().unwrap();
     let o = qa(&["score", "/nonexistent/dev.json", "/nonexistent/p.json"]);
-    assert!(!o.status.success());
-    assert!(
-        stderr(&o).contains("/nonexistent/dev.json"),
-        "{}",
-        stderr(&o)
-    );
+    assert_fails_with(&o, "/nonexistent/dev.json");
     let bad = dir.path().join("bad.json");
     std::fs::write(&bad, "{\"data\": [").unwrap();
     let o = qa(&[
@@ -309,12 +310,7 @@ fn cuda_device_on_a_cpu_build_and_missing_model_say_what_to_do() {
         "--output-dir",
         "/tmp/x",
     ]);
-    assert!(!o.status.success());
-    assert!(
-        stderr(&o).contains("cargo xtask fetch model"),
-        "{}",
-        stderr(&o)
-    );
+    assert_fails_with(&o, "cargo xtask fetch model");
     if !cfg!(feature = "cuda") {
         let o = qa(&[
             "eval",
@@ -327,8 +323,7 @@ fn cuda_device_on_a_cpu_build_and_missing_model_say_what_to_do() {
             "--device",
             "cuda",
         ]);
-        assert!(!o.status.success());
-        assert!(stderr(&o).contains("--features cuda"), "{}", stderr(&o));
+        assert_fails_with(&o, "--features cuda");
     }
 }
 
@@ -367,22 +362,11 @@ fn train_schedule_flags_are_checked_like_run_qa() {
     let dir = tempfile::tempdir().unwrap();
     let base = |extra: &[&str]| train_tiny(&dir.path().join("out"), extra);
     let o = base(&["--eval-strategy", "steps"]);
-    assert!(!o.status.success());
-    assert!(
-        stderr(&o).contains("--eval-strategy steps needs --eval-steps"),
-        "{}",
-        stderr(&o)
-    );
+    assert_fails_with(&o, "--eval-strategy steps needs --eval-steps");
     let o = base(&["--save-strategy", "epoch", "--save-steps", "5"]);
-    assert!(!o.status.success());
-    assert!(
-        stderr(&o).contains("--save-steps only goes with"),
-        "{}",
-        stderr(&o)
-    );
+    assert_fails_with(&o, "--save-steps only goes with");
     let o = base(&["--eval-strategy", "sometimes"]);
-    assert!(!o.status.success());
-    assert!(stderr(&o).contains("possible values"), "{}", stderr(&o));
+    assert_fails_with(&o, "possible values");
 }
 
 /// `qa predict` against answers of the Hugging Face question-answering pipeline (made by
@@ -478,15 +462,9 @@ fn train_follows_the_chosen_lr_schedule() {
         assert!((got - want).abs() < 1e-12, "{lrs:?}");
     }
     let o = train(&["--adam-beta1", "1.5", "--max-steps", "1"]);
-    assert!(!o.status.success());
-    assert!(stderr(&o).contains("beta1"), "{}", stderr(&o));
+    assert_fails_with(&o, "beta1");
     let o = train(&["--lr-scheduler-type", "cosinus"]);
-    assert!(!o.status.success());
-    assert!(
-        stderr(&o).contains("linear, cosine, constant or constant_with_warmup"),
-        "{}",
-        stderr(&o)
-    );
+    assert_fails_with(&o, "linear, cosine, constant or constant_with_warmup");
 }
 
 #[test]
@@ -591,11 +569,6 @@ fn train_refuses_a_validation_file_without_gold_answers() {
             "1",
         ],
     );
-    assert!(!o.status.success());
-    let err = stderr(&o);
-    assert!(
-        err.contains("test.json: no gold answers, so it cannot be evaluated"),
-        "{err}"
-    );
+    assert_fails_with(&o, "test.json: no gold answers, so it cannot be evaluated");
     assert!(!out.join("model.safetensors").exists());
 }

@@ -233,14 +233,10 @@ fn decode_example(
         );
     }
     // Softmax over the kept candidates' scores.
-    let max = nbest
-        .iter()
-        .map(|(_, s)| *s)
-        .fold(f32::NEG_INFINITY, f32::max);
-    let exps: Vec<f32> = nbest.iter().map(|(_, s)| (s - max).exp()).collect();
-    let sum: f32 = exps.iter().sum();
-    for ((entry, _), e) in nbest.iter_mut().zip(&exps) {
-        entry.probability = e / sum;
+    let mut probs: Vec<f32> = nbest.iter().map(|(_, s)| *s).collect();
+    softmax_in_place(&mut probs);
+    for ((entry, _), p) in nbest.iter_mut().zip(probs) {
+        entry.probability = p;
     }
     let nbest: Vec<NBestEntry> = nbest.into_iter().map(|(e, _)| e).collect();
 
@@ -349,6 +345,19 @@ pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
     file.flush().map_err(io)?;
     drop(file);
     std::fs::rename(&tmp, path).map_err(io)
+}
+
+/// Numerically stable softmax, overwriting `x`.
+pub(crate) fn softmax_in_place(x: &mut [f32]) {
+    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0.0;
+    for v in x.iter_mut() {
+        *v = (*v - max).exp();
+        sum += *v;
+    }
+    for v in x.iter_mut() {
+        *v /= sum;
+    }
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use qa_data::{Example, Feature};
 
-use crate::decode::{windows_by_example, WindowLogits};
+use crate::decode::{softmax_in_place, windows_by_example, WindowLogits};
 use crate::error::{EvalError, Result};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -73,18 +73,6 @@ pub fn pipeline_answers(
             example_answers(example, &windows, config)
         })
         .collect()
-}
-
-fn softmax_in_place(x: &mut [f32]) {
-    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut sum = 0.0;
-    for v in x.iter_mut() {
-        *v = (*v - max).exp();
-        sum += *v;
-    }
-    for v in x.iter_mut() {
-        *v /= sum;
-    }
 }
 
 /// Char span of the context words holding tokens `s` and `e`, as `word_to_chars` gives it

@@ -136,14 +136,14 @@ impl<B: Backend> QaModel<B> {
     /// checkpoint or a seeded initialisation.
     pub fn skeleton(config: &ModelConfig, device: &B::Device) -> Self {
         let h = config.hidden_size;
-        let dropout = |p: f64| DropoutConfig::new(p).init();
+        let dropout_layer = |p: f64| DropoutConfig::new(p).init();
         let embeddings = Embeddings {
             word: embedding(config.vocab_size, h, device),
             position: embedding(config.max_position_embeddings, h, device),
             token_type: (config.type_vocab_size > 0)
                 .then(|| embedding(config.type_vocab_size, h, device)),
             norm: layer_norm(config, device),
-            dropout: dropout(config.hidden_dropout),
+            dropout: dropout_layer(config.hidden_dropout),
         };
         let layers = (0..config.num_layers)
             .map(|_| EncoderLayer {
@@ -155,15 +155,15 @@ impl<B: Backend> QaModel<B> {
                 intermediate: zero_linear(h, config.intermediate_size, device),
                 output: zero_linear(config.intermediate_size, h, device),
                 output_norm: layer_norm(config, device),
-                attention_dropout: dropout(config.attention_dropout),
-                hidden_dropout: dropout(config.hidden_dropout),
+                attention_dropout: dropout_layer(config.attention_dropout),
+                hidden_dropout: dropout_layer(config.hidden_dropout),
                 num_heads: config.num_heads,
             })
             .collect();
         Self {
             embeddings,
             layers,
-            qa_dropout: dropout(config.qa_dropout),
+            qa_dropout: dropout_layer(config.qa_dropout),
             qa_outputs: zero_linear(h, 2, device),
         }
     }

@@ -108,14 +108,25 @@ fn train_tiny(
     eval: Option<&qa_train::EvalSet>,
     cfg: &TrainConfig,
 ) -> qa_train::Result<qa_train::TrainOutcome<B>> {
+    train_tiny_on::<B>(c, features, eval, cfg, &default_device())
+}
+
+/// [`train_tiny`] on another backend.
+fn train_tiny_on<Bk: AutodiffBackend>(
+    c: &ModelConfig,
+    features: &[Feature],
+    eval: Option<&qa_train::EvalSet>,
+    cfg: &TrainConfig,
+    device: &Bk::Device,
+) -> qa_train::Result<qa_train::TrainOutcome<Bk>> {
     train(
-        tiny_model(c),
+        tiny_model_on::<Bk>(c, device),
         c,
         None,
         features,
         eval,
         cfg,
-        &default_device(),
+        device,
     )
 }
 
@@ -170,17 +181,9 @@ fn tiny_model_overfits_a_small_slice() {
         &default_device(),
     )
     .unwrap();
-    let log: Vec<serde_json::Value> = std::fs::read_to_string(dir.path().join("train_log.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    let first = log[0]["loss"].as_f64().unwrap();
-    let last: f64 = log[log.len() - 5..]
-        .iter()
-        .map(|e| e["loss"].as_f64().unwrap())
-        .sum::<f64>()
-        / 5.0;
+    let loss = logged(&read_log(dir.path()), "loss");
+    let first = loss[0];
+    let last: f64 = loss[loss.len() - 5..].iter().sum::<f64>() / 5.0;
     eprintln!("loss: first step {first:.3}, mean of last 5 steps {last:.3}");
     assert!(first > 3.0, "first loss {first}");
     assert!(last < 1.0, "final loss {last}");
@@ -363,7 +366,8 @@ fn bad_settings_are_rejected() {
         per_device_train_batch_size: 0,
         ..quiet(dir.path())
     };
-    assert!(train_tiny(&c, &windows(), None, &cfg).is_err());
+    let err = train_tiny(&c, &windows(), None, &cfg).err().unwrap();
+    assert!(err.to_string().contains("batch size"), "{err}");
 }
 
 #[test]
@@ -437,8 +441,7 @@ fn linear_adam_run_on<Bk: AutodiffBackend>(
         loss_scaling: scaling,
         ..quiet(dir.path())
     };
-    let model = tiny_model_on::<Bk>(&c, device);
-    let out = train(model, &c, None, &windows(), None, &cfg, device).unwrap();
+    let out = train_tiny_on::<Bk>(&c, &windows(), None, &cfg, device).unwrap();
     (export_tensors(&out.model, &c), out.results)
 }
 
@@ -490,15 +493,8 @@ fn overflowing_steps_are_skipped_and_the_scale_backs_off() {
         ..quiet(dir.path())
     };
     let out = train_tiny(&c, &windows(), None, &cfg).unwrap();
-    let log: Vec<serde_json::Value> = std::fs::read_to_string(dir.path().join("train_log.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    let scales: Vec<f64> = log
-        .iter()
-        .map(|e| e["loss_scale"].as_f64().unwrap())
-        .collect();
+    let log = read_log(dir.path());
+    let scales = logged(&log, "loss_scale");
     let skips: Vec<u64> = log
         .iter()
         .map(|e| e["skipped_steps"].as_u64().unwrap())
@@ -633,8 +629,7 @@ fn fp16_training_with_real_half_products_tracks_f32_training() {
             precision,
             ..quiet(dir.path())
         };
-        let model = tiny_model_on::<Candle>(&c, &device);
-        let out = train(model, &c, None, &windows(), None, &cfg, &device).unwrap();
+        let out = train_tiny_on::<Candle>(&c, &windows(), None, &cfg, &device).unwrap();
         (out.results, read_log(dir.path()))
     };
     let (r32, log32) = run(qa_train::Precision::F32);
