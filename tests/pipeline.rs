@@ -1,12 +1,14 @@
 //! The whole pipeline through the library crates: load → windows → fine-tune → save as an HF
 //! folder → reload → predict → decode → official score.
 
-use qa_data::{build_features, load, load_tokenizer, shared_dir, FeatureConfig, LoadOptions};
+use qa_data::{build_features, load, load_tokenizer, FeatureConfig, LoadOptions, Progress};
 use qa_eval::squad::{evaluate_v1, Gold};
+use qa_eval::Metric::F1;
 use qa_eval::{decode, DecodeConfig};
 use qa_model::backend::{default_device, Compute, Train};
 use qa_model::infer::predict_logits;
-use qa_train::{train, EvalSet, TrainConfig};
+use qa_testkit::shared_dir;
+use qa_train::{train, EvalSet, TrainConfig, TrainJob};
 
 #[test]
 fn fine_tune_save_reload_predict_and_score() {
@@ -25,7 +27,7 @@ fn fine_tune_save_reload_predict_and_score() {
         &FeatureConfig {
             max_length: 96,
             stride: 32,
-            show_progress: false,
+            progress: Progress::Hidden,
             ..Default::default()
         },
     )
@@ -52,19 +54,16 @@ fn fine_tune_save_reload_predict_and_score() {
         learning_rate: 3e-3,
         max_steps: Some(80),
         per_device_train_batch_size: train_windows.len().min(8),
-        show_progress: false,
+        progress: Progress::Hidden,
         ..TrainConfig::new(out.path())
     };
-    let outcome = train(
-        model,
-        &config,
-        Some(&model_dir),
-        &train_windows,
-        Some(&eval),
-        &cfg,
-        &device,
-    )
-    .unwrap();
+    let job = TrainJob {
+        model_config: &config,
+        tokenizer_dir: Some(&model_dir),
+        train_features: &train_windows,
+        eval: Some(&eval),
+    };
+    let outcome = train(model, &job, &cfg, &device).unwrap();
     let during = outcome.eval_metrics.expect("evaluated at the end");
 
     // Reload what was saved, on the inference backend, and score it independently.
@@ -74,7 +73,14 @@ fn fine_tune_save_reload_predict_and_score() {
         report.initialized.is_empty(),
         "the saved model has its QA head"
     );
-    let logits = predict_logits(&reloaded, &windows.features, 4, 0, &device, false);
+    let logits = predict_logits(
+        &reloaded,
+        &windows.features,
+        4,
+        0,
+        &device,
+        Progress::Hidden,
+    );
     let decoded = decode(
         examples,
         &windows.features,
@@ -90,11 +96,11 @@ fn fine_tune_save_reload_predict_and_score() {
     let after = evaluate_v1(&Gold::from_examples(examples), &preds);
     eprintln!(
         "F1 before {:.1}, after training {:.1} (trainer) / {:.1} (reloaded); EM {:.1}",
-        before["f1"], during["f1"], after.f1, after.exact_match
+        before[F1], during[F1], after.f1, after.exact_match
     );
     // Saved and reloaded, the model answers exactly as it did in the trainer.
-    assert!((after.f1 - during["f1"]).abs() < 1e-9);
+    assert!((after.f1 - during[F1]).abs() < 1e-9);
     // It learned its three questions: from (near) nothing to most of the answer tokens.
-    assert!(before["f1"] < 20.0, "{before:?}");
+    assert!(before[F1] < 20.0, "{before:?}");
     assert!(after.f1 > 50.0, "F1 after training {}", after.f1);
 }

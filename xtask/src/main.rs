@@ -55,11 +55,7 @@ pub fn repo_root() -> PathBuf {
 }
 
 /// `../shared` beside the repository, or `$QA_SHARED_DIR`.
-pub fn shared_dir() -> PathBuf {
-    std::env::var_os("QA_SHARED_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join("../shared"))
-}
+pub use qa_testkit::shared_dir;
 
 /// Builds the release `qa` binary (CUDA when xtask itself was built with `--features cuda`)
 /// and returns its path.

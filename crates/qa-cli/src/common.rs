@@ -1,4 +1,4 @@
-//! Pieces several subcommands share: model folders, devices, data + windows, decode flags.
+//! Flags and steps several subcommands share: model folders, devices, data + windows, decoding.
 
 use std::path::{Path, PathBuf};
 
@@ -12,6 +12,13 @@ use qa_model::backend::{parse_device, Device};
 
 /// Checks that `path` is a usable HF model folder, with a hint when it is not.
 pub fn model_dir(path: &Path) -> anyhow::Result<PathBuf> {
+    if path.is_file() {
+        bail!(
+            "{} is a file: --model takes a Hugging Face model folder (config.json, \
+             model.safetensors, tokenizer.json)",
+            path.display()
+        );
+    }
     if !path.is_dir() {
         bail!(
             "model folder {} does not exist\n  hint: point at a local Hugging Face folder (config.json, model.safetensors, tokenizer.json), \
@@ -29,10 +36,10 @@ pub fn model_dir(path: &Path) -> anyhow::Result<PathBuf> {
 }
 
 pub fn device(spec: &str) -> anyhow::Result<Device> {
-    parse_device(spec).map_err(anyhow::Error::msg)
+    Ok(parse_device(spec)?)
 }
 
-/// Flags shared by everything that cuts windows.
+/// How examples are cut into windows.
 #[derive(clap::Args, Clone)]
 pub struct WindowArgs {
     /// Tokens per window (question + context + specials).
@@ -41,12 +48,40 @@ pub struct WindowArgs {
     /// Context tokens shared by consecutive windows.
     #[arg(long, default_value_t = 128)]
     pub doc_stride: usize,
-    /// Data format (default: detected).
+}
+
+impl WindowArgs {
+    pub fn config(&self) -> FeatureConfig {
+        FeatureConfig {
+            max_length: self.max_seq_length,
+            stride: self.doc_stride,
+            ..Default::default()
+        }
+    }
+}
+
+/// How a data file is read.
+#[derive(clap::Args, Clone)]
+pub struct DataArgs {
+    /// Data format (default: detected from the file).
     #[arg(long)]
     pub format: Option<DataFormat>,
-    /// DEFNLP: the questions asked of every publication (repeatable; default: DEFNLP's two).
-    #[arg(long = "defnlp-question")]
+    /// DEFNLP: a question asked of every publication (repeatable; default: DEFNLP's two).
+    #[arg(long = "defnlp-question", alias = "questions")]
     pub defnlp_questions: Vec<String>,
+}
+
+impl DataArgs {
+    pub fn load_options(&self) -> LoadOptions {
+        let mut options = LoadOptions {
+            format: self.format,
+            ..Default::default()
+        };
+        if !self.defnlp_questions.is_empty() {
+            options.defnlp.questions = self.defnlp_questions.clone();
+        }
+        options
+    }
 }
 
 /// Flags of run_qa's post-processing.
@@ -80,42 +115,25 @@ impl DecodeArgs {
 pub struct Windowed {
     pub examples: Vec<Example>,
     pub set: FeatureSet,
-    /// Whether any selected example has gold labels: answers, or an explicit `is_impossible`
-    /// (the loader also marks answer-less questions impossible, but that is no label).
+    /// Whether any selected example carries a gold label (see `LoadReport::has_gold_labels`).
     pub labelled: bool,
 }
 
 /// Loads a data file, keeps the first `max_samples` examples, and cuts windows.
 pub fn examples_and_windows(
     path: &Path,
+    data: &DataArgs,
     windows: &WindowArgs,
     max_samples: Option<usize>,
     tokenizer: &tokenizers::Tokenizer,
 ) -> anyhow::Result<Windowed> {
-    let mut options = LoadOptions {
-        format: windows.format,
-        ..Default::default()
-    };
-    if !windows.defnlp_questions.is_empty() {
-        options.defnlp.questions = windows.defnlp_questions.clone();
-    }
-    let data = load(path, &options)?;
-    eprintln!("{}", data.report.summary());
-    let examples = select_subset(data.examples, max_samples, None);
-    let unlabelled: std::collections::HashSet<&str> = data
-        .report
-        .without_answers
-        .iter()
-        .map(String::as_str)
-        .collect();
-    let labelled = examples
-        .iter()
-        .any(|e| !e.answers.is_empty() || !unlabelled.contains(e.id.to_string().as_str()));
+    let loaded = load(path, &data.load_options())?;
+    eprintln!("{}", loaded.report.summary());
+    let examples = select_subset(loaded.examples, max_samples, None);
+    let labelled = loaded.report.has_gold_labels(&examples);
     let config = FeatureConfig {
-        max_length: windows.max_seq_length,
-        stride: windows.doc_stride,
-        label_any_answer: data.report.format == Some(DataFormat::Defnlp),
-        ..Default::default()
+        label_any_answer: loaded.report.format == Some(DataFormat::Defnlp),
+        ..windows.config()
     };
     let set = build_features(tokenizer, &examples, &config)
         .with_context(|| format!("cutting {} into windows", path.display()))?;
@@ -131,31 +149,4 @@ pub fn examples_and_windows(
         set,
         labelled,
     })
-}
-
-pub fn pad_id(tokenizer: &tokenizers::Tokenizer) -> u32 {
-    tokenizer.token_to_id("[PAD]").unwrap_or(0)
-}
-
-pub fn write_json(path: &Path, value: &impl serde::Serialize) -> anyhow::Result<()> {
-    qa_eval::decode::write_json(path, value)?;
-    Ok(())
-}
-
-/// Token ids beyond the embedding table would index out of range: refuse such a pair up front.
-pub fn check_vocab(
-    tokenizer: &tokenizers::Tokenizer,
-    config: &qa_model::ModelConfig,
-    model_dir: &Path,
-) -> anyhow::Result<()> {
-    let tokens = tokenizer.get_vocab_size(true);
-    if tokens > config.vocab_size {
-        bail!(
-            "{}: the tokenizer has {tokens} tokens but the model's embeddings hold {}: \
-             they do not belong together",
-            model_dir.display(),
-            config.vocab_size
-        );
-    }
-    Ok(())
 }

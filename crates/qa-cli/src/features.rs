@@ -1,3 +1,5 @@
+//! `qa features`: cut a dataset into run_qa sliding windows and write them as JSON lines.
+
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -17,11 +19,13 @@ pub struct Args {
     /// Model folder with tokenizer.json (or vocab.txt), or the file itself.
     #[arg(long)]
     tokenizer: PathBuf,
-    #[arg(long = "max-length", alias = "max-seq-length", default_value_t = 384)]
-    max_length: usize,
-    #[arg(long, alias = "doc-stride", default_value_t = 128)]
-    stride: usize,
-    /// Pad every window to --max-length.
+    /// Tokens per window (question + context + specials).
+    #[arg(long, alias = "max-length", default_value_t = 384)]
+    max_seq_length: usize,
+    /// Context tokens shared by consecutive windows.
+    #[arg(long, alias = "stride", default_value_t = 128)]
+    doc_stride: usize,
+    /// Pad every window to --max-seq-length.
     #[arg(long)]
     pad_to_max_length: bool,
     /// Keep only the first N examples (after shuffling, with --seed).
@@ -47,8 +51,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let examples = select_subset(data.examples, args.max_samples, args.seed);
     let tokenizer = load_tokenizer(&args.tokenizer)?;
     let config = FeatureConfig {
-        max_length: args.max_length,
-        stride: args.stride,
+        max_length: args.max_seq_length,
+        stride: args.doc_stride,
         padding: if args.pad_to_max_length {
             Padding::MaxLength
         } else {

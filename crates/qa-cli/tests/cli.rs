@@ -12,7 +12,7 @@ fn qa<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Output {
 }
 
 fn shared(rel: &str) -> String {
-    qa_data::shared_dir().join(rel).display().to_string()
+    qa_testkit::shared_dir().join(rel).display().to_string()
 }
 
 /// The command failed, and its error output says `needle`.

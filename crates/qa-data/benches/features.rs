@@ -2,7 +2,8 @@
 //! `cargo bench -p qa-data`; the cross-language comparison is `cargo xtask bench`.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use qa_data::{build_features, load, load_tokenizer, shared_dir, FeatureConfig, LoadOptions};
+use qa_data::{build_features, load, load_tokenizer, FeatureConfig, LoadOptions, Progress};
+use qa_testkit::shared_dir;
 
 fn features(c: &mut Criterion) {
     let data = load(
@@ -13,7 +14,7 @@ fn features(c: &mut Criterion) {
     let tokenizer =
         load_tokenizer(&shared_dir().join("models/all-MiniLM-L6-v2")).expect("tokenizer");
     let config = FeatureConfig {
-        show_progress: false,
+        progress: Progress::Hidden,
         ..Default::default()
     };
     let windows = build_features(&tokenizer, &data.examples, &config)

@@ -2,7 +2,8 @@
 //! cleaned_label) beside a folder of `{Id}.json` publications (a list of `{section_title, text}`).
 //!
 //! Each publication becomes one example per configured question; the answers are every
-//! case-insensitive occurrence of its labelled datasets in the text.
+//! case-insensitive occurrence of its labelled datasets in the text. Question ids follow one
+//! scheme, [`question_id`], for training data and predictions alike.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -11,7 +12,8 @@ use serde::Deserialize;
 
 use crate::align::{find_all, CharIndex};
 use crate::error::{DataError, Result};
-use crate::load::{parse_json, read_to_string, LoadReport, RawExample};
+use crate::example::{Example, ExampleId};
+use crate::record::{parse_json, read_to_string, AnswerOffsets, RawExample};
 
 /// The questions DEFNLP asks of every publication.
 pub const DEFAULT_QUESTIONS: &[&str] = &[
@@ -62,6 +64,32 @@ struct Section {
 pub struct Publication {
     pub id: String,
     pub text: String,
+}
+
+/// The id of question number `question_index` (0-based) asked of a publication:
+/// `{publication_id}_q{question_index}`.
+pub fn question_id(publication_id: &str, question_index: usize) -> ExampleId {
+    ExampleId::Text(format!("{publication_id}_q{question_index}"))
+}
+
+/// The examples to predict on for one publication: one per question, over its whole text,
+/// without answers. Ids come from [`question_id`]; questions are left-stripped as the loader does.
+pub fn publication_examples<Q: AsRef<str>>(
+    publication: &Publication,
+    questions: &[Q],
+) -> Vec<Example> {
+    questions
+        .iter()
+        .enumerate()
+        .map(|(index, question)| Example {
+            id: question_id(&publication.id, index),
+            title: publication.id.clone(),
+            question: question.as_ref().trim_start().to_string(),
+            context: publication.text.clone(),
+            answers: Vec::new(),
+            is_impossible: false,
+        })
+        .collect()
 }
 
 /// Reads one `{Id}.json`: its sections' texts joined by newlines.
@@ -133,11 +161,15 @@ fn locate(path: &Path, options: &DefnlpOptions) -> Result<(PathBuf, PathBuf)> {
     Ok((csv, pubs))
 }
 
-pub(crate) fn read(
-    path: &Path,
-    options: &DefnlpOptions,
-    report: &mut LoadReport,
-) -> Result<Vec<RawExample>> {
+/// What a DEFNLP dataset holds: one record per (publication, question), and the publications
+/// left out because none of their labelled datasets occurs in their text.
+pub(crate) struct DefnlpRecords {
+    pub records: Vec<RawExample>,
+    pub labels_not_found: Vec<String>,
+}
+
+/// Reads the labels CSV and every publication it names, in CSV order.
+pub(crate) fn read(path: &Path, options: &DefnlpOptions) -> Result<DefnlpRecords> {
     if options.questions.is_empty() {
         return Err(DataError::Config(
             "DEFNLP needs at least one question".into(),
@@ -169,6 +201,7 @@ pub(crate) fn read(
     }
 
     let mut out = Vec::new();
+    let mut labels_not_found = Vec::new();
     for pub_id in order {
         let file = pubs_dir.join(format!("{pub_id}.json"));
         if !file.is_file() {
@@ -197,7 +230,7 @@ pub(crate) fn read(
                 csv_path.display(),
                 labels[&pub_id]
             );
-            report.labels_not_found.push(pub_id.clone());
+            labels_not_found.push(pub_id.clone());
             continue;
         }
         // Answer text as written in the publication (case may differ from the label).
@@ -210,18 +243,21 @@ pub(crate) fn read(
             .collect();
         for (q, question) in options.questions.iter().enumerate() {
             out.push(RawExample {
-                id: Some(serde_json::Value::String(format!("{pub_id}_q{q}"))),
+                id: question_id(&pub_id, q),
                 position: out.len(),
                 title: pub_id.clone(),
                 question: question.clone(),
                 context: publication.text.clone(),
                 answers: answers.clone(),
                 is_impossible: false,
-                prealigned: true,
+                offsets: AnswerOffsets::Located,
             });
         }
     }
-    Ok(out)
+    Ok(DefnlpRecords {
+        records: out,
+        labels_not_found,
+    })
 }
 
 /// True when chars `at - 1` and `at` are not both alphanumeric (text edges count as boundaries).

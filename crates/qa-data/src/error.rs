@@ -34,6 +34,15 @@ pub enum DataError {
         id: String,
         what: String,
     },
+    #[error("{path}: example #{position} (no id): missing field \"id\"")]
+    MissingId { path: PathBuf, position: usize },
+    #[error("{path}: example #{position}: id must be a string or an integer, found {found}")]
+    InvalidId {
+        path: PathBuf,
+        position: usize,
+        /// The id as the file wrote it (JSON).
+        found: String,
+    },
     #[error(
         "{path}: duplicate example id {id} (first seen as example #{first}, again as #{second})"
     )]
@@ -42,6 +51,26 @@ pub enum DataError {
         id: String,
         first: usize,
         second: usize,
+    },
+    #[error("{path}: cannot read line {line}: {source}")]
+    ReadLine {
+        path: PathBuf,
+        line: usize,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: line {line}: missing string field {field:?}")]
+    MissingLineField {
+        path: PathBuf,
+        line: usize,
+        field: &'static str,
+    },
+    #[error("{path}: line {line}: id must be a string or an integer, found {found}")]
+    InvalidLineId {
+        path: PathBuf,
+        line: usize,
+        /// The id as the line wrote it (JSON).
+        found: String,
     },
     #[error("tokenizer {path}: {what}")]
     Tokenizer { path: PathBuf, what: String },

@@ -8,13 +8,15 @@
 use std::collections::HashMap;
 use std::io::Write;
 
-use indicatif::{ParallelProgressIterator, ProgressBar, ProgressStyle};
+use indicatif::ParallelProgressIterator;
 use rayon::prelude::*;
 use serde::Serialize;
 use tokenizers::{Encoding, PostProcessor, Tokenizer};
 
 use crate::error::{DataError, Result};
 use crate::example::Example;
+use crate::progress::{self, Progress};
+use crate::tokenizer::pad_token_id;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub enum Padding {
@@ -35,7 +37,8 @@ pub struct FeatureConfig {
     /// Keep each context token's word index ([`Feature::word_ids`]): the QA pipeline widens
     /// answers to whole words with them. Off by default (it costs memory on large sets).
     pub word_ids: bool,
-    pub show_progress: bool,
+    /// Progress bars while tokenizing and cutting windows.
+    pub progress: Progress,
 }
 
 impl Default for FeatureConfig {
@@ -46,7 +49,7 @@ impl Default for FeatureConfig {
             padding: Padding::None,
             label_any_answer: false,
             word_ids: false,
-            show_progress: true,
+            progress: Progress::Show,
         }
     }
 }
@@ -127,28 +130,18 @@ pub fn build_features(
     config: &FeatureConfig,
 ) -> Result<FeatureSet> {
     config.validate()?;
+    // Read before the padding settings are cleared below: they may name the pad id.
+    let pad_id = pad_token_id(tokenizer);
     let mut tokenizer = tokenizer.clone();
     // Windows are cut here; the tokenizer itself must neither truncate nor pad.
     tokenizer
         .with_truncation(None)
         .map_err(|e| DataError::Config(e.to_string()))?;
     tokenizer.with_padding(None);
-    let pad_id = tokenizer.token_to_id("[PAD]").unwrap_or(0);
     let specials = tokenizer
         .get_post_processor()
         .map_or(0, |p| p.added_tokens(true));
 
-    let bar = |len: usize, what: &str| {
-        if !config.show_progress {
-            return ProgressBar::hidden();
-        }
-        ProgressBar::new(len as u64).with_style(
-            ProgressStyle::with_template(&format!(
-                "{what} {{bar:30}} {{pos}}/{{len}} ({{per_sec}}, ETA {{eta}})"
-            ))
-            .expect("valid template"),
-        )
-    };
     let mut context_index: HashMap<&str, usize> = HashMap::new();
     let mut contexts: Vec<&str> = Vec::new();
     let context_of: Vec<usize> = examples
@@ -160,10 +153,15 @@ pub fn build_features(
             })
         })
         .collect();
-    let progress = bar(contexts.len(), "contexts");
+    let contexts_bar = progress::bar(
+        contexts.len() as u64,
+        "tokenize",
+        "contexts",
+        config.progress,
+    );
     let context_tokens: Vec<std::result::Result<Encoding, String>> = contexts
         .par_iter()
-        .progress_with(progress.clone())
+        .progress_with(contexts_bar.clone())
         .map(|c| {
             let mut enc = tokenizer
                 .encode_char_offsets(*c, false)
@@ -173,13 +171,18 @@ pub fn build_features(
             Ok(enc)
         })
         .collect();
-    progress.finish_and_clear();
+    contexts_bar.finish_and_clear();
 
-    let progress = bar(examples.len(), "features");
+    let examples_bar = progress::bar(
+        examples.len() as u64,
+        "windows",
+        "examples",
+        config.progress,
+    );
     let per_example: Vec<std::result::Result<Vec<Feature>, String>> = examples
         .par_iter()
         .enumerate()
-        .progress_with(progress.clone())
+        .progress_with(examples_bar.clone())
         .map(|(i, ex)| {
             let context = context_tokens[context_of[i]]
                 .as_ref()
@@ -187,7 +190,7 @@ pub fn build_features(
             example_windows(&tokenizer, i, ex, context, specials, config, pad_id)
         })
         .collect();
-    progress.finish_and_clear();
+    examples_bar.finish_and_clear();
 
     let mut report = FeatureReport {
         examples: examples.len(),

@@ -4,8 +4,9 @@
 use std::path::Path;
 
 use crate::error::{DataError, Result};
-use crate::load::{read_to_string, record_name, RawExample, Record};
+use crate::record::{read_to_string, record_id, record_name, AnswerOffsets, RawExample, Record};
 
+/// Reads every record of the file, in file order.
 pub(crate) fn read(path: &Path) -> Result<Vec<RawExample>> {
     let text = read_to_string(path)?;
     let first = text.trim_start().chars().next();
@@ -123,14 +124,17 @@ fn read_record(path: &Path, position: usize, value: &serde_json::Value) -> Resul
         .get("is_impossible")
         .and_then(|v| v.as_bool())
         .unwrap_or(answers.is_empty());
+    let title = rec.opt_str_field("title")?.unwrap_or_default();
+    let question = rec.str_field("question")?;
+    let context = rec.str_field("context")?;
     Ok(RawExample {
-        id: value.get("id").cloned(),
+        id: record_id(path, value, position)?,
         position,
-        title: rec.opt_str_field("title")?.unwrap_or_default(),
-        question: rec.str_field("question")?,
-        context: rec.str_field("context")?,
+        title,
+        question,
+        context,
         answers,
         is_impossible,
-        prealigned: false,
+        offsets: AnswerOffsets::Given,
     })
 }

@@ -1,4 +1,6 @@
-//! Format detection, the shared validation pass every loader goes through, and its report.
+//! Format detection, the shared validation pass every reader's records go through, and the
+//! report of what was repaired or skipped. The readers (`squad`, `hf_json`, `defnlp`) only read
+//! their layout; everything they share lives in `record`.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -9,6 +11,7 @@ use crate::align::{align_answer, AlignOutcome, AnswerAlignment, CharIndex};
 use crate::defnlp::{self, DefnlpOptions};
 use crate::error::{DataError, Result};
 use crate::example::{Answer, Example, ExampleId};
+use crate::record::{AnswerOffsets, RawExample};
 use crate::{hf_json, squad};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -107,27 +110,23 @@ impl LoadReport {
         );
         s
     }
+
+    /// Whether any of `examples` (this load's, or a subset of them) carries a gold label: an
+    /// answer, or an unanswerable flag the file set itself. Examples loaded as unanswerable only
+    /// because they had no answers ([`LoadReport::without_answers`]) are unlabelled.
+    pub fn has_gold_labels(&self, examples: &[Example]) -> bool {
+        let unlabelled: std::collections::HashSet<&str> =
+            self.without_answers.iter().map(String::as_str).collect();
+        examples
+            .iter()
+            .any(|e| !e.answers.is_empty() || !unlabelled.contains(e.id.to_string().as_str()))
+    }
 }
 
 #[derive(Debug, Clone)]
 pub struct LoadedDataset {
     pub examples: Vec<Example>,
     pub report: LoadReport,
-}
-
-/// A record as a loader read it, before validation. `position` is its index in the file
-/// (used to name records that have no id).
-#[derive(Debug, Clone)]
-pub(crate) struct RawExample {
-    pub id: Option<serde_json::Value>,
-    pub position: usize,
-    pub title: String,
-    pub question: String,
-    pub context: String,
-    pub answers: Vec<(String, usize)>,
-    pub is_impossible: bool,
-    /// DEFNLP answers are located by search already; skip offset validation for them.
-    pub prealigned: bool,
 }
 
 /// Loads any supported dataset file (or DEFNLP folder), validating and repairing as configured.
@@ -144,12 +143,16 @@ pub fn load(path: impl AsRef<Path>, options: &LoadOptions) -> Result<LoadedDatas
     };
     let raws = match format {
         DataFormat::Squad => {
-            let (raws, version) = squad::read(path)?;
-            report.version = version;
-            raws
+            let file = squad::read(path)?;
+            report.version = file.version;
+            file.records
         }
         DataFormat::HfJson => hf_json::read(path)?,
-        DataFormat::Defnlp => defnlp::read(path, &options.defnlp, &mut report)?,
+        DataFormat::Defnlp => {
+            let dataset = defnlp::read(path, &options.defnlp)?;
+            report.labels_not_found = dataset.labels_not_found;
+            dataset.records
+        }
     };
     let examples = validate(path, raws, options.alignment, &mut report)?;
     tracing::debug!("{}", report.summary());
@@ -196,18 +199,6 @@ fn read_head(path: &Path, bytes: usize) -> Result<String> {
     Ok(String::from_utf8_lossy(&buf).into_owned())
 }
 
-pub(crate) fn read_to_string(path: &Path) -> Result<String> {
-    std::fs::read_to_string(path).map_err(|e| DataError::io(path, e))
-}
-
-pub(crate) fn parse_json(path: &Path, text: &str) -> Result<serde_json::Value> {
-    serde_json::from_str(text).map_err(|source| DataError::Json {
-        path: path.to_path_buf(),
-        line: Some(source.line()),
-        source,
-    })
-}
-
 fn validate(
     path: &Path,
     raws: Vec<RawExample>,
@@ -217,22 +208,7 @@ fn validate(
     let mut seen: HashMap<ExampleId, usize> = HashMap::with_capacity(raws.len());
     let mut examples = Vec::with_capacity(raws.len());
     for raw in raws {
-        let id = match &raw.id {
-            Some(v) => ExampleId::from_json(v).ok_or_else(|| {
-                DataError::example(
-                    path,
-                    format!("#{}", raw.position),
-                    format!("id must be a string or an integer, found {v}"),
-                )
-            })?,
-            None => {
-                return Err(DataError::example(
-                    path,
-                    format!("#{} (no id)", raw.position),
-                    "missing field \"id\"",
-                ))
-            }
-        };
+        let id = raw.id;
         if let Some(&first) = seen.get(&id) {
             return Err(DataError::DuplicateId {
                 path: path.to_path_buf(),
@@ -258,7 +234,7 @@ fn validate(
         let index = CharIndex::new(&raw.context);
         let mut answers = Vec::with_capacity(raw.answers.len());
         for (text, given) in raw.answers {
-            if raw.prealigned {
+            if raw.offsets == AnswerOffsets::Located {
                 answers.push(Answer {
                     text,
                     char_start: Some(given),
@@ -314,69 +290,4 @@ fn validate(
 fn skip(path: &Path, report: &mut LoadReport, id: &ExampleId, why: &str) {
     tracing::warn!("{}: example {id}: skipped: {why}", path.display());
     report.skipped.push((id.to_string(), why.to_string()));
-}
-
-/// Field access on loosely-typed JSON records with errors naming the file and the record.
-pub(crate) struct Record<'a> {
-    pub path: &'a Path,
-    pub name: String,
-    pub value: &'a serde_json::Value,
-}
-
-impl<'a> Record<'a> {
-    pub fn field(&self, key: &str) -> Result<&'a serde_json::Value> {
-        self.value.get(key).ok_or_else(|| {
-            DataError::example(self.path, &self.name, format!("missing field {key:?}"))
-        })
-    }
-
-    pub fn str_field(&self, key: &str) -> Result<String> {
-        match self.field(key)? {
-            serde_json::Value::String(s) => Ok(s.clone()),
-            other => Err(self.wrong_type(key, "a string", other)),
-        }
-    }
-
-    pub fn opt_str_field(&self, key: &str) -> Result<Option<String>> {
-        match self.value.get(key) {
-            None | Some(serde_json::Value::Null) => Ok(None),
-            Some(serde_json::Value::String(s)) => Ok(Some(s.clone())),
-            Some(other) => Err(self.wrong_type(key, "a string", other)),
-        }
-    }
-
-    pub fn array_field(&self, key: &str) -> Result<&'a Vec<serde_json::Value>> {
-        match self.field(key)? {
-            serde_json::Value::Array(a) => Ok(a),
-            other => Err(self.wrong_type(key, "a list", other)),
-        }
-    }
-
-    pub fn start_field(&self, value: &serde_json::Value, key: &str) -> Result<usize> {
-        value
-            .as_u64()
-            .map(|v| v as usize)
-            .ok_or_else(|| self.wrong_type(key, "a non-negative integer", value))
-    }
-
-    pub fn wrong_type(&self, key: &str, expected: &str, found: &serde_json::Value) -> DataError {
-        let mut shown = found.to_string();
-        if shown.len() > 60 {
-            shown.truncate(60);
-            shown.push('…');
-        }
-        DataError::example(
-            self.path,
-            &self.name,
-            format!("field {key:?} must be {expected}, found {shown}"),
-        )
-    }
-}
-
-/// A human name for a record: its id when it has one, else its position.
-pub(crate) fn record_name(value: &serde_json::Value, position: usize) -> String {
-    match value.get("id").and_then(ExampleId::from_json) {
-        Some(id) => id.to_string(),
-        None => format!("#{position}"),
-    }
 }

@@ -3,10 +3,18 @@
 use std::path::Path;
 
 use crate::error::{DataError, Result};
-use crate::load::{parse_json, read_to_string, record_name, RawExample, Record};
+use crate::record::{
+    parse_json, read_to_string, record_id, record_name, AnswerOffsets, RawExample, Record,
+};
+
+/// What a SQuAD file holds: its questions and its `version` field.
+pub(crate) struct SquadFile {
+    pub records: Vec<RawExample>,
+    pub version: Option<String>,
+}
 
 /// Reads every question of a SQuAD file, in file order, and the file's `version` field.
-pub(crate) fn read(path: &Path) -> Result<(Vec<RawExample>, Option<String>)> {
+pub(crate) fn read(path: &Path) -> Result<SquadFile> {
     let root = parse_json(path, &read_to_string(path)?)?;
     let version = root.get("version").and_then(|v| {
         v.as_str()
@@ -68,18 +76,22 @@ pub(crate) fn read(path: &Path) -> Result<(Vec<RawExample>, Option<String>)> {
                         })
                         .collect::<Result<Vec<_>>>()?,
                 };
+                let question = rec.str_field("question")?;
                 out.push(RawExample {
-                    id: qa.get("id").cloned(),
+                    id: record_id(path, qa, position)?,
                     position,
                     title: title.clone(),
-                    question: rec.str_field("question")?,
+                    question,
                     context: context.clone(),
                     answers,
                     is_impossible,
-                    prealigned: false,
+                    offsets: AnswerOffsets::Given,
                 });
             }
         }
     }
-    Ok((out, version))
+    Ok(SquadFile {
+        records: out,
+        version,
+    })
 }

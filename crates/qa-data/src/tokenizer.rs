@@ -121,3 +121,64 @@ fn wordpiece_from_vocab(vocab: &Path, config_path: &Path) -> Result<Tokenizer> {
         .with_decoder(Some(WordPieceDecoder::default()));
     Ok(tokenizer)
 }
+
+/// The id batches are padded with, the one definition for features, training and inference:
+/// the tokenizer's own padding settings when it has them, else its `[PAD]` (BERT) or `<pad>`
+/// (RoBERTa) token, else 0.
+pub fn pad_token_id(tokenizer: &Tokenizer) -> u32 {
+    if let Some(padding) = tokenizer.get_padding() {
+        return padding.pad_id;
+    }
+    ["[PAD]", "<pad>"]
+        .iter()
+        .find_map(|token| tokenizer.token_to_id(token))
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokenizers::PaddingParams;
+
+    fn wordpiece(vocab: &[(&str, u32)]) -> Tokenizer {
+        let vocab: ahash::AHashMap<String, u32> = vocab
+            .iter()
+            .map(|&(token, id)| (token.to_string(), id))
+            .collect();
+        let model = WordPiece::builder()
+            .vocab(vocab)
+            .unk_token("[UNK]".into())
+            .build()
+            .unwrap();
+        Tokenizer::new(model)
+    }
+
+    #[test]
+    fn pad_token_id_prefers_padding_settings_then_pad_tokens_then_zero() {
+        let bert = wordpiece(&[("[UNK]", 0), ("hello", 1), ("[PAD]", 5)]);
+        assert_eq!(pad_token_id(&bert), 5);
+
+        let roberta_like = wordpiece(&[("[UNK]", 0), ("<pad>", 1)]);
+        assert_eq!(pad_token_id(&roberta_like), 1);
+
+        let no_pad_token = wordpiece(&[("[UNK]", 3), ("hello", 1)]);
+        assert_eq!(pad_token_id(&no_pad_token), 0);
+
+        let mut configured = wordpiece(&[("[UNK]", 0), ("[PAD]", 5)]);
+        configured.with_padding(Some(PaddingParams {
+            pad_id: 9,
+            ..Default::default()
+        }));
+        assert_eq!(pad_token_id(&configured), 9);
+    }
+
+    #[test]
+    fn pad_token_id_of_the_shared_minilm_tokenizer_is_its_pad_token() {
+        let dir = qa_testkit::shared_dir().join("models/all-MiniLM-L6-v2");
+        let tokenizer = load_tokenizer(&dir).unwrap();
+        assert_eq!(
+            Some(pad_token_id(&tokenizer)),
+            tokenizer.token_to_id("[PAD]")
+        );
+    }
+}

@@ -2,9 +2,9 @@
 
 use qa_data::features::{pad_batch, Padding};
 use qa_data::{
-    build_features, load, load_tokenizer, shared_dir, Example, ExampleId, FeatureConfig,
-    LoadOptions,
+    build_features, load, load_tokenizer, Example, ExampleId, FeatureConfig, LoadOptions, Progress,
 };
+use qa_testkit::shared_dir;
 
 fn tokenizer() -> tokenizers::Tokenizer {
     load_tokenizer(&shared_dir().join("models/all-MiniLM-L6-v2")).unwrap()
@@ -14,7 +14,7 @@ fn quiet(max_length: usize, stride: usize) -> FeatureConfig {
     FeatureConfig {
         max_length,
         stride,
-        show_progress: false,
+        progress: Progress::Hidden,
         ..Default::default()
     }
 }

@@ -4,11 +4,12 @@
 
 use std::collections::BTreeSet;
 
-use qa_data::{build_features, load, shared_dir, FeatureConfig, LoadOptions};
+use qa_data::{build_features, load, FeatureConfig, LoadOptions, Progress};
+use qa_testkit::shared_dir;
 
 fn config() -> FeatureConfig {
     FeatureConfig {
-        show_progress: false,
+        progress: Progress::Hidden,
         ..Default::default()
     }
 }

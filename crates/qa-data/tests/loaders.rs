@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use qa_data::{load, DataFormat, ExampleId, LoadOptions};
+use qa_data::{defnlp, load, DataFormat, ExampleId, LoadOptions};
 
 fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     let path = dir.join(name);
@@ -110,6 +110,44 @@ fn defnlp_fixture_becomes_one_example_per_question_with_every_occurrence() {
 }
 
 #[test]
+fn defnlp_prediction_examples_use_the_training_question_ids() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/defnlp");
+    let loaded = load(&dir, &LoadOptions::default()).unwrap().examples;
+    let publication = defnlp::read_publication(&dir.join("train/a1b2c3.json")).unwrap();
+    let examples = defnlp::publication_examples(&publication, defnlp::DEFAULT_QUESTIONS);
+    assert_eq!(examples.len(), defnlp::DEFAULT_QUESTIONS.len());
+    for (predicted, trained) in examples.iter().zip(&loaded) {
+        assert_eq!(predicted.id, trained.id);
+        assert_eq!(predicted.question, trained.question);
+        assert_eq!(predicted.context, trained.context);
+        assert!(predicted.answers.is_empty() && !predicted.is_impossible);
+    }
+    assert_eq!(
+        defnlp::question_id("a1b2c3", 1),
+        ExampleId::Text("a1b2c3_q1".into())
+    );
+}
+
+#[test]
+fn gold_labels_are_answers_or_unanswerable_flags_set_by_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let bare = write(
+        dir.path(),
+        "bare.json",
+        r#"{"data": [{"paragraphs": [{"context": "abc", "qas": [{"id": "u", "question": "q?", "answers": []}]}]}]}"#,
+    );
+    let data = load(&bare, &LoadOptions::default()).unwrap();
+    assert_eq!(data.report.without_answers, vec!["u".to_string()]);
+    assert!(!data.report.has_gold_labels(&data.examples));
+
+    let squad = write(dir.path(), "v2.json", SQUAD_V2);
+    let data = load(&squad, &LoadOptions::default()).unwrap();
+    assert!(data.report.has_gold_labels(&data.examples));
+    // The v2 unanswerable question alone still counts: the file flagged it.
+    assert!(data.report.has_gold_labels(&data.examples[1..2]));
+}
+
+#[test]
 fn malformed_json_names_the_file_and_line() {
     let dir = tempfile::tempdir().unwrap();
     let path = write(
@@ -157,6 +195,20 @@ fn missing_fields_and_wrong_types_name_the_example() {
     );
     let msg = err_text(&no_id);
     assert!(msg.contains("#0") && msg.contains("id"), "{msg}");
+    let float_id = write(
+        dir.path(),
+        "fi.jsonl",
+        concat!(
+            r#"{"id": "fine", "question": "q", "context": "c", "answers": {"text": [], "answer_start": []}}"#,
+            "\n",
+            r#"{"id": 1.5, "question": "q", "context": "c", "answers": {"text": [], "answer_start": []}}"#,
+        ),
+    );
+    let msg = err_text(&float_id);
+    assert!(
+        msg.contains("fi.jsonl") && msg.contains("#1") && msg.contains("1.5"),
+        "{msg}"
+    );
 }
 
 #[test]

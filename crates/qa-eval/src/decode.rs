@@ -63,8 +63,7 @@ pub struct Decoded {
     pub examples: Vec<ExampleDecoding>,
 }
 
-/// Start and end logits of one window, at least as long as the window.
-pub type WindowLogits = (Vec<f32>, Vec<f32>);
+pub use qa_model::infer::WindowLogits;
 
 #[derive(Clone, Copy)]
 struct Candidate {

@@ -1,3 +1,5 @@
+//! Typed errors of decoding, scoring and prediction, each naming the file involved.
+
 use std::path::PathBuf;
 
 pub type Result<T, E = EvalError> = std::result::Result<T, E>;
@@ -26,6 +28,10 @@ pub enum EvalError {
     Format { path: PathBuf, what: String },
     #[error("decoding: {0}")]
     Decode(String),
+    #[error(transparent)]
+    Data(#[from] qa_data::DataError),
+    #[error(transparent)]
+    Model(#[from] qa_model::ModelError),
 }
 
 impl EvalError {

@@ -4,18 +4,32 @@
 //!   `utils_qa.postprocess_qa_predictions` does (n-best, max answer length, SQuAD v2 null score).
 //! * [`pipeline`] gives the answers of the HF `question-answering` pipeline instead (per-window
 //!   probabilities, whole words, merged duplicates): what `qa predict` prints.
-//! * [`squad`] is the official SQuAD v1.1 and v2.0 evaluation, rule for rule.
-//! * [`coleridge`] is the Coleridge "Show US the Data" (DEFNLP) Jaccard F0.5 score.
+//! * [`squad`] is the official SQuAD v1.1 and v2.0 evaluation, rule for rule; [`normalize`]
+//!   is its answer normalisation, exact match and token F1.
+//! * [`metrics`] assembles the metrics of one evaluation ([`Metric`] names them), for `qa eval`
+//!   and the trainer alike.
+//! * [`coleridge`] is the Coleridge "Show US the Data" (DEFNLP) Jaccard F0.5 score;
+//!   [`defnlp`] finds dataset labels in publications with a model and writes submissions.
+//! * [`predictor`] loads a fine-tuned model folder once and answers examples with it (logits,
+//!   pipeline answers, per-window decoding): what `qa predict` and `qa eval` run.
+//! * [`score`] scores prediction files against data files (`qa score`).
+//! * [`error`]: typed errors naming the file involved.
 
 pub mod coleridge;
 pub mod decode;
+pub mod defnlp;
 pub mod error;
+pub mod metrics;
 pub mod normalize;
 pub mod pipeline;
+pub mod predictor;
+pub mod score;
 pub mod squad;
 
 pub use decode::{decode, DecodeConfig, Decoded, NBestEntry};
 pub use error::{EvalError, Result};
+pub use metrics::{squad_metrics, Metric, Metrics, UnknownMetric};
 pub use normalize::{exact_match, f1_score, normalize_answer};
 pub use pipeline::{pipeline_answers, PipelineAnswer, PipelineConfig};
+pub use predictor::{Predictor, WindowScores};
 pub use squad::{evaluate_v1, evaluate_v2, Gold, SquadVersion};

@@ -147,7 +147,7 @@ fn v2_missing_predictions_score_zero_and_are_listed() {
 
 #[test]
 fn gold_is_read_from_squad_files_with_integer_ids() {
-    let path = qa_data::shared_dir().join("data/covid-qa/dev.json");
+    let path = qa_testkit::shared_dir().join("data/covid-qa/dev.json");
     let g = Gold::from_squad_file(&path).unwrap();
     assert_eq!(g.questions.len(), 155);
     assert_eq!(g.questions[0].id, "2996");

@@ -27,8 +27,23 @@ pub fn default_device() -> Device {
     Device::default()
 }
 
-/// Parses `cpu`, `cuda` or `cuda:N` against the compiled-in backend.
-pub fn parse_device(spec: &str) -> Result<Device, String> {
+/// A `--device` this binary cannot use.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DeviceError {
+    #[error("bad CUDA device index in {0:?} (expected cuda:N)")]
+    BadIndex(String),
+    #[error("device {0:?} is not available: this binary was built with the CUDA backend (use cuda or cuda:N)")]
+    NotInCudaBuild(String),
+    #[error(
+        "device {0:?} needs a build with the CUDA backend: cargo build --release --features cuda"
+    )]
+    NeedsCudaBuild(String),
+    #[error("unknown device {0:?} (expected cpu, cuda or cuda:N)")]
+    Unknown(String),
+}
+
+/// Parses `auto`, `cpu`, `cuda` or `cuda:N` against the compiled-in backend.
+pub fn parse_device(spec: &str) -> Result<Device, DeviceError> {
     let spec = spec.trim();
     #[cfg(feature = "cuda")]
     {
@@ -38,21 +53,17 @@ pub fn parse_device(spec: &str) -> Result<Device, String> {
         if let Some(n) = spec.strip_prefix("cuda:") {
             let index: usize = n
                 .parse()
-                .map_err(|_| format!("bad CUDA device index in {spec:?}"))?;
+                .map_err(|_| DeviceError::BadIndex(spec.to_string()))?;
             return Ok(burn::backend::cuda::CudaDevice::new(index));
         }
-        Err(format!(
-            "device {spec:?} is not available: this binary was built with the CUDA backend (use cuda or cuda:N)"
-        ))
+        Err(DeviceError::NotInCudaBuild(spec.to_string()))
     }
     #[cfg(not(feature = "cuda"))]
     {
         match spec {
             "cpu" | "auto" => Ok(Device::default()),
-            _ if spec.starts_with("cuda") => Err(format!(
-                "device {spec:?} needs a build with the CUDA backend: cargo build --release --features cuda"
-            )),
-            _ => Err(format!("unknown device {spec:?} (expected cpu, cuda or cuda:N)")),
+            _ if spec.starts_with("cuda") => Err(DeviceError::NeedsCudaBuild(spec.to_string())),
+            _ => Err(DeviceError::Unknown(spec.to_string())),
         }
     }
 }

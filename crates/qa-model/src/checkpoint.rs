@@ -1,161 +1,21 @@
-//! HF checkpoints in and out. [`walk`] is the single table of tensor names: loading and saving
-//! both go through it, so the two can never disagree.
+//! HF checkpoints in and out. The tensor names come from the modules themselves
+//! ([`crate::hf_params`]): loading and saving are two visitors of the same walk, so the two can
+//! never disagree.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use burn::module::Param;
-use burn::nn::{Embedding, LayerNorm, Linear};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 use rand::SeedableRng;
 use rand_distr::{Distribution, Normal};
 
-use crate::config::{Architecture, ModelConfig};
+use crate::config::ModelConfig;
 use crate::error::{ModelError, Result};
+use crate::hf_params::{HfParams, Init, Leaf, NameScope, ParamVisitor};
 use crate::model::QaModel;
 use crate::weights::{write_safetensors, HostTensor, WeightFile};
-
-/// How a tensor is initialised when the checkpoint does not have it.
-#[derive(Debug, Clone, Copy)]
-enum Init {
-    /// N(0, initializer_range); `zero_row` is the padding row of an embedding.
-    Normal {
-        zero_row: Option<usize>,
-    },
-    Zeros,
-    Ones,
-    /// DistilBERT's fixed sinusoidal position table.
-    Sinusoidal,
-}
-
-/// What the walk does at each parameter: fill it (loading) or read it (saving).
-trait Visitor<B: Backend> {
-    /// `shape` is the HF (PyTorch) shape; `transpose` says Burn stores the transpose.
-    fn visit(
-        &mut self,
-        name: &str,
-        param: &mut Param<Tensor<B, 2>>,
-        shape: [usize; 2],
-        transpose: bool,
-        init: Init,
-    ) -> Result<()>;
-    fn visit_1d(&mut self, name: &str, param: &mut Param<Tensor<B, 1>>, init: Init) -> Result<()>;
-}
-
-fn walk_linear<B: Backend, V: Visitor<B>>(v: &mut V, name: &str, l: &mut Linear<B>) -> Result<()> {
-    let [d_in, d_out] = l.weight.dims();
-    v.visit(
-        &format!("{name}.weight"),
-        &mut l.weight,
-        [d_out, d_in],
-        true,
-        Init::Normal { zero_row: None },
-    )?;
-    if let Some(bias) = &mut l.bias {
-        v.visit_1d(&format!("{name}.bias"), bias, Init::Zeros)?;
-    }
-    Ok(())
-}
-
-fn walk_norm<B: Backend, V: Visitor<B>>(v: &mut V, name: &str, n: &mut LayerNorm<B>) -> Result<()> {
-    v.visit_1d(&format!("{name}.weight"), &mut n.gamma, Init::Ones)?;
-    if let Some(beta) = &mut n.beta {
-        v.visit_1d(&format!("{name}.bias"), beta, Init::Zeros)?;
-    }
-    Ok(())
-}
-
-fn walk_embedding<B: Backend, V: Visitor<B>>(
-    v: &mut V,
-    name: &str,
-    e: &mut Embedding<B>,
-    init: Init,
-) -> Result<()> {
-    let shape = e.weight.dims();
-    v.visit(&format!("{name}.weight"), &mut e.weight, shape, false, init)
-}
-
-/// Every parameter of the model with its HF name (encoder names without the `bert.` /
-/// `distilbert.` prefix; the head is `qa_outputs.*`).
-fn walk<B: Backend, V: Visitor<B>>(
-    model: &mut QaModel<B>,
-    config: &ModelConfig,
-    v: &mut V,
-) -> Result<()> {
-    let e = &mut model.embeddings;
-    walk_embedding(
-        v,
-        "embeddings.word_embeddings",
-        &mut e.word,
-        Init::Normal {
-            zero_row: Some(config.pad_token_id),
-        },
-    )?;
-    let position_init = if config.sinusoidal_positions {
-        Init::Sinusoidal
-    } else {
-        Init::Normal { zero_row: None }
-    };
-    walk_embedding(
-        v,
-        "embeddings.position_embeddings",
-        &mut e.position,
-        position_init,
-    )?;
-    if let Some(tt) = &mut e.token_type {
-        walk_embedding(
-            v,
-            "embeddings.token_type_embeddings",
-            tt,
-            Init::Normal { zero_row: None },
-        )?;
-    }
-    walk_norm(v, "embeddings.LayerNorm", &mut e.norm)?;
-    for (i, layer) in model.layers.iter_mut().enumerate() {
-        match config.architecture {
-            Architecture::Bert => {
-                let p = format!("encoder.layer.{i}");
-                walk_linear(v, &format!("{p}.attention.self.query"), &mut layer.query)?;
-                walk_linear(v, &format!("{p}.attention.self.key"), &mut layer.key)?;
-                walk_linear(v, &format!("{p}.attention.self.value"), &mut layer.value)?;
-                walk_linear(
-                    v,
-                    &format!("{p}.attention.output.dense"),
-                    &mut layer.attention_output,
-                )?;
-                walk_norm(
-                    v,
-                    &format!("{p}.attention.output.LayerNorm"),
-                    &mut layer.attention_norm,
-                )?;
-                walk_linear(
-                    v,
-                    &format!("{p}.intermediate.dense"),
-                    &mut layer.intermediate,
-                )?;
-                walk_linear(v, &format!("{p}.output.dense"), &mut layer.output)?;
-                walk_norm(v, &format!("{p}.output.LayerNorm"), &mut layer.output_norm)?;
-            }
-            Architecture::DistilBert => {
-                let p = format!("transformer.layer.{i}");
-                walk_linear(v, &format!("{p}.attention.q_lin"), &mut layer.query)?;
-                walk_linear(v, &format!("{p}.attention.k_lin"), &mut layer.key)?;
-                walk_linear(v, &format!("{p}.attention.v_lin"), &mut layer.value)?;
-                walk_linear(
-                    v,
-                    &format!("{p}.attention.out_lin"),
-                    &mut layer.attention_output,
-                )?;
-                walk_norm(v, &format!("{p}.sa_layer_norm"), &mut layer.attention_norm)?;
-                walk_linear(v, &format!("{p}.ffn.lin1"), &mut layer.intermediate)?;
-                walk_linear(v, &format!("{p}.ffn.lin2"), &mut layer.output)?;
-                walk_norm(v, &format!("{p}.output_layer_norm"), &mut layer.output_norm)?;
-            }
-        }
-    }
-    walk_linear(v, "qa_outputs", &mut model.qa_outputs)
-}
 
 /// What loading found: tensors the model did not use, and the ones it had to initialise.
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -170,34 +30,38 @@ pub struct LoadReport {
 struct Loader<'a, B: Backend> {
     file: Option<&'a WeightFile>,
     config: &'a ModelConfig,
+    /// The encoder's prefix, which base-model checkpoints leave out of their names.
     prefix: &'static str,
     device: B::Device,
     rng: rand::rngs::StdRng,
+    scope: NameScope,
     used: BTreeSet<String>,
     initialized: Vec<String>,
 }
 
 impl<B: Backend> Loader<'_, B> {
-    /// Finds a tensor under its HF name, with or without the model prefix, accepting the old
-    /// `LayerNorm.gamma/beta` spellings. Returns the name found.
-    fn find(&self, name: &str) -> Option<(String, &HostTensor)> {
+    /// Finds `leaf` of the current scope in the file: under its full HF name, without the
+    /// encoder prefix (base checkpoints), then under its legacy spelling. Returns the name found.
+    fn find(&self, leaf: &Leaf) -> Option<(String, &HostTensor)> {
         let file = self.file?;
-        let mut candidates = vec![format!("{}.{name}", self.prefix), name.to_string()];
-        for (new, old) in [(".weight", ".gamma"), (".bias", ".beta")] {
-            if name.contains("LayerNorm") || name.contains("layer_norm") {
-                if let Some(stem) = name.strip_suffix(new) {
-                    candidates.push(format!("{}.{stem}{old}", self.prefix));
-                    candidates.push(format!("{stem}{old}"));
-                }
-            }
+        let mut candidates = Vec::new();
+        for spelling in std::iter::once(leaf.name).chain(leaf.legacy_name) {
+            let full = self.scope.full_name(spelling);
+            let bare = full
+                .strip_prefix(&format!("{}.", self.prefix))
+                .map(str::to_string);
+            candidates.push(full);
+            candidates.extend(bare);
         }
         candidates
             .into_iter()
             .find_map(|c| file.tensors.get(&c).map(|t| (c, t)))
     }
 
-    fn fetch(&mut self, name: &str, shape: &[usize], init: Init) -> Result<Vec<f32>> {
-        if let Some((found, tensor)) = self.find(name) {
+    /// The tensor's values in the PyTorch layout `shape`, from the file or freshly initialised.
+    fn fetch(&mut self, leaf: &Leaf, shape: &[usize]) -> Result<Vec<f32>> {
+        let name = self.scope.full_name(leaf.name);
+        if let Some((found, tensor)) = self.find(leaf) {
             if tensor.shape != shape {
                 return Err(ModelError::Shape {
                     path: self.file.map(|f| f.path.clone()).unwrap_or_default(),
@@ -210,18 +74,18 @@ impl<B: Backend> Loader<'_, B> {
             self.used.insert(found);
             return Ok(data);
         }
-        // A base encoder has no QA head: start it fresh, as HF does. Anything else missing
+        // A base encoder has no task head: start it fresh, as HF does. Anything else missing
         // from a given checkpoint means the wrong file or architecture.
         if let Some(file) = self.file {
-            if !name.starts_with("qa_outputs.") {
+            if self.scope.root() == Some(self.prefix) {
                 return Err(ModelError::Missing {
                     path: file.path.clone(),
-                    name: format!("{}.{name}", self.prefix),
+                    name,
                 });
             }
         }
-        self.initialized.push(name.to_string());
-        Ok(self.initial(shape, init))
+        self.initialized.push(name);
+        Ok(self.initial(shape, leaf.init))
     }
 
     fn initial(&mut self, shape: &[usize], init: Init) -> Vec<f32> {
@@ -256,31 +120,18 @@ impl<B: Backend> Loader<'_, B> {
     }
 }
 
-impl<B: Backend> Visitor<B> for Loader<'_, B> {
-    fn visit(
-        &mut self,
-        name: &str,
-        param: &mut Param<Tensor<B, 2>>,
-        shape: [usize; 2],
-        transpose: bool,
-        init: Init,
-    ) -> Result<()> {
-        let data = self.fetch(name, &shape, init)?;
-        let host = HostTensor::new(shape.to_vec(), data);
-        let host = if transpose { host.transposed() } else { host };
-        let dims = [host.shape[0], host.shape[1]];
-        *param = Param::from_tensor(Tensor::from_data(
-            TensorData::new(host.data, dims),
-            &self.device,
-        ));
-        Ok(())
+impl<B: Backend> ParamVisitor<B> for Loader<'_, B> {
+    fn name_scope(&mut self) -> &mut NameScope {
+        &mut self.scope
     }
 
-    fn visit_1d(&mut self, name: &str, param: &mut Param<Tensor<B, 1>>, init: Init) -> Result<()> {
-        let shape = param.dims();
-        let data = self.fetch(name, &shape, init)?;
+    fn param<const D: usize>(&mut self, leaf: Leaf, param: &mut Param<Tensor<B, D>>) -> Result<()> {
+        let dims = param.dims();
+        let shape = leaf.layout.torch_shape(&dims);
+        let data = self.fetch(&leaf, &shape)?;
+        let host = leaf.layout.convert(HostTensor::new(shape, data));
         *param = Param::from_tensor(Tensor::from_data(
-            TensorData::new(data, shape),
+            TensorData::new(host.data, dims),
             &self.device,
         ));
         Ok(())
@@ -303,10 +154,11 @@ pub fn build_model<B: Backend>(
         prefix: config.architecture.prefix(),
         device: device.clone(),
         rng: rand::rngs::StdRng::seed_from_u64(seed),
+        scope: NameScope::default(),
         used: BTreeSet::new(),
         initialized: Vec::new(),
     };
-    walk(&mut model, config, &mut loader)?;
+    model.visit_params(&mut loader)?;
     let unused = weights
         .map(|f| {
             f.tensors
@@ -378,67 +230,48 @@ pub fn load_pretrained<B: Backend>(
     Ok((model, config, report))
 }
 
+/// Reads every parameter into `tensors` under its full HF name, in the PyTorch layout.
 struct Exporter {
-    prefix: &'static str,
+    scope: NameScope,
     tensors: BTreeMap<String, HostTensor>,
 }
 
-impl Exporter {
-    fn key(&self, name: &str) -> String {
-        if name.starts_with("qa_outputs.") {
-            name.to_string()
-        } else {
-            format!("{}.{name}", self.prefix)
-        }
-    }
-}
-
-fn host_data<B: Backend, const D: usize>(t: &Tensor<B, D>) -> Vec<f32> {
-    t.to_data()
-        .convert::<f32>()
-        .into_vec::<f32>()
-        .expect("float tensor converts to f32")
-}
-
-impl<B: Backend> Visitor<B> for Exporter {
-    fn visit(
-        &mut self,
-        name: &str,
-        param: &mut Param<Tensor<B, 2>>,
-        shape: [usize; 2],
-        transpose: bool,
-        _init: Init,
-    ) -> Result<()> {
-        let t = param.val();
-        let [r, c] = t.dims();
-        let host = HostTensor::new(vec![r, c], host_data(&t));
-        let host = if transpose { host.transposed() } else { host };
-        debug_assert_eq!(host.shape, shape.to_vec());
-        self.tensors.insert(self.key(name), host);
-        Ok(())
+impl<B: Backend> ParamVisitor<B> for Exporter {
+    fn name_scope(&mut self) -> &mut NameScope {
+        &mut self.scope
     }
 
-    fn visit_1d(&mut self, name: &str, param: &mut Param<Tensor<B, 1>>, _init: Init) -> Result<()> {
+    fn param<const D: usize>(&mut self, leaf: Leaf, param: &mut Param<Tensor<B, D>>) -> Result<()> {
         let t = param.val();
-        self.tensors.insert(
-            self.key(name),
-            HostTensor::new(t.dims().to_vec(), host_data(&t)),
-        );
+        let data = t
+            .to_data()
+            .convert::<f32>()
+            .into_vec::<f32>()
+            .expect("float tensor converts to f32");
+        let host = leaf
+            .layout
+            .convert(HostTensor::new(t.dims().to_vec(), data));
+        self.tensors.insert(self.scope.full_name(leaf.name), host);
         Ok(())
     }
 }
 
-/// The model's tensors under their HF names (`bert.…` / `distilbert.…`, `qa_outputs.…`).
+/// The model's tensors under their HF names (`bert.…` / `distilbert.…`, `qa_outputs.…`);
+/// `config` must be the one the model was built from.
 pub fn export_tensors<B: Backend>(
     model: &QaModel<B>,
     config: &ModelConfig,
 ) -> BTreeMap<String, HostTensor> {
+    debug_assert_eq!(model.encoder.architecture(), config.architecture);
     let mut exporter = Exporter {
-        prefix: config.architecture.prefix(),
+        scope: NameScope::default(),
         tensors: BTreeMap::new(),
     };
-    let mut model = model.clone();
-    walk(&mut model, config, &mut exporter).expect("export never fails");
+    // The walk takes `&mut` (loading replaces parameters); a clone shares the tensors.
+    model
+        .clone()
+        .visit_params(&mut exporter)
+        .expect("export never fails");
     exporter.tensors
 }
 
@@ -477,4 +310,85 @@ pub fn save_pretrained<B: Backend>(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::{default_device, Compute};
+
+    fn tiny(name: &str) -> (ModelConfig, WeightFile) {
+        let dir = qa_testkit::shared_dir().join("golden").join(name);
+        let config = ModelConfig::from_file(&dir.join("config.json")).unwrap();
+        let file = WeightFile::read(&dir.join("model.safetensors")).unwrap();
+        (config, file)
+    }
+
+    #[test]
+    fn base_checkpoints_and_legacy_layer_norm_names_load() {
+        for name in ["tiny-bert-qa", "tiny-distilbert-qa"] {
+            let (config, file) = tiny(name);
+            let prefix = format!("{}.", config.architecture.prefix());
+            // As a base checkpoint from the TensorFlow era would spell it: no encoder prefix,
+            // LayerNorm `gamma`/`beta`.
+            let mut legacy = file.clone();
+            legacy.tensors = file
+                .tensors
+                .iter()
+                .map(|(key, tensor)| {
+                    let key = key.strip_prefix(&prefix).unwrap_or(key);
+                    let key = match key.rsplit_once('.') {
+                        Some((module, "weight")) if module.ends_with("LayerNorm") => {
+                            format!("{module}.gamma")
+                        }
+                        Some((module, "bias")) if module.ends_with("LayerNorm") => {
+                            format!("{module}.beta")
+                        }
+                        _ => key.to_string(),
+                    };
+                    (key, tensor.clone())
+                })
+                .collect();
+            assert_ne!(
+                legacy.tensors.keys().collect::<Vec<_>>(),
+                file.tensors.keys().collect::<Vec<_>>()
+            );
+            let device = default_device();
+            let (model, report) =
+                build_model::<Compute>(&config, Some(&legacy), 0, &device).unwrap();
+            assert!(
+                report.initialized.is_empty(),
+                "{name}: {:?}",
+                report.initialized
+            );
+            assert!(report.unused.is_empty(), "{name}: {:?}", report.unused);
+            assert_eq!(export_tensors(&model, &config), file.tensors, "{name}");
+        }
+    }
+
+    #[test]
+    fn fresh_models_follow_hfs_initialisation() {
+        let mut config = ModelConfig::distilbert(12, 8, 1, 2, 16);
+        config.pad_token_id = 3;
+        config.sinusoidal_positions = true;
+        let (model, report) = build_model::<Compute>(&config, None, 5, &default_device()).unwrap();
+        let tensors = export_tensors(&model, &config);
+        assert_eq!(report.initialized.len(), tensors.len());
+        let word = &tensors["distilbert.embeddings.word_embeddings.weight"];
+        assert!(word.data[3 * 8..4 * 8].iter().all(|&v| v == 0.0));
+        assert!(word.data[..3 * 8].iter().all(|&v| v != 0.0));
+        let position = &tensors["distilbert.embeddings.position_embeddings.weight"];
+        // Row 1: sin(1), cos(1), sin(1/10000^(2/8)), ...
+        assert!((position.data[8] - 1f32.sin()).abs() < 1e-6);
+        assert!((position.data[9] - 1f32.cos()).abs() < 1e-6);
+        let norm = &tensors["distilbert.transformer.layer.0.sa_layer_norm.weight"];
+        assert!(norm.data.iter().all(|&v| v == 1.0));
+        let bias = &tensors["distilbert.transformer.layer.0.ffn.lin1.bias"];
+        assert!(bias.data.iter().all(|&v| v == 0.0));
+        // PyTorch layout: `[out, in]`.
+        assert_eq!(
+            tensors["distilbert.transformer.layer.0.ffn.lin1.weight"].shape,
+            [16, 8]
+        );
+    }
 }

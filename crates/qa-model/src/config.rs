@@ -1,10 +1,18 @@
-//! HF `config.json` → [`ModelConfig`], with a clear error for anything we would build wrongly.
+//! HF `config.json` → [`ModelConfig`], the family-independent view of a model's sizes. Each
+//! family's file parses its own keys (`bert::BertConfig`, `distilbert::DistilBertConfig`);
+//! anything this port would compute differently is a typed [`ConfigError`].
 
 use std::path::Path;
 
+use serde::Deserialize;
 use serde_json::Value;
 
-use crate::error::{ModelError, Result};
+use crate::bert::{self, BertConfig};
+use crate::distilbert::{self, DistilBertConfig};
+use crate::error::{ConfigError, ModelError, Result};
+
+/// The `model_type`s this crate builds.
+pub const MODEL_TYPES: &[&str] = &[bert::MODEL_TYPE, distilbert::MODEL_TYPE];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Architecture {
@@ -16,18 +24,39 @@ impl Architecture {
     /// Prefix of encoder tensors in an HF `*ForQuestionAnswering` checkpoint.
     pub fn prefix(self) -> &'static str {
         match self {
-            Architecture::Bert => "bert",
-            Architecture::DistilBert => "distilbert",
+            Architecture::Bert => bert::PREFIX,
+            Architecture::DistilBert => distilbert::PREFIX,
         }
     }
+
+    /// The HF class saved checkpoints name in `architectures`.
     pub fn qa_class(self) -> &'static str {
         match self {
-            Architecture::Bert => "BertForQuestionAnswering",
-            Architecture::DistilBert => "DistilBertForQuestionAnswering",
+            Architecture::Bert => bert::QA_CLASS,
+            Architecture::DistilBert => distilbert::QA_CLASS,
         }
     }
 }
 
+/// Refuses a string-valued setting other than the one this port implements.
+pub(crate) fn require_supported(
+    key: &'static str,
+    value: &str,
+    implemented: &str,
+    supported: &'static str,
+) -> std::result::Result<(), ConfigError> {
+    if value == implemented {
+        return Ok(());
+    }
+    Err(ConfigError::Unsupported {
+        key,
+        value: value.to_string(),
+        supported,
+    })
+}
+
+/// The family-independent view of a model that the rest of the workspace reads (and tests
+/// adjust, e.g. dropout off); the model is built from it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModelConfig {
     pub architecture: Architecture,
@@ -56,113 +85,42 @@ pub struct ModelConfig {
 impl ModelConfig {
     pub fn from_file(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| ModelError::io(path, e))?;
-        let value: Value = serde_json::from_str(&text).map_err(|e| ModelError::Config {
+        let config_error = |source| ModelError::Config {
             path: path.to_path_buf(),
-            what: format!("malformed JSON: {e}"),
-        })?;
-        Self::from_hf(value).map_err(|what| ModelError::Config {
-            path: path.to_path_buf(),
-            what,
-        })
+            source,
+        };
+        let value: Value =
+            serde_json::from_str(&text).map_err(|e| config_error(ConfigError::NotJson(e)))?;
+        Self::from_hf(value).map_err(config_error)
     }
 
-    /// Parses an HF config object; the error string names the offending key.
-    pub fn from_hf(hf: Value) -> std::result::Result<Self, String> {
-        let model_type = hf
-            .get("model_type")
-            .and_then(Value::as_str)
-            .ok_or("no \"model_type\" (expected \"bert\" or \"distilbert\")")?;
-        let int = |key: &str| -> std::result::Result<usize, String> {
-            hf.get(key)
-                .and_then(Value::as_u64)
-                .map(|v| v as usize)
-                .ok_or_else(|| format!("missing or non-integer {key:?}"))
-        };
-        let float_or = |key: &str, default: f64| -> std::result::Result<f64, String> {
-            match hf.get(key) {
-                None | Some(Value::Null) => Ok(default),
-                Some(v) => v
-                    .as_f64()
-                    .ok_or_else(|| format!("{key:?} must be a number")),
-            }
-        };
-        let check_activation = |key: &str| -> std::result::Result<(), String> {
-            match hf.get(key).and_then(Value::as_str).unwrap_or("gelu") {
-                "gelu" => Ok(()),
-                other => Err(format!(
-                    "{key:?} = {other:?} is not supported (only the exact erf \"gelu\")"
-                )),
-            }
-        };
+    /// Parses an HF config object through its family's config (HF's keys and defaults).
+    pub fn from_hf(hf: Value) -> std::result::Result<Self, ConfigError> {
+        let model_type =
+            hf.get("model_type")
+                .and_then(Value::as_str)
+                .ok_or(ConfigError::NoModelType {
+                    expected: MODEL_TYPES,
+                })?;
         let config = match model_type {
-            "bert" => {
-                check_activation("hidden_act")?;
-                match hf.get("position_embedding_type").and_then(Value::as_str) {
-                    None | Some("absolute") => {}
-                    Some(other) => {
-                        return Err(format!(
-                            "position_embedding_type {other:?} is not supported (only \"absolute\")"
-                        ))
-                    }
-                }
-                if hf.get("is_decoder").and_then(Value::as_bool) == Some(true) {
-                    return Err("decoder BERT configs are not supported".into());
-                }
-                Self {
-                    architecture: Architecture::Bert,
-                    vocab_size: int("vocab_size")?,
-                    hidden_size: int("hidden_size")?,
-                    num_layers: int("num_hidden_layers")?,
-                    num_heads: int("num_attention_heads")?,
-                    intermediate_size: int("intermediate_size")?,
-                    max_position_embeddings: int("max_position_embeddings")?,
-                    type_vocab_size: int("type_vocab_size")?,
-                    layer_norm_eps: float_or("layer_norm_eps", 1e-12)?,
-                    hidden_dropout: float_or("hidden_dropout_prob", 0.1)?,
-                    attention_dropout: float_or("attention_probs_dropout_prob", 0.1)?,
-                    qa_dropout: 0.0,
-                    initializer_range: float_or("initializer_range", 0.02)?,
-                    pad_token_id: int("pad_token_id").unwrap_or(0),
-                    sinusoidal_positions: false,
-                    hf: Value::Null,
-                }
-            }
-            "distilbert" => {
-                check_activation("activation")?;
-                Self {
-                    architecture: Architecture::DistilBert,
-                    vocab_size: int("vocab_size")?,
-                    hidden_size: int("dim")?,
-                    num_layers: int("n_layers")?,
-                    num_heads: int("n_heads")?,
-                    intermediate_size: int("hidden_dim")?,
-                    max_position_embeddings: int("max_position_embeddings")?,
-                    type_vocab_size: 0,
-                    // Hard-coded in HF's DistilBERT.
-                    layer_norm_eps: 1e-12,
-                    hidden_dropout: float_or("dropout", 0.1)?,
-                    attention_dropout: float_or("attention_dropout", 0.1)?,
-                    qa_dropout: float_or("qa_dropout", 0.1)?,
-                    initializer_range: float_or("initializer_range", 0.02)?,
-                    pad_token_id: int("pad_token_id").unwrap_or(0),
-                    sinusoidal_positions: hf
-                        .get("sinusoidal_pos_embds")
-                        .and_then(Value::as_bool)
-                        .unwrap_or(false),
-                    hf: Value::Null,
-                }
-            }
+            bert::MODEL_TYPE => BertConfig::deserialize(&hf)
+                .map_err(ConfigError::BadKey)?
+                .to_model_config()?,
+            distilbert::MODEL_TYPE => DistilBertConfig::deserialize(&hf)
+                .map_err(ConfigError::BadKey)?
+                .to_model_config()?,
             other => {
-                return Err(format!(
-                    "model_type {other:?} is not supported (expected \"bert\" or \"distilbert\")"
-                ))
+                return Err(ConfigError::UnsupportedModelType {
+                    found: other.to_string(),
+                    expected: MODEL_TYPES,
+                })
             }
         };
         if config.num_heads == 0 || config.hidden_size % config.num_heads != 0 {
-            return Err(format!(
-                "hidden size {} is not divisible by {} attention heads",
-                config.hidden_size, config.num_heads
-            ));
+            return Err(ConfigError::HeadsDoNotDivide {
+                hidden_size: config.hidden_size,
+                num_heads: config.num_heads,
+            });
         }
         Ok(Self { hf, ..config })
     }
@@ -183,41 +141,19 @@ impl ModelConfig {
     }
 
     fn synthesize_hf(&self) -> Value {
-        match self.architecture {
-            Architecture::Bert => serde_json::json!({
-                "model_type": "bert",
-                "vocab_size": self.vocab_size,
-                "hidden_size": self.hidden_size,
-                "num_hidden_layers": self.num_layers,
-                "num_attention_heads": self.num_heads,
-                "intermediate_size": self.intermediate_size,
-                "hidden_act": "gelu",
-                "hidden_dropout_prob": self.hidden_dropout,
-                "attention_probs_dropout_prob": self.attention_dropout,
-                "max_position_embeddings": self.max_position_embeddings,
-                "type_vocab_size": self.type_vocab_size,
-                "initializer_range": self.initializer_range,
-                "layer_norm_eps": self.layer_norm_eps,
-                "pad_token_id": self.pad_token_id,
-                "position_embedding_type": "absolute",
-            }),
-            Architecture::DistilBert => serde_json::json!({
-                "model_type": "distilbert",
-                "vocab_size": self.vocab_size,
-                "dim": self.hidden_size,
-                "n_layers": self.num_layers,
-                "n_heads": self.num_heads,
-                "hidden_dim": self.intermediate_size,
-                "activation": "gelu",
-                "dropout": self.hidden_dropout,
-                "attention_dropout": self.attention_dropout,
-                "qa_dropout": self.qa_dropout,
-                "max_position_embeddings": self.max_position_embeddings,
-                "initializer_range": self.initializer_range,
-                "pad_token_id": self.pad_token_id,
-                "sinusoidal_pos_embds": self.sinusoidal_positions,
-            }),
-        }
+        let (model_type, config) = match self.architecture {
+            Architecture::Bert => (
+                bert::MODEL_TYPE,
+                serde_json::to_value(BertConfig::from_model_config(self)),
+            ),
+            Architecture::DistilBert => (
+                distilbert::MODEL_TYPE,
+                serde_json::to_value(DistilBertConfig::from_model_config(self)),
+            ),
+        };
+        let mut config = config.expect("a config struct serializes");
+        config["model_type"] = model_type.into();
+        config
     }
 
     /// A small BERT for tests and benchmarks, with every size given explicitly.
@@ -247,6 +183,22 @@ impl ModelConfig {
             hf: Value::Null,
         }
     }
+
+    /// A small DistilBERT for tests, with every size given explicitly.
+    pub fn distilbert(
+        vocab: usize,
+        dim: usize,
+        layers: usize,
+        heads: usize,
+        hidden_dim: usize,
+    ) -> Self {
+        Self {
+            architecture: Architecture::DistilBert,
+            type_vocab_size: 0,
+            qa_dropout: 0.1,
+            ..Self::bert(vocab, dim, layers, heads, hidden_dim)
+        }
+    }
 }
 
 #[cfg(test)]
@@ -254,35 +206,126 @@ mod tests {
     use super::*;
 
     #[test]
-    fn unknown_and_unsupported_configs_are_errors() {
+    fn unknown_and_unsupported_configs_are_typed_errors() {
         let e = ModelConfig::from_hf(serde_json::json!({"model_type": "roberta"})).unwrap_err();
-        assert!(e.contains("roberta"));
+        assert!(
+            matches!(&e, ConfigError::UnsupportedModelType { found, .. } if found == "roberta"),
+            "{e}"
+        );
+        assert!(e.to_string().contains("roberta"));
+        let e = ModelConfig::from_hf(serde_json::json!({"hidden_size": 8})).unwrap_err();
+        assert!(matches!(e, ConfigError::NoModelType { .. }), "{e}");
+
         let mut bert = ModelConfig::bert(10, 8, 1, 2, 16).to_hf_json();
         bert["position_embedding_type"] = "relative_key".into();
-        assert!(ModelConfig::from_hf(bert.clone())
-            .unwrap_err()
-            .contains("relative_key"));
+        let e = ModelConfig::from_hf(bert.clone()).unwrap_err();
+        assert!(
+            matches!(&e, ConfigError::Unsupported { key: "position_embedding_type", value, .. } if value == "relative_key"),
+            "{e}"
+        );
+        assert!(e.to_string().contains("relative_key"));
         bert["position_embedding_type"] = "absolute".into();
         bert["hidden_act"] = "relu".into();
-        assert!(ModelConfig::from_hf(bert.clone())
-            .unwrap_err()
-            .contains("relu"));
+        let e = ModelConfig::from_hf(bert.clone()).unwrap_err();
+        assert!(
+            matches!(&e, ConfigError::Unsupported { key: "hidden_act", value, .. } if value == "relu"),
+            "{e}"
+        );
+        assert!(e.to_string().contains("relu"));
         bert["hidden_act"] = "gelu".into();
+        bert["is_decoder"] = true.into();
+        let e = ModelConfig::from_hf(bert.clone()).unwrap_err();
+        assert!(matches!(e, ConfigError::Decoder), "{e}");
+        bert["is_decoder"] = false.into();
         bert["num_attention_heads"] = 3.into();
-        assert!(ModelConfig::from_hf(bert)
-            .unwrap_err()
-            .contains("divisible"));
+        let e = ModelConfig::from_hf(bert.clone()).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                ConfigError::HeadsDoNotDivide {
+                    hidden_size: 8,
+                    num_heads: 3
+                }
+            ),
+            "{e}"
+        );
+        assert!(e.to_string().contains("divisible"));
+        // Sizes are required and must be integers; the message names the key.
+        bert.as_object_mut().unwrap().remove("hidden_size");
+        let e = ModelConfig::from_hf(bert).unwrap_err();
+        assert!(matches!(e, ConfigError::BadKey(_)), "{e}");
+        assert!(e.to_string().contains("hidden_size"), "{e}");
+
+        let mut distil = ModelConfig::distilbert(10, 8, 1, 2, 16).to_hf_json();
+        distil["activation"] = "relu".into();
+        let e = ModelConfig::from_hf(distil).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                ConfigError::Unsupported {
+                    key: "activation",
+                    ..
+                }
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn absent_keys_take_hfs_defaults() {
+        let bert = ModelConfig::from_hf(serde_json::json!({
+            "model_type": "bert", "vocab_size": 10, "hidden_size": 8, "num_hidden_layers": 1,
+            "num_attention_heads": 2, "intermediate_size": 16, "max_position_embeddings": 32,
+            "type_vocab_size": 2, "pad_token_id": null,
+        }))
+        .unwrap();
+        assert_eq!(
+            (bert.hidden_dropout, bert.attention_dropout, bert.qa_dropout),
+            (0.1, 0.1, 0.0)
+        );
+        assert_eq!((bert.layer_norm_eps, bert.initializer_range), (1e-12, 0.02));
+        assert_eq!(bert.pad_token_id, 0);
+        let distil = ModelConfig::from_hf(serde_json::json!({
+            "model_type": "distilbert", "vocab_size": 10, "dim": 8, "n_layers": 1, "n_heads": 2,
+            "hidden_dim": 16, "max_position_embeddings": 32, "pad_token_id": 3,
+        }))
+        .unwrap();
+        assert_eq!(
+            (
+                distil.hidden_dropout,
+                distil.attention_dropout,
+                distil.qa_dropout
+            ),
+            (0.1, 0.1, 0.1)
+        );
+        assert_eq!((distil.type_vocab_size, distil.pad_token_id), (0, 3));
+        assert!(!distil.sinusoidal_positions);
     }
 
     #[test]
     fn hf_round_trip_keeps_sizes() {
-        let c = ModelConfig::bert(30, 16, 2, 4, 32);
-        let back = ModelConfig::from_hf(c.to_hf_json()).unwrap();
-        assert_eq!(back.hidden_size, 16);
-        assert_eq!(back.num_heads, 4);
-        assert_eq!(
-            back.to_hf_json()["architectures"][0],
-            "BertForQuestionAnswering"
-        );
+        for c in [
+            ModelConfig::bert(30, 16, 2, 4, 32),
+            ModelConfig::distilbert(30, 16, 2, 4, 32),
+        ] {
+            let json = c.to_hf_json();
+            let back = ModelConfig::from_hf(json.clone()).unwrap();
+            assert_eq!(
+                back,
+                ModelConfig {
+                    hf: json,
+                    ..c.clone()
+                }
+            );
+            assert_eq!(
+                back.to_hf_json()["architectures"][0],
+                c.architecture.qa_class()
+            );
+        }
+        // A loaded config is echoed, not rebuilt: keys this crate ignores survive.
+        let mut hf = ModelConfig::bert(30, 16, 2, 4, 32).to_hf_json();
+        hf["use_cache"] = true.into();
+        let saved = ModelConfig::from_hf(hf).unwrap().to_hf_json();
+        assert_eq!(saved["use_cache"], true);
     }
 }

@@ -1,3 +1,5 @@
+//! Errors of reading configs and checkpoints, typed so callers can tell them apart.
+
 use std::path::PathBuf;
 
 pub type Result<T, E = ModelError> = std::result::Result<T, E>;
@@ -10,8 +12,12 @@ pub enum ModelError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{path}: {what}")]
-    Config { path: PathBuf, what: String },
+    #[error("{path}: {source}")]
+    Config {
+        path: PathBuf,
+        #[source]
+        source: ConfigError,
+    },
     #[error("{path}: {what}")]
     Checkpoint { path: PathBuf, what: String },
     #[error("{path}: tensor {name}: expected shape {expected:?}, found {found:?}")]
@@ -23,6 +29,62 @@ pub enum ModelError {
     },
     #[error("{path}: tensor {name} is missing")]
     Missing { path: PathBuf, name: String },
+    #[error(
+        "{path}: the tokenizer has {tokenizer} tokens but the model's embeddings hold \
+         {embeddings}: they do not belong together"
+    )]
+    VocabularyMismatch {
+        path: PathBuf,
+        tokenizer: usize,
+        embeddings: usize,
+    },
+}
+
+/// Token ids beyond the embedding table would index out of range: refuse a tokenizer of
+/// `tokenizer_tokens` tokens for a model folder `dir` whose embeddings are smaller.
+pub fn check_vocabulary(
+    config: &crate::ModelConfig,
+    tokenizer_tokens: usize,
+    dir: &std::path::Path,
+) -> Result<()> {
+    if tokenizer_tokens > config.vocab_size {
+        return Err(ModelError::VocabularyMismatch {
+            path: dir.to_path_buf(),
+            tokenizer: tokenizer_tokens,
+            embeddings: config.vocab_size,
+        });
+    }
+    Ok(())
+}
+
+/// Why a `config.json` cannot be built as given.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("malformed JSON: {0}")]
+    NotJson(#[source] serde_json::Error),
+    /// A required key is missing or a key has the wrong type (serde names the key).
+    #[error("{0}")]
+    BadKey(#[source] serde_json::Error),
+    #[error("no \"model_type\" (expected one of {expected:?})")]
+    NoModelType { expected: &'static [&'static str] },
+    #[error("model_type {found:?} is not supported (expected one of {expected:?})")]
+    UnsupportedModelType {
+        found: String,
+        expected: &'static [&'static str],
+    },
+    #[error("{key:?} = {value:?} is not supported (only {supported})")]
+    Unsupported {
+        key: &'static str,
+        value: String,
+        supported: &'static str,
+    },
+    #[error("decoder configs (\"is_decoder\": true) are not supported")]
+    Decoder,
+    #[error("hidden size {hidden_size} is not divisible by {num_heads} attention heads")]
+    HeadsDoNotDivide {
+        hidden_size: usize,
+        num_heads: usize,
+    },
 }
 
 impl ModelError {

@@ -1,8 +1,8 @@
 //! Batched inference over windows: logits for every feature, in feature order.
 
 use burn::tensor::backend::Backend;
-use indicatif::{ProgressBar, ProgressStyle};
 use qa_data::features::pad_batch;
+use qa_data::progress::Progress;
 use qa_data::Feature;
 
 use crate::model::{QaBatch, QaModel};
@@ -18,20 +18,12 @@ pub fn predict_logits<B: Backend>(
     batch_size: usize,
     pad_id: u32,
     device: &B::Device,
-    show_progress: bool,
+    progress: Progress,
 ) -> Vec<WindowLogits> {
     let mut order: Vec<usize> = (0..features.len()).collect();
     order.sort_by_key(|&i| std::cmp::Reverse(features[i].len()));
-    let progress = if show_progress {
-        ProgressBar::new(features.len() as u64).with_style(
-            ProgressStyle::with_template(
-                "inference {bar:30} {pos}/{len} windows ({per_sec}, ETA {eta})",
-            )
-            .expect("valid template"),
-        )
-    } else {
-        ProgressBar::hidden()
-    };
+    let windows_bar =
+        qa_data::progress::bar(features.len() as u64, "inference", "windows", progress);
     let mut out: Vec<Option<WindowLogits>> = vec![None; features.len()];
     for chunk in order.chunks(batch_size.max(1)) {
         let refs: Vec<&Feature> = chunk.iter().map(|&i| &features[i]).collect();
@@ -47,9 +39,9 @@ pub fn predict_logits<B: Backend>(
                 end[row * seq..row * seq + n].to_vec(),
             ));
         }
-        progress.inc(chunk.len() as u64);
+        windows_bar.inc(chunk.len() as u64);
     }
-    progress.finish_and_clear();
+    windows_bar.finish_and_clear();
     out.into_iter()
         .map(|o| o.expect("every window predicted"))
         .collect()

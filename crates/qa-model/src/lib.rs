@@ -1,24 +1,35 @@
 //! `qa-model`: BERT and DistilBERT extractive-QA models in Burn, and Hugging Face checkpoints in
 //! and out.
 //!
-//! * [`config`] reads an HF `config.json` (`model_type` bert / distilbert) into [`ModelConfig`].
+//! * [`config`] reads an HF `config.json` (`model_type` bert / distilbert) into [`ModelConfig`],
+//!   through the family's own serde config.
 //! * [`weights`] reads `model.safetensors` (f32/f16/bf16) or `pytorch_model.bin` into host f32.
-//! * [`model`] is the network: one post-LayerNorm encoder serves both architectures (DistilBERT
-//!   is BERT without token types and with other tensor names).
-//! * [`checkpoint`] maps HF tensor names onto the model, and saves a fine-tuned model as an HF
+//! * [`bert`] and [`distilbert`] port transformers' modules one struct per HF module, each
+//!   declaring its parameters' HF names; a new family is a new file of the same shape.
+//! * [`model`] is HF's `*ForQuestionAnswering` head over one family's encoder.
+//! * [`layers`] holds what the families share: mixed-precision products, attention, skeleton
+//!   layers.
+//! * [`hf_params`] is the walk over HF parameter names that loading, saving and the optimizer's
+//!   weight-decay groups all use.
+//! * [`checkpoint`] loads HF tensors into the model, and saves a fine-tuned model as an HF
 //!   directory that `transformers` loads unchanged.
 //! * [`backend`] is the one place where the Burn backend is chosen (cargo feature `cpu`/`cuda`).
 
 pub mod backend;
+pub mod bert;
 pub mod checkpoint;
 pub mod config;
+pub mod distilbert;
 pub mod dropout;
 pub mod error;
+pub mod hf_params;
 pub mod infer;
+pub mod layers;
 pub mod model;
 pub mod weights;
 
 pub use checkpoint::{load_pretrained, save_pretrained, LoadReport};
 pub use config::{Architecture, ModelConfig};
-pub use error::{ModelError, Result};
+pub use error::{check_vocabulary, ConfigError, ModelError, Result};
+pub use hf_params::{hf_param_names, HfParam};
 pub use model::{QaModel, QaOutput};

@@ -1,80 +1,92 @@
-//! The network. BERT and DistilBERT share one post-LayerNorm encoder; DistilBERT simply has no
-//! token-type embeddings and puts a dropout before the QA head. Tensor names live in
-//! [`crate::checkpoint`]; this file is only the math, readable top to bottom.
+//! The QA model: HF's `*ForQuestionAnswering` head (a linear layer giving start and end logits)
+//! over one family's encoder. The encoders live in their families' files ([`crate::bert`],
+//! [`crate::distilbert`]); this file only picks one and applies the head.
 
-use burn::module::{Module, Param};
-use burn::nn::{Dropout, DropoutConfig, Embedding, LayerNorm, LayerNormConfig, Linear};
-use burn::tensor::activation::{gelu, softmax};
+use burn::module::Module;
+use burn::nn::{Dropout, Linear};
 use burn::tensor::backend::Backend;
-use burn::tensor::{FloatDType, Int, Tensor, TensorData};
+use burn::tensor::{Int, Tensor, TensorData};
 
-use crate::config::ModelConfig;
+use crate::bert::BertModel;
+use crate::config::{Architecture, ModelConfig};
+use crate::distilbert::DistilBertModel;
 use crate::dropout::dropout;
+use crate::error::Result;
+use crate::hf_params::{HfParams, ParamVisitor};
+use crate::layers::{dropout_layer, linear, zero_linear};
 
-/// Mixed precision: the dtype that matrix products run in (`None`: the backend's own, f32).
-/// Weights stay f32 ("master weights"); inputs and weights are cast for each product and the
-/// result cast back, so softmax, LayerNorm, GELU and the loss stay in f32.
-pub type MatmulDtype = Option<FloatDType>;
-
-/// `a @ b`, in `dtype` when given (result back in `a`'s dtype).
-fn matmul<B: Backend, const D: usize>(
-    a: Tensor<B, D>,
-    b: Tensor<B, D>,
-    dtype: MatmulDtype,
-) -> Tensor<B, D> {
-    match dtype {
-        None => a.matmul(b),
-        Some(half) => {
-            let back = FloatDType::from(a.dtype());
-            a.cast(half).matmul(b.cast(half)).cast(back)
-        }
-    }
-}
-
-/// A linear layer on `[batch, seq, d_in]`, its product in `dtype` when given.
-fn linear<B: Backend>(layer: &Linear<B>, x: Tensor<B, 3>, dtype: MatmulDtype) -> Tensor<B, 3> {
-    if dtype.is_none() {
-        return layer.forward(x);
-    }
-    let y = matmul(x, layer.weight.val().unsqueeze::<3>(), dtype);
-    match &layer.bias {
-        Some(bias) => y + bias.val().unsqueeze::<3>(),
-        None => y,
-    }
-}
+pub use crate::layers::MatmulDtype;
 
 /// Added to attention scores at padded keys, and written into the start/end logits of padded
 /// positions so they never win. Finite and representable in f16/bf16.
 pub const MASKED: f32 = -10_000.0;
 
+/// The encoder of one model family: what `*ForQuestionAnswering` holds as `bert`,
+/// `distilbert`, ...
 #[derive(Module, Debug)]
-pub struct Embeddings<B: Backend> {
-    pub word: Embedding<B>,
-    pub position: Embedding<B>,
-    pub token_type: Option<Embedding<B>>,
-    pub norm: LayerNorm<B>,
-    pub dropout: Dropout,
+pub enum Encoder<B: Backend> {
+    Bert(BertModel<B>),
+    DistilBert(DistilBertModel<B>),
 }
 
-#[derive(Module, Debug)]
-pub struct EncoderLayer<B: Backend> {
-    pub query: Linear<B>,
-    pub key: Linear<B>,
-    pub value: Linear<B>,
-    pub attention_output: Linear<B>,
-    pub attention_norm: LayerNorm<B>,
-    pub intermediate: Linear<B>,
-    pub output: Linear<B>,
-    pub output_norm: LayerNorm<B>,
-    pub attention_dropout: Dropout,
-    pub hidden_dropout: Dropout,
-    pub num_heads: usize,
+impl<B: Backend> Encoder<B> {
+    /// The family's encoder with zero parameters, for the checkpoint loader to fill.
+    pub fn skeleton(config: &ModelConfig, device: &B::Device) -> Self {
+        match config.architecture {
+            Architecture::Bert => Encoder::Bert(BertModel::skeleton(config, device)),
+            Architecture::DistilBert => {
+                Encoder::DistilBert(DistilBertModel::skeleton(config, device))
+            }
+        }
+    }
+
+    pub fn architecture(&self) -> Architecture {
+        match self {
+            Encoder::Bert(_) => Architecture::Bert,
+            Encoder::DistilBert(_) => Architecture::DistilBert,
+        }
+    }
+
+    /// The last hidden states.
+    ///
+    /// # Shapes
+    ///
+    /// - batch: `[batch, seq]` each
+    /// - output: `[batch, seq, hidden]`
+    pub fn forward(&self, batch: &QaBatch<B>, dtype: MatmulDtype) -> Tensor<B, 3> {
+        let input_ids = batch.input_ids.clone();
+        let attention_mask = batch.attention_mask.clone();
+        match self {
+            Encoder::Bert(bert) => bert.forward(
+                input_ids,
+                batch.token_type_ids.clone(),
+                attention_mask,
+                dtype,
+            ),
+            // DistilBERT has no token types.
+            Encoder::DistilBert(distilbert) => distilbert.forward(input_ids, attention_mask, dtype),
+        }
+    }
 }
 
+/// Named by the encoder's attribute in the QA class, e.g. `bert.embeddings…`.
+impl<B: Backend> HfParams<B> for Encoder<B> {
+    fn visit_params<V: ParamVisitor<B>>(&mut self, v: &mut V) -> Result<()> {
+        let prefix = self.architecture().prefix();
+        match self {
+            Encoder::Bert(bert) => v.child(prefix, bert),
+            Encoder::DistilBert(distilbert) => v.child(prefix, distilbert),
+        }
+    }
+}
+
+/// Ports transformers' models/bert/modeling_bert.py `BertForQuestionAnswering` (<https://github.com/huggingface/transformers/blob/v4.57.6/src/transformers/models/bert/modeling_bert.py>)
+/// and models/distilbert/modeling_distilbert.py `DistilBertForQuestionAnswering` (<https://github.com/huggingface/transformers/blob/v4.57.6/src/transformers/models/distilbert/modeling_distilbert.py>):
+/// start and end logits from a linear layer over the encoder's last hidden states.
 #[derive(Module, Debug)]
 pub struct QaModel<B: Backend> {
-    pub embeddings: Embeddings<B>,
-    pub layers: Vec<EncoderLayer<B>>,
+    pub encoder: Encoder<B>,
+    /// DistilBERT's `dropout` (`qa_dropout`) before the head; probability 0 for BERT.
     pub qa_dropout: Dropout,
     pub qa_outputs: Linear<B>,
 }
@@ -107,64 +119,14 @@ impl<B: Backend> QaBatch<B> {
     }
 }
 
-fn zeros<B: Backend, const D: usize>(shape: [usize; D], device: &B::Device) -> Param<Tensor<B, D>> {
-    Param::from_tensor(Tensor::zeros(shape, device))
-}
-
-/// A `[d_in → d_out]` linear layer with zero parameters (filled by the checkpoint loader).
-fn zero_linear<B: Backend>(d_in: usize, d_out: usize, device: &B::Device) -> Linear<B> {
-    Linear {
-        weight: zeros([d_in, d_out], device),
-        bias: Some(zeros([d_out], device)),
-    }
-}
-
-fn embedding<B: Backend>(n: usize, d: usize, device: &B::Device) -> Embedding<B> {
-    Embedding {
-        weight: zeros([n, d], device),
-    }
-}
-
-fn layer_norm<B: Backend>(config: &ModelConfig, device: &B::Device) -> LayerNorm<B> {
-    LayerNormConfig::new(config.hidden_size)
-        .with_epsilon(config.layer_norm_eps)
-        .init(device)
-}
-
 impl<B: Backend> QaModel<B> {
     /// The model's shape with placeholder parameters; [`crate::checkpoint`] fills them from a
     /// checkpoint or a seeded initialisation.
     pub fn skeleton(config: &ModelConfig, device: &B::Device) -> Self {
-        let h = config.hidden_size;
-        let dropout_layer = |p: f64| DropoutConfig::new(p).init();
-        let embeddings = Embeddings {
-            word: embedding(config.vocab_size, h, device),
-            position: embedding(config.max_position_embeddings, h, device),
-            token_type: (config.type_vocab_size > 0)
-                .then(|| embedding(config.type_vocab_size, h, device)),
-            norm: layer_norm(config, device),
-            dropout: dropout_layer(config.hidden_dropout),
-        };
-        let layers = (0..config.num_layers)
-            .map(|_| EncoderLayer {
-                query: zero_linear(h, h, device),
-                key: zero_linear(h, h, device),
-                value: zero_linear(h, h, device),
-                attention_output: zero_linear(h, h, device),
-                attention_norm: layer_norm(config, device),
-                intermediate: zero_linear(h, config.intermediate_size, device),
-                output: zero_linear(config.intermediate_size, h, device),
-                output_norm: layer_norm(config, device),
-                attention_dropout: dropout_layer(config.attention_dropout),
-                hidden_dropout: dropout_layer(config.hidden_dropout),
-                num_heads: config.num_heads,
-            })
-            .collect();
         Self {
-            embeddings,
-            layers,
+            encoder: Encoder::skeleton(config, device),
             qa_dropout: dropout_layer(config.qa_dropout),
-            qa_outputs: zero_linear(h, 2, device),
+            qa_outputs: zero_linear(config.hidden_size, 2, device),
         }
     }
 
@@ -175,27 +137,7 @@ impl<B: Backend> QaModel<B> {
 
     /// [`Self::encode`] with matrix products in `dtype` (mixed precision).
     pub fn encode_with(&self, batch: &QaBatch<B>, dtype: MatmulDtype) -> Tensor<B, 3> {
-        let [b, s] = batch.input_ids.dims();
-        let device = batch.input_ids.device();
-        let positions = Tensor::<B, 1, Int>::arange(0..s as i64, &device).reshape([1, s]);
-        let mut x = self.embeddings.word.forward(batch.input_ids.clone())
-            + self.embeddings.position.forward(positions);
-        if let Some(token_type) = &self.embeddings.token_type {
-            x = x + token_type.forward(batch.token_type_ids.clone());
-        }
-        let mut x = dropout(&self.embeddings.dropout, self.embeddings.norm.forward(x));
-        // 0 where attended, MASKED at padded keys; broadcast over heads and queries.
-        let mask_bias = batch
-            .attention_mask
-            .clone()
-            .equal_elem(0)
-            .float()
-            .mul_scalar(MASKED)
-            .reshape([b, 1, 1, s]);
-        for layer in &self.layers {
-            x = layer.forward(x, mask_bias.clone(), dtype);
-        }
-        x
+        self.encoder.forward(batch, dtype)
     }
 
     pub fn forward(&self, batch: &QaBatch<B>) -> QaOutput<B> {
@@ -203,6 +145,11 @@ impl<B: Backend> QaModel<B> {
     }
 
     /// [`Self::forward`] with matrix products in `dtype` (mixed precision).
+    ///
+    /// # Shapes
+    ///
+    /// - batch: `[batch, seq]` each
+    /// - output: start and end logits, `[batch, seq]` each
     pub fn forward_with(&self, batch: &QaBatch<B>, dtype: MatmulDtype) -> QaOutput<B> {
         let hidden = self.encode_with(batch, dtype);
         let [b, s, _] = hidden.dims();
@@ -222,31 +169,123 @@ impl<B: Backend> QaModel<B> {
     }
 }
 
-impl<B: Backend> EncoderLayer<B> {
-    fn forward(
-        &self,
-        x: Tensor<B, 3>,
-        mask_bias: Tensor<B, 4>,
-        dtype: MatmulDtype,
-    ) -> Tensor<B, 3> {
-        let [b, s, h] = x.dims();
-        let heads = self.num_heads;
-        let d = h / heads;
-        let split = |t: Tensor<B, 3>| t.reshape([b, s, heads, d]).swap_dims(1, 2);
-        let q = split(linear(&self.query, x.clone(), dtype));
-        let k = split(linear(&self.key, x.clone(), dtype));
-        let v = split(linear(&self.value, x.clone(), dtype));
-        let scores = matmul(q, k.transpose(), dtype).div_scalar((d as f64).sqrt()) + mask_bias;
-        let probs = dropout(&self.attention_dropout, softmax(scores, 3));
-        let context = matmul(probs, v, dtype).swap_dims(1, 2).reshape([b, s, h]);
-        let attended = self.attention_norm.forward(
-            dropout(
-                &self.hidden_dropout,
-                linear(&self.attention_output, context, dtype),
-            ) + x,
-        );
-        let inner = gelu(linear(&self.intermediate, attended.clone(), dtype));
-        self.output_norm
-            .forward(dropout(&self.hidden_dropout, linear(&self.output, inner, dtype)) + attended)
+impl<B: Backend> HfParams<B> for QaModel<B> {
+    fn visit_params<V: ParamVisitor<B>>(&mut self, v: &mut V) -> Result<()> {
+        self.encoder.visit_params(v)?;
+        v.child("qa_outputs", &mut self.qa_outputs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use burn::module::{ModuleVisitor, Param, ParamId};
+
+    use super::*;
+    use crate::backend::{default_device, Compute};
+    use crate::hf_params::{hf_param_names, HfParam};
+
+    /// Every Burn parameter of the model, by id.
+    fn burn_param_ids(model: &QaModel<Compute>) -> BTreeSet<ParamId> {
+        struct Ids(BTreeSet<ParamId>);
+        impl ModuleVisitor<Compute> for Ids {
+            fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<Compute, D>>) {
+                self.0.insert(param.id);
+            }
+        }
+        let mut ids = Ids(BTreeSet::new());
+        model.visit(&mut ids);
+        ids.0
+    }
+
+    fn named(config: &ModelConfig) -> (QaModel<Compute>, Vec<HfParam>) {
+        let model = QaModel::<Compute>::skeleton(config, &default_device());
+        let names = hf_param_names(&model);
+        (model, names)
+    }
+
+    #[test]
+    fn every_parameter_has_exactly_one_hf_name() {
+        for config in [
+            ModelConfig::bert(10, 8, 2, 2, 16),
+            ModelConfig::distilbert(10, 8, 2, 2, 16),
+        ] {
+            let (model, names) = named(&config);
+            let ids: BTreeSet<ParamId> = names.iter().map(|p| p.id).collect();
+            assert_eq!(ids.len(), names.len(), "a parameter is named twice");
+            assert_eq!(ids, burn_param_ids(&model), "a parameter has no HF name");
+            let unique: BTreeSet<&str> = names.iter().map(|p| p.name.as_str()).collect();
+            assert_eq!(unique.len(), names.len(), "two parameters share a name");
+        }
+    }
+
+    #[test]
+    fn names_follow_transformers() {
+        let layer_norm = |names: &[HfParam], name: &str| {
+            names
+                .iter()
+                .find(|p| p.name == name)
+                .unwrap_or_else(|| panic!("no {name}"))
+                .in_layer_norm
+        };
+        let (_, bert) = named(&ModelConfig::bert(10, 8, 2, 2, 16));
+        assert_eq!(bert.len(), 5 + 2 * 16 + 2);
+        assert_eq!(bert[0].name, "bert.embeddings.word_embeddings.weight");
+        assert!(!layer_norm(
+            &bert,
+            "bert.encoder.layer.1.attention.self.query.weight"
+        ));
+        assert!(!layer_norm(
+            &bert,
+            "bert.encoder.layer.0.attention.output.dense.bias"
+        ));
+        assert!(layer_norm(
+            &bert,
+            "bert.encoder.layer.0.attention.output.LayerNorm.weight"
+        ));
+        assert!(!layer_norm(
+            &bert,
+            "bert.encoder.layer.0.intermediate.dense.weight"
+        ));
+        assert!(layer_norm(
+            &bert,
+            "bert.encoder.layer.1.output.LayerNorm.bias"
+        ));
+        assert!(layer_norm(&bert, "bert.embeddings.LayerNorm.weight"));
+        assert!(!layer_norm(
+            &bert,
+            "bert.embeddings.token_type_embeddings.weight"
+        ));
+        assert_eq!(bert.last().unwrap().name, "qa_outputs.bias");
+
+        let (_, distil) = named(&ModelConfig::distilbert(10, 8, 2, 2, 16));
+        assert_eq!(distil.len(), 4 + 2 * 16 + 2);
+        assert!(!layer_norm(
+            &distil,
+            "distilbert.embeddings.position_embeddings.weight"
+        ));
+        assert!(layer_norm(&distil, "distilbert.embeddings.LayerNorm.bias"));
+        assert!(!layer_norm(
+            &distil,
+            "distilbert.transformer.layer.0.attention.q_lin.weight"
+        ));
+        assert!(!layer_norm(
+            &distil,
+            "distilbert.transformer.layer.0.attention.out_lin.bias"
+        ));
+        assert!(layer_norm(
+            &distil,
+            "distilbert.transformer.layer.1.sa_layer_norm.weight"
+        ));
+        assert!(!layer_norm(
+            &distil,
+            "distilbert.transformer.layer.1.ffn.lin2.weight"
+        ));
+        assert!(layer_norm(
+            &distil,
+            "distilbert.transformer.layer.1.output_layer_norm.bias"
+        ));
+        assert!(!layer_norm(&distil, "qa_outputs.weight"));
     }
 }

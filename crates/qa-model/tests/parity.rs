@@ -84,7 +84,7 @@ fn max_error(ours: &[f32], golden: &[f32], mask: &[i64], width: usize) -> f32 {
 }
 
 fn shared(rel: &str) -> std::path::PathBuf {
-    qa_data::shared_dir().join(rel)
+    qa_testkit::shared_dir().join(rel)
 }
 
 #[test]

@@ -1,5 +1,5 @@
 //! `OUTPUT/checkpoint-STEP/` as HF names it: the model as an HF folder, `optimizer.safetensors`
-//! (AdamW moments by parameter path) and `trainer_state.json` (step, data position, schedule,
+//! (AdamW moments by HF parameter name) and `trainer_state.json` (step, data position, schedule,
 //! best metric, log). Written to a temp folder and renamed, so a kill never leaves half a one.
 
 use std::path::{Path, PathBuf};
@@ -10,11 +10,13 @@ use qa_model::weights::{write_safetensors, WeightFile};
 use qa_model::{ModelConfig, QaModel};
 use serde::{Deserialize, Serialize};
 
-use crate::error::{io, Result, TrainError};
+use crate::error::{io, CheckpointProblem, Result, TrainError};
+use crate::loss_scaler::LossScaler;
 use crate::optim::AdamW;
 
 /// Everything besides weights and moments that an exact resume needs.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
 pub struct TrainerState {
     pub global_step: usize,
     pub total_steps: usize,
@@ -23,14 +25,44 @@ pub struct TrainerState {
     pub epoch: usize,
     pub batch_in_epoch: usize,
     pub seed: u64,
+    /// What the run read and how: a resume with other data or batching would read other
+    /// batches (or past the end), so it is refused.
+    pub run: RunFingerprint,
     pub loss_sum: f64,
     pub best_metric: Option<f64>,
-    /// Dynamic loss scaling: current scale, good steps since the last change, skipped steps.
-    pub loss_scale: Option<f64>,
-    pub loss_scale_good_steps: usize,
-    pub skipped_steps: usize,
+    /// Dynamic loss scaling (fp16).
+    pub loss_scaler: Option<LossScaler>,
     pub best_checkpoint: Option<PathBuf>,
     pub log_history: Vec<serde_json::Value>,
+}
+
+/// The training windows and batching of a run, as resume must find them again.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RunFingerprint {
+    /// FNV-1a of every window's token ids and labels, in order (see [`windows_fingerprint`]).
+    pub windows_hash: u64,
+    pub windows: usize,
+    pub per_device_train_batch_size: usize,
+    pub gradient_accumulation_steps: usize,
+}
+
+/// A stable hash of the training windows (FNV-1a: unlike `std`'s hasher it never changes
+/// between toolchains, so old checkpoints stay resumable).
+pub fn windows_fingerprint(features: &[qa_data::Feature]) -> u64 {
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |value: u64| {
+        for byte in value.to_le_bytes() {
+            hash = (hash ^ u64::from(byte)).wrapping_mul(PRIME);
+        }
+    };
+    for f in features {
+        eat(f.input_ids.len() as u64);
+        f.input_ids.iter().for_each(|&id| eat(u64::from(id)));
+        eat(f.start_position as u64);
+        eat(f.end_position as u64);
+    }
+    hash
 }
 
 pub const STATE_FILE: &str = "trainer_state.json";
@@ -119,7 +151,7 @@ pub fn load_checkpoint<B: AutodiffBackend>(
     let text = std::fs::read_to_string(&state_path).map_err(io(&state_path))?;
     let state: TrainerState = serde_json::from_str(&text).map_err(|e| TrainError::Checkpoint {
         path: state_path.clone(),
-        what: format!("malformed trainer state: {e}"),
+        what: CheckpointProblem::MalformedState(e.to_string()),
     })?;
     let (model, _, _) = load_pretrained::<B>(dir, None, state.seed, device)?;
     let moments = WeightFile::read(&dir.join(OPTIMIZER_FILE))?;
@@ -131,6 +163,18 @@ pub fn load_checkpoint<B: AutodiffBackend>(
             path: dir.join(OPTIMIZER_FILE),
             what,
         })?;
+    // Moments under names the model lacks (an older key scheme, another model) would leave
+    // every parameter starting from zero moments: refuse instead of resuming differently.
+    let names: std::collections::HashSet<String> = qa_model::hf_param_names(&model)
+        .into_iter()
+        .map(|p| p.name)
+        .collect();
+    if let Some(unknown) = optimizer.moments.keys().find(|k| !names.contains(*k)) {
+        return Err(TrainError::Checkpoint {
+            path: dir.join(OPTIMIZER_FILE),
+            what: CheckpointProblem::UnknownParameter(unknown.clone()),
+        });
+    }
     Ok(Resumed {
         model,
         optimizer,

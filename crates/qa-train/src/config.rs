@@ -1,13 +1,24 @@
-//! Training settings, named and defaulted as HF `TrainingArguments` where they overlap.
+//! Training settings, named and defaulted as HF `TrainingArguments` where they overlap. The
+//! struct is also the `qa train` flag set (as `TrainingArguments` is run_qa's, through
+//! `HfArgumentParser`), so each default is stated once, in its `#[arg]` attribute, and
+//! [`TrainConfig::new`] reads the defaults from there.
 
 use std::path::PathBuf;
 
 use burn::tensor::backend::Backend;
+use clap::{Args, FromArgMatches};
+use qa_data::progress::Progress;
+use qa_eval::{Metric, SquadVersion};
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+use crate::error::ConfigError;
+use crate::optim::LrScheduler;
+
+/// The dtype of the model's matrix products during training.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Precision {
+    #[default]
     F32,
     /// Matrix products in bf16 (CUDA), f32 master weights and optimizer state.
     Bf16,
@@ -19,16 +30,14 @@ pub enum Precision {
 }
 
 impl std::str::FromStr for Precision {
-    type Err = String;
-    fn from_str(name: &str) -> Result<Self, String> {
+    type Err = ConfigError;
+    fn from_str(name: &str) -> Result<Self, ConfigError> {
         match name {
             "f32" => Ok(Precision::F32),
             "bf16" => Ok(Precision::Bf16),
             "fp16" => Ok(Precision::Fp16),
             "f64" => Ok(Precision::F64),
-            _ => Err(format!(
-                "unknown precision {name:?} (f32, bf16, fp16 or f64)"
-            )),
+            _ => Err(ConfigError::UnknownPrecision(name.to_string())),
         }
     }
 }
@@ -36,21 +45,23 @@ impl std::str::FromStr for Precision {
 impl Precision {
     /// Half precision needs a backend and device with that type: the CPU backend (NdArray) has
     /// none, nor has a GPU without bf16; a cast would panic on the first product.
-    pub fn check_backend<B: Backend>(self, device: &B::Device) -> Result<(), String> {
+    pub fn check_backend<B: Backend>(self, device: &B::Device) -> Result<(), ConfigError> {
         let Some(dtype) = self.matmul_dtype() else {
             return Ok(());
         };
         if B::supports_dtype(device, dtype.into()) {
             return Ok(());
         }
-        let hint = if cfg!(feature = "cuda") {
-            "this GPU lacks it"
-        } else {
-            "this binary has the CPU backend: build with --features cuda"
-        };
-        Err(format!(
-            "{self:?} mixed precision needs {dtype:?} support on {device:?} ({hint}), or use f32"
-        ))
+        Err(ConfigError::PrecisionUnsupported {
+            precision: self,
+            dtype: format!("{dtype:?}"),
+            device: format!("{device:?}"),
+            hint: if cfg!(feature = "cuda") {
+                "this GPU lacks it"
+            } else {
+                "this binary has the CPU backend: build with --features cuda"
+            },
+        })
     }
 
     /// The dtype matrix products run in.
@@ -65,9 +76,7 @@ impl Precision {
     }
 }
 
-/// torch `GradScaler`'s dynamic loss scaling: multiply the loss by `scale` so small fp16
-/// gradients do not flush to zero; skip steps whose gradients overflow and halve the scale;
-/// double it after `growth_interval` good steps.
+/// torch `GradScaler`'s settings for dynamic loss scaling (see [`crate::LossScaler`]).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct LossScaling {
     pub init_scale: f64,
@@ -77,6 +86,7 @@ pub struct LossScaling {
 }
 
 impl Default for LossScaling {
+    /// torch's defaults.
     fn default() -> Self {
         Self {
             init_scale: 65536.0,
@@ -87,143 +97,253 @@ impl Default for LossScaling {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct TrainConfig {
-    pub output_dir: PathBuf,
-    pub learning_rate: f64,
-    pub weight_decay: f64,
-    pub adam_beta1: f64,
-    pub adam_beta2: f64,
-    pub adam_epsilon: f64,
-    pub max_grad_norm: f64,
-    pub num_train_epochs: f64,
-    /// Overrides `num_train_epochs` when set.
-    pub max_steps: Option<usize>,
-    pub lr_scheduler_type: crate::optim::LrScheduler,
-    pub warmup_ratio: f64,
-    /// Overrides `warmup_ratio` when set.
-    pub warmup_steps: Option<usize>,
-    pub per_device_train_batch_size: usize,
-    pub per_device_eval_batch_size: usize,
-    pub gradient_accumulation_steps: usize,
-    pub seed: u64,
-    pub logging_steps: usize,
-    /// Evaluate every N optimizer steps; with an eval set there is always one at the end.
-    pub eval_steps: Option<usize>,
-    /// Also evaluate at the end of every epoch (HF `eval_strategy="epoch"`).
-    pub eval_each_epoch: bool,
-    /// Save `checkpoint-STEP/` every N optimizer steps.
-    pub save_steps: Option<usize>,
-    /// Also save a checkpoint at the end of every epoch (HF `save_strategy="epoch"`).
-    pub save_each_epoch: bool,
-    pub save_total_limit: Option<usize>,
-    pub load_best_model_at_end: bool,
-    /// `f1` or `exact_match` (SQuAD v2: `exact`).
-    pub metric_for_best_model: String,
-    /// A `checkpoint-STEP` folder to continue from; `None` resumes from the newest checkpoint in
-    /// `output_dir`, if any (as run_qa does), unless `overwrite_output_dir`.
-    pub resume_from_checkpoint: Option<PathBuf>,
-    pub overwrite_output_dir: bool,
-    pub precision: Precision,
-    /// Dynamic loss scaling; `None` turns it off. Always on for fp16.
-    pub loss_scaling: Option<LossScaling>,
-    pub pad_token_id: u32,
-    /// Stop (without saving a final model) after this many optimizer steps: simulates a killed
-    /// run for resume tests and pre-emptible machines.
-    pub interrupt_after_steps: Option<usize>,
-    pub show_progress: bool,
+/// HF's `IntervalStrategy`: when to evaluate or save.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum IntervalStrategy {
+    No,
+    Steps,
+    Epoch,
 }
 
-impl TrainConfig {
-    pub fn new(output_dir: impl Into<PathBuf>) -> Self {
-        Self {
-            output_dir: output_dir.into(),
-            learning_rate: 5e-5,
-            weight_decay: 0.0,
-            adam_beta1: 0.9,
-            adam_beta2: 0.999,
-            adam_epsilon: 1e-8,
-            max_grad_norm: 1.0,
-            num_train_epochs: 3.0,
-            max_steps: None,
-            lr_scheduler_type: Default::default(),
-            warmup_ratio: 0.0,
-            warmup_steps: None,
-            per_device_train_batch_size: 8,
-            per_device_eval_batch_size: 8,
-            gradient_accumulation_steps: 1,
-            seed: 42,
-            logging_steps: 50,
-            eval_steps: None,
-            eval_each_epoch: false,
-            save_steps: None,
-            save_each_epoch: false,
-            save_total_limit: None,
-            load_best_model_at_end: false,
-            metric_for_best_model: "f1".into(),
-            resume_from_checkpoint: None,
-            overwrite_output_dir: false,
-            precision: Precision::F32,
-            loss_scaling: None,
-            pad_token_id: 0,
-            interrupt_after_steps: None,
-            show_progress: true,
+/// A resolved evaluation or save schedule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Schedule {
+    Never,
+    EverySteps(usize),
+    EachEpoch,
+}
+
+impl Schedule {
+    /// `--X-strategy` and `--X-steps` → the schedule. Without a strategy, giving `--X-steps`
+    /// means `steps`, as run_qa users expect. `what` names the pair in errors (`eval`, `save`).
+    pub fn from_flags(
+        what: &'static str,
+        strategy: Option<IntervalStrategy>,
+        steps: Option<usize>,
+    ) -> Result<Self, ConfigError> {
+        match (strategy, steps) {
+            (None | Some(IntervalStrategy::Steps), Some(n)) if n > 0 => Ok(Schedule::EverySteps(n)),
+            (None | Some(IntervalStrategy::Steps), Some(_)) => Err(ConfigError::ZeroSteps { what }),
+            (Some(IntervalStrategy::Steps), None) => {
+                Err(ConfigError::StepsStrategyNeedsSteps { what })
+            }
+            (None | Some(IntervalStrategy::No), None) => Ok(Schedule::Never),
+            (Some(IntervalStrategy::Epoch), None) => Ok(Schedule::EachEpoch),
+            (Some(strategy), Some(_)) => {
+                Err(ConfigError::StepsNeedStepsStrategy { what, strategy })
+            }
         }
     }
 
-    pub(crate) fn validate(&self) -> Result<(), String> {
+    /// Whether the schedule fires after optimizer step `step` (1-based), ending an epoch or not.
+    pub fn fires(self, step: usize, epoch_ended: bool) -> bool {
+        match self {
+            Schedule::Never => false,
+            Schedule::EverySteps(n) => step % n == 0,
+            Schedule::EachEpoch => epoch_ended,
+        }
+    }
+}
+
+/// Everything a training run is told. Defaults are HF `TrainingArguments`' unless said.
+#[derive(Debug, Clone, Args)]
+pub struct TrainConfig {
+    /// Where the model, checkpoints, logs and results go.
+    #[arg(long)]
+    pub output_dir: PathBuf,
+    #[arg(long, default_value_t = 5e-5)]
+    pub learning_rate: f64,
+    #[arg(long, default_value_t = 0.0)]
+    pub weight_decay: f64,
+    #[arg(long, default_value_t = 0.9)]
+    pub adam_beta1: f64,
+    #[arg(long, default_value_t = 0.999)]
+    pub adam_beta2: f64,
+    #[arg(long, default_value_t = 1e-8)]
+    pub adam_epsilon: f64,
+    /// Clip the global gradient norm to this (0: no clipping).
+    #[arg(long, default_value_t = 1.0)]
+    pub max_grad_norm: f64,
+    #[arg(long, default_value_t = 3.0)]
+    pub num_train_epochs: f64,
+    /// Train this many optimizer steps, overriding --num-train-epochs (0: unset, as HF's -1).
+    #[arg(long)]
+    pub max_steps: Option<usize>,
+    /// Learning-rate schedule after warmup: linear, cosine, constant or constant_with_warmup.
+    #[arg(long, default_value = "linear")]
+    pub lr_scheduler_type: LrScheduler,
+    #[arg(long, default_value_t = 0.0)]
+    pub warmup_ratio: f64,
+    /// Overrides --warmup-ratio when set.
+    #[arg(long)]
+    pub warmup_steps: Option<usize>,
+    #[arg(long, default_value_t = 8)]
+    pub per_device_train_batch_size: usize,
+    #[arg(long, default_value_t = 8)]
+    pub per_device_eval_batch_size: usize,
+    #[arg(long, default_value_t = 1)]
+    pub gradient_accumulation_steps: usize,
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    #[arg(long, default_value_t = 50)]
+    pub logging_steps: usize,
+    /// When to evaluate: `steps` (every --eval-steps), `epoch`, or `no`; with a validation
+    /// set there is always an evaluation at the end.
+    #[arg(long, value_enum)]
+    pub eval_strategy: Option<IntervalStrategy>,
+    /// Evaluate every N optimizer steps.
+    #[arg(long)]
+    pub eval_steps: Option<usize>,
+    /// When to save checkpoint-STEP/: `steps` (every --save-steps), `epoch`, or `no`.
+    #[arg(long, value_enum)]
+    pub save_strategy: Option<IntervalStrategy>,
+    /// Save checkpoint-STEP/ every N optimizer steps.
+    #[arg(long)]
+    pub save_steps: Option<usize>,
+    /// Keep at most this many checkpoints (never deleting the best one).
+    #[arg(long)]
+    pub save_total_limit: Option<usize>,
+    /// After training, load the checkpoint whose evaluation scored best on
+    /// --metric-for-best-model.
+    #[arg(long)]
+    pub load_best_model_at_end: bool,
+    /// A metric the evaluation reports (f1, exact_match; SQuAD v2: exact, best_f1, ...),
+    /// with or without the `eval_` prefix.
+    #[arg(long, default_value = "f1")]
+    pub metric_for_best_model: Metric,
+    /// Continue from this checkpoint-STEP folder (default: the newest one in --output-dir).
+    #[arg(long)]
+    pub resume_from_checkpoint: Option<PathBuf>,
+    /// Start afresh even if --output-dir holds checkpoints.
+    #[arg(long)]
+    pub overwrite_output_dir: bool,
+    /// Set by `qa train` from --bf16/--fp16.
+    #[arg(skip)]
+    pub precision: Precision,
+    /// Dynamic loss scaling; `None` turns it off. Always on for fp16.
+    #[arg(skip)]
+    pub loss_scaling: Option<LossScaling>,
+    /// The tokenizer's padding id (see `qa_data::tokenizer`).
+    #[arg(skip)]
+    pub pad_token_id: u32,
+    /// Stop (without saving a final model) after this many optimizer steps: simulates a killed
+    /// run for resume tests and pre-emptible machines.
+    #[arg(skip)]
+    pub interrupt_after_steps: Option<usize>,
+    #[arg(skip = Progress::Show)]
+    pub progress: Progress,
+}
+
+impl TrainConfig {
+    /// The defaults, with `output_dir`.
+    pub fn new(output_dir: impl Into<PathBuf>) -> Self {
+        let command = Self::augment_args(clap::Command::new("defaults"));
+        let matches = command
+            .try_get_matches_from(["defaults", "--output-dir", "."])
+            .expect("the defaults parse");
+        let mut config = Self::from_arg_matches(&matches).expect("the defaults parse");
+        config.output_dir = output_dir.into();
+        config
+    }
+
+    /// `max_steps`, where 0 means unset (HF's ≤ 0).
+    pub fn max_steps(&self) -> Option<usize> {
+        self.max_steps.filter(|&n| n > 0)
+    }
+
+    pub fn eval_schedule(&self) -> Result<Schedule, ConfigError> {
+        Schedule::from_flags("eval", self.eval_strategy, self.eval_steps)
+    }
+
+    pub fn save_schedule(&self) -> Result<Schedule, ConfigError> {
+        Schedule::from_flags("save", self.save_strategy, self.save_steps)
+    }
+
+    /// The loss scaling in force: the configured one, or torch's defaults for fp16.
+    pub fn loss_scaling(&self) -> Option<LossScaling> {
+        match (self.loss_scaling, self.precision) {
+            (Some(s), _) => Some(s),
+            (None, Precision::Fp16) => Some(LossScaling::default()),
+            (None, _) => None,
+        }
+    }
+
+    /// Checks the settings before any work starts. `eval_version` is the SQuAD version of the
+    /// evaluation set, if there is one: the metric for the best model must be one it reports.
+    pub fn validate(&self, eval_version: Option<SquadVersion>) -> Result<(), ConfigError> {
         if self.per_device_train_batch_size == 0 || self.gradient_accumulation_steps == 0 {
-            return Err("batch size and gradient_accumulation_steps must be at least 1".into());
+            return Err(ConfigError::ZeroBatch);
         }
-        if self.learning_rate.is_nan() || self.learning_rate <= 0.0 {
-            return Err(format!(
-                "learning_rate must be positive, got {}",
-                self.learning_rate
-            ));
-        }
-        if self.max_steps.is_none()
-            && (self.num_train_epochs.is_nan() || self.num_train_epochs <= 0.0)
-        {
-            return Err("set num_train_epochs > 0 or max_steps".into());
+        positive_finite("learning_rate", self.learning_rate)?;
+        if self.max_steps().is_none() {
+            positive_finite("num_train_epochs", self.num_train_epochs)?;
         }
         if !(0.0..=1.0).contains(&self.warmup_ratio) {
-            return Err(format!(
-                "warmup_ratio must be in [0, 1], got {}",
-                self.warmup_ratio
-            ));
+            return Err(ConfigError::WarmupRatio(self.warmup_ratio));
+        }
+        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
+            return Err(ConfigError::NotFinite {
+                name: "weight_decay",
+                value: self.weight_decay,
+            });
         }
         if !(0.0..1.0).contains(&self.adam_beta1)
             || !(0.0..1.0).contains(&self.adam_beta2)
-            || self.adam_epsilon.is_nan()
-            || self.adam_epsilon <= 0.0
+            || !(self.adam_epsilon.is_finite() && self.adam_epsilon > 0.0)
         {
-            return Err(format!(
-                "Adam needs 0 ≤ beta1, beta2 < 1 and epsilon > 0 (got {}, {}, {})",
-                self.adam_beta1, self.adam_beta2, self.adam_epsilon
-            ));
+            return Err(ConfigError::Adam {
+                beta1: self.adam_beta1,
+                beta2: self.adam_beta2,
+                epsilon: self.adam_epsilon,
+            });
         }
+        let eval = self.eval_schedule()?;
+        let save = self.save_schedule()?;
         if self.load_best_model_at_end {
-            // As HF: the best model is judged at save time, on the latest evaluation, so every
-            // save must come right after an evaluation.
-            let steps_ok = match (self.eval_steps, self.save_steps) {
-                (_, None) => true,
-                (Some(e), Some(s)) => s % e == 0,
-                (None, Some(_)) => false,
-            };
-            let epochs_ok = !self.save_each_epoch || self.eval_each_epoch;
-            let saves = self.save_steps.is_some() || self.save_each_epoch;
-            if !(steps_ok && epochs_ok && saves) {
-                return Err(format!(
-                    "load_best_model_at_end needs evaluation and saving on the same schedule: both per \
-                     epoch, or save_steps a multiple of eval_steps (eval: {:?} steps{}, save: {:?} steps{})",
-                    self.eval_steps,
-                    if self.eval_each_epoch { " + each epoch" } else { "" },
-                    self.save_steps,
-                    if self.save_each_epoch { " + each epoch" } else { "" },
-                ));
+            self.check_best_model_schedule(eval, save)?;
+            let metric = self.metric_for_best_model;
+            if !metric.is_score() {
+                return Err(ConfigError::MetricNotAScore(metric));
+            }
+            if let Some(version) = eval_version.filter(|v| !metric.reported_for(*v)) {
+                return Err(ConfigError::MetricNotReported { metric, version });
             }
         }
         Ok(())
+    }
+
+    /// As HF: the best model is judged at save time, on the latest evaluation, so every save
+    /// must come right after an evaluation.
+    fn check_best_model_schedule(&self, eval: Schedule, save: Schedule) -> Result<(), ConfigError> {
+        let aligned = match (eval, save) {
+            (Schedule::EverySteps(e), Schedule::EverySteps(s)) => s % e == 0,
+            (Schedule::EachEpoch, Schedule::EachEpoch) => true,
+            _ => false,
+        };
+        if aligned {
+            Ok(())
+        } else {
+            Err(ConfigError::BestModelSchedule { eval, save })
+        }
+    }
+}
+
+impl From<&TrainConfig> for crate::optim::AdamWConfig {
+    fn from(cfg: &TrainConfig) -> Self {
+        Self {
+            beta1: cfg.adam_beta1,
+            beta2: cfg.adam_beta2,
+            epsilon: cfg.adam_epsilon,
+            weight_decay: cfg.weight_decay,
+        }
+    }
+}
+
+fn positive_finite(name: &'static str, value: f64) -> Result<(), ConfigError> {
+    if value.is_finite() && value > 0.0 {
+        Ok(())
+    } else {
+        Err(ConfigError::NotPositive { name, value })
     }
 }
 
@@ -232,26 +352,124 @@ mod tests {
     use super::*;
 
     #[test]
+    fn defaults_are_hf_training_arguments() {
+        let c = TrainConfig::new("out");
+        assert_eq!(c.output_dir, PathBuf::from("out"));
+        assert_eq!(c.learning_rate, 5e-5);
+        assert_eq!(
+            (c.adam_beta1, c.adam_beta2, c.adam_epsilon),
+            (0.9, 0.999, 1e-8)
+        );
+        assert_eq!(c.num_train_epochs, 3.0);
+        assert_eq!(c.per_device_train_batch_size, 8);
+        assert_eq!(c.metric_for_best_model, Metric::F1);
+        assert_eq!(c.lr_scheduler_type, LrScheduler::Linear);
+        assert_eq!(c.precision, Precision::F32);
+        assert_eq!(c.progress, Progress::Show);
+    }
+
+    #[test]
     fn load_best_needs_every_save_to_follow_an_evaluation() {
-        let check = |eval_steps, eval_each_epoch, save_steps, save_each_epoch| {
+        use IntervalStrategy::*;
+        let check = |eval_strategy, eval_steps, save_strategy, save_steps| {
             TrainConfig {
                 load_best_model_at_end: true,
+                eval_strategy,
                 eval_steps,
-                eval_each_epoch,
+                save_strategy,
                 save_steps,
-                save_each_epoch,
                 ..TrainConfig::new("out")
             }
-            .validate()
+            .validate(None)
             .is_ok()
         };
-        assert!(check(None, true, None, true));
-        assert!(check(Some(2), false, Some(4), false));
-        assert!(check(Some(2), true, Some(4), true));
-        assert!(!check(Some(2), false, Some(3), false));
-        assert!(!check(None, true, Some(4), false));
-        assert!(!check(Some(2), false, None, true));
-        assert!(!check(None, true, Some(4), true));
-        assert!(!check(Some(2), true, None, false));
+        assert!(check(Some(Epoch), None, Some(Epoch), None));
+        assert!(check(None, Some(2), None, Some(4)));
+        assert!(check(Some(Steps), Some(2), Some(Steps), Some(4)));
+        assert!(!check(None, Some(2), None, Some(3)));
+        assert!(!check(Some(Epoch), None, None, Some(4)));
+        assert!(!check(None, Some(2), Some(Epoch), None));
+        assert!(!check(None, None, None, None));
+    }
+
+    #[test]
+    fn strategies_and_steps_resolve_as_run_qa_users_expect() {
+        use IntervalStrategy::*;
+        assert_eq!(
+            Schedule::from_flags("eval", None, Some(5)),
+            Ok(Schedule::EverySteps(5))
+        );
+        assert_eq!(
+            Schedule::from_flags("eval", None, None),
+            Ok(Schedule::Never)
+        );
+        assert_eq!(
+            Schedule::from_flags("eval", Some(Epoch), None),
+            Ok(Schedule::EachEpoch)
+        );
+        assert_eq!(
+            Schedule::from_flags("save", Some(Steps), None),
+            Err(ConfigError::StepsStrategyNeedsSteps { what: "save" })
+        );
+        assert_eq!(
+            Schedule::from_flags("save", None, Some(0)),
+            Err(ConfigError::ZeroSteps { what: "save" })
+        );
+        assert_eq!(
+            Schedule::from_flags("eval", Some(Epoch), Some(3)),
+            Err(ConfigError::StepsNeedStepsStrategy {
+                what: "eval",
+                strategy: Epoch
+            })
+        );
+        assert!(Schedule::EverySteps(3).fires(6, false));
+        assert!(!Schedule::EachEpoch.fires(6, false));
+    }
+
+    #[test]
+    fn the_best_model_metric_must_be_a_score_the_evaluation_reports() {
+        let best = |metric: &str, version| {
+            TrainConfig {
+                load_best_model_at_end: true,
+                eval_strategy: Some(IntervalStrategy::Epoch),
+                save_strategy: Some(IntervalStrategy::Epoch),
+                metric_for_best_model: metric.parse().unwrap(),
+                ..TrainConfig::new("out")
+            }
+            .validate(Some(version))
+        };
+        assert_eq!(best("eval_f1", SquadVersion::V1), Ok(()));
+        assert_eq!(best("exact_match", SquadVersion::V1), Ok(()));
+        assert_eq!(
+            best("exact", SquadVersion::V1),
+            Err(ConfigError::MetricNotReported {
+                metric: Metric::Exact,
+                version: SquadVersion::V1
+            })
+        );
+        assert_eq!(
+            best("best_f1_thresh", SquadVersion::V2),
+            Err(ConfigError::MetricNotAScore(Metric::BestF1Thresh))
+        );
+    }
+
+    #[test]
+    fn absurd_numbers_are_refused() {
+        for lr in [f64::INFINITY, f64::NAN, -1.0, 0.0] {
+            let c = TrainConfig {
+                learning_rate: lr,
+                ..TrainConfig::new("out")
+            };
+            assert!(
+                matches!(
+                    c.validate(None),
+                    Err(ConfigError::NotPositive {
+                        name: "learning_rate",
+                        ..
+                    })
+                ),
+                "{lr}"
+            );
+        }
     }
 }

@@ -1,4 +1,12 @@
+//! Typed errors of training: bad settings ([`ConfigError`]), unusable checkpoints, numbers that
+//! stopped being numbers, and the model/eval/IO errors underneath.
+
 use std::path::PathBuf;
+
+use qa_eval::{Metric, SquadVersion};
+
+use crate::checkpoint::RunFingerprint;
+use crate::config::{IntervalStrategy, Precision, Schedule};
 
 pub type Result<T, E = TrainError> = std::result::Result<T, E>;
 
@@ -15,9 +23,110 @@ pub enum TrainError {
         source: std::io::Error,
     },
     #[error("{path}: {what}")]
-    Checkpoint { path: PathBuf, what: String },
+    Checkpoint {
+        path: PathBuf,
+        what: CheckpointProblem,
+    },
     #[error("invalid training settings: {0}")]
-    Config(String),
+    Config(#[from] ConfigError),
+    #[error("no training windows: the training file gave no window to learn from")]
+    NoTrainingWindows,
+    /// f32 training whose loss or gradient norm overflowed: every later weight would be NaN.
+    #[error(
+        "step {step}: the {what} is {value} (not a finite number): training diverged; \
+         lower --learning-rate or keep --max-grad-norm on (nothing of this step was saved)"
+    )]
+    Diverged {
+        step: usize,
+        what: &'static str,
+        value: f64,
+    },
+}
+
+/// What is wrong with a checkpoint folder.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum CheckpointProblem {
+    #[error("malformed trainer state: {0}")]
+    MalformedState(String),
+    #[error(
+        "was written by a run of {written} steps, this run has {this_run}: resume with the same \
+         data and settings, or pass --overwrite-output-dir"
+    )]
+    OtherRunLength { written: usize, this_run: usize },
+    #[error(
+        "was written by a run over other windows or batching ({written:?}; this run: \
+         {this_run:?}): resume with the same data and batch settings, or pass \
+         --overwrite-output-dir"
+    )]
+    OtherRun {
+        written: RunFingerprint,
+        this_run: RunFingerprint,
+    },
+    #[error(
+        "its position (step {step}, batch {batch_in_epoch} of the epoch) lies outside this run: \
+         the trainer state was edited or belongs to another run; pass --overwrite-output-dir"
+    )]
+    PositionOutOfRange { step: usize, batch_in_epoch: usize },
+    #[error(
+        "optimizer state for {0}, which the model does not have (a checkpoint of another \
+         model or an older version): pass --overwrite-output-dir to start afresh"
+    )]
+    UnknownParameter(String),
+    #[error("optimizer state has m.{0} but no v.{0}")]
+    MissingSecondMoment(String),
+}
+
+/// Settings that cannot train, refused before any work starts.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("batch size and gradient_accumulation_steps must be at least 1")]
+    ZeroBatch,
+    #[error("{name} must be a positive finite number, got {value}")]
+    NotPositive { name: &'static str, value: f64 },
+    #[error("{name} must be a finite number ≥ 0, got {value}")]
+    NotFinite { name: &'static str, value: f64 },
+    #[error("warmup_ratio must be in [0, 1], got {0}")]
+    WarmupRatio(f64),
+    #[error("Adam needs 0 ≤ beta1, beta2 < 1 and epsilon > 0 (got {beta1}, {beta2}, {epsilon})")]
+    Adam {
+        beta1: f64,
+        beta2: f64,
+        epsilon: f64,
+    },
+    #[error("--{what}-steps must be at least 1")]
+    ZeroSteps { what: &'static str },
+    #[error("--{what}-strategy steps needs --{what}-steps N (N ≥ 1)")]
+    StepsStrategyNeedsSteps { what: &'static str },
+    #[error("--{what}-steps only goes with --{what}-strategy steps, not {strategy:?}")]
+    StepsNeedStepsStrategy {
+        what: &'static str,
+        strategy: IntervalStrategy,
+    },
+    #[error(
+        "load_best_model_at_end needs evaluation and saving on the same schedule: both per \
+         epoch, or save_steps a multiple of eval_steps (eval: {eval:?}, save: {save:?})"
+    )]
+    BestModelSchedule { eval: Schedule, save: Schedule },
+    #[error("metric_for_best_model {0} is not a score (a count or a threshold) and cannot pick a best model")]
+    MetricNotAScore(Metric),
+    #[error("metric_for_best_model {metric} is not reported when evaluating {version:?} data")]
+    MetricNotReported {
+        metric: Metric,
+        version: SquadVersion,
+    },
+    #[error("unknown precision {0:?} (f32, bf16, fp16 or f64)")]
+    UnknownPrecision(String),
+    #[error(
+        "{precision:?} mixed precision needs {dtype} support on {device} ({hint}), or use f32"
+    )]
+    PrecisionUnsupported {
+        precision: Precision,
+        dtype: String,
+        device: String,
+        hint: &'static str,
+    },
+    #[error("unknown lr_scheduler_type {0:?} (linear, cosine, constant or constant_with_warmup)")]
+    UnknownScheduler(String),
 }
 
 pub(crate) fn io(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {

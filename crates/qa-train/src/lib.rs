@@ -1,18 +1,31 @@
 //! `qa-train`: what HF `Trainer` + `run_qa.py` give our users, in Burn.
 //!
-//! * [`optim`]: AdamW with no decay on biases and LayerNorm weights, torch-style **global**
-//!   gradient-norm clipping, and the linear warmup/decay schedule.
-//! * [`trainer`]: the loop (accumulation, dropout on, evaluation, logging, best model).
+//! * [`config`]: [`TrainConfig`], HF `TrainingArguments`' names and defaults, also the
+//!   `qa train` flag set; precision, loss-scaling and evaluate/save schedules.
+//! * [`trainer`]: the loop as named steps (set up or resume, train step, update, step end,
+//!   finish), evaluation during training, `train_results.json`.
+//! * [`step`]: one optimizer step, shared with `qa bench`: [`step::train_step`] (micro-batches,
+//!   loss, backward, accumulation) and [`step::Update`] (clipping, loss scaler, AdamW).
+//! * [`optim`]: AdamW with no decay on biases and LayerNorm weights (HF's rule, on HF names),
+//!   torch-style **global** gradient-norm clipping, and the learning-rate schedules.
+//! * [`loss_scaler`]: torch `GradScaler`'s dynamic loss scaling for fp16.
+//! * [`loss`]: the QA loss (mean of start and end cross-entropy).
 //! * [`checkpoint`]: `checkpoint-STEP/` folders written atomically, pruning, and exact resume.
+//! * [`bench`]: synthetic timing workloads for `qa bench`, through the same step and update.
+//! * [`error`]: typed errors ([`ConfigError`] for settings refused up front).
 
+pub mod bench;
 pub mod checkpoint;
 pub mod config;
 pub mod error;
 pub mod loss;
+pub mod loss_scaler;
 pub mod optim;
+pub mod step;
 pub mod trainer;
 
-pub use config::{LossScaling, Precision, TrainConfig};
-pub use error::{Result, TrainError};
+pub use config::{IntervalStrategy, LossScaling, Precision, Schedule, TrainConfig};
+pub use error::{CheckpointProblem, ConfigError, Result, TrainError};
+pub use loss_scaler::LossScaler;
 pub use optim::LrScheduler;
-pub use trainer::{train, EvalSet, TrainOutcome};
+pub use trainer::{train, EvalSet, TrainJob, TrainOutcome};

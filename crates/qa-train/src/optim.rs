@@ -3,15 +3,17 @@
 //! clipping, and HF's linear schedule with warmup.
 //!
 //! Burn's own AdamW decays every parameter and its clipping is per parameter, so both are ours.
-//! Moments are keyed by the parameter's module path, so checkpoints survive a reload (which
-//! gives parameters new ids).
+//! Moments are keyed by the parameter's full HF name (`bert.encoder.layer.0.attention.self.
+//! query.weight`), so checkpoints survive a reload (which gives parameters new ids), and the
+//! decay groups follow HF's module names, not our Rust field names.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
-use burn::module::{AutodiffModule, ModuleMapper, ModuleVisitor, Param};
+use burn::module::{AutodiffModule, Module, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::optim::GradientsParams;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Tensor, TensorData};
+use qa_model::{hf_param_names, HfParam, QaModel};
 
 /// HF Trainer's `lr_scheduler_type`s (`transformers.get_scheduler`), all with linear warmup
 /// from 0 except `Constant`.
@@ -28,17 +30,15 @@ pub enum LrScheduler {
 }
 
 impl std::str::FromStr for LrScheduler {
-    type Err = String;
+    type Err = crate::ConfigError;
     /// HF's names (`constant_with_warmup`), or with dashes.
-    fn from_str(name: &str) -> Result<Self, String> {
+    fn from_str(name: &str) -> Result<Self, crate::ConfigError> {
         match name.replace('-', "_").as_str() {
             "linear" => Ok(LrScheduler::Linear),
             "cosine" => Ok(LrScheduler::Cosine),
             "constant" => Ok(LrScheduler::Constant),
             "constant_with_warmup" => Ok(LrScheduler::ConstantWithWarmup),
-            _ => Err(format!(
-                "unknown lr_scheduler_type {name:?} (linear, cosine, constant or constant_with_warmup)"
-            )),
+            _ => Err(crate::ConfigError::UnknownScheduler(name.to_string())),
         }
     }
 }
@@ -85,7 +85,7 @@ pub struct Moments<B: Backend> {
     pub v: Tensor<B, 1>,
 }
 
-/// Optimizer state: step count and moments by parameter path.
+/// Optimizer state: step count and moments by full HF parameter name.
 #[derive(Debug, Clone)]
 pub struct AdamW<B: Backend> {
     pub config: AdamWConfig,
@@ -93,13 +93,10 @@ pub struct AdamW<B: Backend> {
     pub moments: BTreeMap<String, Moments<B>>,
 }
 
-/// HF's `no_decay = ["bias", "LayerNorm.weight"]`, in our module paths: biases and every
-/// LayerNorm parameter (our LayerNorm fields are the ones named `*norm`).
-pub fn decays(path: &str) -> bool {
-    let mut parts = path.rsplit('.');
-    let leaf = parts.next().unwrap_or("");
-    let owner = parts.next().unwrap_or("");
-    !(leaf == "bias" || leaf == "beta" || owner.ends_with("norm"))
+/// HF Trainer's `get_decay_parameter_names`: every parameter decays except those inside a
+/// LayerNorm module and those whose name contains `bias`.
+pub fn decays(param: &HfParam) -> bool {
+    !param.in_layer_norm && !param.name.contains("bias")
 }
 
 impl<B: Backend> AdamW<B> {
@@ -113,23 +110,32 @@ impl<B: Backend> AdamW<B> {
 
     /// One update of every parameter that has a gradient, with gradients scaled by `grad_scale`
     /// (the clipping factor).
-    pub fn step<AB, M>(&mut self, lr: f64, model: M, grads: &GradientsParams, grad_scale: f64) -> M
+    pub fn step<AB>(
+        &mut self,
+        lr: f64,
+        model: QaModel<AB>,
+        grads: &GradientsParams,
+        grad_scale: f64,
+    ) -> QaModel<AB>
     where
         AB: AutodiffBackend<InnerBackend = B>,
-        M: AutodiffModule<AB>,
     {
         self.step += 1;
+        let params = hf_param_names(&model)
+            .into_iter()
+            .map(|param| (param.id, param))
+            .collect();
         let mut mapper = StepMapper::<AB> {
             optimizer: self,
             grads,
             lr,
             grad_scale,
-            path: Vec::new(),
+            params,
         };
         model.map(&mut mapper)
     }
 
-    /// Moments as named host tensors (`m.PATH`, `v.PATH`) for a checkpoint.
+    /// Moments as named host tensors (`m.NAME`, `v.NAME`) for a checkpoint.
     pub fn export(&self) -> BTreeMap<String, qa_model::weights::HostTensor> {
         let host = |t: &Tensor<B, 1>| {
             let data: Vec<f32> = t
@@ -153,7 +159,7 @@ impl<B: Backend> AdamW<B> {
         step: usize,
         tensors: &BTreeMap<String, qa_model::weights::HostTensor>,
         device: &B::Device,
-    ) -> Result<(), String> {
+    ) -> Result<(), crate::CheckpointProblem> {
         self.step = step;
         self.moments.clear();
         let tensor = |t: &qa_model::weights::HostTensor| {
@@ -161,9 +167,9 @@ impl<B: Backend> AdamW<B> {
         };
         for (name, m) in tensors {
             if let Some(path) = name.strip_prefix("m.") {
-                let v = tensors
-                    .get(&format!("v.{path}"))
-                    .ok_or_else(|| format!("optimizer state has m.{path} but no v.{path}"))?;
+                let v = tensors.get(&format!("v.{path}")).ok_or_else(|| {
+                    crate::CheckpointProblem::MissingSecondMoment(path.to_string())
+                })?;
                 self.moments.insert(
                     path.to_string(),
                     Moments {
@@ -182,24 +188,20 @@ struct StepMapper<'a, AB: AutodiffBackend> {
     grads: &'a GradientsParams,
     lr: f64,
     grad_scale: f64,
-    path: Vec<String>,
+    /// The model's parameters by id, with their HF names.
+    params: HashMap<ParamId, HfParam>,
 }
 
 impl<AB: AutodiffBackend> ModuleMapper<AB> for StepMapper<'_, AB> {
-    fn enter_module(&mut self, name: &str, _container_type: &str) {
-        self.path.push(name.to_string());
-    }
-
-    fn exit_module(&mut self, _name: &str, _container_type: &str) {
-        self.path.pop();
-    }
-
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<AB, D>>) -> Param<Tensor<AB, D>> {
         let (id, tensor, mapper) = param.consume();
         let Some(grad) = self.grads.get::<AB::InnerBackend, D>(id) else {
             return Param::from_mapped_value(id, tensor, mapper);
         };
-        let path = self.path.join(".");
+        let param = self
+            .params
+            .remove(&id)
+            .expect("every model parameter has an HF name");
         let cfg = self.optimizer.config;
         let dims = tensor.dims();
         let n: usize = dims.iter().product();
@@ -209,7 +211,7 @@ impl<AB: AutodiffBackend> ModuleMapper<AB> for StepMapper<'_, AB> {
         let moments = self
             .optimizer
             .moments
-            .remove(&path)
+            .remove(&param.name)
             .unwrap_or_else(|| Moments {
                 m: Tensor::zeros([n], &device),
                 v: Tensor::zeros([n], &device),
@@ -219,7 +221,7 @@ impl<AB: AutodiffBackend> ModuleMapper<AB> for StepMapper<'_, AB> {
         let t = self.optimizer.step as i32;
         let bias1 = 1.0 - cfg.beta1.powi(t);
         let bias2 = 1.0 - cfg.beta2.powi(t);
-        if cfg.weight_decay > 0.0 && decays(&path) {
+        if cfg.weight_decay > 0.0 && decays(&param) {
             p = p.mul_scalar(1.0 - self.lr * cfg.weight_decay);
         }
         let denom = v
@@ -228,7 +230,7 @@ impl<AB: AutodiffBackend> ModuleMapper<AB> for StepMapper<'_, AB> {
             .div_scalar(bias2.sqrt())
             .add_scalar(cfg.epsilon);
         let p = p - (m.clone() / denom).mul_scalar(self.lr / bias1);
-        self.optimizer.moments.insert(path, Moments { m, v });
+        self.optimizer.moments.insert(param.name, Moments { m, v });
         let updated = Tensor::<AB, D>::from_inner(p.reshape(dims)).require_grad();
         Param::from_mapped_value(id, updated, mapper)
     }
@@ -328,12 +330,58 @@ mod tests {
 
     #[test]
     fn no_decay_groups_match_hf() {
-        assert!(decays("layers.0.query.weight"));
-        assert!(decays("embeddings.word.weight"));
-        assert!(!decays("layers.0.query.bias"));
-        assert!(!decays("layers.0.attention_norm.gamma"));
-        assert!(!decays("embeddings.norm.beta"));
-        assert!(decays("qa_outputs.weight"));
+        use qa_model::backend::{default_device, Compute};
+        use qa_model::ModelConfig;
+        let decay_by_name = |config: &ModelConfig| -> BTreeMap<String, bool> {
+            let model = QaModel::<Compute>::skeleton(config, &default_device());
+            hf_param_names(&model)
+                .iter()
+                .map(|param| (param.name.clone(), decays(param)))
+                .collect()
+        };
+        let bert = decay_by_name(&ModelConfig::bert(10, 8, 1, 2, 16));
+        for (name, decayed) in [
+            ("bert.embeddings.word_embeddings.weight", true),
+            ("bert.embeddings.token_type_embeddings.weight", true),
+            ("bert.embeddings.LayerNorm.weight", false),
+            ("bert.embeddings.LayerNorm.bias", false),
+            ("bert.encoder.layer.0.attention.self.query.weight", true),
+            ("bert.encoder.layer.0.attention.self.query.bias", false),
+            (
+                "bert.encoder.layer.0.attention.output.LayerNorm.weight",
+                false,
+            ),
+            ("bert.encoder.layer.0.intermediate.dense.weight", true),
+            ("bert.encoder.layer.0.output.LayerNorm.bias", false),
+            ("qa_outputs.weight", true),
+            ("qa_outputs.bias", false),
+        ] {
+            assert_eq!(bert[name], decayed, "{name}");
+        }
+        assert_eq!(bert.values().filter(|&&d| d).count(), 1 + 2 + 6 + 1);
+        let distilbert = decay_by_name(&ModelConfig::distilbert(10, 8, 1, 2, 16));
+        for (name, decayed) in [
+            ("distilbert.embeddings.position_embeddings.weight", true),
+            ("distilbert.embeddings.LayerNorm.weight", false),
+            (
+                "distilbert.transformer.layer.0.attention.q_lin.weight",
+                true,
+            ),
+            (
+                "distilbert.transformer.layer.0.attention.out_lin.bias",
+                false,
+            ),
+            ("distilbert.transformer.layer.0.sa_layer_norm.weight", false),
+            ("distilbert.transformer.layer.0.ffn.lin1.weight", true),
+            (
+                "distilbert.transformer.layer.0.output_layer_norm.bias",
+                false,
+            ),
+            ("qa_outputs.weight", true),
+        ] {
+            assert_eq!(distilbert[name], decayed, "{name}");
+        }
+        assert_eq!(distilbert.values().filter(|&&d| d).count(), 2 + 6 + 1);
     }
 
     #[test]

@@ -1,31 +1,31 @@
-//! The training loop.
+//! The training loop as a sequence of named steps: [`Run::start`] (plan, set up or resume),
+//! then for every optimizer step [`crate::step::train_step`] (micro-batches, loss, backward),
+//! [`crate::step::Update::apply`] (clip, loss scaler, AdamW) and [`Run::on_step_end`] (log,
+//! evaluate, save, best model, prune), and last [`Run::finish`] (best model, final files).
 
-use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use burn::module::AutodiffModule;
-use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
-use indicatif::{ProgressBar, ProgressStyle};
-use qa_data::features::pad_batch;
+use indicatif::ProgressBar;
+use qa_data::features::{pad_batch, PaddedBatch};
+use qa_data::progress::{self, Progress};
 use qa_data::{Example, Feature};
-use qa_eval::squad::{evaluate_v1, evaluate_v2, Gold};
-use qa_eval::{decode, DecodeConfig};
+use qa_eval::{decode, squad_metrics, DecodeConfig, Metrics, SquadVersion};
 use qa_model::infer::predict_logits;
-use qa_model::model::QaBatch;
 use qa_model::{ModelConfig, QaModel};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use serde::Serialize;
 
-use crate::checkpoint::{self, TrainerState};
-use crate::config::{Precision, TrainConfig};
-use crate::error::{io, Result, TrainError};
-use crate::loss::qa_loss;
-use crate::optim::{clip_scale, unscaled_grad_norm, AdamW, AdamWConfig};
+use crate::checkpoint::{self, RunFingerprint, TrainerState};
+use crate::config::{Precision, Schedule, TrainConfig};
+use crate::error::{io, CheckpointProblem, Result, TrainError};
+use crate::loss_scaler::LossScaler;
+use crate::optim::{AdamW, AdamWConfig};
+use crate::step::{train_step, StepGradients, Update, UpdateOutcome, UpdateReport};
 
 /// A labelled evaluation set: examples, their windows, and how to decode.
 pub struct EvalSet<'a> {
@@ -34,6 +34,27 @@ pub struct EvalSet<'a> {
     pub decode: DecodeConfig,
 }
 
+impl EvalSet<'_> {
+    /// Which official script scores it.
+    pub fn version(&self) -> SquadVersion {
+        if self.decode.version_2_with_negative {
+            SquadVersion::V2
+        } else {
+            SquadVersion::V1
+        }
+    }
+}
+
+/// What a run trains on, besides the model and the settings.
+pub struct TrainJob<'a> {
+    pub model_config: &'a ModelConfig,
+    /// Tokenizer files are copied from here into every saved model folder.
+    pub tokenizer_dir: Option<&'a Path>,
+    pub train_features: &'a [Feature],
+    pub eval: Option<&'a EvalSet<'a>>,
+}
+
+/// `train_results.json`, as HF writes it, plus what our runs add.
 #[derive(Debug, Clone, Serialize)]
 pub struct TrainResults {
     pub epoch: f64,
@@ -55,7 +76,487 @@ pub struct TrainOutcome<B: AutodiffBackend> {
     pub model: QaModel<B>,
     pub results: TrainResults,
     /// Metrics of the last evaluation (of the returned model, when loading the best).
-    pub eval_metrics: Option<BTreeMap<String, f64>>,
+    pub eval_metrics: Option<Metrics>,
+}
+
+/// Fine-tunes `model` on `job.train_features`, evaluating on `job.eval` if given. Resumes from
+/// `cfg.resume_from_checkpoint`, or from the newest checkpoint in the output dir.
+pub fn train<B: AutodiffBackend>(
+    model: QaModel<B>,
+    job: &TrainJob,
+    cfg: &TrainConfig,
+    device: &B::Device,
+) -> Result<TrainOutcome<B>> {
+    let mut run = Run::start(model, job, cfg, device)?;
+    while run.state.global_step < run.plan.total_steps {
+        if cfg.interrupt_after_steps == Some(run.clock.steps_run) {
+            return run.interrupted();
+        }
+        let step = run.train_step();
+        let lr = run.learning_rate();
+        let (model, report) = run.update.apply(run.model, &step.grads, lr);
+        run.model = model;
+        run.on_step_end(&step, report, lr)?;
+    }
+    run.finish()
+}
+
+/// The shape of a run, fixed by the data and the settings.
+struct Plan {
+    windows: usize,
+    batch_size: usize,
+    accumulation: usize,
+    batches_per_epoch: usize,
+    total_steps: usize,
+    warmup_steps: usize,
+    eval: Schedule,
+    save: Schedule,
+    fingerprint: RunFingerprint,
+}
+
+impl Plan {
+    fn new(cfg: &TrainConfig, job: &TrainJob) -> Result<Self> {
+        let windows = job.train_features.len();
+        if windows == 0 {
+            return Err(TrainError::NoTrainingWindows);
+        }
+        let batch_size = cfg.per_device_train_batch_size;
+        let accumulation = cfg.gradient_accumulation_steps;
+        let batches_per_epoch = windows.div_ceil(batch_size);
+        let steps_per_epoch = batches_per_epoch.div_ceil(accumulation);
+        let total_steps = cfg
+            .max_steps()
+            .unwrap_or_else(|| (cfg.num_train_epochs * steps_per_epoch as f64).ceil() as usize);
+        Ok(Self {
+            windows,
+            batch_size,
+            accumulation,
+            batches_per_epoch,
+            total_steps,
+            warmup_steps: cfg
+                .warmup_steps
+                .unwrap_or_else(|| (cfg.warmup_ratio * total_steps as f64).ceil() as usize),
+            eval: cfg.eval_schedule()?,
+            save: cfg.save_schedule()?,
+            fingerprint: RunFingerprint {
+                windows_hash: checkpoint::windows_fingerprint(job.train_features),
+                windows,
+                per_device_train_batch_size: batch_size,
+                gradient_accumulation_steps: accumulation,
+            },
+        })
+    }
+
+    /// A checkpoint this run can continue from: same run length, same windows and batching,
+    /// and a position inside the run.
+    fn check_resumable(&self, state: &TrainerState) -> std::result::Result<(), CheckpointProblem> {
+        if state.total_steps != self.total_steps {
+            return Err(CheckpointProblem::OtherRunLength {
+                written: state.total_steps,
+                this_run: self.total_steps,
+            });
+        }
+        if state.run != self.fingerprint {
+            return Err(CheckpointProblem::OtherRun {
+                written: state.run,
+                this_run: self.fingerprint,
+            });
+        }
+        if state.global_step > state.total_steps || state.batch_in_epoch >= self.batches_per_epoch {
+            return Err(CheckpointProblem::PositionOutOfRange {
+                step: state.global_step,
+                batch_in_epoch: state.batch_in_epoch,
+            });
+        }
+        Ok(())
+    }
+
+    /// The epoch as a fraction, HF style.
+    fn epoch(&self, state: &TrainerState) -> f64 {
+        state.epoch as f64 + state.batch_in_epoch as f64 / self.batches_per_epoch as f64
+    }
+}
+
+/// Wall-clock and throughput bookkeeping of this process's part of the run.
+struct Clock {
+    started: Instant,
+    loop_started: Instant,
+    first_step_at: Option<f64>,
+    steps_run: usize,
+    windows_seen: usize,
+}
+
+/// `train_log.jsonl`: one JSON object per logged step or evaluation.
+struct TrainLog {
+    path: PathBuf,
+    file: std::fs::File,
+}
+
+impl TrainLog {
+    /// Opens the log for appending, first dropping entries past `step` (left by a killed run
+    /// that is now resumed from an earlier checkpoint), so no step is logged twice.
+    fn open(dir: &Path, step: usize) -> Result<Self> {
+        let path = dir.join("train_log.jsonl");
+        if path.exists() {
+            let text = std::fs::read_to_string(&path).map_err(io(&path))?;
+            let kept: String = text
+                .lines()
+                .filter(|line| {
+                    serde_json::from_str::<serde_json::Value>(line)
+                        .ok()
+                        .and_then(|e| e["step"].as_u64())
+                        .is_some_and(|s| s as usize <= step)
+                })
+                .map(|line| format!("{line}\n"))
+                .collect();
+            let tmp = path.with_extension("jsonl.tmp");
+            std::fs::write(&tmp, kept).map_err(io(&tmp))?;
+            std::fs::rename(&tmp, &path).map_err(io(&path))?;
+        }
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(io(&path))?;
+        Ok(Self { path, file })
+    }
+
+    fn write(&mut self, entry: &serde_json::Value) -> Result<()> {
+        writeln!(self.file, "{entry}").map_err(io(&self.path))
+    }
+}
+
+/// A run in progress: everything the loop's steps read and change.
+struct Run<'a, B: AutodiffBackend> {
+    job: &'a TrainJob<'a>,
+    cfg: &'a TrainConfig,
+    plan: Plan,
+    device: B::Device,
+    model: QaModel<B>,
+    update: Update<B::InnerBackend>,
+    state: TrainerState,
+    /// This epoch's window order.
+    order: Vec<usize>,
+    log: TrainLog,
+    progress: ProgressBar,
+    resumed_from: Option<PathBuf>,
+    clock: Clock,
+    /// Loss summed over the steps since the last log line, and their count.
+    loss_since_log: (f64, usize),
+    last_metrics: Option<Metrics>,
+}
+
+impl<'a, B: AutodiffBackend> Run<'a, B> {
+    /// Checks the settings, plans the run, and sets it up fresh or from a checkpoint.
+    fn start(
+        model: QaModel<B>,
+        job: &'a TrainJob<'a>,
+        cfg: &'a TrainConfig,
+        device: &B::Device,
+    ) -> Result<Self> {
+        let started = Instant::now();
+        cfg.validate(job.eval.map(EvalSet::version))?;
+        cfg.precision.check_backend::<B>(device)?;
+        let plan = Plan::new(cfg, job)?;
+        let out_dir = &cfg.output_dir;
+        std::fs::create_dir_all(out_dir).map_err(io(out_dir))?;
+        let fresh_update = Update {
+            optimizer: AdamW::new(AdamWConfig::from(cfg)),
+            scaler: cfg.loss_scaling().map(LossScaler::new),
+            max_grad_norm: cfg.max_grad_norm,
+        };
+        let resume_dir = match &cfg.resume_from_checkpoint {
+            Some(dir) => Some(dir.clone()),
+            None if !cfg.overwrite_output_dir => {
+                checkpoint::list_checkpoints(out_dir).pop().map(|(_, p)| p)
+            }
+            None => None,
+        };
+        let (model, update, state) = match &resume_dir {
+            Some(dir) => {
+                let resumed =
+                    checkpoint::load_checkpoint::<B>(dir, fresh_update.optimizer, device)?;
+                plan.check_resumable(&resumed.state)
+                    .map_err(|what| TrainError::Checkpoint {
+                        path: dir.clone(),
+                        what,
+                    })?;
+                tracing::info!(
+                    "resuming from {} (step {})",
+                    dir.display(),
+                    resumed.state.global_step
+                );
+                let update = Update {
+                    optimizer: resumed.optimizer,
+                    scaler: resumed.state.loss_scaler,
+                    max_grad_norm: cfg.max_grad_norm,
+                };
+                (resumed.model, update, resumed.state)
+            }
+            None => {
+                let state = TrainerState {
+                    total_steps: plan.total_steps,
+                    warmup_steps: plan.warmup_steps,
+                    seed: cfg.seed,
+                    run: plan.fingerprint,
+                    loss_scaler: fresh_update.scaler,
+                    ..Default::default()
+                };
+                (model, fresh_update, state)
+            }
+        };
+        let progress = progress::bar(plan.total_steps as u64, "train", "steps", cfg.progress);
+        progress.set_position(state.global_step as u64);
+        Ok(Self {
+            job,
+            cfg,
+            order: epoch_order(plan.windows, cfg.seed, state.epoch),
+            log: TrainLog::open(out_dir, state.global_step)?,
+            plan,
+            device: device.clone(),
+            model,
+            update,
+            state,
+            progress,
+            resumed_from: resume_dir,
+            clock: Clock {
+                started,
+                loop_started: Instant::now(),
+                first_step_at: None,
+                steps_run: 0,
+                windows_seen: 0,
+            },
+            loss_since_log: (0.0, 0),
+            last_metrics: None,
+        })
+    }
+
+    /// The learning rate of the coming step.
+    fn learning_rate(&self) -> f64 {
+        self.cfg.lr_scheduler_type.lr(
+            self.state.global_step,
+            self.plan.warmup_steps,
+            self.plan.total_steps,
+            self.cfg.learning_rate,
+        )
+    }
+
+    /// The next optimizer step's micro-batches (at most `accumulation`, fewer at an epoch's
+    /// end), forward and backward; advances the data position.
+    fn train_step(&mut self) -> StepGradients {
+        let plan = &self.plan;
+        let count = plan
+            .accumulation
+            .min(plan.batches_per_epoch - self.state.batch_in_epoch);
+        let micro_batches: Vec<PaddedBatch> = (0..count)
+            .map(|i| {
+                let b = self.state.batch_in_epoch + i;
+                let indices =
+                    &self.order[b * plan.batch_size..((b + 1) * plan.batch_size).min(plan.windows)];
+                let windows: Vec<&Feature> = indices
+                    .iter()
+                    .map(|&i| &self.job.train_features[i])
+                    .collect();
+                pad_batch(&windows, self.cfg.pad_token_id)
+            })
+            .collect();
+        // Dropout masks depend only on (seed, step, micro-batch): a resumed run draws the same.
+        let dropout_seed = self
+            .cfg
+            .seed
+            .wrapping_mul(1_000_003)
+            .wrapping_add((self.state.global_step * plan.accumulation) as u64);
+        let step = train_step(
+            &self.model,
+            &micro_batches,
+            self.cfg.precision.matmul_dtype(),
+            self.update.loss_scale(),
+            dropout_seed,
+            &self.device,
+        );
+        self.state.batch_in_epoch += count;
+        self.clock.windows_seen += step.windows;
+        step
+    }
+
+    /// After an update: counters, epoch end, log, evaluation, checkpoint, best model, pruning.
+    fn on_step_end(&mut self, step: &StepGradients, update: UpdateReport, lr: f64) -> Result<()> {
+        if update.outcome == UpdateOutcome::NonFinite || !step.loss.is_finite() {
+            let (what, value) = if step.loss.is_finite() {
+                ("gradient norm", update.grad_norm)
+            } else {
+                ("loss", step.loss)
+            };
+            return Err(TrainError::Diverged {
+                step: self.state.global_step + 1,
+                what,
+                value,
+            });
+        }
+        self.state.global_step += 1;
+        self.clock.steps_run += 1;
+        self.state.loss_sum += step.loss;
+        self.state.loss_scaler = self.update.scaler;
+        self.loss_since_log.0 += step.loss;
+        self.loss_since_log.1 += 1;
+        let epoch_ended = self.state.batch_in_epoch >= self.plan.batches_per_epoch;
+        if epoch_ended {
+            self.state.epoch += 1;
+            self.state.batch_in_epoch = 0;
+            self.order = epoch_order(self.plan.windows, self.cfg.seed, self.state.epoch);
+        }
+        let started = self.clock.started;
+        self.clock
+            .first_step_at
+            .get_or_insert_with(|| started.elapsed().as_secs_f64());
+        let rate = self.clock.windows_seen as f64
+            / self.clock.loop_started.elapsed().as_secs_f64().max(1e-9);
+        self.progress.set_position(self.state.global_step as u64);
+        self.progress.set_message(format!(
+            "loss {:.4} lr {lr:.2e} {rate:.1} windows/s",
+            step.loss
+        ));
+
+        let step_no = self.state.global_step;
+        let last = step_no == self.plan.total_steps;
+        if step_no % self.cfg.logging_steps.max(1) == 0 || last {
+            self.log_step(lr, update.grad_norm, rate)?;
+        }
+        if self.job.eval.is_some() && (self.plan.eval.fires(step_no, epoch_ended) || last) {
+            self.evaluate_and_log()?;
+        }
+        if self.plan.save.fires(step_no, epoch_ended) {
+            self.save_checkpoint()?;
+        }
+        Ok(())
+    }
+
+    fn log_step(&mut self, lr: f64, grad_norm: f64, rate: f64) -> Result<()> {
+        let (loss_sum, steps) = std::mem::take(&mut self.loss_since_log);
+        let mut entry = serde_json::json!({
+            "step": self.state.global_step,
+            "epoch": self.plan.epoch(&self.state),
+            "loss": loss_sum / steps.max(1) as f64,
+            "learning_rate": lr,
+            "grad_norm": grad_norm,
+            "windows_per_second": rate,
+        });
+        if let Some(scaler) = self.state.loss_scaler {
+            entry["loss_scale"] = scaler.scale.into();
+            entry["skipped_steps"] = scaler.skipped_steps.into();
+        }
+        self.log.write(&entry)?;
+        self.state.log_history.push(entry);
+        Ok(())
+    }
+
+    fn evaluate_and_log(&mut self) -> Result<()> {
+        let eval = self
+            .job
+            .eval
+            .expect("evaluation is scheduled only with an eval set");
+        let metrics = evaluate(&self.model, eval, self.cfg)?;
+        let mut entry = serde_json::json!({
+            "step": self.state.global_step,
+            "epoch": self.plan.epoch(&self.state),
+        });
+        for (key, value) in metrics.to_json("eval_") {
+            entry[key] = value;
+        }
+        self.progress
+            .println(format!("step {}: {entry}", self.state.global_step));
+        self.log.write(&entry)?;
+        self.state.log_history.push(entry);
+        self.last_metrics = Some(metrics);
+        Ok(())
+    }
+
+    /// Writes `checkpoint-STEP/`. The best model is judged here, on the latest evaluation.
+    fn save_checkpoint(&mut self) -> Result<()> {
+        let out_dir = &self.cfg.output_dir;
+        let this = checkpoint::checkpoint_dir(out_dir, self.state.global_step);
+        let latest = self.last_metrics.as_ref();
+        if let Some(score) = latest.and_then(|m| m.get(self.cfg.metric_for_best_model)) {
+            if self.state.best_metric.is_none_or(|best| score > best) {
+                self.state.best_metric = Some(score);
+                self.state.best_checkpoint = Some(this);
+            }
+        }
+        checkpoint::save_checkpoint(
+            out_dir,
+            &self.model,
+            self.job.model_config,
+            self.job.tokenizer_dir,
+            &self.update.optimizer,
+            &self.state,
+        )?;
+        if let Some(limit) = self.cfg.save_total_limit {
+            checkpoint::prune(out_dir, limit, self.state.best_checkpoint.as_deref())?;
+        }
+        Ok(())
+    }
+
+    fn results(&self, interrupted: bool) -> TrainResults {
+        let runtime = self.clock.started.elapsed().as_secs_f64();
+        TrainResults {
+            epoch: self.plan.epoch(&self.state),
+            global_step: self.state.global_step,
+            train_loss: self.state.loss_sum / self.state.global_step.max(1) as f64,
+            train_runtime: runtime,
+            train_samples: self.plan.windows,
+            train_samples_per_second: self.clock.windows_seen as f64 / runtime.max(1e-9),
+            train_steps_per_second: self.clock.steps_run as f64 / runtime.max(1e-9),
+            time_to_first_step: self.clock.first_step_at.unwrap_or(0.0),
+            resumed_from: self.resumed_from.clone(),
+            interrupted,
+            precision: self.cfg.precision,
+            skipped_steps: self.state.loss_scaler.map_or(0, |s| s.skipped_steps),
+        }
+    }
+
+    /// Stops without a final model (a simulated kill): checkpoints stay for a resume.
+    fn interrupted(self) -> Result<TrainOutcome<B>> {
+        self.progress.finish_and_clear();
+        let results = self.results(true);
+        Ok(TrainOutcome {
+            model: self.model,
+            results,
+            eval_metrics: self.last_metrics,
+        })
+    }
+
+    /// Loads the best model if asked, then writes the final model folder, `trainer_state.json`
+    /// and `train_results.json`.
+    fn finish(mut self) -> Result<TrainOutcome<B>> {
+        self.progress.finish_and_clear();
+        let cfg = self.cfg;
+        if let (true, Some(best)) = (cfg.load_best_model_at_end, &self.state.best_checkpoint) {
+            tracing::info!(
+                "loading the best model ({}) from {}",
+                cfg.metric_for_best_model,
+                best.display()
+            );
+            self.model = qa_model::load_pretrained::<B>(best, None, cfg.seed, &self.device)?.0;
+            if let Some(eval) = self.job.eval {
+                self.last_metrics = Some(evaluate(&self.model, eval, cfg)?);
+            }
+        }
+        let out_dir = &cfg.output_dir;
+        qa_model::save_pretrained(
+            &self.model,
+            self.job.model_config,
+            out_dir,
+            self.job.tokenizer_dir,
+        )?;
+        checkpoint::write_state(&out_dir.join(checkpoint::STATE_FILE), &self.state)?;
+        let results = self.results(false);
+        qa_eval::decode::write_json(&out_dir.join("train_results.json"), &results)?;
+        Ok(TrainOutcome {
+            model: self.model,
+            results,
+            eval_metrics: self.last_metrics,
+        })
+    }
 }
 
 /// The epoch's window order: a permutation seeded by (seed, epoch), so a resumed run reads the
@@ -67,328 +568,12 @@ fn epoch_order(n: usize, seed: u64, epoch: usize) -> Vec<usize> {
     order
 }
 
-/// Fine-tunes `model` on `train_features`, evaluating on `eval` if given. Resumes from
-/// `cfg.resume_from_checkpoint`, or from the newest checkpoint in the output dir.
-#[allow(clippy::too_many_arguments)]
-pub fn train<B: AutodiffBackend>(
-    model: QaModel<B>,
-    model_config: &ModelConfig,
-    tokenizer_dir: Option<&Path>,
-    train_features: &[Feature],
-    eval: Option<&EvalSet>,
-    cfg: &TrainConfig,
-    device: &B::Device,
-) -> Result<TrainOutcome<B>> {
-    let started = Instant::now();
-    cfg.validate().map_err(TrainError::Config)?;
-    cfg.precision
-        .check_backend::<B>(device)
-        .map_err(TrainError::Config)?;
-    let dtype = cfg.precision.matmul_dtype();
-    let scaling = match (cfg.loss_scaling, cfg.precision) {
-        (Some(s), _) => Some(s),
-        (None, Precision::Fp16) => Some(crate::config::LossScaling::default()),
-        (None, _) => None,
-    };
-    if train_features.is_empty() {
-        return Err(TrainError::Config("no training windows".into()));
-    }
-    let out_dir = &cfg.output_dir;
-    std::fs::create_dir_all(out_dir).map_err(io(out_dir))?;
-
-    let n = train_features.len();
-    let bs = cfg.per_device_train_batch_size;
-    let accum = cfg.gradient_accumulation_steps;
-    let batches_per_epoch = n.div_ceil(bs);
-    let steps_per_epoch = batches_per_epoch.div_ceil(accum);
-    let total_steps = cfg
-        .max_steps
-        .unwrap_or_else(|| (cfg.num_train_epochs * steps_per_epoch as f64).ceil() as usize);
-    let warmup = cfg
-        .warmup_steps
-        .unwrap_or_else(|| (cfg.warmup_ratio * total_steps as f64).ceil() as usize);
-
-    let fresh_optimizer = AdamW::new(AdamWConfig {
-        beta1: cfg.adam_beta1,
-        beta2: cfg.adam_beta2,
-        epsilon: cfg.adam_epsilon,
-        weight_decay: cfg.weight_decay,
-    });
-    let resume_dir = match &cfg.resume_from_checkpoint {
-        Some(dir) => Some(dir.clone()),
-        None if !cfg.overwrite_output_dir => {
-            checkpoint::list_checkpoints(out_dir).pop().map(|(_, p)| p)
-        }
-        None => None,
-    };
-    let (mut model, mut optimizer, mut state) = match &resume_dir {
-        Some(dir) => {
-            let r = checkpoint::load_checkpoint::<B>(dir, fresh_optimizer, device)?;
-            if r.state.total_steps != total_steps {
-                return Err(TrainError::Checkpoint {
-                    path: dir.clone(),
-                    what: format!(
-                        "was written by a run of {} steps, this run has {total_steps}: resume with the same data and settings, or pass --overwrite-output-dir",
-                        r.state.total_steps
-                    ),
-                });
-            }
-            tracing::info!(
-                "resuming from {} (step {})",
-                dir.display(),
-                r.state.global_step
-            );
-            (r.model, r.optimizer, r.state)
-        }
-        None => (
-            model,
-            fresh_optimizer,
-            TrainerState {
-                total_steps,
-                warmup_steps: warmup,
-                seed: cfg.seed,
-                loss_scale: scaling.map(|s| s.init_scale),
-                ..Default::default()
-            },
-        ),
-    };
-
-    let log_path = out_dir.join("train_log.jsonl");
-    let mut log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_path)
-        .map_err(io(&log_path))?;
-    let progress = if cfg.show_progress {
-        ProgressBar::new(total_steps as u64).with_style(
-            ProgressStyle::with_template("train {bar:30} {pos}/{len} steps {msg} (ETA {eta})")
-                .expect("valid template"),
-        )
-    } else {
-        ProgressBar::hidden()
-    };
-    progress.set_position(state.global_step as u64);
-
-    let mut order = epoch_order(n, cfg.seed, state.epoch);
-    let mut windows_seen = 0usize;
-    let mut steps_run = 0usize;
-    let mut loss_since_log = (0.0, 0usize);
-    let mut first_step_at = None;
-    let mut last_metrics = None;
-    let mut interrupted = false;
-    let loop_started = Instant::now();
-
-    while state.global_step < total_steps {
-        if cfg.interrupt_after_steps == Some(steps_run) {
-            interrupted = true;
-            break;
-        }
-        let micro_batches = accum.min(batches_per_epoch - state.batch_in_epoch);
-        let mut accumulator = GradientsAccumulator::<QaModel<B>>::new();
-        let mut step_loss = 0.0;
-        for micro in 0..micro_batches {
-            let b = state.batch_in_epoch;
-            let idx = &order[b * bs..((b + 1) * bs).min(n)];
-            // Dropout masks depend only on (seed, step, micro-batch): a resumed run draws the
-            // same ones.
-            B::seed(
-                device,
-                cfg.seed
-                    .wrapping_mul(1_000_003)
-                    .wrapping_add((state.global_step * accum + micro) as u64),
-            );
-            let refs: Vec<&Feature> = idx.iter().map(|&i| &train_features[i]).collect();
-            let padded = pad_batch(&refs, cfg.pad_token_id);
-            let batch = QaBatch::<B>::from_padded(&padded, device);
-            let labels = |v: &[i64]| {
-                Tensor::<B, 1, Int>::from_data(TensorData::new(v.to_vec(), [v.len()]), device)
-            };
-            let out = model.forward_with(&batch, dtype);
-            let loss = qa_loss(
-                &out,
-                labels(&padded.start_positions),
-                labels(&padded.end_positions),
-            )
-            .div_scalar(micro_batches as f64);
-            step_loss += loss.clone().into_scalar().elem::<f64>();
-            let loss = match state.loss_scale {
-                Some(scale) => loss.mul_scalar(scale),
-                None => loss,
-            };
-            let grads = GradientsParams::from_grads(loss.backward(), &model);
-            accumulator.accumulate(&model, grads);
-            windows_seen += idx.len();
-            state.batch_in_epoch += 1;
-        }
-        let grads = accumulator.grads();
-        let scale = state.loss_scale.unwrap_or(1.0);
-        // The norm of the true (unscaled) gradients; unscaling is folded into the update.
-        let norm = unscaled_grad_norm(&model, &grads, scale);
-        let lr =
-            cfg.lr_scheduler_type
-                .lr(state.global_step, warmup, total_steps, cfg.learning_rate);
-        match (scaling, norm.is_finite()) {
-            (Some(s), false) => {
-                // Overflow: skip the update, back off (as torch GradScaler).
-                state.skipped_steps += 1;
-                state.loss_scale = Some(scale * s.backoff_factor);
-                state.loss_scale_good_steps = 0;
-            }
-            _ => {
-                model = optimizer.step(
-                    lr,
-                    model,
-                    &grads,
-                    clip_scale(norm, cfg.max_grad_norm) / scale,
-                );
-                if let Some(s) = scaling {
-                    state.loss_scale_good_steps += 1;
-                    if state.loss_scale_good_steps == s.growth_interval {
-                        state.loss_scale = Some(scale * s.growth_factor);
-                        state.loss_scale_good_steps = 0;
-                    }
-                }
-            }
-        }
-        state.global_step += 1;
-        steps_run += 1;
-        state.loss_sum += step_loss;
-        loss_since_log.0 += step_loss;
-        loss_since_log.1 += 1;
-        let epoch_ended = state.batch_in_epoch >= batches_per_epoch;
-        if epoch_ended {
-            state.epoch += 1;
-            state.batch_in_epoch = 0;
-            order = epoch_order(n, cfg.seed, state.epoch);
-        }
-        first_step_at.get_or_insert_with(|| started.elapsed().as_secs_f64());
-        let rate = windows_seen as f64 / loop_started.elapsed().as_secs_f64().max(1e-9);
-        progress.set_position(state.global_step as u64);
-        progress.set_message(format!(
-            "loss {step_loss:.4} lr {lr:.2e} {rate:.1} windows/s"
-        ));
-        let epoch_f = state.epoch as f64 + state.batch_in_epoch as f64 / batches_per_epoch as f64;
-
-        let at = |every: Option<usize>| every.is_some_and(|e| e > 0 && state.global_step % e == 0);
-        let last = state.global_step == total_steps;
-        if state.global_step % cfg.logging_steps.max(1) == 0 || last {
-            let mut entry = serde_json::json!({
-                "step": state.global_step,
-                "epoch": epoch_f,
-                "loss": loss_since_log.0 / loss_since_log.1.max(1) as f64,
-                "learning_rate": lr,
-                "grad_norm": norm,
-                "windows_per_second": rate,
-            });
-            if let Some(scale) = state.loss_scale {
-                entry["loss_scale"] = scale.into();
-                entry["skipped_steps"] = state.skipped_steps.into();
-            }
-            write_log(&mut log, &log_path, &entry)?;
-            state.log_history.push(entry);
-            loss_since_log = (0.0, 0);
-        }
-        if let Some(eval) = eval {
-            if at(cfg.eval_steps) || (cfg.eval_each_epoch && epoch_ended) || last {
-                let metrics = evaluate(&model, eval, cfg)?;
-                let mut entry = serde_json::json!({"step": state.global_step, "epoch": epoch_f});
-                for (k, v) in &metrics {
-                    entry[format!("eval_{k}")] = (*v).into();
-                }
-                progress.println(format!("step {}: {}", state.global_step, entry));
-                write_log(&mut log, &log_path, &entry)?;
-                state.log_history.push(entry);
-                last_metrics = Some(metrics);
-            }
-        }
-        if at(cfg.save_steps) || (cfg.save_each_epoch && epoch_ended) {
-            // The best model is judged at save time, on the latest evaluation.
-            let this = checkpoint::checkpoint_dir(out_dir, state.global_step);
-            if let Some(m) = last_metrics
-                .as_ref()
-                .and_then(|m| m.get(&cfg.metric_for_best_model))
-            {
-                if state.best_metric.is_none_or(|b| *m > b) {
-                    state.best_metric = Some(*m);
-                    state.best_checkpoint = Some(this.clone());
-                }
-            }
-            checkpoint::save_checkpoint(
-                out_dir,
-                &model,
-                model_config,
-                tokenizer_dir,
-                &optimizer,
-                &state,
-            )?;
-            if let Some(limit) = cfg.save_total_limit {
-                checkpoint::prune(out_dir, limit, state.best_checkpoint.as_deref())?;
-            }
-        }
-    }
-    progress.finish_and_clear();
-
-    let runtime = started.elapsed().as_secs_f64();
-    let results = TrainResults {
-        epoch: state.epoch as f64 + state.batch_in_epoch as f64 / batches_per_epoch as f64,
-        global_step: state.global_step,
-        train_loss: state.loss_sum / state.global_step.max(1) as f64,
-        train_runtime: runtime,
-        train_samples: n,
-        train_samples_per_second: windows_seen as f64 / runtime.max(1e-9),
-        train_steps_per_second: steps_run as f64 / runtime.max(1e-9),
-        time_to_first_step: first_step_at.unwrap_or(0.0),
-        resumed_from: resume_dir,
-        interrupted,
-        precision: cfg.precision,
-        skipped_steps: state.skipped_steps,
-    };
-    if interrupted {
-        return Ok(TrainOutcome {
-            model,
-            results,
-            eval_metrics: last_metrics,
-        });
-    }
-    if cfg.load_best_model_at_end {
-        if let Some(best) = &state.best_checkpoint {
-            tracing::info!(
-                "loading the best model ({}) from {}",
-                cfg.metric_for_best_model,
-                best.display()
-            );
-            model = qa_model::load_pretrained::<B>(best, None, cfg.seed, device)?.0;
-            if let Some(eval) = eval {
-                last_metrics = Some(evaluate(&model, eval, cfg)?);
-            }
-        }
-    }
-    qa_model::save_pretrained(&model, model_config, out_dir, tokenizer_dir)?;
-    checkpoint::write_state(&out_dir.join(checkpoint::STATE_FILE), &state)?;
-    let results_path = out_dir.join("train_results.json");
-    std::fs::write(
-        &results_path,
-        serde_json::to_string_pretty(&results).expect("serializes") + "\n",
-    )
-    .map_err(io(&results_path))?;
-    Ok(TrainOutcome {
-        model,
-        results,
-        eval_metrics: last_metrics,
-    })
-}
-
-fn write_log(log: &mut std::fs::File, path: &Path, entry: &serde_json::Value) -> Result<()> {
-    writeln!(log, "{entry}").map_err(io(path))
-}
-
-/// EM/F1 of the model (dropout off) on a labelled set, with the official rules. SQuAD v2
-/// also reports the best no-answer threshold (searched on the best non-null answers).
+/// The official metrics of the model (dropout off) on a labelled set.
 pub fn evaluate<B: AutodiffBackend>(
     model: &QaModel<B>,
     eval: &EvalSet,
     cfg: &TrainConfig,
-) -> Result<BTreeMap<String, f64>> {
+) -> Result<Metrics> {
     let inner = model.valid();
     let device = inner.qa_outputs.weight.val().device();
     evaluate_inner::<B::InnerBackend>(
@@ -407,27 +592,15 @@ pub fn evaluate_inner<B: Backend>(
     batch_size: usize,
     pad_id: u32,
     device: &B::Device,
-) -> Result<BTreeMap<String, f64>> {
-    let logits = predict_logits(model, eval.features, batch_size, pad_id, device, false);
+) -> Result<Metrics> {
+    let logits = predict_logits(
+        model,
+        eval.features,
+        batch_size,
+        pad_id,
+        device,
+        Progress::Hidden,
+    );
     let decoded = decode(eval.examples, eval.features, &logits, &eval.decode)?;
-    let gold = Gold::from_examples(eval.examples);
-    let mut metrics = BTreeMap::new();
-    if eval.decode.version_2_with_negative {
-        let r = evaluate_v2(&gold, &decoded.predictions(), None, 1.0);
-        metrics.insert("exact".into(), r.exact);
-        metrics.insert("f1".into(), r.f1);
-        let best = evaluate_v2(
-            &gold,
-            &decoded.best_non_null(),
-            Some(&decoded.null_odds()),
-            1.0,
-        );
-        metrics.insert("best_f1".into(), best.best_f1.unwrap_or(0.0));
-        metrics.insert("best_f1_thresh".into(), best.best_f1_thresh.unwrap_or(0.0));
-    } else {
-        let r = evaluate_v1(&gold, &decoded.predictions());
-        metrics.insert("exact_match".into(), r.exact_match);
-        metrics.insert("f1".into(), r.f1);
-    }
-    Ok(metrics)
+    Ok(squad_metrics(eval.examples, &decoded, eval.version()))
 }

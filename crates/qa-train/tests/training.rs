@@ -2,23 +2,28 @@
 //! exact, and AdamW's first step is torch's.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use burn::module::AutodiffModule;
 use burn::optim::GradientsParams;
-use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Int, Tensor, TensorData};
 use qa_data::features::pad_batch;
 use qa_data::{
-    build_features, load, load_tokenizer, shared_dir, Feature, FeatureConfig, LoadOptions,
+    build_features, load, load_tokenizer, Example, Feature, FeatureConfig, LoadOptions, Progress,
 };
+use qa_eval::Metric;
 use qa_model::backend::{default_device, Train};
 use qa_model::checkpoint::{build_model, export_tensors};
-use qa_model::model::QaBatch;
+use qa_model::model::{Encoder, QaBatch};
 use qa_model::weights::{HostTensor, WeightFile};
 use qa_model::{ModelConfig, QaModel};
+use qa_testkit::shared_dir;
 use qa_train::optim::{AdamW, AdamWConfig};
-use qa_train::{train, TrainConfig};
+use qa_train::trainer::TrainResults;
+use qa_train::{
+    train, EvalSet, IntervalStrategy, LossScaling, Precision, TrainConfig, TrainJob, TrainOutcome,
+};
 
 type B = Train;
 
@@ -30,104 +35,118 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn tiny_dir() -> std::path::PathBuf {
-    shared_dir().join("golden/tiny-bert-qa")
+/// Whether the tiny model trains with its configured dropout or none (for exact comparisons).
+#[derive(Clone, Copy, PartialEq)]
+enum Dropout {
+    AsConfigured,
+    Off,
 }
 
-/// 16 short windows of COVID-QA dev (max_length 64), 8 of them holding their answer.
-fn windows() -> Vec<Feature> {
-    let data = load(
-        shared_dir().join("data/covid-qa/dev.json"),
-        &LoadOptions::default(),
-    )
-    .unwrap();
-    let tokenizer = load_tokenizer(&tiny_dir()).unwrap();
-    let cfg = FeatureConfig {
-        max_length: 64,
-        stride: 16,
-        show_progress: false,
-        ..Default::default()
-    };
-    let set = build_features(&tokenizer, &data.examples[..6], &cfg).unwrap();
-    let (with, without): (Vec<Feature>, Vec<Feature>) =
-        set.features.into_iter().partition(|f| f.start_position > 0);
-    assert!(with.len() >= 8, "only {} answer windows", with.len());
-    with.into_iter()
-        .take(8)
-        .chain(without.into_iter().take(8))
-        .collect()
+/// What every test trains: the tiny golden BERT, 16 short windows of COVID-QA dev
+/// (max_length 64; 8 hold their answer, 8 do not) and the 6 questions they come from.
+struct Tiny {
+    dir: PathBuf,
+    config: ModelConfig,
+    weights: WeightFile,
+    windows: Vec<Feature>,
+    examples: Vec<Example>,
 }
 
-/// The 6 COVID-QA dev questions [`windows`] come from, as an evaluation set.
-fn dev_examples() -> Vec<qa_data::Example> {
-    let data = load(
-        shared_dir().join("data/covid-qa/dev.json"),
-        &LoadOptions::default(),
-    )
-    .unwrap();
-    data.examples.into_iter().take(6).collect()
-}
+impl Tiny {
+    fn load(dropout: Dropout) -> Self {
+        let dir = shared_dir().join("golden/tiny-bert-qa");
+        let mut config = ModelConfig::from_file(&dir.join("config.json")).unwrap();
+        if dropout == Dropout::Off {
+            config.hidden_dropout = 0.0;
+            config.attention_dropout = 0.0;
+        }
+        let data = load(
+            shared_dir().join("data/covid-qa/dev.json"),
+            &LoadOptions::default(),
+        )
+        .unwrap();
+        let examples: Vec<Example> = data.examples.into_iter().take(6).collect();
+        let cut = FeatureConfig {
+            max_length: 64,
+            stride: 16,
+            progress: Progress::Hidden,
+            ..Default::default()
+        };
+        let set = build_features(&load_tokenizer(&dir).unwrap(), &examples, &cut).unwrap();
+        let (with, without): (Vec<Feature>, Vec<Feature>) =
+            set.features.into_iter().partition(|f| f.start_position > 0);
+        assert!(with.len() >= 8, "only {} answer windows", with.len());
+        let windows = with
+            .into_iter()
+            .take(8)
+            .chain(without.into_iter().take(8))
+            .collect();
+        Self {
+            weights: WeightFile::read(&dir.join("model.safetensors")).unwrap(),
+            dir,
+            config,
+            windows,
+            examples,
+        }
+    }
 
-fn eval_set<'a>(
-    examples: &'a [qa_data::Example],
-    features: &'a [Feature],
-) -> qa_train::EvalSet<'a> {
-    qa_train::EvalSet {
-        examples,
-        features,
-        decode: Default::default(),
+    /// A fresh copy of the model on backend `Bk`.
+    fn model<Bk: AutodiffBackend>(&self, device: &Bk::Device) -> QaModel<Bk> {
+        build_model::<Bk>(&self.config, Some(&self.weights), 0, device)
+            .unwrap()
+            .0
+    }
+
+    /// The model's tensors under their HF names.
+    fn start_weights(&self) -> BTreeMap<String, HostTensor> {
+        export_tensors(&self.model::<B>(&default_device()), &self.config)
+    }
+
+    /// The 6 questions as an evaluation set over the 16 windows.
+    fn eval_set(&self) -> EvalSet<'_> {
+        EvalSet {
+            examples: &self.examples,
+            features: &self.windows,
+            decode: Default::default(),
+        }
+    }
+
+    /// Trains a fresh copy on backend `Bk` (no tokenizer files copied).
+    fn train_on<Bk: AutodiffBackend>(
+        &self,
+        cfg: &TrainConfig,
+        eval: Option<&EvalSet>,
+        device: &Bk::Device,
+    ) -> qa_train::Result<TrainOutcome<Bk>> {
+        let job = TrainJob {
+            model_config: &self.config,
+            tokenizer_dir: None,
+            train_features: &self.windows,
+            eval,
+        };
+        train(self.model::<Bk>(device), &job, cfg, device)
+    }
+
+    fn train(
+        &self,
+        cfg: &TrainConfig,
+        eval: Option<&EvalSet>,
+    ) -> qa_train::Result<TrainOutcome<B>> {
+        self.train_on::<B>(cfg, eval, &default_device())
     }
 }
 
-fn trainer_state(dir: &Path) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(dir.join("trainer_state.json")).unwrap()).unwrap()
-}
-
-fn config(no_dropout: bool) -> ModelConfig {
-    let mut c = ModelConfig::from_file(&tiny_dir().join("config.json")).unwrap();
-    if no_dropout {
-        c.hidden_dropout = 0.0;
-        c.attention_dropout = 0.0;
+/// The defaults, silent, logging every step.
+fn quiet(dir: &Path) -> TrainConfig {
+    TrainConfig {
+        progress: Progress::Hidden,
+        logging_steps: 1,
+        ..TrainConfig::new(dir)
     }
-    c
 }
 
-fn tiny_model(c: &ModelConfig) -> QaModel<B> {
-    tiny_model_on::<B>(c, &default_device())
-}
-
-fn tiny_model_on<Bk: AutodiffBackend>(c: &ModelConfig, device: &Bk::Device) -> QaModel<Bk> {
-    let file = WeightFile::read(&tiny_dir().join("model.safetensors")).unwrap();
-    build_model::<Bk>(c, Some(&file), 0, device).unwrap().0
-}
-
-/// Trains the tiny golden model (fresh copy) with `cfg`.
-fn train_tiny(
-    c: &ModelConfig,
-    features: &[Feature],
-    eval: Option<&qa_train::EvalSet>,
-    cfg: &TrainConfig,
-) -> qa_train::Result<qa_train::TrainOutcome<B>> {
-    train_tiny_on::<B>(c, features, eval, cfg, &default_device())
-}
-
-/// [`train_tiny`] on another backend.
-fn train_tiny_on<Bk: AutodiffBackend>(
-    c: &ModelConfig,
-    features: &[Feature],
-    eval: Option<&qa_train::EvalSet>,
-    cfg: &TrainConfig,
-    device: &Bk::Device,
-) -> qa_train::Result<qa_train::TrainOutcome<Bk>> {
-    train(
-        tiny_model_on::<Bk>(c, device),
-        c,
-        None,
-        features,
-        eval,
-        cfg,
-        device,
-    )
+fn read_json(path: PathBuf) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
 fn read_log(dir: &Path) -> Vec<serde_json::Value> {
@@ -138,16 +157,9 @@ fn read_log(dir: &Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// One key of every log entry.
 fn logged(log: &[serde_json::Value], key: &str) -> Vec<f64> {
     log.iter().map(|e| e[key].as_f64().unwrap()).collect()
-}
-
-fn quiet(dir: &Path) -> TrainConfig {
-    TrainConfig {
-        show_progress: false,
-        logging_steps: 1,
-        ..TrainConfig::new(dir)
-    }
 }
 
 fn max_diff(a: &BTreeMap<String, HostTensor>, b: &BTreeMap<String, HostTensor>) -> f32 {
@@ -157,6 +169,40 @@ fn max_diff(a: &BTreeMap<String, HostTensor>, b: &BTreeMap<String, HostTensor>) 
         .fold(0.0, f32::max)
 }
 
+/// `bert.embeddings.LayerNorm` of the tiny golden BERT.
+fn embeddings_layer_norm<Bk: Backend>(model: &QaModel<Bk>) -> &burn::nn::LayerNorm<Bk> {
+    match &model.encoder {
+        Encoder::Bert(bert) => &bert.embeddings.layer_norm,
+        other => panic!(
+            "the tiny golden model is BERT, not {:?}",
+            other.architecture()
+        ),
+    }
+}
+
+/// Final weights and results of a run with AdamW made linear in the gradient (ε = 1, lr 0.5,
+/// batch 8), so equal weights mean equal gradients.
+fn linear_adam_run<Bk: AutodiffBackend>(
+    tiny: &Tiny,
+    precision: Precision,
+    scaling: Option<LossScaling>,
+    steps: usize,
+    device: &Bk::Device,
+) -> (BTreeMap<String, HostTensor>, TrainResults) {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = TrainConfig {
+        learning_rate: 0.5,
+        adam_epsilon: 1.0,
+        max_steps: Some(steps),
+        per_device_train_batch_size: 8,
+        precision,
+        loss_scaling: scaling,
+        ..quiet(dir.path())
+    };
+    let out = tiny.train_on::<Bk>(&cfg, None, device).unwrap();
+    (export_tensors(&out.model, &tiny.config), out.results)
+}
+
 #[test]
 fn tiny_model_overfits_a_small_slice() {
     let _serial = serial();
@@ -164,19 +210,22 @@ fn tiny_model_overfits_a_small_slice() {
     // ln(64) ≈ 4.16 per position; memorising 16 windows must take the mean loss of the last
     // logged steps well under 1.0 (a quarter of chance level).
     let dir = tempfile::tempdir().unwrap();
-    let c = config(false);
+    let tiny = Tiny::load(Dropout::AsConfigured);
     let cfg = TrainConfig {
         learning_rate: 3e-3,
         max_steps: Some(100),
         per_device_train_batch_size: 8,
         ..quiet(dir.path())
     };
+    let job = TrainJob {
+        model_config: &tiny.config,
+        tokenizer_dir: Some(&tiny.dir),
+        train_features: &tiny.windows,
+        eval: None,
+    };
     let out = train(
-        tiny_model(&c),
-        &c,
-        Some(&tiny_dir()),
-        &windows(),
-        None,
+        tiny.model::<B>(&default_device()),
+        &job,
         &cfg,
         &default_device(),
     )
@@ -203,7 +252,7 @@ fn tiny_model_overfits_a_small_slice() {
 #[test]
 fn accumulating_4_batches_of_2_equals_one_batch_of_8() {
     let _serial = serial();
-    let c = config(true);
+    let tiny = Tiny::load(Dropout::Off);
     let run = |bs: usize, accum: usize| {
         let dir = tempfile::tempdir().unwrap();
         // With ε = 1 AdamW's update is ≈ lr·g for small g: linear in the gradient, so equal
@@ -219,12 +268,12 @@ fn accumulating_4_batches_of_2_equals_one_batch_of_8() {
             weight_decay: 0.01,
             ..quiet(dir.path())
         };
-        let out = train_tiny(&c, &windows(), None, &cfg).unwrap();
-        export_tensors(&out.model, &c)
+        let out = tiny.train(&cfg, None).unwrap();
+        export_tensors(&out.model, &tiny.config)
     };
     let big = run(8, 1);
     let accumulated = run(2, 4);
-    let start = export_tensors(&tiny_model(&c), &c);
+    let start = tiny.start_weights();
     let moved = max_diff(&big, &start);
     let diff = max_diff(&big, &accumulated);
     eprintln!("weights moved by up to {moved:e}; batch 8 vs 4×2 differ by {diff:e}");
@@ -235,8 +284,7 @@ fn accumulating_4_batches_of_2_equals_one_batch_of_8() {
 #[test]
 fn killed_and_resumed_run_ends_with_the_same_weights() {
     let _serial = serial();
-    let c = config(false);
-    let feats = windows();
+    let tiny = Tiny::load(Dropout::AsConfigured);
     let base = |dir: &Path| TrainConfig {
         learning_rate: 5e-4,
         num_train_epochs: 2.0, // 16 windows / batch 4 → 4 steps an epoch, 8 in all
@@ -248,7 +296,7 @@ fn killed_and_resumed_run_ends_with_the_same_weights() {
         ..quiet(dir)
     };
     let straight_dir = tempfile::tempdir().unwrap();
-    let straight = train_tiny(&c, &feats, None, &base(straight_dir.path())).unwrap();
+    let straight = tiny.train(&base(straight_dir.path()), None).unwrap();
     assert_eq!(straight.results.global_step, 8);
 
     let dir = tempfile::tempdir().unwrap();
@@ -256,7 +304,7 @@ fn killed_and_resumed_run_ends_with_the_same_weights() {
         interrupt_after_steps: Some(5),
         ..base(dir.path())
     };
-    let first = train_tiny(&c, &feats, None, &killed).unwrap();
+    let first = tiny.train(&killed, None).unwrap();
     assert!(first.results.interrupted);
     // Checkpoints 2 and 4 were written; no final model yet.
     let names: Vec<_> = qa_train::checkpoint::list_checkpoints(dir.path())
@@ -266,14 +314,14 @@ fn killed_and_resumed_run_ends_with_the_same_weights() {
     assert_eq!(names, vec![2, 4]);
     assert!(!dir.path().join("model.safetensors").exists());
     // A new process: a fresh model object, auto-resume from checkpoint-4 (mid-epoch 2).
-    let resumed = train_tiny(&c, &feats, None, &base(dir.path())).unwrap();
+    let resumed = tiny.train(&base(dir.path()), None).unwrap();
     assert_eq!(
         resumed.results.resumed_from.as_deref(),
         Some(dir.path().join("checkpoint-4").as_path())
     );
     let diff = max_diff(
-        &export_tensors(&straight.model, &c),
-        &export_tensors(&resumed.model, &c),
+        &export_tensors(&straight.model, &tiny.config),
+        &export_tensors(&resumed.model, &tiny.config),
     );
     eprintln!("straight vs resumed: max weight difference {diff:e}");
     assert_eq!(diff, 0.0);
@@ -288,10 +336,9 @@ fn killed_and_resumed_run_ends_with_the_same_weights() {
 #[test]
 fn adamw_first_step_moves_each_weight_by_lr_against_its_gradient_and_skips_decay_groups() {
     let device = default_device();
-    let c = config(true);
-    let model = tiny_model(&c);
-    let feats = windows();
-    let refs: Vec<&Feature> = feats.iter().take(4).collect();
+    let tiny = Tiny::load(Dropout::Off);
+    let model = tiny.model::<B>(&device);
+    let refs: Vec<&Feature> = tiny.windows.iter().take(4).collect();
     let padded = pad_batch(&refs, 0);
     let out = model.forward(&QaBatch::<B>::from_padded(&padded, &device));
     let labels =
@@ -311,9 +358,7 @@ fn adamw_first_step_moves_each_weight_by_lr_against_its_gradient_and_skips_decay
         .to_vec()
         .unwrap();
     let before: Vec<f32> = model.qa_outputs.weight.val().into_data().to_vec().unwrap();
-    let norm_before: Vec<f32> = model
-        .embeddings
-        .norm
+    let norm_before: Vec<f32> = embeddings_layer_norm(&model)
         .gamma
         .val()
         .into_data()
@@ -338,10 +383,7 @@ fn adamw_first_step_moves_each_weight_by_lr_against_its_gradient_and_skips_decay
         );
     }
     // LayerNorm weights are not decayed: their change is the Adam step alone (≤ lr).
-    let norm_after: Vec<f32> = model
-        .valid()
-        .embeddings
-        .norm
+    let norm_after: Vec<f32> = embeddings_layer_norm(&model.valid())
         .gamma
         .val()
         .into_data()
@@ -355,28 +397,39 @@ fn adamw_first_step_moves_each_weight_by_lr_against_its_gradient_and_skips_decay
 #[test]
 fn bad_settings_are_rejected() {
     let dir = tempfile::tempdir().unwrap();
-    let c = config(true);
+    let tiny = Tiny::load(Dropout::Off);
     let cfg = TrainConfig {
-        precision: qa_train::Precision::Bf16,
+        precision: Precision::Bf16,
         ..quiet(dir.path())
     };
-    let err = train_tiny(&c, &windows(), None, &cfg).err().unwrap();
+    let err = tiny.train(&cfg, None).err().unwrap();
     assert!(err.to_string().contains("Bf16"), "{err}");
     let cfg = TrainConfig {
         per_device_train_batch_size: 0,
         ..quiet(dir.path())
     };
-    let err = train_tiny(&c, &windows(), None, &cfg).err().unwrap();
+    let err = tiny.train(&cfg, None).err().unwrap();
     assert!(err.to_string().contains("batch size"), "{err}");
+    // A metric the evaluation does not report would make load-best silently do nothing.
+    let cfg = TrainConfig {
+        load_best_model_at_end: true,
+        eval_steps: Some(2),
+        save_steps: Some(2),
+        metric_for_best_model: Metric::Exact,
+        ..quiet(dir.path())
+    };
+    let err = tiny.train(&cfg, Some(&tiny.eval_set())).err().unwrap();
+    assert!(err.to_string().contains("exact is not reported"), "{err}");
+    assert!(
+        !dir.path().join("train_log.jsonl").exists(),
+        "refused before any work"
+    );
 }
 
 #[test]
 fn load_best_model_at_end_returns_the_best_evaluated_checkpoint() {
     let _serial = serial();
-    let c = config(false);
-    let feats = windows();
-    let examples = dev_examples();
-    let eval = eval_set(&examples, &feats);
+    let tiny = Tiny::load(Dropout::AsConfigured);
     let dir = tempfile::tempdir().unwrap();
     let cfg = TrainConfig {
         learning_rate: 3e-3,
@@ -387,8 +440,8 @@ fn load_best_model_at_end_returns_the_best_evaluated_checkpoint() {
         load_best_model_at_end: true,
         ..quiet(dir.path())
     };
-    let out = train_tiny(&c, &feats, Some(&eval), &cfg).unwrap();
-    let state = trainer_state(dir.path());
+    let out = tiny.train(&cfg, Some(&tiny.eval_set())).unwrap();
+    let state = read_json(dir.path().join("trainer_state.json"));
     let evals: Vec<(u64, f64)> = state["log_history"]
         .as_array()
         .unwrap()
@@ -405,44 +458,7 @@ fn load_best_model_at_end_returns_the_best_evaluated_checkpoint() {
     let saved = WeightFile::read(&dir.path().join("model.safetensors")).unwrap();
     let best_weights = WeightFile::read(&best_dir.join("model.safetensors")).unwrap();
     assert_eq!(saved.tensors, best_weights.tensors);
-    assert!((out.eval_metrics.unwrap()["f1"] - best.1).abs() < 1e-9);
-}
-
-/// Final weights of a 3-step run with AdamW made linear in the gradient (ε = 1), so equal
-/// weights mean equal gradients.
-fn linear_adam_run(
-    precision: qa_train::Precision,
-    scaling: Option<qa_train::LossScaling>,
-    steps: usize,
-) -> (
-    BTreeMap<String, HostTensor>,
-    qa_train::trainer::TrainResults,
-) {
-    linear_adam_run_on::<B>(precision, scaling, steps, &default_device())
-}
-
-fn linear_adam_run_on<Bk: AutodiffBackend>(
-    precision: qa_train::Precision,
-    scaling: Option<qa_train::LossScaling>,
-    steps: usize,
-    device: &Bk::Device,
-) -> (
-    BTreeMap<String, HostTensor>,
-    qa_train::trainer::TrainResults,
-) {
-    let c = config(true);
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = TrainConfig {
-        learning_rate: 0.5,
-        adam_epsilon: 1.0,
-        max_steps: Some(steps),
-        per_device_train_batch_size: 8,
-        precision,
-        loss_scaling: scaling,
-        ..quiet(dir.path())
-    };
-    let out = train_tiny_on::<Bk>(&c, &windows(), None, &cfg, device).unwrap();
-    (export_tensors(&out.model, &c), out.results)
+    assert!((out.eval_metrics.unwrap()[Metric::F1] - best.1).abs() < 1e-9);
 }
 
 #[test]
@@ -450,13 +466,16 @@ fn mixed_precision_path_with_loss_scaling_matches_f32_training() {
     let _serial = serial();
     // The CPU backend has no f16/bf16, so the mixed-precision machinery (casts around every
     // product, autodiff through them, scaled loss, unscaled update) runs with f64 products.
-    let (f32_weights, _) = linear_adam_run(qa_train::Precision::F32, None, 3);
-    let (mixed, _) = linear_adam_run(qa_train::Precision::F64, None, 3);
-    let scaled = qa_train::LossScaling {
+    let tiny = Tiny::load(Dropout::Off);
+    let cpu = default_device();
+    let (f32_weights, _) = linear_adam_run::<B>(&tiny, Precision::F32, None, 3, &cpu);
+    let (mixed, _) = linear_adam_run::<B>(&tiny, Precision::F64, None, 3, &cpu);
+    let scaled = LossScaling {
         init_scale: 1024.0,
         ..Default::default()
     };
-    let (mixed_scaled, results) = linear_adam_run(qa_train::Precision::F64, Some(scaled), 3);
+    let (mixed_scaled, results) =
+        linear_adam_run::<B>(&tiny, Precision::F64, Some(scaled), 3, &cpu);
     let d1 = max_diff(&f32_weights, &mixed);
     let d2 = max_diff(&mixed, &mixed_scaled);
     eprintln!("f32 vs f64-products: {d1:e}; unscaled vs loss scale 1024: {d2:e}");
@@ -468,15 +487,16 @@ fn mixed_precision_path_with_loss_scaling_matches_f32_training() {
 #[test]
 fn overflowing_steps_are_skipped_and_the_scale_backs_off() {
     let _serial = serial();
-    let c = config(true);
-    let start = export_tensors(&tiny_model(&c), &c);
+    let tiny = Tiny::load(Dropout::Off);
+    let start = tiny.start_weights();
     // 1e39 × loss overflows f32: every step is skipped until the scale has halved enough.
-    let huge = qa_train::LossScaling {
+    let huge = LossScaling {
         init_scale: 1e39,
         growth_interval: 2,
         ..Default::default()
     };
-    let (one_step, r1) = linear_adam_run(qa_train::Precision::F32, Some(huge), 1);
+    let (one_step, r1) =
+        linear_adam_run::<B>(&tiny, Precision::F32, Some(huge), 1, &default_device());
     assert_eq!(r1.skipped_steps, 1);
     assert_eq!(
         max_diff(&start, &one_step),
@@ -492,7 +512,7 @@ fn overflowing_steps_are_skipped_and_the_scale_backs_off() {
         loss_scaling: Some(huge),
         ..quiet(dir.path())
     };
-    let out = train_tiny(&c, &windows(), None, &cfg).unwrap();
+    let out = tiny.train(&cfg, None).unwrap();
     let log = read_log(dir.path());
     let scales = logged(&log, "loss_scale");
     let skips: Vec<u64> = log
@@ -524,7 +544,7 @@ fn overflowing_steps_are_skipped_and_the_scale_backs_off() {
             "step {step}: {logged} vs {scale}"
         );
     }
-    let trained = export_tensors(&out.model, &c);
+    let trained = export_tensors(&out.model, &tiny.config);
     assert!(trained
         .values()
         .all(|t| t.data.iter().all(|v| v.is_finite())));
@@ -534,24 +554,22 @@ fn overflowing_steps_are_skipped_and_the_scale_backs_off() {
 #[test]
 fn epoch_schedules_evaluate_and_save_at_each_epoch_end() {
     let _serial = serial();
-    let c = config(false);
-    let feats = windows();
-    let examples = dev_examples();
-    let eval = eval_set(&examples, &feats);
+    let tiny = Tiny::load(Dropout::AsConfigured);
+    let eval = tiny.eval_set();
     let dir = tempfile::tempdir().unwrap();
     // 16 windows, batch 6 → 3 steps per epoch (6 + 6 + 4), 2 epochs.
     let cfg = TrainConfig {
         learning_rate: 3e-3,
         num_train_epochs: 2.0,
         per_device_train_batch_size: 6,
-        eval_each_epoch: true,
-        save_each_epoch: true,
+        eval_strategy: Some(IntervalStrategy::Epoch),
+        save_strategy: Some(IntervalStrategy::Epoch),
         load_best_model_at_end: true,
         ..quiet(dir.path())
     };
-    let out = train_tiny(&c, &feats, Some(&eval), &cfg).unwrap();
+    let out = tiny.train(&cfg, Some(&eval)).unwrap();
     assert_eq!(out.results.global_step, 6);
-    let state = trainer_state(dir.path());
+    let state = read_json(dir.path().join("trainer_state.json"));
     let eval_steps: Vec<u64> = state["log_history"]
         .as_array()
         .unwrap()
@@ -570,14 +588,12 @@ fn epoch_schedules_evaluate_and_save_at_each_epoch_end() {
 
     // Saving per epoch but evaluating per step cannot pick a best model: refused up front.
     let mismatched = TrainConfig {
-        eval_each_epoch: false,
+        eval_strategy: None,
         eval_steps: Some(2),
         output_dir: dir.path().join("other"),
         ..cfg
     };
-    let err = train_tiny(&c, &feats, Some(&eval), &mismatched)
-        .err()
-        .unwrap();
+    let err = tiny.train(&mismatched, Some(&eval)).err().unwrap();
     assert!(err.to_string().contains("same schedule"), "{err}");
 }
 
@@ -589,14 +605,14 @@ type Candle = burn::backend::Autodiff<burn_candle::Candle<f32, i64>>;
 #[test]
 fn fp16_gradients_match_f32_gradients_within_f16_rounding() {
     let device = burn_candle::CandleDevice::Cpu;
-    let c = config(true);
-    let start = export_tensors(&tiny_model_on::<Candle>(&c, &device), &c);
-    let scaling = Some(qa_train::LossScaling {
+    let tiny = Tiny::load(Dropout::Off);
+    let start = export_tensors(&tiny.model::<Candle>(&device), &tiny.config);
+    let scaling = Some(LossScaling {
         init_scale: 1024.0,
         ..Default::default()
     });
-    let (w32, _) = linear_adam_run_on::<Candle>(qa_train::Precision::F32, None, 1, &device);
-    let (w16, r16) = linear_adam_run_on::<Candle>(qa_train::Precision::Fp16, scaling, 1, &device);
+    let (w32, _) = linear_adam_run::<Candle>(&tiny, Precision::F32, None, 1, &device);
+    let (w16, r16) = linear_adam_run::<Candle>(&tiny, Precision::Fp16, scaling, 1, &device);
     assert_eq!(r16.skipped_steps, 0);
     // The whole update as one vector: ‖Δw16 − Δw32‖ / ‖Δw32‖. (Per tensor would mislead: the
     // last LayerNorm bias has a true gradient of ~0, as the start/end softmax gradients sum to
@@ -619,7 +635,7 @@ fn fp16_gradients_match_f32_gradients_within_f16_rounding() {
 #[test]
 fn fp16_training_with_real_half_products_tracks_f32_training() {
     let device = burn_candle::CandleDevice::Cpu;
-    let c = config(true);
+    let tiny = Tiny::load(Dropout::Off);
     let run = |precision| {
         let dir = tempfile::tempdir().unwrap();
         let cfg = TrainConfig {
@@ -629,11 +645,11 @@ fn fp16_training_with_real_half_products_tracks_f32_training() {
             precision,
             ..quiet(dir.path())
         };
-        let out = train_tiny_on::<Candle>(&c, &windows(), None, &cfg, &device).unwrap();
+        let out = tiny.train_on::<Candle>(&cfg, None, &device).unwrap();
         (out.results, read_log(dir.path()))
     };
-    let (r32, log32) = run(qa_train::Precision::F32);
-    let (r16, log16) = run(qa_train::Precision::Fp16);
+    let (r32, log32) = run(Precision::F32);
+    let (r16, log16) = run(Precision::Fp16);
     let (loss32, loss16) = (logged(&log32, "loss"), logged(&log16, "loss"));
     let tail = |l: &[f64]| l[l.len() - 5..].iter().sum::<f64>() / 5.0;
     let skipped = r16.skipped_steps;
@@ -647,7 +663,7 @@ fn fp16_training_with_real_half_products_tracks_f32_training() {
         log16[39]["loss_scale"]
     );
     assert_eq!(r32.skipped_steps, 0);
-    assert_eq!(r16.precision, qa_train::Precision::Fp16);
+    assert_eq!(r16.precision, Precision::Fp16);
     assert!(skipped <= 2, "{skipped} of 40 steps overflowed");
     let scale = 65536.0 / f64::powi(2.0, skipped as i32);
     assert_eq!(log16[39]["loss_scale"].as_f64(), Some(scale));
@@ -688,7 +704,8 @@ fn twenty_steps_equal_the_hugging_face_trainer() {
             .collect()
     };
     // Same windows as the Trainer saw (it had them padded to 64).
-    let feats = windows();
+    let tiny = Tiny::load(Dropout::Off);
+    let feats = &tiny.windows;
     let hf_windows = golden["windows"].as_array().unwrap();
     assert_eq!(feats.len(), hf_windows.len());
     for (ours, hf) in feats.iter().zip(hf_windows) {
@@ -707,7 +724,6 @@ fn twenty_steps_equal_the_hugging_face_trainer() {
     }
 
     let settings = &golden["settings"];
-    let c = config(true);
     let dir = tempfile::tempdir().unwrap();
     let cfg = TrainConfig {
         learning_rate: settings["learning_rate"].as_f64().unwrap(),
@@ -718,7 +734,7 @@ fn twenty_steps_equal_the_hugging_face_trainer() {
         per_device_train_batch_size: 16,
         ..quiet(dir.path())
     };
-    let out = train_tiny(&c, &feats, None, &cfg).unwrap();
+    let out = tiny.train(&cfg, None).unwrap();
     let log = read_log(dir.path());
     let series = |key: &str| -> Vec<f64> {
         golden[key]
@@ -753,8 +769,8 @@ fn twenty_steps_equal_the_hugging_face_trainer() {
             || name == "qa_outputs.bias"
             || name == "bert.encoder.layer.1.output.LayerNorm.bias"
     };
-    let ours = export_tensors(&out.model, &c);
-    let start = export_tensors(&tiny_model(&c), &c);
+    let ours = export_tensors(&out.model, &tiny.config);
+    let start = tiny.start_weights();
     let word_rows = |t: &BTreeMap<String, HostTensor>| -> Vec<f32> {
         let table = &t["bert.embeddings.word_embeddings.weight"];
         let width = table.shape[1];

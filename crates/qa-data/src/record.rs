@@ -1,0 +1,155 @@
+//! Records as the dataset readers produce them, before validation, and the JSON helpers the
+//! readers share. Readers depend on this module and `load` depends on the readers, never back.
+
+use std::path::Path;
+
+use crate::error::{DataError, Result};
+use crate::example::ExampleId;
+
+/// A record as a reader read it, before validation. `position` is its index in the file
+/// (duplicate-id errors name both positions).
+#[derive(Debug, Clone)]
+pub(crate) struct RawExample {
+    pub id: ExampleId,
+    pub position: usize,
+    pub title: String,
+    pub question: String,
+    pub context: String,
+    /// `(text, answer_start)` pairs as the file gives them.
+    pub answers: Vec<(String, usize)>,
+    pub is_impossible: bool,
+    pub offsets: AnswerOffsets,
+}
+
+/// Whether a record's answer offsets still need checking against its context.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AnswerOffsets {
+    /// As written by the dataset's authors: validated, and repaired as configured.
+    Given,
+    /// Found by searching the context (DEFNLP), so correct by construction.
+    Located,
+}
+
+pub(crate) fn read_to_string(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path).map_err(|e| DataError::io(path, e))
+}
+
+pub(crate) fn parse_json(path: &Path, text: &str) -> Result<serde_json::Value> {
+    serde_json::from_str(text).map_err(|source| DataError::Json {
+        path: path.to_path_buf(),
+        line: Some(source.line()),
+        source,
+    })
+}
+
+/// A record's `id` field as an [`ExampleId`]; a record without one, or with one that is neither
+/// a string nor an integer, is an error naming the file and the record's position.
+pub(crate) fn record_id(
+    path: &Path,
+    value: &serde_json::Value,
+    position: usize,
+) -> Result<ExampleId> {
+    match value.get("id") {
+        None => Err(DataError::MissingId {
+            path: path.to_path_buf(),
+            position,
+        }),
+        Some(id) => ExampleId::from_json(id).ok_or_else(|| DataError::InvalidId {
+            path: path.to_path_buf(),
+            position,
+            found: id.to_string(),
+        }),
+    }
+}
+
+/// A human name for a record: its id when it has one, else its position.
+pub(crate) fn record_name(value: &serde_json::Value, position: usize) -> String {
+    match value.get("id").and_then(ExampleId::from_json) {
+        Some(id) => id.to_string(),
+        None => format!("#{position}"),
+    }
+}
+
+/// Field access on loosely-typed JSON records with errors naming the file and the record.
+pub(crate) struct Record<'a> {
+    pub path: &'a Path,
+    pub name: String,
+    pub value: &'a serde_json::Value,
+}
+
+impl<'a> Record<'a> {
+    pub fn field(&self, key: &str) -> Result<&'a serde_json::Value> {
+        self.value.get(key).ok_or_else(|| {
+            DataError::example(self.path, &self.name, format!("missing field {key:?}"))
+        })
+    }
+
+    pub fn str_field(&self, key: &str) -> Result<String> {
+        match self.field(key)? {
+            serde_json::Value::String(s) => Ok(s.clone()),
+            other => Err(self.wrong_type(key, "a string", other)),
+        }
+    }
+
+    pub fn opt_str_field(&self, key: &str) -> Result<Option<String>> {
+        match self.value.get(key) {
+            None | Some(serde_json::Value::Null) => Ok(None),
+            Some(serde_json::Value::String(s)) => Ok(Some(s.clone())),
+            Some(other) => Err(self.wrong_type(key, "a string", other)),
+        }
+    }
+
+    pub fn array_field(&self, key: &str) -> Result<&'a Vec<serde_json::Value>> {
+        match self.field(key)? {
+            serde_json::Value::Array(a) => Ok(a),
+            other => Err(self.wrong_type(key, "a list", other)),
+        }
+    }
+
+    pub fn start_field(&self, value: &serde_json::Value, key: &str) -> Result<usize> {
+        value
+            .as_u64()
+            .map(|v| v as usize)
+            .ok_or_else(|| self.wrong_type(key, "a non-negative integer", value))
+    }
+
+    pub fn wrong_type(&self, key: &str, expected: &str, found: &serde_json::Value) -> DataError {
+        let mut shown = found.to_string();
+        if shown.len() > 60 {
+            // Cut on a char boundary: found values may hold any Unicode text.
+            let cut = (0..=60)
+                .rev()
+                .find(|&i| shown.is_char_boundary(i))
+                .unwrap_or(0);
+            shown.truncate(cut);
+            shown.push('…');
+        }
+        DataError::example(
+            self.path,
+            &self.name,
+            format!("field {key:?} must be {expected}, found {shown}"),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_wrong_values_are_cut_on_a_char_boundary() {
+        let value = serde_json::json!({ "id": "r1", "question": "é".repeat(70) });
+        let record = Record {
+            path: Path::new("data.json"),
+            name: record_name(&value, 0),
+            value: &value,
+        };
+        let msg = record
+            .wrong_type("question", "a list", &value["question"])
+            .to_string();
+        assert!(
+            msg.contains("data.json") && msg.contains("r1") && msg.ends_with('…'),
+            "{msg}"
+        );
+    }
+}

@@ -1,0 +1,170 @@
+//! Prediction requests: JSON Lines of `{"question", "context", "id"?}`, one question per line,
+//! read into [`Example`]s without answers (or one built from `--question`/`--context`).
+
+use std::io::BufRead;
+use std::path::Path;
+
+use crate::error::{DataError, Result};
+use crate::example::{Example, ExampleId};
+
+/// Reads a JSON Lines request file. Blank lines are skipped; a line without an `id` gets its
+/// 0-based line number as id, so answers can still be matched to lines. Errors name the file
+/// and the 1-based line.
+pub fn read_requests(path: &Path) -> Result<Vec<Example>> {
+    let file = std::fs::File::open(path).map_err(|e| DataError::io(path, e))?;
+    let mut examples = Vec::new();
+    for (index, line) in std::io::BufReader::new(file).lines().enumerate() {
+        let line_number = index + 1;
+        let line = line.map_err(|source| DataError::ReadLine {
+            path: path.to_path_buf(),
+            line: line_number,
+            source,
+        })?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let value: serde_json::Value =
+            serde_json::from_str(&line).map_err(|source| DataError::Json {
+                path: path.to_path_buf(),
+                line: Some(line_number),
+                source,
+            })?;
+        let text_field = |field: &'static str| {
+            value
+                .get(field)
+                .and_then(|v| v.as_str())
+                .ok_or_else(|| DataError::MissingLineField {
+                    path: path.to_path_buf(),
+                    line: line_number,
+                    field,
+                })
+        };
+        let question = text_field("question")?;
+        let context = text_field("context")?;
+        let id = match value.get("id") {
+            None | Some(serde_json::Value::Null) => ExampleId::Number(index as i64),
+            Some(id) => ExampleId::from_json(id).ok_or_else(|| DataError::InvalidLineId {
+                path: path.to_path_buf(),
+                line: line_number,
+                found: id.to_string(),
+            })?,
+        };
+        examples.push(request_example(id, question, context));
+    }
+    Ok(examples)
+}
+
+/// One question about one context, to predict on (no answers).
+pub fn request_example(id: ExampleId, question: &str, context: &str) -> Example {
+    Example {
+        id,
+        title: String::new(),
+        // As the loaders do: leading spaces would only waste window room.
+        question: question.trim_start().to_string(),
+        context: context.to_string(),
+        answers: Vec::new(),
+        is_impossible: false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn requests_file(text: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("requests.jsonl");
+        std::fs::write(&path, text).unwrap();
+        (dir, path)
+    }
+
+    #[test]
+    fn ids_are_kept_blank_lines_skipped_and_missing_ids_numbered_by_line() {
+        let (_dir, path) = requests_file(concat!(
+            r#"{"id": "q1", "question": "  Where?", "context": "In Paris."}"#,
+            "\n\n",
+            r#"{"id": 7, "question": "Who?", "context": "Nobody."}"#,
+            "\n   \n",
+            r#"{"question": "When?", "context": "Now."}"#,
+            "\n",
+        ));
+        let examples = read_requests(&path).unwrap();
+        let ids: Vec<&ExampleId> = examples.iter().map(|e| &e.id).collect();
+        assert_eq!(
+            ids,
+            [
+                &ExampleId::Text("q1".into()),
+                &ExampleId::Number(7),
+                &ExampleId::Number(4)
+            ]
+        );
+        assert_eq!(examples[0].question, "Where?");
+        assert_eq!(examples[0].context, "In Paris.");
+        assert!(examples
+            .iter()
+            .all(|e| e.answers.is_empty() && !e.is_impossible));
+    }
+
+    #[test]
+    fn malformed_line_names_the_file_and_line() {
+        let (_dir, path) = requests_file(concat!(
+            r#"{"question": "q", "context": "c"}"#,
+            "\n",
+            "{oops\n"
+        ));
+        let err = read_requests(&path).unwrap_err();
+        assert!(
+            matches!(err, DataError::Json { line: Some(2), .. }),
+            "{err:?}"
+        );
+        let msg = err.to_string();
+        assert!(
+            msg.contains("requests.jsonl") && msg.contains("line 2"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn missing_or_non_string_fields_name_the_field_and_line() {
+        let (_dir, path) = requests_file(concat!("\n", r#"{"id": "a", "context": "c"}"#, "\n"));
+        let msg = read_requests(&path).unwrap_err().to_string();
+        assert!(
+            msg.contains("requests.jsonl")
+                && msg.contains("line 2")
+                && msg.contains("\"question\""),
+            "{msg}"
+        );
+        let (_dir, path) = requests_file(r#"{"question": "q", "context": 3}"#);
+        let err = read_requests(&path).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                DataError::MissingLineField {
+                    line: 1,
+                    field: "context",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn ids_that_are_neither_strings_nor_integers_are_errors() {
+        let (_dir, path) = requests_file(r#"{"id": [1], "question": "q", "context": "c"}"#);
+        let msg = read_requests(&path).unwrap_err().to_string();
+        assert!(
+            msg.contains("requests.jsonl") && msg.contains("line 1") && msg.contains("[1]"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn a_missing_file_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let msg = read_requests(&dir.path().join("absent.jsonl"))
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("absent.jsonl"), "{msg}");
+    }
+}

@@ -1,0 +1,129 @@
+//! A fine-tuned model folder made ready to answer: model, tokenizer and window settings loaded
+//! once, then examples in, logits or answers out. `qa predict` and `qa eval` use it (and a
+//! server would): the one place where a model folder meets the decoders.
+
+use std::path::{Path, PathBuf};
+
+use burn::tensor::backend::Backend;
+use qa_data::progress::Progress;
+use qa_data::tokenizer::pad_token_id;
+use qa_data::{build_features, load_tokenizer, Example, Feature, FeatureConfig};
+use qa_model::infer::{predict_logits, WindowLogits};
+use qa_model::{ModelConfig, QaModel};
+use tokenizers::Tokenizer;
+
+use crate::decode::{decode, DecodeConfig, ExampleDecoding};
+use crate::error::Result;
+use crate::pipeline::{pipeline_answers, PipelineAnswer, PipelineConfig};
+
+/// A model folder, loaded for inference.
+pub struct Predictor<B: Backend> {
+    pub model: QaModel<B>,
+    pub config: ModelConfig,
+    pub tokenizer: Tokenizer,
+    pub model_dir: PathBuf,
+    /// How examples are cut into windows.
+    pub windows: FeatureConfig,
+    /// Windows per forward pass.
+    pub batch_size: usize,
+    /// Whether the folder had a trained QA head (without one, answers are random).
+    pub has_qa_head: bool,
+    device: B::Device,
+}
+
+/// Windows and their logits, in window order.
+pub struct WindowScores {
+    pub features: Vec<Feature>,
+    pub logits: Vec<WindowLogits>,
+}
+
+impl<B: Backend> Predictor<B> {
+    /// Loads the model and tokenizer of `model_dir`. Refuses a tokenizer whose ids overflow
+    /// the model's embeddings; a folder without a trained QA head loads with a loud warning.
+    pub fn load(
+        model_dir: &Path,
+        windows: FeatureConfig,
+        batch_size: usize,
+        device: &B::Device,
+    ) -> Result<Self> {
+        let tokenizer = load_tokenizer(model_dir)?;
+        let (model, config, report) = qa_model::load_pretrained::<B>(model_dir, None, 0, device)?;
+        qa_model::check_vocabulary(&config, tokenizer.get_vocab_size(true), model_dir)?;
+        let has_qa_head = report.initialized.is_empty();
+        if !has_qa_head {
+            tracing::warn!(
+                "{} has no trained QA head ({} freshly initialised): answers will be random; \
+                 fine-tune it first (qa train)",
+                model_dir.display(),
+                report.initialized.join(", ")
+            );
+        }
+        Ok(Self {
+            model,
+            config,
+            tokenizer,
+            model_dir: model_dir.to_path_buf(),
+            windows,
+            batch_size,
+            has_qa_head,
+            device: device.clone(),
+        })
+    }
+
+    /// The windows of `examples` and their logits.
+    pub fn logits(&self, examples: &[Example], progress: Progress) -> Result<WindowScores> {
+        let set = build_features(&self.tokenizer, examples, &self.windows)?;
+        for (id, why) in &set.report.skipped {
+            tracing::warn!("question {id}: skipped: {why}");
+        }
+        let logits = self.window_logits(&set.features, progress);
+        Ok(WindowScores {
+            features: set.features,
+            logits,
+        })
+    }
+
+    /// The logits of windows already cut (with this predictor's tokenizer).
+    pub fn window_logits(&self, features: &[Feature], progress: Progress) -> Vec<WindowLogits> {
+        predict_logits(
+            &self.model,
+            features,
+            self.batch_size,
+            pad_token_id(&self.tokenizer),
+            &self.device,
+            progress,
+        )
+    }
+
+    /// The HF question-answering pipeline's answers for each example.
+    pub fn pipeline(
+        &self,
+        examples: &[Example],
+        config: &PipelineConfig,
+        progress: Progress,
+    ) -> Result<Vec<Vec<PipelineAnswer>>> {
+        let scores = self.logits(examples, progress)?;
+        pipeline_answers(examples, &scores.features, &scores.logits, config)
+    }
+
+    /// run_qa's decoding of every window as an example of its own (DEFNLP collects answers
+    /// from every window of a publication).
+    pub fn per_window(
+        &self,
+        examples: &[Example],
+        decode_config: &DecodeConfig,
+    ) -> Result<Vec<ExampleDecoding>> {
+        let WindowScores {
+            mut features,
+            logits,
+        } = self.logits(examples, Progress::Hidden)?;
+        let window_examples: Vec<Example> = features
+            .iter()
+            .map(|f| examples[f.example_index].clone())
+            .collect();
+        for (i, f) in features.iter_mut().enumerate() {
+            f.example_index = i;
+        }
+        Ok(decode(&window_examples, &features, &logits, decode_config)?.examples)
+    }
+}
