@@ -2,11 +2,8 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context};
-use qa_data::{
-    build_features, load, select_subset, DataFormat, Example, FeatureConfig, FeatureSet,
-    LoadOptions,
-};
+use anyhow::bail;
+use qa_data::{DataFormat, FeatureConfig, LoadOptions, PreparedData, Sample};
 use qa_eval::DecodeConfig;
 use qa_model::backend::{parse_device, Device};
 
@@ -43,10 +40,10 @@ pub fn device(spec: &str) -> anyhow::Result<Device> {
 #[derive(clap::Args, Clone)]
 pub struct WindowArgs {
     /// Tokens per window (question + context + specials).
-    #[arg(long, default_value_t = 384)]
+    #[arg(long, alias = "max-length", default_value_t = 384)]
     pub max_seq_length: usize,
     /// Context tokens shared by consecutive windows.
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, alias = "stride", default_value_t = 128)]
     pub doc_stride: usize,
 }
 
@@ -111,42 +108,19 @@ impl DecodeArgs {
     }
 }
 
-/// A loaded data file cut into windows.
-pub struct Windowed {
-    pub examples: Vec<Example>,
-    pub set: FeatureSet,
-    /// Whether any selected example carries a gold label (see `LoadReport::has_gold_labels`).
-    pub labelled: bool,
-}
-
 /// Loads a data file, keeps the first `max_samples` examples, and cuts windows.
-pub fn examples_and_windows(
+pub fn prepare(
     path: &Path,
     data: &DataArgs,
     windows: &WindowArgs,
     max_samples: Option<usize>,
     tokenizer: &tokenizers::Tokenizer,
-) -> anyhow::Result<Windowed> {
-    let loaded = load(path, &data.load_options())?;
-    eprintln!("{}", loaded.report.summary());
-    let examples = select_subset(loaded.examples, max_samples, None);
-    let labelled = loaded.report.has_gold_labels(&examples);
-    let config = FeatureConfig {
-        label_any_answer: loaded.report.format == Some(DataFormat::Defnlp),
-        ..windows.config()
-    };
-    let set = build_features(tokenizer, &examples, &config)
-        .with_context(|| format!("cutting {} into windows", path.display()))?;
-    eprintln!(
-        "{}: {} windows from {} examples ({} skipped)",
-        path.display(),
-        set.report.windows,
-        set.report.examples,
-        set.report.skipped.len()
-    );
-    Ok(Windowed {
-        examples,
-        set,
-        labelled,
-    })
+) -> anyhow::Result<PreparedData> {
+    Ok(qa_data::prepare(
+        path,
+        &data.load_options(),
+        &windows.config(),
+        Sample::first(max_samples),
+        tokenizer,
+    )?)
 }

@@ -6,10 +6,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use qa_data::defnlp::read_publications;
-use qa_data::progress::{self, Progress};
+use qa_data::progress::Progress;
 use qa_data::requests::{read_requests, request_example};
 use qa_data::{ExampleId, FeatureConfig};
-use qa_eval::defnlp::{predict_labels, write_submission, DefnlpQuestions};
+use qa_eval::defnlp::{predict_all, write_submission, DefnlpQuestions};
 use qa_eval::{PipelineAnswer, PipelineConfig, Predictor};
 use qa_model::backend::Compute;
 
@@ -140,18 +140,7 @@ fn defnlp(args: &Args, dir: &Path, predictor: &Predictor<Compute>) -> anyhow::Re
         ask.decode.max_answer_length = n;
     }
     let publications = read_publications(dir)?;
-    let bar = progress::bar(
-        publications.len() as u64,
-        "defnlp",
-        "publications",
-        Progress::Show,
-    );
-    let mut rows = Vec::with_capacity(publications.len());
-    for publication in &publications {
-        rows.push(predict_labels(predictor, publication, &ask)?);
-        bar.inc(1);
-    }
-    bar.finish_and_clear();
+    let rows = predict_all(predictor, &publications, &ask, Progress::Show)?;
     write_submission(
         out_path,
         publications.iter().map(|p| p.id.as_str()).zip(&rows),

@@ -48,7 +48,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let model_dir = common::model_dir(&args.model_name_or_path)?;
     let tokenizer = load_tokenizer(&model_dir)?;
     let load = |path: &PathBuf, max_samples| {
-        common::examples_and_windows(path, &args.data, &args.windows, max_samples, &tokenizer)
+        common::prepare(path, &args.data, &args.windows, max_samples, &tokenizer)
     };
     let train_data = load(&args.train_file, args.max_train_samples)?;
     if !train_data.labelled {
@@ -86,13 +86,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     let eval_set = eval_data.as_ref().map(|data| EvalSet {
         examples: &data.examples,
-        features: &data.set.features,
+        features: &data.windows.features,
         decode: args.decode.config(),
     });
     let job = TrainJob {
         model_config: &model_config,
         tokenizer_dir: Some(&model_dir),
-        train_features: &train_data.set.features,
+        train_features: &train_data.windows.features,
         eval: eval_set.as_ref(),
     };
     let outcome = qa_train::train(model, &job, &config, &device).context("training failed")?;

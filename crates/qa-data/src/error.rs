@@ -43,15 +43,41 @@ pub enum DataError {
         /// The id as the file wrote it (JSON).
         found: String,
     },
+    /// Two records whose ids have the same text form (`7` and `"7"` included): a predictions
+    /// file, keyed by that text, could not tell them apart.
     #[error(
-        "{path}: duplicate example id {id} (first seen as example #{first}, again as #{second})"
+        "{path}: duplicate example id {id}: example #{first} (id {first_as}) and example \
+         #{second} (id {second_as}) have the same id text, which keys predictions"
     )]
     DuplicateId {
         path: PathBuf,
+        /// The id's text form.
         id: String,
         first: usize,
         second: usize,
+        /// Each record's id as the file wrote it (JSON: `7` or `"7"`).
+        first_as: String,
+        second_as: String,
     },
+    /// A file of 0 bytes, or of whitespace (and a byte-order mark) only.
+    #[error("{path}: the file is empty")]
+    EmptyFile { path: PathBuf },
+    #[error("{path}: line {line} is not valid UTF-8 text")]
+    NotUtf8 { path: PathBuf, line: usize },
+    #[error("{path}: line {line}: field {field:?} is blank")]
+    BlankLineField {
+        path: PathBuf,
+        line: usize,
+        field: &'static str,
+    },
+    /// JSON, but not what `tokenizers` saves (`{}`, a `config.json`, ...).
+    #[error("{path}: not a Hugging Face tokenizer file ({why})")]
+    NotATokenizer { path: PathBuf, why: String },
+    #[error(
+        "{path}: no tokenizer found (expected tokenizer.json, or vocab.txt for a BERT \
+         WordPiece tokenizer)"
+    )]
+    NoTokenizer { path: PathBuf },
     #[error("{path}: cannot read line {line}: {source}")]
     ReadLine {
         path: PathBuf,

@@ -11,14 +11,20 @@
 //!   and max-context flags, in parallel.
 //! * [`progress`] draws the progress bars of every long loop in the workspace.
 //! * [`subset`] picks a seeded random subset (`--max-samples`).
+//! * [`atomic`] writes output files whole or not at all.
+//! * [`prepare`] does all of it for one file: load, subset, windows.
+//! * [`align`] checks and repairs `answer_start`; [`example`] is the one example type;
+//!   [`error`] the crate's typed errors, each naming the file (and record).
 
 pub mod align;
+pub mod atomic;
 pub mod defnlp;
 pub mod error;
 pub mod example;
 pub mod features;
 pub mod hf_json;
 pub mod load;
+pub mod prepare;
 pub mod progress;
 mod record;
 pub mod requests;
@@ -31,6 +37,7 @@ pub use error::{DataError, Result};
 pub use example::{Answer, Example, ExampleId};
 pub use features::{build_features, Feature, FeatureConfig, FeatureReport, FeatureSet};
 pub use load::{load, DataFormat, LoadOptions, LoadReport, LoadedDataset};
+pub use prepare::{prepare, PreparedData, Sample};
 pub use progress::Progress;
 pub use requests::read_requests;
 pub use subset::select_subset;

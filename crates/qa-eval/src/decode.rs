@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::path::Path;
 
+use qa_data::atomic::write_atomically;
 use qa_data::{Example, Feature};
 use rayon::prelude::*;
 use serde::Serialize;
@@ -331,19 +332,12 @@ impl Decoded {
     }
 }
 
-/// Pretty JSON, written to a temp file and renamed so a crash never leaves half a file.
+/// Pretty JSON with a final newline, written whole or not at all.
 pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
-    let io = |source| EvalError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let tmp = path.with_extension("json.tmp");
-    let mut file = std::io::BufWriter::new(std::fs::File::create(&tmp).map_err(io)?);
-    serde_json::to_writer_pretty(&mut file, value).map_err(|e| io(e.into()))?;
-    file.write_all(b"\n").map_err(io)?;
-    file.flush().map_err(io)?;
-    drop(file);
-    std::fs::rename(&tmp, path).map_err(io)
+    Ok(write_atomically(path, |out| {
+        serde_json::to_writer_pretty(&mut *out, value)?;
+        out.write_all(b"\n")
+    })?)
 }
 
 /// Numerically stable softmax, overwriting `x`.

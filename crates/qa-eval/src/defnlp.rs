@@ -5,11 +5,13 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 use burn::tensor::backend::Backend;
+use qa_data::atomic::write_atomically;
 use qa_data::defnlp::{publication_examples, Publication, DEFAULT_QUESTIONS};
+use qa_data::progress::{self, Progress};
 
 use crate::coleridge::clean_label;
 use crate::decode::DecodeConfig;
-use crate::error::{EvalError, Result};
+use crate::error::Result;
 use crate::predictor::Predictor;
 
 /// How the model is asked about a publication.
@@ -63,38 +65,44 @@ pub fn predict_labels<B: Backend>(
     Ok(labels)
 }
 
-/// Writes `Id,PredictionString` rows to a temporary file and renames it into place, so a
-/// killed run never leaves half a submission.
+/// The labels of every publication, with a progress bar over publications.
+pub fn predict_all<B: Backend>(
+    predictor: &Predictor<B>,
+    publications: &[Publication],
+    ask: &DefnlpQuestions,
+    progress: Progress,
+) -> Result<Vec<BTreeSet<String>>> {
+    let bar = progress::bar(
+        publications.len() as u64,
+        "defnlp",
+        "publications",
+        progress,
+    );
+    let mut rows = Vec::with_capacity(publications.len());
+    for publication in publications {
+        rows.push(predict_labels(predictor, publication, ask)?);
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    Ok(rows)
+}
+
+/// Writes `Id,PredictionString` rows, whole or not at all.
 pub fn write_submission<'a>(
     path: &Path,
     rows: impl IntoIterator<Item = (&'a str, &'a BTreeSet<String>)>,
 ) -> Result<()> {
-    let csv_error = |source| EvalError::Csv {
-        path: path.to_path_buf(),
-        source,
-    };
-    let tmp = path.with_extension("csv.tmp");
-    let mut writer = csv::Writer::from_path(&tmp).map_err(csv_error)?;
-    writer
-        .write_record(["Id", "PredictionString"])
-        .map_err(csv_error)?;
-    for (id, labels) in rows {
-        let joined = labels
-            .iter()
-            .map(String::as_str)
-            .collect::<Vec<_>>()
-            .join("|");
-        writer
-            .write_record([id, joined.as_str()])
-            .map_err(csv_error)?;
-    }
-    writer.flush().map_err(|source| EvalError::Io {
-        path: tmp.clone(),
-        source,
-    })?;
-    drop(writer);
-    std::fs::rename(&tmp, path).map_err(|source| EvalError::Io {
-        path: path.to_path_buf(),
-        source,
-    })
+    Ok(write_atomically(path, |out| {
+        let mut writer = csv::Writer::from_writer(out);
+        writer.write_record(["Id", "PredictionString"])?;
+        for (id, labels) in rows {
+            let joined = labels
+                .iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>()
+                .join("|");
+            writer.write_record([id, joined.as_str()])?;
+        }
+        writer.flush()
+    })?)
 }

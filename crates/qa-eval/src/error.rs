@@ -31,6 +31,8 @@ pub enum EvalError {
     #[error(transparent)]
     Data(#[from] qa_data::DataError),
     #[error(transparent)]
+    Write(#[from] qa_data::atomic::WriteError),
+    #[error(transparent)]
     Model(#[from] qa_model::ModelError),
 }
 

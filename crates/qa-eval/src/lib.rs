@@ -12,6 +12,7 @@
 //!   [`defnlp`] finds dataset labels in publications with a model and writes submissions.
 //! * [`predictor`] loads a fine-tuned model folder once and answers examples with it (logits,
 //!   pipeline answers, per-window decoding): what `qa predict` and `qa eval` run.
+//! * [`evaluate`] is `qa eval`'s run: predict a prepared file, decode, write, score.
 //! * [`score`] scores prediction files against data files (`qa score`).
 //! * [`error`]: typed errors naming the file involved.
 
@@ -19,6 +20,7 @@ pub mod coleridge;
 pub mod decode;
 pub mod defnlp;
 pub mod error;
+pub mod evaluate;
 pub mod metrics;
 pub mod normalize;
 pub mod pipeline;

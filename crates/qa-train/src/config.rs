@@ -139,7 +139,7 @@ impl Schedule {
     pub fn fires(self, step: usize, epoch_ended: bool) -> bool {
         match self {
             Schedule::Never => false,
-            Schedule::EverySteps(n) => step % n == 0,
+            Schedule::EverySteps(n) => step.is_multiple_of(n),
             Schedule::EachEpoch => epoch_ended,
         }
     }
@@ -289,7 +289,8 @@ impl TrainConfig {
         }
         if !(0.0..1.0).contains(&self.adam_beta1)
             || !(0.0..1.0).contains(&self.adam_beta2)
-            || !(self.adam_epsilon.is_finite() && self.adam_epsilon > 0.0)
+            || !self.adam_epsilon.is_finite()
+            || self.adam_epsilon <= 0.0
         {
             return Err(ConfigError::Adam {
                 beta1: self.adam_beta1,
@@ -316,7 +317,7 @@ impl TrainConfig {
     /// must come right after an evaluation.
     fn check_best_model_schedule(&self, eval: Schedule, save: Schedule) -> Result<(), ConfigError> {
         let aligned = match (eval, save) {
-            (Schedule::EverySteps(e), Schedule::EverySteps(s)) => s % e == 0,
+            (Schedule::EverySteps(e), Schedule::EverySteps(s)) => s.is_multiple_of(e),
             (Schedule::EachEpoch, Schedule::EachEpoch) => true,
             _ => false,
         };

@@ -419,7 +419,7 @@ impl<'a, B: AutodiffBackend> Run<'a, B> {
 
         let step_no = self.state.global_step;
         let last = step_no == self.plan.total_steps;
-        if step_no % self.cfg.logging_steps.max(1) == 0 || last {
+        if step_no.is_multiple_of(self.cfg.logging_steps.max(1)) || last {
             self.log_step(lr, update.grad_norm, rate)?;
         }
         if self.job.eval.is_some() && (self.plan.eval.fires(step_no, epoch_ended) || last) {
