@@ -112,14 +112,14 @@ impl DecodeArgs {
 pub fn prepare(
     path: &Path,
     data: &DataArgs,
-    windows: &WindowArgs,
+    windows: &FeatureConfig,
     max_samples: Option<usize>,
     tokenizer: &tokenizers::Tokenizer,
 ) -> anyhow::Result<PreparedData> {
     Ok(qa_data::prepare(
         path,
         &data.load_options(),
-        &windows.config(),
+        windows,
         Sample::first(max_samples),
         tokenizer,
     )?)

@@ -41,7 +41,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let data = common::prepare(
         &args.data,
         &args.data_format,
-        &args.windows,
+        &predictor.windows,
         args.max_eval_samples,
         &predictor.tokenizer,
     )?;

@@ -11,6 +11,7 @@ mod eval;
 mod features;
 mod predict;
 mod score;
+mod serve;
 mod train;
 
 // The CPU backend allocates and frees large tensors on every op; glibc's malloc hands those
@@ -40,7 +41,8 @@ fn keep_freed_memory() {
         qa score --defnlp train.csv submission.csv\n  \
         qa train --model-name-or-path all-MiniLM-L6-v2 --train-file train.json --validation-file dev.json --output-dir out\n  \
         qa eval --model out --data dev.json --output-dir out\n  \
-        qa predict --model out --question \"What causes COVID-19?\" --context \"COVID-19 is caused by SARS-CoV-2.\""
+        qa predict --model out --question \"What causes COVID-19?\" --context \"COVID-19 is caused by SARS-CoV-2.\"\n  \
+        qa serve --model out --port 8080"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -59,6 +61,8 @@ enum Command {
     Eval(eval::Args),
     /// Answer questions: one, a JSONL batch, or DEFNLP publications.
     Predict(predict::Args),
+    /// Serve answers over HTTP (POST /v1/answer) with dynamic batching.
+    Serve(Box<serve::Args>),
     /// Time one synthetic workload (used by `cargo xtask bench`).
     #[command(hide = true)]
     Bench(bench::Args),
@@ -82,6 +86,7 @@ fn main() -> ExitCode {
         Command::Train(args) => train::run(*args),
         Command::Eval(args) => eval::run(args),
         Command::Predict(args) => predict::run(args),
+        Command::Serve(args) => serve::run(*args),
         Command::Bench(args) => bench::run(args),
     };
     match result {

@@ -3,8 +3,9 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
-use qa_data::load_tokenizer;
 use qa_data::tokenizer::pad_token_id;
+use qa_data::{load_tokenizer, FeatureConfig};
+use qa_eval::evaluate::warn_if_v2_decoded_as_v1;
 use qa_model::backend::Train;
 use qa_train::{EvalSet, Precision, TrainConfig, TrainJob};
 
@@ -47,8 +48,25 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let device = common::device(&args.device)?;
     let model_dir = common::model_dir(&args.model_name_or_path)?;
     let tokenizer = load_tokenizer(&model_dir)?;
+    let mut config = args.training.clone();
+    config.pad_token_id = pad_token_id(&tokenizer);
+    config.precision = match (args.bf16, args.fp16) {
+        (true, _) => Precision::Bf16,
+        (_, true) => Precision::Fp16,
+        _ => Precision::F32,
+    };
+    let (model, model_config, report) =
+        qa_model::load_pretrained::<Train>(&model_dir, None, config.seed, &device)?;
+    qa_model::check_vocabulary(&model_config, tokenizer.get_vocab_size(true), &model_dir)?;
+    if !report.initialized.is_empty() {
+        eprintln!("newly initialised: {}", report.initialized.join(", "));
+    }
+    let windows = FeatureConfig {
+        max_length: model_config.cap_window_length(args.windows.max_seq_length),
+        ..args.windows.config()
+    };
     let load = |path: &PathBuf, max_samples| {
-        common::prepare(path, &args.data, &args.windows, max_samples, &tokenizer)
+        common::prepare(path, &args.data, &windows, max_samples, &tokenizer)
     };
     let train_data = load(&args.train_file, args.max_train_samples)?;
     if !train_data.labelled {
@@ -71,18 +89,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let mut config = args.training.clone();
-    config.pad_token_id = pad_token_id(&tokenizer);
-    config.precision = match (args.bf16, args.fp16) {
-        (true, _) => Precision::Bf16,
-        (_, true) => Precision::Fp16,
-        _ => Precision::F32,
-    };
-    let (model, model_config, report) =
-        qa_model::load_pretrained::<Train>(&model_dir, None, config.seed, &device)?;
-    qa_model::check_vocabulary(&model_config, tokenizer.get_vocab_size(true), &model_dir)?;
-    if !report.initialized.is_empty() {
-        eprintln!("newly initialised: {}", report.initialized.join(", "));
+    if let (Some(data), Some(path)) = (&eval_data, &args.validation_file) {
+        warn_if_v2_decoded_as_v1(path, data, &args.decode.config());
     }
     let eval_set = eval_data.as_ref().map(|data| EvalSet {
         examples: &data.examples,

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use crate::align::{find_all, CharIndex};
 use crate::error::{DataError, Result};
 use crate::example::{Example, ExampleId};
-use crate::record::{parse_json, read_to_string, AnswerOffsets, RawExample};
+use crate::record::{parse_json, read_text, shown_id, AnswerOffsets, RawExample};
 
 /// The questions DEFNLP asks of every publication.
 pub const DEFAULT_QUESTIONS: &[&str] = &[
@@ -99,7 +99,7 @@ pub fn read_publication(path: &Path) -> Result<Publication> {
         .and_then(|s| s.to_str())
         .unwrap_or_default()
         .to_string();
-    let value = parse_json(path, &read_to_string(path)?)?;
+    let value = parse_json(path, &read_text(path)?)?;
     let sections: Vec<Section> = serde_json::from_value(value).map_err(|e| {
         DataError::format(
             path,
@@ -137,9 +137,10 @@ fn locate(path: &Path, options: &DefnlpOptions) -> Result<(PathBuf, PathBuf)> {
     let csv = if path.is_dir() {
         path.join("train.csv")
     } else {
+        // Already read by `load` (it may be a pipe, which is no regular file).
         path.to_path_buf()
     };
-    if !csv.is_file() {
+    if path.is_dir() && !csv.is_file() {
         return Err(DataError::format(
             &csv,
             "DEFNLP labels file not found (expected train.csv with Id, dataset_title, dataset_label)",
@@ -154,8 +155,11 @@ fn locate(path: &Path, options: &DefnlpOptions) -> Result<(PathBuf, PathBuf)> {
     };
     if !pubs.is_dir() {
         return Err(DataError::format(
-            &pubs,
-            "DEFNLP publications folder not found (one {Id}.json per publication)",
+            &csv,
+            format!(
+                "DEFNLP publications folder {} not found (one {{Id}}.json per publication)",
+                pubs.display()
+            ),
         ));
     }
     Ok((csv, pubs))
@@ -168,18 +172,29 @@ pub(crate) struct DefnlpRecords {
     pub labels_not_found: Vec<String>,
 }
 
-/// Reads the labels CSV and every publication it names, in CSV order.
-pub(crate) fn read(path: &Path, options: &DefnlpOptions) -> Result<DefnlpRecords> {
+/// Reads the labels CSV and every publication it names, in CSV order. `csv_text` is the CSV
+/// when `load` has read it already (`path` is then the CSV itself, perhaps a pipe); for a
+/// folder it is `None` and `train.csv` inside is read here.
+pub(crate) fn read(
+    path: &Path,
+    csv_text: Option<&str>,
+    options: &DefnlpOptions,
+) -> Result<DefnlpRecords> {
     if options.questions.is_empty() {
         return Err(DataError::Config(
             "DEFNLP needs at least one question".into(),
         ));
     }
     let (csv_path, pubs_dir) = locate(path, options)?;
-    let mut reader = csv::Reader::from_path(&csv_path).map_err(|source| DataError::Csv {
-        path: csv_path.clone(),
-        source,
-    })?;
+    let owned;
+    let csv_text = match csv_text {
+        Some(text) => text,
+        None => {
+            owned = read_text(&csv_path)?;
+            owned.as_str()
+        }
+    };
+    let mut reader = csv::Reader::from_reader(csv_text.as_bytes());
     // Labels grouped by publication, in order of first appearance.
     let mut order: Vec<String> = Vec::new();
     let mut labels: std::collections::HashMap<String, BTreeSet<String>> = Default::default();
@@ -203,11 +218,22 @@ pub(crate) fn read(path: &Path, options: &DefnlpOptions) -> Result<DefnlpRecords
     let mut out = Vec::new();
     let mut labels_not_found = Vec::new();
     for pub_id in order {
+        // An id is a file name in the publications folder, never a path out of it.
+        if pub_id.trim().is_empty()
+            || pub_id.contains(['/', '\\'])
+            || pub_id.chars().any(char::is_control)
+        {
+            return Err(DataError::example(
+                &csv_path,
+                format!("{pub_id:?}"),
+                "publication Id must be a file name (not blank, no '/', '\\' or control characters)",
+            ));
+        }
         let file = pubs_dir.join(format!("{pub_id}.json"));
         if !file.is_file() {
             return Err(DataError::example(
                 &csv_path,
-                &pub_id,
+                shown_id(&ExampleId::Text(pub_id.clone())),
                 format!("publication file {} does not exist", file.display()),
             ));
         }

@@ -36,6 +36,8 @@ pub enum DataError {
     },
     #[error("{path}: example #{position} (no id): missing field \"id\"")]
     MissingId { path: PathBuf, position: usize },
+    #[error("{path}: example #{position}: id is blank")]
+    BlankId { path: PathBuf, position: usize },
     #[error("{path}: example #{position}: id must be a string or an integer, found {found}")]
     InvalidId {
         path: PathBuf,

@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::io::Write;
+use std::path::PathBuf;
 
 use indicatif::ParallelProgressIterator;
 use rayon::prelude::*;
@@ -39,6 +40,10 @@ pub struct FeatureConfig {
     pub word_ids: bool,
     /// Progress bars while tokenizing and cutting windows.
     pub progress: Progress,
+    /// The data file the examples came from, named in the warnings about examples that get no
+    /// window (`None`: the warnings name the example only). Not a window setting.
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
 }
 
 impl Default for FeatureConfig {
@@ -50,6 +55,7 @@ impl Default for FeatureConfig {
             label_any_answer: false,
             word_ids: false,
             progress: Progress::Show,
+            source: None,
         }
     }
 }
@@ -124,6 +130,11 @@ impl FeatureConfig {
 /// questions per paragraph, COVID-QA ~15 per article); the windows are then cut exactly as
 /// `tokenizers`' pair truncation (`only_second` + stride) cuts them, and the model's own
 /// post-processor adds the special tokens, so the result equals encoding each pair from scratch.
+/// This holds for every tokenizer kind (WordPiece, byte-level BPE, Unigram/Metaspace): the
+/// pieces are encoded without the post-processor, which runs once per window, as `tokenizers`
+/// runs it once per pair (RoBERTa's trims offsets, so running it twice would trim twice), and
+/// context tokens are told apart by sequence ids, not token types (RoBERTa has none).
+/// Tokenizers that pad on the left (run_qa then puts the context first) are refused.
 pub fn build_features(
     tokenizer: &Tokenizer,
     examples: &[Example],
@@ -137,10 +148,24 @@ pub fn build_features(
     tokenizer
         .with_truncation(None)
         .map_err(|e| DataError::Config(e.to_string()))?;
+    if let Some(padding) = tokenizer.get_padding() {
+        if matches!(padding.direction, tokenizers::PaddingDirection::Left) {
+            return Err(DataError::Config(
+                "this tokenizer pads on the left, for which run_qa puts the context before the \
+                 question; only right-padding tokenizers (BERT, RoBERTa, XLM-R, ELECTRA, \
+                 ALBERT, DistilBERT) are supported"
+                    .into(),
+            ));
+        }
+    }
     tokenizer.with_padding(None);
     let specials = tokenizer
         .get_post_processor()
         .map_or(0, |p| p.added_tokens(true));
+    // Questions and contexts are encoded as the two halves of a pair are: without the
+    // post-processor, which `example_windows` runs on each window.
+    let mut encoder = tokenizer.clone();
+    encoder.with_post_processor(None::<tokenizers::PostProcessorWrapper>);
 
     let mut context_index: HashMap<&str, usize> = HashMap::new();
     let mut contexts: Vec<&str> = Vec::new();
@@ -163,7 +188,7 @@ pub fn build_features(
         .par_iter()
         .progress_with(contexts_bar.clone())
         .map(|c| {
-            let mut enc = tokenizer
+            let mut enc = encoder
                 .encode_char_offsets(*c, false)
                 .map_err(|e| format!("tokenizing the context failed: {e}"))?;
             // As the second sequence of a pair.
@@ -187,7 +212,8 @@ pub fn build_features(
             let context = context_tokens[context_of[i]]
                 .as_ref()
                 .map_err(String::clone)?;
-            example_windows(&tokenizer, i, ex, context, specials, config, pad_id)
+            let tokenizers = (&encoder, &tokenizer);
+            example_windows(tokenizers, i, ex, context, specials, config, pad_id)
         })
         .collect();
     examples_bar.finish_and_clear();
@@ -201,7 +227,12 @@ pub fn build_features(
         match result {
             Ok(windows) => features.extend(windows),
             Err(why) => {
-                tracing::warn!("example {}: no windows: {why}", ex.id);
+                let source = config
+                    .source
+                    .as_ref()
+                    .map(|p| format!("{}: ", p.display()))
+                    .unwrap_or_default();
+                tracing::warn!("{source}example {}: no windows: {why}", ex.id);
                 report.skipped.push((ex.id.to_string(), why));
             }
         }
@@ -240,8 +271,9 @@ fn slice_encoding(enc: &Encoding, (start, stop): (usize, usize)) -> Encoding {
     )
 }
 
+/// `encoder` tokenizes the question (no post-processor); `tokenizer` adds the special tokens.
 fn example_windows(
-    tokenizer: &Tokenizer,
+    (encoder, tokenizer): (&Tokenizer, &Tokenizer),
     example_index: usize,
     example: &Example,
     context: &Encoding,
@@ -249,7 +281,7 @@ fn example_windows(
     config: &FeatureConfig,
     pad_id: u32,
 ) -> std::result::Result<Vec<Feature>, String> {
-    let question = tokenizer
+    let question = encoder
         .encode_char_offsets(example.question.as_str(), false)
         .map_err(|e| format!("tokenizing the question failed: {e}"))?;
     // tokenizers' OnlySecond truncation: the question stays whole, the context is cut.

@@ -4,16 +4,16 @@
 use std::path::Path;
 
 use crate::error::{DataError, Result};
-use crate::record::{read_to_string, record_id, record_name, AnswerOffsets, RawExample, Record};
+use crate::record::{record_id, record_name, AnswerOffsets, RawExample, Record};
 
-/// Reads every record of the file, in file order.
-pub(crate) fn read(path: &Path) -> Result<Vec<RawExample>> {
-    let text = read_to_string(path)?;
+/// Reads every record of a file's text (read once by `load`; `path` names it in errors and
+/// its extension tells JSON Lines), in file order.
+pub(crate) fn parse(path: &Path, text: &str) -> Result<Vec<RawExample>> {
     let first = text.trim_start().chars().next();
     let is_lines = path
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("jsonl") || e.eq_ignore_ascii_case("ndjson"));
-    let whole = (!is_lines).then(|| serde_json::from_str::<serde_json::Value>(&text));
+    let whole = (!is_lines).then(|| serde_json::from_str::<serde_json::Value>(text));
     let records: Vec<serde_json::Value> = match whole {
         Some(Ok(serde_json::Value::Array(items))) => items,
         Some(Ok(root)) if root.get("data").is_some() => match root.get("data") {
@@ -35,7 +35,7 @@ pub(crate) fn read(path: &Path) -> Result<Vec<RawExample>> {
                 source,
             })
         }
-        _ => json_lines(path, &text)?,
+        _ => json_lines(path, text)?,
     };
     records
         .iter()
@@ -120,10 +120,11 @@ fn read_record(path: &Path, position: usize, value: &serde_json::Value) -> Resul
             .collect::<Result<Vec<_>>>()?,
         other => return Err(rec.wrong_type("answers", "an object or a list", other)),
     };
-    let is_impossible = value
-        .get("is_impossible")
-        .and_then(|v| v.as_bool())
-        .unwrap_or(answers.is_empty());
+    let is_impossible = match value.get("is_impossible") {
+        None | Some(serde_json::Value::Null) => answers.is_empty(),
+        Some(serde_json::Value::Bool(b)) => *b,
+        Some(other) => return Err(rec.wrong_type("is_impossible", "a boolean", other)),
+    };
     let title = rec.opt_str_field("title")?.unwrap_or_default();
     let question = rec.str_field("question")?;
     let context = rec.str_field("context")?;

@@ -11,7 +11,7 @@ use crate::align::{align_answer, AlignOutcome, AnswerAlignment, CharIndex};
 use crate::defnlp::{self, DefnlpOptions};
 use crate::error::{DataError, Result};
 use crate::example::{Answer, Example, ExampleId};
-use crate::record::{AnswerOffsets, RawExample};
+use crate::record::{read_text, shown_id, AnswerOffsets, RawExample};
 use crate::{hf_json, squad};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -70,6 +70,10 @@ pub struct LoadReport {
     pub without_answers: Vec<String>,
     /// DEFNLP publications whose labelled dataset was not found in the text.
     pub labels_not_found: Vec<String>,
+    /// Questions flagged `is_impossible: true` that have gold answers, loaded as answerable:
+    /// the official v2.0 script (and `qa score`) call a question with answers answerable and
+    /// read the flag only when there are none, so features and training do too.
+    pub impossible_with_answers: Vec<String>,
 }
 
 impl LoadReport {
@@ -108,7 +112,23 @@ impl LoadReport {
             "publications whose label was not found",
             self.labels_not_found.len(),
         );
+        part(
+            "questions flagged is_impossible but with answers, loaded as answerable",
+            self.impossible_with_answers.len(),
+        );
         s
+    }
+
+    /// Whether the data looks like SQuAD v2.0: its `version` field says 2 (`"v2.0"`, `"2.0"`),
+    /// or some question is unanswerable (flagged `is_impossible`, or without answers). Such data
+    /// trained or evaluated without `--version_2_with_negative` gets its unanswerable questions
+    /// wrong silently, so callers warn.
+    pub fn looks_like_v2(&self) -> bool {
+        let v2_version = self
+            .version
+            .as_deref()
+            .is_some_and(|v| v.trim().trim_start_matches(['v', 'V']).starts_with('2'));
+        v2_version || self.impossible > 0 || !self.impossible_with_answers.is_empty()
     }
 
     /// Whether any of `examples` (this load's, or a subset of them) carries a gold label: an
@@ -130,26 +150,45 @@ pub struct LoadedDataset {
 }
 
 /// Loads any supported dataset file (or DEFNLP folder), validating and repairing as configured.
+///
+/// A file is read exactly once, into memory, and its format told from those bytes (and its
+/// extension when it has one), so a pipe (`/dev/stdin`, `<(…)` as `/dev/fd/63`, a FIFO) loads
+/// like a file. A UTF-8 byte-order mark is skipped; an empty file is [`DataError::EmptyFile`].
 pub fn load(path: impl AsRef<Path>, options: &LoadOptions) -> Result<LoadedDataset> {
     let path = path.as_ref();
-    let format = match options.format {
-        Some(f) => f,
-        None => detect_format(path)?,
+    // A folder is DEFNLP (train.csv beside the publications); anything else is read now.
+    let text = if path.is_dir() {
+        None
+    } else {
+        Some(read_text(path)?)
+    };
+    let format = match (options.format, &text) {
+        (Some(f), _) => f,
+        (None, None) => DataFormat::Defnlp,
+        (None, Some(text)) => detect_format_of(path, text)?,
     };
     let mut report = LoadReport {
         path: path.to_path_buf(),
         format: Some(format),
         ..Default::default()
     };
+    let one_file = || {
+        text.as_deref().ok_or_else(|| {
+            DataError::format(
+                path,
+                "is a folder; SQuAD and Hugging Face JSON data are one file each",
+            )
+        })
+    };
     let raws = match format {
         DataFormat::Squad => {
-            let file = squad::read(path)?;
+            let file = squad::parse(path, one_file()?)?;
             report.version = file.version;
             file.records
         }
-        DataFormat::HfJson => hf_json::read(path)?,
+        DataFormat::HfJson => hf_json::parse(path, one_file()?)?,
         DataFormat::Defnlp => {
-            let dataset = defnlp::read(path, &options.defnlp)?;
+            let dataset = defnlp::read(path, text.as_deref(), &options.defnlp)?;
             report.labels_not_found = dataset.labels_not_found;
             dataset.records
         }
@@ -159,12 +198,19 @@ pub fn load(path: impl AsRef<Path>, options: &LoadOptions) -> Result<LoadedDatas
     Ok(LoadedDataset { examples, report })
 }
 
-/// Guesses the format: a folder or `.csv` is DEFNLP, `.jsonl` is HF, and a `.json` whose
-/// `data[0]` has `paragraphs` is SQuAD (any other JSON is HF).
+/// Guesses the format of a file or folder (reading the file: for a pipe, use [`load`], which
+/// reads it once, or [`detect_format_of`] on its text).
 pub fn detect_format(path: &Path) -> Result<DataFormat> {
     if path.is_dir() {
         return Ok(DataFormat::Defnlp);
     }
+    detect_format_of(path, &read_text(path)?)
+}
+
+/// Guesses the format of a file's text: a `.csv` (or a CSV with a DEFNLP header) is DEFNLP,
+/// `.jsonl` is HF, and JSON whose start mentions `"paragraphs"` is SQuAD (any other JSON is
+/// HF). `path` only lends its extension and its name in errors.
+pub fn detect_format_of(path: &Path, text: &str) -> Result<DataFormat> {
     let ext = path
         .extension()
         .and_then(|e| e.to_str())
@@ -175,13 +221,24 @@ pub fn detect_format(path: &Path) -> Result<DataFormat> {
         "jsonl" | "ndjson" => return Ok(DataFormat::HfJson),
         _ => {}
     }
-    // Peek at the start of the file rather than parsing it twice.
-    let head = read_head(path, 1 << 16)?;
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    // The start of the text is enough (and SQuAD files are tens of MB).
+    let cut = (0..=text.len().min(1 << 16))
+        .rev()
+        .find(|&i| text.is_char_boundary(i))
+        .unwrap_or(0);
+    let head = &text[..cut];
     let trimmed = head.trim_start();
+    let header = trimmed.lines().next().unwrap_or("");
     if trimmed.starts_with('{') && head.contains("\"paragraphs\"") {
         Ok(DataFormat::Squad)
     } else if trimmed.starts_with('{') || trimmed.starts_with('[') {
         Ok(DataFormat::HfJson)
+    } else if header
+        .split(',')
+        .any(|c| c.trim().trim_matches('"') == "dataset_label")
+    {
+        Ok(DataFormat::Defnlp)
     } else {
         Err(DataError::format(
             path,
@@ -190,34 +247,29 @@ pub fn detect_format(path: &Path) -> Result<DataFormat> {
     }
 }
 
-fn read_head(path: &Path, bytes: usize) -> Result<String> {
-    use std::io::Read;
-    let mut buf = vec![0u8; bytes];
-    let mut f = std::fs::File::open(path).map_err(|e| DataError::io(path, e))?;
-    let n = f.read(&mut buf).map_err(|e| DataError::io(path, e))?;
-    buf.truncate(n);
-    Ok(String::from_utf8_lossy(&buf).into_owned())
-}
-
 fn validate(
     path: &Path,
     raws: Vec<RawExample>,
     alignment: AnswerAlignment,
     report: &mut LoadReport,
 ) -> Result<Vec<Example>> {
-    let mut seen: HashMap<ExampleId, usize> = HashMap::with_capacity(raws.len());
+    // Keyed by the id's text: predictions files key answers by it, so `7` and `"7"` collide.
+    let mut seen: HashMap<String, (usize, ExampleId)> = HashMap::with_capacity(raws.len());
     let mut examples = Vec::with_capacity(raws.len());
     for raw in raws {
         let id = raw.id;
-        if let Some(&first) = seen.get(&id) {
+        let key = id.to_string();
+        if let Some((first, first_id)) = seen.get(&key) {
             return Err(DataError::DuplicateId {
                 path: path.to_path_buf(),
-                id: id.to_string(),
-                first,
+                id: shown_id(&id),
+                first: *first,
                 second: raw.position,
+                first_as: first_id.as_json().to_string(),
+                second_as: id.as_json().to_string(),
             });
         }
-        seen.insert(id.clone(), raw.position);
+        seen.insert(key, (raw.position, id.clone()));
 
         // run_qa strips the question's left side (some SQuAD questions start with spaces
         // that would waste window room); an all-blank question or context cannot be answered.
@@ -241,12 +293,15 @@ fn validate(
                 });
                 continue;
             }
-            let (start, outcome) = align_answer(&raw.context, &index, &text, given, alignment);
+            // Past the end is past the end: a huge `answer_start` must not overflow the
+            // aligner's arithmetic, and any start beyond the context gives the same outcome.
+            let probe = given.min(index.len_chars() + 1);
+            let (start, outcome) = align_answer(&raw.context, &index, &text, probe, alignment);
             match outcome {
                 AlignOutcome::Aligned => {}
-                AlignOutcome::Repaired { from, to } => {
+                AlignOutcome::Repaired { to, .. } => {
                     tracing::debug!(
-                        "{}: example {id}: answer {text:?} moved from char {from} to {to}",
+                        "{}: example {id}: answer {text:?} moved from char {given} to {to}",
                         path.display()
                     );
                     report.repaired.push(id.to_string());
@@ -268,6 +323,11 @@ fn validate(
             });
         }
         let mut is_impossible = raw.is_impossible;
+        // The official v2.0 rule: a question with gold answers is answerable, whatever its flag.
+        if is_impossible && !answers.is_empty() {
+            report.impossible_with_answers.push(id.to_string());
+            is_impossible = false;
+        }
         if answers.is_empty() && !is_impossible {
             report.without_answers.push(id.to_string());
             is_impossible = true;
@@ -284,7 +344,26 @@ fn validate(
         });
     }
     report.examples = examples.len();
+    if !report.impossible_with_answers.is_empty() {
+        tracing::warn!(
+            "{}: {} questions flagged is_impossible have gold answers ({}); loaded as \
+             answerable, as the official SQuAD v2.0 script scores them",
+            path.display(),
+            report.impossible_with_answers.len(),
+            first_ids(&report.impossible_with_answers)
+        );
+    }
     Ok(examples)
+}
+
+/// The first few ids of a list, for one-line warnings.
+fn first_ids(ids: &[String]) -> String {
+    const SHOWN: usize = 5;
+    let mut s = ids[..ids.len().min(SHOWN)].join(", ");
+    if ids.len() > SHOWN {
+        s.push_str(&format!(", … {} more", ids.len() - SHOWN));
+    }
+    s
 }
 
 fn skip(path: &Path, report: &mut LoadReport, id: &ExampleId, why: &str) {

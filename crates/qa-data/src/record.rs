@@ -30,9 +30,36 @@ pub(crate) enum AnswerOffsets {
     Located,
 }
 
-pub(crate) fn read_to_string(path: &Path) -> Result<String> {
-    std::fs::read_to_string(path).map_err(|e| DataError::io(path, e))
+/// Reads a whole data file (or stream: a pipe or `/dev/stdin` is read exactly once) as text,
+/// without its UTF-8 byte-order mark. A file of whitespace only is [`DataError::EmptyFile`];
+/// bytes that are not UTF-8 are [`DataError::NotUtf8`] naming the line.
+pub(crate) fn read_text(path: &Path) -> Result<String> {
+    let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
+    text_of(path, bytes)
 }
+
+/// [`read_text`] on bytes already read from `path`.
+pub(crate) fn text_of(path: &Path, mut bytes: Vec<u8>) -> Result<String> {
+    if bytes.starts_with(BOM) {
+        bytes.drain(..BOM.len());
+    }
+    let text = String::from_utf8(bytes).map_err(|e| {
+        let good = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+        DataError::NotUtf8 {
+            path: path.to_path_buf(),
+            line: 1 + good.iter().filter(|&&b| b == b'\n').count(),
+        }
+    })?;
+    if text.trim().is_empty() {
+        return Err(DataError::EmptyFile {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(text)
+}
+
+/// The UTF-8 byte-order mark some Windows tools write at the start of a text file.
+pub(crate) const BOM: &[u8] = b"\xEF\xBB\xBF";
 
 pub(crate) fn parse_json(path: &Path, text: &str) -> Result<serde_json::Value> {
     serde_json::from_str(text).map_err(|source| DataError::Json {
@@ -54,20 +81,53 @@ pub(crate) fn record_id(
             path: path.to_path_buf(),
             position,
         }),
-        Some(id) => ExampleId::from_json(id).ok_or_else(|| DataError::InvalidId {
-            path: path.to_path_buf(),
-            position,
-            found: id.to_string(),
-        }),
+        Some(id) => match ExampleId::from_json(id) {
+            // A blank id names nothing (and keys a predictions file with "").
+            Some(ExampleId::Text(text)) if text.trim().is_empty() => Err(DataError::BlankId {
+                path: path.to_path_buf(),
+                position,
+            }),
+            Some(id) => Ok(id),
+            None => Err(DataError::InvalidId {
+                path: path.to_path_buf(),
+                position,
+                found: shorten(id.to_string()),
+            }),
+        },
     }
 }
 
-/// A human name for a record: its id when it has one, else its position.
+/// A human name for a record: its id when it has one (quoted when it holds control characters,
+/// so messages stay one line), else its position.
 pub(crate) fn record_name(value: &serde_json::Value, position: usize) -> String {
     match value.get("id").and_then(ExampleId::from_json) {
-        Some(id) => id.to_string(),
-        None => format!("#{position}"),
+        Some(id) if !id.to_string().trim().is_empty() => shown_id(&id),
+        _ => format!("#{position}"),
     }
+}
+
+/// An id as messages show it: its text, quoted when it is blank or holds control characters
+/// (a newline would break a one-line message).
+pub(crate) fn shown_id(id: &ExampleId) -> String {
+    let text = id.to_string();
+    if text.trim().is_empty() || text.chars().any(char::is_control) {
+        format!("{text:?}")
+    } else {
+        text
+    }
+}
+
+/// A JSON value as shown in a message: cut after 60 bytes (on a char boundary).
+fn shorten(mut shown: String) -> String {
+    if shown.len() > 60 {
+        let cut = (0..=60)
+            .rev()
+            .find(|&i| shown.is_char_boundary(i))
+            .unwrap_or(0);
+        shown.truncate(cut);
+        shown.push('…');
+    }
+    shown
 }
 
 /// Field access on loosely-typed JSON records with errors naming the file and the record.
@@ -114,16 +174,8 @@ impl<'a> Record<'a> {
     }
 
     pub fn wrong_type(&self, key: &str, expected: &str, found: &serde_json::Value) -> DataError {
-        let mut shown = found.to_string();
-        if shown.len() > 60 {
-            // Cut on a char boundary: found values may hold any Unicode text.
-            let cut = (0..=60)
-                .rev()
-                .find(|&i| shown.is_char_boundary(i))
-                .unwrap_or(0);
-            shown.truncate(cut);
-            shown.push('…');
-        }
+        // Cut on a char boundary: found values may hold any Unicode text.
+        let shown = shorten(found.to_string());
         DataError::example(
             self.path,
             &self.name,

@@ -1,43 +1,47 @@
 //! Prediction requests: JSON Lines of `{"question", "context", "id"?}`, one question per line,
 //! read into [`Example`]s without answers (or one built from `--question`/`--context`).
 
-use std::io::BufRead;
 use std::path::Path;
 
 use crate::error::{DataError, Result};
 use crate::example::{Example, ExampleId};
+use crate::record::read_text;
 
-/// Reads a JSON Lines request file. Blank lines are skipped; a line without an `id` gets its
-/// 0-based line number as id, so answers can still be matched to lines. Errors name the file
-/// and the 1-based line.
+/// Reads a JSON Lines request file (read once: a pipe works; a UTF-8 byte-order mark is
+/// skipped). Blank lines are skipped; a line without an `id` gets its 0-based line number as
+/// id, so answers can still be matched to lines. A request whose question or context is blank
+/// is refused (there is nothing to answer). Errors name the file and the 1-based line; an
+/// empty file is [`DataError::EmptyFile`].
 pub fn read_requests(path: &Path) -> Result<Vec<Example>> {
-    let file = std::fs::File::open(path).map_err(|e| DataError::io(path, e))?;
+    let text = read_text(path)?;
     let mut examples = Vec::new();
-    for (index, line) in std::io::BufReader::new(file).lines().enumerate() {
+    for (index, line) in text.lines().enumerate() {
         let line_number = index + 1;
-        let line = line.map_err(|source| DataError::ReadLine {
-            path: path.to_path_buf(),
-            line: line_number,
-            source,
-        })?;
         if line.trim().is_empty() {
             continue;
         }
         let value: serde_json::Value =
-            serde_json::from_str(&line).map_err(|source| DataError::Json {
+            serde_json::from_str(line).map_err(|source| DataError::Json {
                 path: path.to_path_buf(),
                 line: Some(line_number),
                 source,
             })?;
         let text_field = |field: &'static str| {
-            value
-                .get(field)
-                .and_then(|v| v.as_str())
-                .ok_or_else(|| DataError::MissingLineField {
+            let text = value.get(field).and_then(|v| v.as_str()).ok_or_else(|| {
+                DataError::MissingLineField {
                     path: path.to_path_buf(),
                     line: line_number,
                     field,
-                })
+                }
+            })?;
+            if text.trim().is_empty() {
+                return Err(DataError::BlankLineField {
+                    path: path.to_path_buf(),
+                    line: line_number,
+                    field,
+                });
+            }
+            Ok(text)
         };
         let question = text_field("question")?;
         let context = text_field("context")?;

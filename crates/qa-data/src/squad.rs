@@ -3,9 +3,7 @@
 use std::path::Path;
 
 use crate::error::{DataError, Result};
-use crate::record::{
-    parse_json, read_to_string, record_id, record_name, AnswerOffsets, RawExample, Record,
-};
+use crate::record::{parse_json, record_id, record_name, AnswerOffsets, RawExample, Record};
 
 /// What a SQuAD file holds: its questions and its `version` field.
 pub(crate) struct SquadFile {
@@ -13,9 +11,10 @@ pub(crate) struct SquadFile {
     pub version: Option<String>,
 }
 
-/// Reads every question of a SQuAD file, in file order, and the file's `version` field.
-pub(crate) fn read(path: &Path) -> Result<SquadFile> {
-    let root = parse_json(path, &read_to_string(path)?)?;
+/// Reads every question of a SQuAD file's text (read once by `load`; `path` names it in
+/// errors), in file order, and the file's `version` field.
+pub(crate) fn parse(path: &Path, text: &str) -> Result<SquadFile> {
+    let root = parse_json(path, text)?;
     let version = root.get("version").and_then(|v| {
         v.as_str()
             .map(str::to_string)

@@ -11,6 +11,7 @@ use tokenizers::processors::bert::BertProcessing;
 use tokenizers::Tokenizer;
 
 use crate::error::{DataError, Result};
+use crate::record::{parse_json, read_text};
 
 /// Loads the tokenizer of a model folder (or a `tokenizer.json` / `vocab.txt` file directly).
 pub fn load_tokenizer(path: &Path) -> Result<Tokenizer> {
@@ -33,19 +34,40 @@ pub fn load_tokenizer(path: &Path) -> Result<Tokenizer> {
             path.with_file_name("tokenizer_config.json"),
         )
     };
-    if json.is_file() {
-        return Tokenizer::from_file(&json).map_err(|e| DataError::Tokenizer {
-            path: json.clone(),
-            what: e.to_string(),
-        });
+    if json.is_file() || (!path.is_dir() && json == path && path.exists()) {
+        return tokenizer_from_json(&json);
     }
     if vocab.is_file() {
         return wordpiece_from_vocab(&vocab, &config);
     }
-    Err(DataError::Tokenizer {
+    Err(DataError::NoTokenizer {
         path: path.to_path_buf(),
-        what: "no tokenizer.json or vocab.txt found".into(),
     })
+}
+
+/// Reads a `tokenizer.json`, telling apart a file that is no JSON ([`DataError::Json`]), JSON
+/// that is no tokenizer (`{}`, a `config.json`: [`DataError::NotATokenizer`]) and a tokenizer
+/// that `tokenizers` cannot build.
+fn tokenizer_from_json(path: &Path) -> Result<Tokenizer> {
+    let text = read_text(path)?;
+    let value = parse_json(path, &text)?;
+    // `model` is the one key a tokenizer file cannot do without.
+    if value.get("model").is_none() {
+        let why = if value.is_object() {
+            "it has no \"model\" key"
+        } else {
+            "it is not a JSON object"
+        };
+        return Err(DataError::NotATokenizer {
+            path: path.to_path_buf(),
+            why: format!("{why}; `save_pretrained` or `tokenizer.save()` writes one"),
+        });
+    }
+    text.parse::<Tokenizer>()
+        .map_err(|e| DataError::NotATokenizer {
+            path: path.to_path_buf(),
+            why: e.to_string(),
+        })
 }
 
 /// The settings of `tokenizer_config.json` that shape a BERT tokenizer.
@@ -80,13 +102,13 @@ fn cls() -> String {
 
 fn wordpiece_from_vocab(vocab: &Path, config_path: &Path) -> Result<Tokenizer> {
     let config: BertTokenizerConfig = if config_path.is_file() {
-        let text =
-            std::fs::read_to_string(config_path).map_err(|e| DataError::io(config_path, e))?;
-        serde_json::from_str(&text).map_err(|source| DataError::Json {
-            path: config_path.to_path_buf(),
-            line: Some(source.line()),
-            source,
-        })?
+        serde_json::from_value(parse_json(config_path, &read_text(config_path)?)?).map_err(
+            |source| DataError::Json {
+                path: config_path.to_path_buf(),
+                line: None,
+                source,
+            },
+        )?
     } else {
         // BERT's defaults: an uncased vocabulary.
         serde_json::from_str("{}").expect("empty object parses")

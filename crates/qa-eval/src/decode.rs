@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::path::Path;
 
-use qa_data::atomic::write_atomically;
+use qa_data::atomic::{write_atomically, WriteError};
 use qa_data::{Example, Feature};
 use rayon::prelude::*;
 use serde::Serialize;
@@ -304,7 +304,7 @@ impl Decoded {
     /// Writes `predictions.json`, `nbest_predictions.json` and (v2) `null_odds.json` under
     /// `dir`, each name prefixed with `prefix` (run_qa uses "eval_").
     pub fn write(&self, dir: &Path, prefix: &str) -> Result<()> {
-        std::fs::create_dir_all(dir).map_err(|source| EvalError::Io {
+        std::fs::create_dir_all(dir).map_err(|source| WriteError {
             path: dir.to_path_buf(),
             source,
         })?;

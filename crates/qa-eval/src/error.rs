@@ -28,6 +28,8 @@ pub enum EvalError {
     Format { path: PathBuf, what: String },
     #[error("decoding: {0}")]
     Decode(String),
+    #[error("question {id}: the {field} is empty: there is nothing to answer")]
+    BlankInput { id: String, field: &'static str },
     #[error(transparent)]
     Data(#[from] qa_data::DataError),
     #[error(transparent)]

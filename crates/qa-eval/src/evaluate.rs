@@ -31,6 +31,19 @@ impl EvalKind {
     }
 }
 
+/// Warns when labelled SQuAD v2 data is decoded as v1: every unanswerable question would then
+/// get a span and score 0, silently.
+pub fn warn_if_v2_decoded_as_v1(path: &Path, data: &PreparedData, decode_config: &DecodeConfig) {
+    if data.labelled && data.report.looks_like_v2() && !decode_config.version_2_with_negative {
+        tracing::warn!(
+            "{} looks like SQuAD v2.0 ({} unanswerable questions) but --version-2-with-negative \
+             is off: unanswerable questions will be answered and score 0",
+            path.display(),
+            data.report.impossible
+        );
+    }
+}
+
 /// Predicts and scores `data`, writing `{kind}_predictions.json`, `{kind}_nbest_predictions.json`,
 /// (v2) `{kind}_null_odds.json` and `{kind}_results.json` under `output_dir`. Returns the
 /// results object: the official metrics (when labelled), sizes, timings and the backend.
@@ -40,6 +53,7 @@ pub fn evaluate_prepared<B: Backend>(
     decode_config: &DecodeConfig,
     output_dir: &Path,
 ) -> Result<(EvalKind, serde_json::Map<String, serde_json::Value>)> {
+    warn_if_v2_decoded_as_v1(&data.report.path, data, decode_config);
     let features = &data.windows.features;
     let started = Instant::now();
     let logits = predictor.window_logits(features, Progress::Show);

@@ -13,7 +13,7 @@ use qa_model::{ModelConfig, QaModel};
 use tokenizers::Tokenizer;
 
 use crate::decode::{decode, DecodeConfig, ExampleDecoding};
-use crate::error::Result;
+use crate::error::{EvalError, Result};
 use crate::pipeline::{pipeline_answers, PipelineAnswer, PipelineConfig};
 
 /// A model folder, loaded for inference.
@@ -48,6 +48,10 @@ impl<B: Backend> Predictor<B> {
     ) -> Result<Self> {
         let tokenizer = load_tokenizer(model_dir)?;
         let (model, config, report) = qa_model::load_pretrained::<B>(model_dir, None, 0, device)?;
+        let windows = FeatureConfig {
+            max_length: config.cap_window_length(windows.max_length),
+            ..windows
+        };
         qa_model::check_vocabulary(&config, tokenizer.get_vocab_size(true), model_dir)?;
         let has_qa_head = report.initialized.is_empty();
         if !has_qa_head {
@@ -102,6 +106,20 @@ impl<B: Backend> Predictor<B> {
         config: &PipelineConfig,
         progress: Progress,
     ) -> Result<Vec<Vec<PipelineAnswer>>> {
+        // The pipeline would answer a blank question with some span of the context.
+        for example in examples {
+            for (field, text) in [
+                ("question", &example.question),
+                ("context", &example.context),
+            ] {
+                if text.trim().is_empty() {
+                    return Err(EvalError::BlankInput {
+                        id: example.id.to_string(),
+                        field,
+                    });
+                }
+            }
+        }
         let scores = self.logits(examples, progress)?;
         pipeline_answers(examples, &scores.features, &scores.logits, config)
     }

@@ -2,20 +2,19 @@
 //! `config.json` and its encoder, one struct per module of transformers' `modeling_bert.py`,
 //! each declaring the HF names of its parameters beside its fields.
 
-use burn::module::Module;
+use burn::module::{Ignored, Module};
 use burn::nn::{Dropout, Embedding, LayerNorm, Linear};
-use burn::tensor::activation::gelu;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor};
 use serde::{Deserialize, Serialize};
 
-use crate::config::{require_supported, Architecture, ModelConfig};
+use crate::config::{parse_hidden_act, require_supported, Architecture, ModelConfig};
 use crate::dropout::dropout;
 use crate::error::{ConfigError, Result};
 use crate::hf_params::{visit_embedding, HfParams, Init, ParamVisitor};
 use crate::layers::{
     attention_mask_bias, dropout_layer, layer_norm, linear, scaled_dot_product_attention,
-    zero_embedding, zero_linear, MatmulDtype,
+    zero_embedding, zero_linear, HiddenAct, MatmulDtype,
 };
 
 /// The encoder's attribute in `BertForQuestionAnswering`: the prefix of its tensor names.
@@ -72,12 +71,7 @@ fn default_position_embedding_type() -> String {
 impl BertConfig {
     /// The family-independent view, refusing what this port would compute differently.
     pub fn to_model_config(&self) -> Result<ModelConfig, ConfigError> {
-        require_supported(
-            "hidden_act",
-            &self.hidden_act,
-            "gelu",
-            "the exact erf \"gelu\"",
-        )?;
+        let hidden_act = parse_hidden_act(&self.hidden_act)?;
         require_supported(
             "position_embedding_type",
             &self.position_embedding_type,
@@ -94,6 +88,10 @@ impl BertConfig {
             num_layers: self.num_hidden_layers,
             num_heads: self.num_attention_heads,
             intermediate_size: self.intermediate_size,
+            embedding_size: self.hidden_size,
+            hidden_act,
+            num_hidden_groups: 1,
+            inner_group_num: 1,
             max_position_embeddings: self.max_position_embeddings,
             type_vocab_size: self.type_vocab_size,
             layer_norm_eps: self.layer_norm_eps,
@@ -118,7 +116,7 @@ impl BertConfig {
             intermediate_size: config.intermediate_size,
             max_position_embeddings: config.max_position_embeddings,
             type_vocab_size: config.type_vocab_size,
-            hidden_act: default_hidden_act(),
+            hidden_act: config.hidden_act.hf_name().into(),
             hidden_dropout_prob: config.hidden_dropout,
             attention_probs_dropout_prob: config.attention_dropout,
             initializer_range: config.initializer_range,
@@ -131,7 +129,8 @@ impl BertConfig {
 }
 
 /// Ports transformers' models/bert/modeling_bert.py `BertEmbeddings` (<https://github.com/huggingface/transformers/blob/v4.57.6/src/transformers/models/bert/modeling_bert.py>)
-/// with absolute positions.
+/// with absolute positions. ELECTRA's `ElectraEmbeddings` and ALBERT's `AlbertEmbeddings` are
+/// copies of it whose tables are `embedding_size` wide, so those families use it too.
 #[derive(Module, Debug)]
 pub struct BertEmbeddings<B: Backend> {
     pub word_embeddings: Embedding<B>,
@@ -145,12 +144,25 @@ pub struct BertEmbeddings<B: Backend> {
 }
 
 impl<B: Backend> BertEmbeddings<B> {
+    /// Zero tables `config.embedding_size` wide (`hidden_size` in BERT itself).
+    pub fn skeleton(config: &ModelConfig, device: &B::Device) -> Self {
+        let width = config.embedding_size;
+        Self {
+            word_embeddings: zero_embedding(config.vocab_size, width, device),
+            position_embeddings: zero_embedding(config.max_position_embeddings, width, device),
+            token_type_embeddings: zero_embedding(config.type_vocab_size, width, device),
+            layer_norm: layer_norm(width, config.layer_norm_eps, device),
+            dropout: dropout_layer(config.hidden_dropout),
+            pad_token_id: config.pad_token_id,
+        }
+    }
+
     /// Word + token type + position embeddings, normalised.
     ///
     /// # Shapes
     ///
     /// - input_ids, token_type_ids: `[batch, seq]`
-    /// - output: `[batch, seq, hidden]`
+    /// - output: `[batch, seq, embedding_size]` (`hidden` in BERT)
     pub fn forward(
         &self,
         input_ids: Tensor<B, 2, Int>,
@@ -298,17 +310,20 @@ impl<B: Backend> HfParams<B> for BertAttention<B> {
 #[derive(Module, Debug)]
 pub struct BertIntermediate<B: Backend> {
     pub dense: Linear<B>,
+    /// HF's `intermediate_act_fn` (`hidden_act`).
+    pub activation: Ignored<HiddenAct>,
 }
 
 impl<B: Backend> BertIntermediate<B> {
-    /// The feed-forward expansion, through the exact (erf) GELU.
+    /// The feed-forward expansion, through the activation (BERT's exact erf GELU by default).
     ///
     /// # Shapes
     ///
     /// - hidden_states: `[batch, seq, hidden]`
     /// - output: `[batch, seq, intermediate]`
     pub fn forward(&self, hidden_states: Tensor<B, 3>, dtype: MatmulDtype) -> Tensor<B, 3> {
-        gelu(linear(&self.dense, hidden_states, dtype))
+        self.activation
+            .forward(linear(&self.dense, hidden_states, dtype))
     }
 }
 
@@ -396,6 +411,40 @@ pub struct BertEncoder<B: Backend> {
 }
 
 impl<B: Backend> BertEncoder<B> {
+    /// `config.num_layers` layers with zero parameters, for the checkpoint loader to fill.
+    pub fn skeleton(config: &ModelConfig, device: &B::Device) -> Self {
+        let hidden = config.hidden_size;
+        let norm = || layer_norm(hidden, config.layer_norm_eps, device);
+        let layer = (0..config.num_layers)
+            .map(|_| BertLayer {
+                attention: BertAttention {
+                    self_attention: BertSelfAttention {
+                        query: zero_linear(hidden, hidden, device),
+                        key: zero_linear(hidden, hidden, device),
+                        value: zero_linear(hidden, hidden, device),
+                        dropout: dropout_layer(config.attention_dropout),
+                        num_attention_heads: config.num_heads,
+                    },
+                    output: BertSelfOutput {
+                        dense: zero_linear(hidden, hidden, device),
+                        layer_norm: norm(),
+                        dropout: dropout_layer(config.hidden_dropout),
+                    },
+                },
+                intermediate: BertIntermediate {
+                    dense: zero_linear(hidden, config.intermediate_size, device),
+                    activation: Ignored(config.hidden_act),
+                },
+                output: BertOutput {
+                    dense: zero_linear(config.intermediate_size, hidden, device),
+                    layer_norm: norm(),
+                    dropout: dropout_layer(config.hidden_dropout),
+                },
+            })
+            .collect();
+        Self { layer }
+    }
+
     /// The layers in turn.
     ///
     /// # Shapes
@@ -432,45 +481,9 @@ pub struct BertModel<B: Backend> {
 impl<B: Backend> BertModel<B> {
     /// The model's shape with zero parameters, for the checkpoint loader to fill.
     pub fn skeleton(config: &ModelConfig, device: &B::Device) -> Self {
-        let hidden = config.hidden_size;
-        let norm = || layer_norm(hidden, config.layer_norm_eps, device);
-        let embeddings = BertEmbeddings {
-            word_embeddings: zero_embedding(config.vocab_size, hidden, device),
-            position_embeddings: zero_embedding(config.max_position_embeddings, hidden, device),
-            token_type_embeddings: zero_embedding(config.type_vocab_size, hidden, device),
-            layer_norm: norm(),
-            dropout: dropout_layer(config.hidden_dropout),
-            pad_token_id: config.pad_token_id,
-        };
-        let layer = (0..config.num_layers)
-            .map(|_| BertLayer {
-                attention: BertAttention {
-                    self_attention: BertSelfAttention {
-                        query: zero_linear(hidden, hidden, device),
-                        key: zero_linear(hidden, hidden, device),
-                        value: zero_linear(hidden, hidden, device),
-                        dropout: dropout_layer(config.attention_dropout),
-                        num_attention_heads: config.num_heads,
-                    },
-                    output: BertSelfOutput {
-                        dense: zero_linear(hidden, hidden, device),
-                        layer_norm: norm(),
-                        dropout: dropout_layer(config.hidden_dropout),
-                    },
-                },
-                intermediate: BertIntermediate {
-                    dense: zero_linear(hidden, config.intermediate_size, device),
-                },
-                output: BertOutput {
-                    dense: zero_linear(config.intermediate_size, hidden, device),
-                    layer_norm: norm(),
-                    dropout: dropout_layer(config.hidden_dropout),
-                },
-            })
-            .collect();
         Self {
-            embeddings,
-            encoder: BertEncoder { layer },
+            embeddings: BertEmbeddings::skeleton(config, device),
+            encoder: BertEncoder::skeleton(config, device),
         }
     }
 

@@ -70,6 +70,12 @@ impl<B: Backend> Loader<'_, B> {
                     found: tensor.shape.clone(),
                 });
             }
+            if tensor.data.iter().any(|v| !v.is_finite()) {
+                return Err(ModelError::NonFinite {
+                    path: self.file.map(|f| f.path.clone()).unwrap_or_default(),
+                    name: found,
+                });
+            }
             let data = tensor.data.clone();
             self.used.insert(found);
             return Ok(data);
@@ -292,13 +298,24 @@ pub fn save_pretrained<B: Backend>(
     tokenizer_dir: Option<&Path>,
 ) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| ModelError::io(dir, e))?;
-    write_safetensors(
-        &dir.join("model.safetensors"),
-        &export_tensors(model, config),
-    )?;
+    let weights_path = dir.join("model.safetensors");
+    let tensors = export_tensors(model, config);
+    // A NaN model would answer garbage without a word: never write one.
+    if let Some((name, _)) = tensors
+        .iter()
+        .find(|(_, t)| t.data.iter().any(|v| !v.is_finite()))
+    {
+        return Err(ModelError::NonFinite {
+            path: weights_path,
+            name: name.clone(),
+        });
+    }
+    write_safetensors(&weights_path, &tensors)?;
     let config_path = dir.join("config.json");
     let text = serde_json::to_string_pretty(&config.to_hf_json()).expect("JSON value serializes");
-    std::fs::write(&config_path, text + "\n").map_err(|e| ModelError::io(&config_path, e))?;
+    qa_data::atomic::write_atomically(&config_path, |out| {
+        std::io::Write::write_all(out, (text + "\n").as_bytes())
+    })?;
     if let Some(src) = tokenizer_dir {
         if src != dir {
             for name in TOKENIZER_FILES {

@@ -1,31 +1,61 @@
 //! HF `config.json` → [`ModelConfig`], the family-independent view of a model's sizes. Each
-//! family's file parses its own keys (`bert::BertConfig`, `distilbert::DistilBertConfig`);
-//! anything this port would compute differently is a typed [`ConfigError`].
+//! family's file parses its own keys (`bert::BertConfig`, `distilbert::DistilBertConfig`,
+//! `roberta::RobertaConfig`, `electra::ElectraConfig`, `albert::AlbertConfig`); anything this
+//! port would compute differently is a typed [`ConfigError`].
 
 use std::path::Path;
 
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::albert::{self, AlbertConfig};
 use crate::bert::{self, BertConfig};
 use crate::distilbert::{self, DistilBertConfig};
+use crate::electra::{self, ElectraConfig};
 use crate::error::{ConfigError, ModelError, Result};
+use crate::layers::HiddenAct;
+use crate::roberta::{self, RobertaConfig};
 
 /// The `model_type`s this crate builds.
-pub const MODEL_TYPES: &[&str] = &[bert::MODEL_TYPE, distilbert::MODEL_TYPE];
+pub const MODEL_TYPES: &[&str] = &[
+    bert::MODEL_TYPE,
+    distilbert::MODEL_TYPE,
+    roberta::MODEL_TYPE,
+    roberta::XLM_MODEL_TYPE,
+    electra::MODEL_TYPE,
+    albert::MODEL_TYPE,
+];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Architecture {
     Bert,
     DistilBert,
+    Roberta,
+    /// XLM-RoBERTa: RoBERTa's network under its own `model_type` and class names.
+    XlmRoberta,
+    Electra,
+    Albert,
 }
 
 impl Architecture {
+    /// Every family, for tests that walk them all.
+    pub const ALL: [Architecture; 6] = [
+        Architecture::Bert,
+        Architecture::DistilBert,
+        Architecture::Roberta,
+        Architecture::XlmRoberta,
+        Architecture::Electra,
+        Architecture::Albert,
+    ];
+
     /// Prefix of encoder tensors in an HF `*ForQuestionAnswering` checkpoint.
     pub fn prefix(self) -> &'static str {
         match self {
             Architecture::Bert => bert::PREFIX,
             Architecture::DistilBert => distilbert::PREFIX,
+            Architecture::Roberta | Architecture::XlmRoberta => roberta::PREFIX,
+            Architecture::Electra => electra::PREFIX,
+            Architecture::Albert => albert::PREFIX,
         }
     }
 
@@ -34,8 +64,42 @@ impl Architecture {
         match self {
             Architecture::Bert => bert::QA_CLASS,
             Architecture::DistilBert => distilbert::QA_CLASS,
+            Architecture::Roberta => roberta::QA_CLASS,
+            Architecture::XlmRoberta => roberta::XLM_QA_CLASS,
+            Architecture::Electra => electra::QA_CLASS,
+            Architecture::Albert => albert::QA_CLASS,
         }
     }
+
+    /// The `model_type` of `config.json`.
+    pub fn model_type(self) -> &'static str {
+        match self {
+            Architecture::Bert => bert::MODEL_TYPE,
+            Architecture::DistilBert => distilbert::MODEL_TYPE,
+            Architecture::Roberta => roberta::MODEL_TYPE,
+            Architecture::XlmRoberta => roberta::XLM_MODEL_TYPE,
+            Architecture::Electra => electra::MODEL_TYPE,
+            Architecture::Albert => albert::MODEL_TYPE,
+        }
+    }
+
+    /// Whether the model reads token type ids. RoBERTa's tokenizers return none
+    /// (`model_input_names` is ids and mask), so HF runs it on type 0 everywhere.
+    pub fn reads_token_types(self) -> bool {
+        !matches!(
+            self,
+            Architecture::DistilBert | Architecture::Roberta | Architecture::XlmRoberta
+        )
+    }
+}
+
+/// The activation `config.json` names `hidden_act`, if this port computes it.
+pub(crate) fn parse_hidden_act(value: &str) -> std::result::Result<HiddenAct, ConfigError> {
+    HiddenAct::from_hf(value).ok_or_else(|| ConfigError::Unsupported {
+        key: "hidden_act",
+        value: value.to_string(),
+        supported: HiddenAct::SUPPORTED,
+    })
 }
 
 /// Refuses a string-valued setting other than the one this port implements.
@@ -65,8 +129,17 @@ pub struct ModelConfig {
     pub num_layers: usize,
     pub num_heads: usize,
     pub intermediate_size: usize,
+    /// Width of the token embeddings: `hidden_size`, except in ELECTRA and ALBERT, whose
+    /// embeddings are projected up to `hidden_size`.
+    pub embedding_size: usize,
+    /// The feed-forward activation (`hidden_act`; DistilBERT's `activation`).
+    pub hidden_act: HiddenAct,
+    /// ALBERT: how many groups of layer parameters the `num_layers` layers share; 1 elsewhere.
+    pub num_hidden_groups: usize,
+    /// ALBERT: layers in each group; 1 elsewhere.
+    pub inner_group_num: usize,
     pub max_position_embeddings: usize,
-    /// 0 for DistilBERT (no token type embeddings).
+    /// 0 for DistilBERT (no token type embeddings), 1 for RoBERTa.
     pub type_vocab_size: usize,
     pub layer_norm_eps: f64,
     pub hidden_dropout: f64,
@@ -109,6 +182,18 @@ impl ModelConfig {
             distilbert::MODEL_TYPE => DistilBertConfig::deserialize(&hf)
                 .map_err(ConfigError::BadKey)?
                 .to_model_config()?,
+            roberta::MODEL_TYPE => RobertaConfig::deserialize(&hf)
+                .map_err(ConfigError::BadKey)?
+                .to_model_config(Architecture::Roberta)?,
+            roberta::XLM_MODEL_TYPE => RobertaConfig::deserialize(&hf)
+                .map_err(ConfigError::BadKey)?
+                .to_model_config(Architecture::XlmRoberta)?,
+            electra::MODEL_TYPE => ElectraConfig::deserialize(&hf)
+                .map_err(ConfigError::BadKey)?
+                .to_model_config()?,
+            albert::MODEL_TYPE => AlbertConfig::deserialize(&hf)
+                .map_err(ConfigError::BadKey)?
+                .to_model_config()?,
             other => {
                 return Err(ConfigError::UnsupportedModelType {
                     found: other.to_string(),
@@ -141,18 +226,19 @@ impl ModelConfig {
     }
 
     fn synthesize_hf(&self) -> Value {
-        let (model_type, config) = match self.architecture {
-            Architecture::Bert => (
-                bert::MODEL_TYPE,
-                serde_json::to_value(BertConfig::from_model_config(self)),
-            ),
-            Architecture::DistilBert => (
-                distilbert::MODEL_TYPE,
-                serde_json::to_value(DistilBertConfig::from_model_config(self)),
-            ),
+        let config = match self.architecture {
+            Architecture::Bert => serde_json::to_value(BertConfig::from_model_config(self)),
+            Architecture::DistilBert => {
+                serde_json::to_value(DistilBertConfig::from_model_config(self))
+            }
+            Architecture::Roberta | Architecture::XlmRoberta => {
+                serde_json::to_value(RobertaConfig::from_model_config(self))
+            }
+            Architecture::Electra => serde_json::to_value(ElectraConfig::from_model_config(self)),
+            Architecture::Albert => serde_json::to_value(AlbertConfig::from_model_config(self)),
         };
         let mut config = config.expect("a config struct serializes");
-        config["model_type"] = model_type.into();
+        config["model_type"] = self.architecture.model_type().into();
         config
     }
 
@@ -171,6 +257,10 @@ impl ModelConfig {
             num_layers: layers,
             num_heads: heads,
             intermediate_size: intermediate,
+            embedding_size: hidden,
+            hidden_act: HiddenAct::Gelu,
+            num_hidden_groups: 1,
+            inner_group_num: 1,
             max_position_embeddings: 512,
             type_vocab_size: 2,
             layer_norm_eps: 1e-12,
@@ -198,6 +288,75 @@ impl ModelConfig {
             qa_dropout: 0.1,
             ..Self::bert(vocab, dim, layers, heads, hidden_dim)
         }
+    }
+
+    /// A small model of any family for tests, with HF's family defaults: RoBERTa's one token
+    /// type, padding id 1 and 514 positions; ELECTRA's and ALBERT's embeddings half as wide
+    /// as the hidden states; ALBERT's tanh GELU, no dropout and one shared layer group.
+    pub fn small(
+        architecture: Architecture,
+        vocab: usize,
+        hidden: usize,
+        layers: usize,
+        heads: usize,
+        intermediate: usize,
+    ) -> Self {
+        let bert = Self::bert(vocab, hidden, layers, heads, intermediate);
+        match architecture {
+            Architecture::Bert => bert,
+            Architecture::DistilBert => {
+                Self::distilbert(vocab, hidden, layers, heads, intermediate)
+            }
+            Architecture::Roberta | Architecture::XlmRoberta => Self {
+                architecture,
+                type_vocab_size: 1,
+                pad_token_id: 1,
+                max_position_embeddings: 514,
+                layer_norm_eps: 1e-5,
+                ..bert
+            },
+            Architecture::Electra => Self {
+                architecture,
+                embedding_size: hidden / 2,
+                ..bert
+            },
+            Architecture::Albert => Self {
+                architecture,
+                embedding_size: hidden / 2,
+                hidden_act: HiddenAct::GeluTanh,
+                hidden_dropout: 0.0,
+                attention_dropout: 0.0,
+                ..bert
+            },
+        }
+    }
+}
+
+impl ModelConfig {
+    /// The longest window the position table can hold (families whose positions start after
+    /// a padding offset, as RoBERTa's, subtract it here).
+    pub fn max_window_length(&self) -> usize {
+        match self.architecture {
+            // Positions run from `padding_idx + 1` (HF `create_position_ids_from_input_ids`).
+            Architecture::Roberta | Architecture::XlmRoberta => self
+                .max_position_embeddings
+                .saturating_sub(self.pad_token_id + 1),
+            _ => self.max_position_embeddings,
+        }
+    }
+
+    /// `requested` tokens per window, capped at [`Self::max_window_length`] with a warning, as
+    /// run_qa caps `max_seq_length` at the model's maximum (a longer window would index past
+    /// the position table).
+    pub fn cap_window_length(&self, requested: usize) -> usize {
+        let max = self.max_window_length();
+        if requested > max {
+            tracing::warn!(
+                "--max-seq-length {requested} is longer than this model's {max} positions: \
+                 using {max}"
+            );
+        }
+        requested.min(max)
     }
 }
 

@@ -15,7 +15,7 @@ use crate::error::{ConfigError, Result};
 use crate::hf_params::{visit_embedding, HfParams, Init, ParamVisitor};
 use crate::layers::{
     attention_mask_bias, dropout_layer, layer_norm, linear, scaled_dot_product_attention,
-    zero_embedding, zero_linear, MatmulDtype,
+    zero_embedding, zero_linear, HiddenAct, MatmulDtype,
 };
 
 /// The encoder's attribute in `DistilBertForQuestionAnswering`: the prefix of its tensor names.
@@ -78,6 +78,10 @@ impl DistilBertConfig {
             num_layers: self.n_layers,
             num_heads: self.n_heads,
             intermediate_size: self.hidden_dim,
+            embedding_size: self.dim,
+            hidden_act: HiddenAct::Gelu,
+            num_hidden_groups: 1,
+            inner_group_num: 1,
             max_position_embeddings: self.max_position_embeddings,
             // DistilBERT has no token type embeddings.
             type_vocab_size: 0,

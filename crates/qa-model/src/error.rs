@@ -30,6 +30,13 @@ pub enum ModelError {
     #[error("{path}: tensor {name} is missing")]
     Missing { path: PathBuf, name: String },
     #[error(
+        "{path}: tensor {name} holds NaN or infinite values (a diverged training run?): \
+         refusing to use it"
+    )]
+    NonFinite { path: PathBuf, name: String },
+    #[error(transparent)]
+    Write(#[from] qa_data::atomic::WriteError),
+    #[error(
         "{path}: the tokenizer has {tokenizer} tokens but the model's embeddings hold \
          {embeddings}: they do not belong together"
     )]

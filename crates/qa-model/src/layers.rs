@@ -4,7 +4,7 @@
 
 use burn::module::Param;
 use burn::nn::{Dropout, DropoutConfig, Embedding, LayerNorm, LayerNormConfig, Linear};
-use burn::tensor::activation::softmax;
+use burn::tensor::activation::{gelu, softmax};
 use burn::tensor::backend::Backend;
 use burn::tensor::{FloatDType, Int, Tensor};
 
@@ -120,4 +120,49 @@ pub(crate) fn layer_norm<B: Backend>(dim: usize, epsilon: f64, device: &B::Devic
 
 pub(crate) fn dropout_layer(prob: f64) -> Dropout {
     DropoutConfig::new(prob).init()
+}
+
+/// The feed-forward activation, as `config.json` names it (`hidden_act`): transformers'
+/// `ACT2FN` entries this port computes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HiddenAct {
+    /// `"gelu"`: the exact GELU, x·Φ(x) with the error function (HF `GELUActivation`).
+    Gelu,
+    /// `"gelu_new"` (HF `NewGELUActivation`, ALBERT's default) and `"gelu_pytorch_tanh"`: the
+    /// tanh approximation 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))).
+    GeluTanh,
+}
+
+impl HiddenAct {
+    /// The `hidden_act` names this port accepts, for error messages.
+    pub const SUPPORTED: &'static str = "\"gelu\", \"gelu_new\" or \"gelu_pytorch_tanh\"";
+
+    /// The activation `config.json` calls `name`, if this port computes it.
+    pub fn from_hf(name: &str) -> Option<Self> {
+        match name {
+            "gelu" => Some(HiddenAct::Gelu),
+            "gelu_new" | "gelu_pytorch_tanh" => Some(HiddenAct::GeluTanh),
+            _ => None,
+        }
+    }
+
+    /// The name saved in `config.json`.
+    pub fn hf_name(self) -> &'static str {
+        match self {
+            HiddenAct::Gelu => "gelu",
+            HiddenAct::GeluTanh => "gelu_new",
+        }
+    }
+
+    /// Applies the activation element-wise (any shape).
+    pub fn forward<B: Backend, const D: usize>(self, x: Tensor<B, D>) -> Tensor<B, D> {
+        match self {
+            HiddenAct::Gelu => gelu(x),
+            HiddenAct::GeluTanh => {
+                let inner = (x.clone() + x.clone().powi_scalar(3).mul_scalar(0.044715))
+                    .mul_scalar((2.0 / std::f64::consts::PI).sqrt());
+                x.mul_scalar(0.5) * (inner.tanh().add_scalar(1.0))
+            }
+        }
+    }
 }

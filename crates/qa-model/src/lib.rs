@@ -1,11 +1,12 @@
-//! `qa-model`: BERT and DistilBERT extractive-QA models in Burn, and Hugging Face checkpoints in
-//! and out.
+//! `qa-model`: BERT, DistilBERT, RoBERTa, XLM-RoBERTa, ELECTRA and ALBERT extractive-QA models
+//! in Burn, and Hugging Face checkpoints in and out.
 //!
-//! * [`config`] reads an HF `config.json` (`model_type` bert / distilbert) into [`ModelConfig`],
-//!   through the family's own serde config.
+//! * [`config`] reads an HF `config.json` (`model_type` bert / distilbert / roberta /
+//!   xlm-roberta / electra / albert) into [`ModelConfig`], through the family's own serde config.
 //! * [`weights`] reads `model.safetensors` (f32/f16/bf16) or `pytorch_model.bin` into host f32.
-//! * [`bert`] and [`distilbert`] port transformers' modules one struct per HF module, each
-//!   declaring its parameters' HF names; a new family is a new file of the same shape.
+//! * [`bert`], [`distilbert`], [`roberta`], [`electra`] and [`albert`] port transformers'
+//!   modules one struct per HF module, each declaring its parameters' HF names; a new family is
+//!   a new file of the same shape (RoBERTa and ELECTRA reuse BERT's layers).
 //! * [`model`] is HF's `*ForQuestionAnswering` head over one family's encoder.
 //! * [`layers`] holds what the families share: mixed-precision products, attention, skeleton
 //!   layers.
@@ -15,17 +16,20 @@
 //!   directory that `transformers` loads unchanged.
 //! * [`backend`] is the one place where the Burn backend is chosen (cargo feature `cpu`/`cuda`).
 
+pub mod albert;
 pub mod backend;
 pub mod bert;
 pub mod checkpoint;
 pub mod config;
 pub mod distilbert;
 pub mod dropout;
+pub mod electra;
 pub mod error;
 pub mod hf_params;
 pub mod infer;
 pub mod layers;
 pub mod model;
+pub mod roberta;
 pub mod weights;
 
 pub use checkpoint::{load_pretrained, save_pretrained, LoadReport};

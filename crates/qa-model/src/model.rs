@@ -1,19 +1,23 @@
 //! The QA model: HF's `*ForQuestionAnswering` head (a linear layer giving start and end logits)
 //! over one family's encoder. The encoders live in their families' files ([`crate::bert`],
-//! [`crate::distilbert`]); this file only picks one and applies the head.
+//! [`crate::distilbert`], [`crate::roberta`], [`crate::electra`], [`crate::albert`]); this file
+//! only picks one and applies the head.
 
 use burn::module::Module;
 use burn::nn::{Dropout, Linear};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 
+use crate::albert::AlbertModel;
 use crate::bert::BertModel;
 use crate::config::{Architecture, ModelConfig};
 use crate::distilbert::DistilBertModel;
 use crate::dropout::dropout;
+use crate::electra::ElectraModel;
 use crate::error::Result;
 use crate::hf_params::{HfParams, ParamVisitor};
 use crate::layers::{dropout_layer, linear, zero_linear};
+use crate::roberta::RobertaModel;
 
 pub use crate::layers::MatmulDtype;
 
@@ -27,6 +31,11 @@ pub const MASKED: f32 = -10_000.0;
 pub enum Encoder<B: Backend> {
     Bert(BertModel<B>),
     DistilBert(DistilBertModel<B>),
+    Roberta(RobertaModel<B>),
+    /// The same network as [`Encoder::Roberta`], saved under XLM-RoBERTa's names.
+    XlmRoberta(RobertaModel<B>),
+    Electra(ElectraModel<B>),
+    Albert(AlbertModel<B>),
 }
 
 impl<B: Backend> Encoder<B> {
@@ -37,6 +46,10 @@ impl<B: Backend> Encoder<B> {
             Architecture::DistilBert => {
                 Encoder::DistilBert(DistilBertModel::skeleton(config, device))
             }
+            Architecture::Roberta => Encoder::Roberta(RobertaModel::skeleton(config, device)),
+            Architecture::XlmRoberta => Encoder::XlmRoberta(RobertaModel::skeleton(config, device)),
+            Architecture::Electra => Encoder::Electra(ElectraModel::skeleton(config, device)),
+            Architecture::Albert => Encoder::Albert(AlbertModel::skeleton(config, device)),
         }
     }
 
@@ -44,6 +57,10 @@ impl<B: Backend> Encoder<B> {
         match self {
             Encoder::Bert(_) => Architecture::Bert,
             Encoder::DistilBert(_) => Architecture::DistilBert,
+            Encoder::Roberta(_) => Architecture::Roberta,
+            Encoder::XlmRoberta(_) => Architecture::XlmRoberta,
+            Encoder::Electra(_) => Architecture::Electra,
+            Encoder::Albert(_) => Architecture::Albert,
         }
     }
 
@@ -63,8 +80,23 @@ impl<B: Backend> Encoder<B> {
                 attention_mask,
                 dtype,
             ),
-            // DistilBERT has no token types.
+            // DistilBERT has no token types; RoBERTa's tokenizers return none (type 0 is used).
             Encoder::DistilBert(distilbert) => distilbert.forward(input_ids, attention_mask, dtype),
+            Encoder::Roberta(roberta) | Encoder::XlmRoberta(roberta) => {
+                roberta.forward(input_ids, attention_mask, dtype)
+            }
+            Encoder::Electra(electra) => electra.forward(
+                input_ids,
+                batch.token_type_ids.clone(),
+                attention_mask,
+                dtype,
+            ),
+            Encoder::Albert(albert) => albert.forward(
+                input_ids,
+                batch.token_type_ids.clone(),
+                attention_mask,
+                dtype,
+            ),
         }
     }
 }
@@ -76,17 +108,24 @@ impl<B: Backend> HfParams<B> for Encoder<B> {
         match self {
             Encoder::Bert(bert) => v.child(prefix, bert),
             Encoder::DistilBert(distilbert) => v.child(prefix, distilbert),
+            Encoder::Roberta(roberta) | Encoder::XlmRoberta(roberta) => v.child(prefix, roberta),
+            Encoder::Electra(electra) => v.child(prefix, electra),
+            Encoder::Albert(albert) => v.child(prefix, albert),
         }
     }
 }
 
-/// Ports transformers' models/bert/modeling_bert.py `BertForQuestionAnswering` (<https://github.com/huggingface/transformers/blob/v4.57.6/src/transformers/models/bert/modeling_bert.py>)
-/// and models/distilbert/modeling_distilbert.py `DistilBertForQuestionAnswering` (<https://github.com/huggingface/transformers/blob/v4.57.6/src/transformers/models/distilbert/modeling_distilbert.py>):
+/// Ports transformers' models/bert/modeling_bert.py `BertForQuestionAnswering` (<https://github.com/huggingface/transformers/blob/v4.57.6/src/transformers/models/bert/modeling_bert.py>),
+/// models/distilbert/modeling_distilbert.py `DistilBertForQuestionAnswering` (<https://github.com/huggingface/transformers/blob/v4.57.6/src/transformers/models/distilbert/modeling_distilbert.py>),
+/// models/roberta/modeling_roberta.py `RobertaForQuestionAnswering` (<https://github.com/huggingface/transformers/blob/v4.57.6/src/transformers/models/roberta/modeling_roberta.py>),
+/// models/xlm_roberta/modeling_xlm_roberta.py `XLMRobertaForQuestionAnswering` (<https://github.com/huggingface/transformers/blob/v4.57.6/src/transformers/models/xlm_roberta/modeling_xlm_roberta.py>),
+/// models/electra/modeling_electra.py `ElectraForQuestionAnswering` (<https://github.com/huggingface/transformers/blob/v4.57.6/src/transformers/models/electra/modeling_electra.py>)
+/// and models/albert/modeling_albert.py `AlbertForQuestionAnswering` (<https://github.com/huggingface/transformers/blob/v4.57.6/src/transformers/models/albert/modeling_albert.py>):
 /// start and end logits from a linear layer over the encoder's last hidden states.
 #[derive(Module, Debug)]
 pub struct QaModel<B: Backend> {
     pub encoder: Encoder<B>,
-    /// DistilBERT's `dropout` (`qa_dropout`) before the head; probability 0 for BERT.
+    /// DistilBERT's `dropout` (`qa_dropout`) before the head; probability 0 for the others.
     pub qa_dropout: Dropout,
     pub qa_outputs: Linear<B>,
 }

@@ -146,25 +146,27 @@ impl Schedule {
 }
 
 /// Everything a training run is told. Defaults are HF `TrainingArguments`' unless said.
+/// Numbers may be negative on the command line (`--learning-rate -1`), so that validation,
+/// not the flag parser, explains what is wrong with them.
 #[derive(Debug, Clone, Args)]
 pub struct TrainConfig {
     /// Where the model, checkpoints, logs and results go.
     #[arg(long)]
     pub output_dir: PathBuf,
-    #[arg(long, default_value_t = 5e-5)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 5e-5)]
     pub learning_rate: f64,
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 0.0)]
     pub weight_decay: f64,
-    #[arg(long, default_value_t = 0.9)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 0.9)]
     pub adam_beta1: f64,
-    #[arg(long, default_value_t = 0.999)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 0.999)]
     pub adam_beta2: f64,
-    #[arg(long, default_value_t = 1e-8)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 1e-8)]
     pub adam_epsilon: f64,
     /// Clip the global gradient norm to this (0: no clipping).
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 1.0)]
     pub max_grad_norm: f64,
-    #[arg(long, default_value_t = 3.0)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 3.0)]
     pub num_train_epochs: f64,
     /// Train this many optimizer steps, overriding --num-train-epochs (0: unset, as HF's -1).
     #[arg(long)]
@@ -172,7 +174,7 @@ pub struct TrainConfig {
     /// Learning-rate schedule after warmup: linear, cosine, constant or constant_with_warmup.
     #[arg(long, default_value = "linear")]
     pub lr_scheduler_type: LrScheduler,
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 0.0)]
     pub warmup_ratio: f64,
     /// Overrides --warmup-ratio when set.
     #[arg(long)]

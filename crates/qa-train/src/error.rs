@@ -31,6 +31,11 @@ pub enum TrainError {
     Config(#[from] ConfigError),
     #[error("no training windows: the training file gave no window to learn from")]
     NoTrainingWindows,
+    #[error(
+        "a training window has {longest} tokens but the model has only {positions} positions: \
+         cut windows with --max-seq-length {positions} or less"
+    )]
+    WindowTooLong { longest: usize, positions: usize },
     /// f32 training whose loss or gradient norm overflowed: every later weight would be NaN.
     #[error(
         "step {step}: the {what} is {value} (not a finite number): training diverged; \

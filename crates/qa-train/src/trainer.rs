@@ -120,6 +120,16 @@ impl Plan {
         if windows == 0 {
             return Err(TrainError::NoTrainingWindows);
         }
+        let longest = job
+            .train_features
+            .iter()
+            .map(Feature::len)
+            .max()
+            .unwrap_or(0);
+        let positions = job.model_config.max_window_length();
+        if longest > positions {
+            return Err(TrainError::WindowTooLong { longest, positions });
+        }
         let batch_size = cfg.per_device_train_batch_size;
         let accumulation = cfg.gradient_accumulation_steps;
         let batches_per_epoch = windows.div_ceil(batch_size);

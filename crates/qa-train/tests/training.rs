@@ -325,6 +325,10 @@ fn killed_and_resumed_run_ends_with_the_same_weights() {
     );
     eprintln!("straight vs resumed: max weight difference {diff:e}");
     assert_eq!(diff, 0.0);
+    // The killed run had logged step 5 after its last checkpoint; the resumed run logs it
+    // again, once: the log holds every step exactly once.
+    let steps: Vec<f64> = logged(&read_log(dir.path()), "step");
+    assert_eq!(steps, (1..=8).map(f64::from).collect::<Vec<_>>());
     // save_total_limit 2 kept the newest two.
     let names: Vec<_> = qa_train::checkpoint::list_checkpoints(dir.path())
         .into_iter()

@@ -1,0 +1,83 @@
+//! `qa serve`: an HTTP server answering as `qa predict --json` does (`POST /v1/answer`, also in
+//! the Hugging Face Inference API shape), with dynamic batching, `/health` and `/metrics`.
+//! Flags only; the server is `qa_serve`.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use qa_data::progress::Progress;
+use qa_data::FeatureConfig;
+use qa_eval::{PipelineConfig, Predictor};
+use qa_model::backend::Compute;
+use qa_serve::{BatchConfig, ServeConfig};
+
+use crate::common::{self, WindowArgs};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Fine-tuned Hugging Face QA model folder.
+    #[arg(long)]
+    model: PathBuf,
+    /// Address to listen on (0.0.0.0 to accept connections from other machines).
+    #[arg(long, default_value_t = IpAddr::V4(Ipv4Addr::LOCALHOST))]
+    host: IpAddr,
+    #[arg(long, default_value_t = 8080)]
+    port: u16,
+    /// Most windows in one forward pass (windows of concurrent requests share passes).
+    #[arg(long, default_value_t = 32)]
+    max_batch_windows: usize,
+    /// Longest a request waits for others to share its forward pass, in milliseconds.
+    #[arg(long, default_value_t = 5)]
+    max_wait_ms: u64,
+    /// Requests waiting for the model before new ones get 503 (with Retry-After).
+    #[arg(long, default_value_t = 256)]
+    max_queue: usize,
+    /// Largest request body in bytes (larger ones get 413).
+    #[arg(long, default_value_t = 1 << 20)]
+    max_body_bytes: usize,
+    /// Answers per question, unless a request sets top_k.
+    #[arg(long, default_value_t = 1)]
+    top_k: usize,
+    /// Allow "no answer" (SQuAD v2 models), unless a request sets handle_impossible_answer.
+    #[arg(long)]
+    handle_impossible_answer: bool,
+    /// Longest answer in tokens, unless a request sets max_answer_len.
+    #[arg(long, default_value_t = 15)]
+    max_answer_length: usize,
+    /// Keep answers at token boundaries instead of widening them to whole words.
+    #[arg(long)]
+    no_align_to_words: bool,
+    #[command(flatten)]
+    windows: WindowArgs,
+    #[arg(long, default_value = "auto")]
+    device: String,
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let device = common::device(&args.device)?;
+    let model_dir = common::model_dir(&args.model)?;
+    let windows = FeatureConfig {
+        word_ids: true,
+        progress: Progress::Hidden,
+        ..args.windows.config()
+    };
+    let batch_size = args.max_batch_windows;
+    let config = ServeConfig {
+        batching: BatchConfig {
+            max_windows: args.max_batch_windows,
+            max_wait: Duration::from_millis(args.max_wait_ms),
+        },
+        max_queue: args.max_queue,
+        max_body_bytes: args.max_body_bytes,
+        answers: PipelineConfig {
+            top_k: args.top_k,
+            max_answer_len: args.max_answer_length,
+            handle_impossible_answer: args.handle_impossible_answer,
+            align_to_words: !args.no_align_to_words,
+        },
+    };
+    let load = move || Predictor::<Compute>::load(&model_dir, windows, batch_size, &device);
+    qa_serve::run(SocketAddr::new(args.host, args.port), load, config)?;
+    Ok(())
+}

@@ -1,0 +1,286 @@
+//! The model thread and its dynamic batcher.
+//!
+//! The thread loads the model (so a large one loads while `/health` already answers 503), then
+//! loops: wait for a job (one request's windows), gather more until `max_windows` windows are
+//! waiting or the oldest job has waited `max_wait`, run one forward pass over up to
+//! `max_windows` windows in arrival order, and hand each job its logits once all its windows
+//! have run. A long context's windows may run over several passes; a pass may hold windows of
+//! many requests. Logits go back per job, so each request decodes only its own windows. The
+//! async runtime never waits on the model: jobs arrive over a channel and answers leave over
+//! oneshot channels.
+
+use std::collections::VecDeque;
+use std::panic::AssertUnwindSafe;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, TryRecvError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use burn::tensor::backend::Backend;
+use qa_data::progress::Progress;
+use qa_data::{Feature, FeatureConfig};
+use qa_eval::{EvalError, Predictor};
+use qa_model::infer::WindowLogits;
+use tokenizers::Tokenizer;
+use tokio::sync::{oneshot, watch};
+
+use crate::error::ServeError;
+use crate::metrics::{Metrics, QueueSlot, Readiness};
+
+/// How windows are grouped into forward passes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchConfig {
+    /// Most windows in one forward pass (`--max-batch-windows`).
+    pub max_windows: usize,
+    /// Longest a job waits for others to share its pass (`--max-wait-ms`).
+    pub max_wait: Duration,
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        Self {
+            max_windows: 32,
+            max_wait: Duration::from_millis(5),
+        }
+    }
+}
+
+/// What requests need to cut windows as the model expects them.
+#[derive(Debug)]
+pub struct Windowing {
+    pub tokenizer: Tokenizer,
+    pub config: FeatureConfig,
+}
+
+/// The model thread's state, watched by the HTTP side.
+#[derive(Debug, Clone)]
+pub enum ModelState {
+    Loading,
+    Ready(Arc<Windowing>),
+    /// It failed to load, or its thread ended.
+    Failed,
+}
+
+impl ModelState {
+    pub fn readiness(&self) -> Readiness {
+        match self {
+            ModelState::Loading => Readiness::Loading,
+            ModelState::Ready(_) => Readiness::Ready,
+            ModelState::Failed => Readiness::Unavailable,
+        }
+    }
+}
+
+/// The forward pass holding a job's windows panicked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchFailed;
+
+/// One request's windows, waiting for the model.
+#[derive(Debug)]
+pub struct Job {
+    pub features: Arc<Vec<Feature>>,
+    /// Logits of `features`, in their order.
+    pub reply: oneshot::Sender<Result<Vec<WindowLogits>, BatchFailed>>,
+    pub enqueued: Instant,
+    /// The request's queue place, given back when the job is done or dropped.
+    pub slot: QueueSlot,
+}
+
+/// A job partly run: windows before `next` have been put into passes.
+struct Pending {
+    job: Job,
+    logits: Vec<Option<WindowLogits>>,
+    next: usize,
+}
+
+impl Pending {
+    fn new(job: Job) -> Self {
+        Self {
+            logits: vec![None; job.features.len()],
+            job,
+            next: 0,
+        }
+    }
+
+    fn unscheduled(&self) -> usize {
+        self.job.features.len() - self.next
+    }
+}
+
+/// Publishes `Failed` if the model thread ends for any reason (panic included).
+struct FailOnExit(watch::Sender<ModelState>);
+
+impl Drop for FailOnExit {
+    fn drop(&mut self) {
+        self.0.send_replace(ModelState::Failed);
+    }
+}
+
+/// Starts the model thread: it runs `load`, publishes the tokenizer and window settings, then
+/// serves jobs until every sender is gone and no job is left.
+pub fn spawn_model_thread<B, L>(
+    load: L,
+    config: BatchConfig,
+    metrics: Arc<Metrics>,
+    state: watch::Sender<ModelState>,
+) -> Result<(Sender<Job>, std::thread::JoinHandle<Result<(), ServeError>>), ServeError>
+where
+    B: Backend,
+    L: FnOnce() -> Result<Predictor<B>, EvalError> + Send + 'static,
+{
+    let (jobs, receiver) = std::sync::mpsc::channel::<Job>();
+    let thread = std::thread::Builder::new()
+        .name("qa-model".into())
+        .spawn(move || {
+            let state = FailOnExit(state);
+            let mut predictor = load().map_err(ServeError::Load)?;
+            // Each pass is at most `max_windows` windows: one forward pass per call.
+            predictor.batch_size = config.max_windows;
+            let windowing = Windowing {
+                tokenizer: predictor.tokenizer.clone(),
+                config: FeatureConfig {
+                    // The pipeline widens answers to whole words.
+                    word_ids: true,
+                    progress: Progress::Hidden,
+                    ..predictor.windows.clone()
+                },
+            };
+            tracing::info!(
+                "model loaded from {}: batches of up to {} windows, waiting up to {:?}",
+                predictor.model_dir.display(),
+                config.max_windows,
+                config.max_wait
+            );
+            state.0.send_replace(ModelState::Ready(Arc::new(windowing)));
+            run_batches(&predictor, &receiver, &config, &metrics);
+            Ok(())
+        })
+        .map_err(ServeError::Thread)?;
+    Ok((jobs, thread))
+}
+
+/// The batching loop; returns once the channel is closed and every job is answered.
+fn run_batches<B: Backend>(
+    predictor: &Predictor<B>,
+    jobs: &Receiver<Job>,
+    config: &BatchConfig,
+    metrics: &Metrics,
+) {
+    let mut pending: VecDeque<Pending> = VecDeque::new();
+    let mut open = true;
+    loop {
+        if pending.is_empty() {
+            match jobs.recv() {
+                Ok(job) => pending.push_back(Pending::new(job)),
+                Err(_) => return,
+            }
+        }
+        if open {
+            open = gather(&mut pending, jobs, config);
+        }
+        // Clients that went away need no answer.
+        pending.retain(|p| !p.job.reply.is_closed());
+        if pending.is_empty() {
+            continue;
+        }
+        run_one_pass(predictor, &mut pending, config.max_windows, metrics);
+        // Jobs whose windows have all run get their logits.
+        let mut kept = VecDeque::with_capacity(pending.len());
+        for p in pending.drain(..) {
+            if p.logits.iter().all(Option::is_some) {
+                let logits = p.logits.into_iter().flatten().collect();
+                // The client may have gone meanwhile; its slot is given back either way.
+                let _ = p.job.reply.send(Ok(logits));
+            } else {
+                kept.push_back(p);
+            }
+        }
+        pending = kept;
+    }
+}
+
+/// Takes jobs until `max_windows` windows wait or the oldest job has waited `max_wait`.
+/// Returns whether the channel is still open.
+fn gather(pending: &mut VecDeque<Pending>, jobs: &Receiver<Job>, config: &BatchConfig) -> bool {
+    let Some(oldest) = pending.iter().map(|p| p.job.enqueued).min() else {
+        return true;
+    };
+    let deadline = oldest + config.max_wait;
+    let mut waiting: usize = pending.iter().map(Pending::unscheduled).sum();
+    while waiting < config.max_windows {
+        let job = match jobs.try_recv() {
+            Ok(job) => job,
+            Err(TryRecvError::Disconnected) => return false,
+            Err(TryRecvError::Empty) => {
+                let now = Instant::now();
+                if now >= deadline {
+                    break;
+                }
+                match jobs.recv_timeout(deadline - now) {
+                    Ok(job) => job,
+                    Err(RecvTimeoutError::Timeout) => break,
+                    Err(RecvTimeoutError::Disconnected) => return false,
+                }
+            }
+        };
+        waiting += job.features.len();
+        pending.push_back(Pending::new(job));
+    }
+    true
+}
+
+/// One forward pass over the next `max_windows` windows, in arrival order.
+fn run_one_pass<B: Backend>(
+    predictor: &Predictor<B>,
+    pending: &mut VecDeque<Pending>,
+    max_windows: usize,
+    metrics: &Metrics,
+) {
+    let mut batch: Vec<Feature> = Vec::with_capacity(max_windows);
+    // (job index in `pending`, window index in the job) of each batch row.
+    let mut rows: Vec<(usize, usize)> = Vec::with_capacity(max_windows);
+    for (index, p) in pending.iter_mut().enumerate() {
+        let take = p.unscheduled().min(max_windows - batch.len());
+        for window in p.next..p.next + take {
+            batch.push(p.job.features[window].clone());
+            rows.push((index, window));
+        }
+        p.next += take;
+        if batch.len() == max_windows {
+            break;
+        }
+    }
+    if batch.is_empty() {
+        return;
+    }
+    let requests = {
+        let mut jobs: Vec<usize> = rows.iter().map(|&(job, _)| job).collect();
+        jobs.dedup();
+        jobs.len()
+    };
+    metrics.batch(batch.len(), requests);
+    // A panic in the model fails this pass's requests, not the server.
+    let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        predictor.window_logits(&batch, Progress::Hidden)
+    }));
+    match result {
+        Ok(logits) => {
+            for ((job, window), logits) in rows.into_iter().zip(logits) {
+                pending[job].logits[window] = Some(logits);
+            }
+        }
+        Err(_) => {
+            metrics.failed_batch();
+            tracing::error!(
+                "the model panicked on a pass of {} windows; failing its {requests} requests",
+                batch.len()
+            );
+            let mut failed: Vec<usize> = rows.iter().map(|&(job, _)| job).collect();
+            failed.dedup();
+            for &job in failed.iter().rev() {
+                if let Some(p) = pending.remove(job) {
+                    let _ = p.job.reply.send(Err(BatchFailed));
+                }
+            }
+        }
+    }
+}

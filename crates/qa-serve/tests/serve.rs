@@ -1,0 +1,622 @@
+//! `qa-serve` end to end: a real server on an ephemeral loopback port, a real HTTP client, the
+//! tiny golden QA model, and every answer compared with `Predictor::pipeline`'s for the same
+//! question (the code `qa predict` runs), shaped as `qa predict --json` prints it.
+
+use std::time::Duration;
+
+use qa_data::progress::Progress;
+use qa_data::requests::request_example;
+use qa_data::{ExampleId, FeatureConfig};
+use qa_eval::{PipelineAnswer, PipelineConfig, Predictor};
+use qa_model::backend::Compute;
+use qa_serve::{BatchConfig, ServeConfig, ServeError, Server};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+
+fn model_dir() -> std::path::PathBuf {
+    qa_testkit::shared_dir().join("golden/tiny-bert-qa")
+}
+
+/// The window settings `qa predict` uses by default.
+fn windows() -> FeatureConfig {
+    FeatureConfig {
+        word_ids: true,
+        progress: Progress::Hidden,
+        ..FeatureConfig::default()
+    }
+}
+
+fn load() -> Result<Predictor<Compute>, qa_eval::EvalError> {
+    Predictor::<Compute>::load(&model_dir(), windows(), 32, &Default::default())
+}
+
+/// COVID-QA questions about its shorter articles (each context is several windows long),
+/// then short hand-written ones (one window each).
+fn questions() -> Vec<(String, String)> {
+    let path = qa_testkit::shared_dir().join("data/covid-qa/dev.json");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let data: Value = serde_json::from_str(&text).expect("COVID-QA dev is JSON");
+    let mut out = Vec::new();
+    for article in data["data"].as_array().expect("data list") {
+        for paragraph in article["paragraphs"].as_array().expect("paragraphs") {
+            let context = paragraph["context"].as_str().expect("context");
+            if context.chars().count() > 10_000 {
+                continue;
+            }
+            for qa in paragraph["qas"].as_array().expect("qas").iter().take(3) {
+                let question = qa["question"].as_str().expect("question");
+                out.push((question.to_string(), context.to_string()));
+            }
+        }
+    }
+    assert!(out.len() >= 12, "only {} COVID-QA questions", out.len());
+    let short = [
+        ("What causes COVID-19?", "COVID-19 is caused by the coronavirus SARS-CoV-2, first identified in Wuhan in 2019."),
+        ("Where was the virus first identified?", "COVID-19 is caused by the coronavirus SARS-CoV-2, first identified in Wuhan in 2019."),
+        ("Who wrote the report?", "The report was written by Dr. Ada Byron and reviewed by the ethics board in March."),
+        ("When was it reviewed?", "The report was written by Dr. Ada Byron and reviewed by the ethics board in March."),
+        ("How is influenza spread?", "Influenza spreads mainly through droplets made when people cough, sneeze or talk."),
+        ("What do masks reduce?", "Masks reduce the spread of respiratory droplets from the wearer to other people nearby."),
+    ];
+    out.extend(short.iter().map(|&(q, c)| (q.to_string(), c.to_string())));
+    out
+}
+
+/// What `qa predict --question Q --context C` computes for one question.
+fn reference(
+    predictor: &Predictor<Compute>,
+    (question, context): &(String, String),
+    options: &PipelineConfig,
+) -> Vec<PipelineAnswer> {
+    let example = request_example(ExampleId::Number(0), question, context);
+    let mut answers = predictor
+        .pipeline(&[example], options, Progress::Hidden)
+        .expect("reference answers");
+    answers.pop().expect("one example")
+}
+
+/// As `qa predict --json` prints answers: one answer alone when top_k is 1, else a list.
+fn predict_json(answers: &[PipelineAnswer], top_k: usize) -> Value {
+    if top_k == 1 && answers.len() == 1 {
+        serde_json::to_value(&answers[0]).unwrap()
+    } else {
+        serde_json::to_value(answers).unwrap()
+    }
+}
+
+/// Equal JSON, except that scores may differ by float rounding: a window padded to another
+/// request's longer window sums its attention over more (masked, zero) terms.
+fn assert_same_answer(got: &Value, want: &Value, what: &str) {
+    match (got, want) {
+        (Value::Array(g), Value::Array(w)) => {
+            assert_eq!(g.len(), w.len(), "{what}: {got} vs {want}");
+            for (g, w) in g.iter().zip(w) {
+                assert_same_answer(g, w, what);
+            }
+        }
+        (Value::Object(g), Value::Object(w)) => {
+            let keys = |o: &serde_json::Map<String, Value>| o.keys().cloned().collect::<Vec<_>>();
+            assert_eq!(keys(g), keys(w), "{what}: {got} vs {want}");
+            for (key, w) in w {
+                let g = &g[key];
+                if key == "score" {
+                    let (g, w) = (g.as_f64().unwrap(), w.as_f64().unwrap());
+                    assert!((g - w).abs() <= 0.0, "{what}: score {g} vs {w}");
+                } else {
+                    assert_eq!(g, w, "{what}: {key}");
+                }
+            }
+        }
+        _ => assert_eq!(got, want, "{what}"),
+    }
+}
+
+async fn start(config: ServeConfig) -> Server {
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("loopback port");
+    let mut server = Server::start(listener, load, config).expect("server starts");
+    server.ready().await.expect("model loads");
+    server
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .expect("HTTP client")
+}
+
+/// `http://127.0.0.1:PORT`.
+fn base(server: &Server) -> String {
+    format!("http://{}", server.local_addr())
+}
+
+/// POSTs `body` (JSON text) to /v1/answer; the status and the parsed reply.
+async fn post(client: &reqwest::Client, base: &str, body: String) -> (StatusCode, Value) {
+    let response = client
+        .post(format!("{base}/v1/answer"))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .expect("request sent");
+    let status = response.status();
+    let value = response.json::<Value>().await.expect("a JSON reply");
+    (status, value)
+}
+
+async fn metrics(client: &reqwest::Client, base: &str) -> String {
+    client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text")
+}
+
+/// The value of the sample named exactly `name` (with labels) in a Prometheus text.
+fn sample(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("{name} missing in\n{text}"))
+}
+
+/// Waits until `n` requests are admitted and waiting for the model.
+async fn until_queued(client: &reqwest::Client, base: &str, n: f64) {
+    for _ in 0..400 {
+        if sample(&metrics(client, base).await, "qa_serve_queue_depth") >= n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    panic!("the queue never held {n} requests");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_question_is_answered_as_qa_predict_answers_it() {
+    // Four windows per pass: the COVID-QA contexts' windows run over several passes.
+    let server = start(ServeConfig {
+        batching: BatchConfig {
+            max_windows: 4,
+            max_wait: Duration::from_millis(1),
+        },
+        ..ServeConfig::default()
+    })
+    .await;
+    let base = base(&server);
+    let predictor = load().unwrap();
+    let client = client();
+    let questions = questions();
+    let picked = [
+        &questions[0],
+        &questions[4],
+        &questions[questions.len() - 1],
+    ];
+    for (question, context) in picked {
+        for (top_k, impossible) in [(1, false), (3, false), (2, true)] {
+            let options = PipelineConfig {
+                top_k,
+                handle_impossible_answer: impossible,
+                ..PipelineConfig::default()
+            };
+            let want = predict_json(
+                &reference(&predictor, &(question.clone(), context.clone()), &options),
+                top_k,
+            );
+            let (status, got) = post(
+                &client,
+                &base,
+                json!({"question": question, "context": context, "top_k": top_k,
+                       "handle_impossible_answer": impossible})
+                .to_string(),
+            )
+            .await;
+            assert_eq!(status, StatusCode::OK, "{got}");
+            assert_eq!(got.is_object(), top_k == 1, "{got}");
+            assert_same_answer(&got, &want, &format!("{question} (top_k {top_k})"));
+        }
+    }
+    // The defaults are `qa predict`'s: one answer, an object.
+    let (question, context) = &questions[1];
+    let want = predict_json(
+        &reference(&predictor, &questions[1], &PipelineConfig::default()),
+        1,
+    );
+    let (_, got) = post(
+        &client,
+        &base,
+        json!({"question": question, "context": context}).to_string(),
+    )
+    .await;
+    assert_same_answer(&got, &want, question);
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lists_and_the_hugging_face_shape_answer_in_order() {
+    let server = start(ServeConfig::default()).await;
+    let base = base(&server);
+    let predictor = load().unwrap();
+    let client = client();
+    let questions = questions();
+    let picked: Vec<&(String, String)> = questions.iter().step_by(3).take(6).collect();
+    let options = PipelineConfig {
+        top_k: 2,
+        ..PipelineConfig::default()
+    };
+    let inputs: Vec<Value> = picked
+        .iter()
+        .map(|(q, c)| json!({"question": q, "context": c}))
+        .collect();
+    let (status, got) = post(
+        &client,
+        &base,
+        json!({"inputs": inputs, "top_k": 2}).to_string(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{got}");
+    let want: Vec<Value> = picked
+        .iter()
+        .map(|qc| predict_json(&reference(&predictor, qc, &options), 2))
+        .collect();
+    assert_same_answer(&got, &Value::Array(want), "inputs list");
+
+    // The HF Inference API shape, options under "parameters".
+    let (question, context) = &questions[2];
+    for top_k in [1, 3] {
+        let options = PipelineConfig {
+            top_k,
+            ..PipelineConfig::default()
+        };
+        let (status, got) = post(
+            &client,
+            &base,
+            json!({"inputs": {"question": question, "context": context},
+                   "parameters": {"top_k": top_k}})
+            .to_string(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{got}");
+        let want = predict_json(&reference(&predictor, &questions[2], &options), top_k);
+        assert_same_answer(&got, &want, "HF shape");
+    }
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_get_their_status_and_disturb_no_one() {
+    let server = start(ServeConfig {
+        max_body_bytes: 4096,
+        ..ServeConfig::default()
+    })
+    .await;
+    let base = base(&server);
+    let predictor = load().unwrap();
+    let client = client();
+    let questions = questions();
+    let good: Vec<&(String, String)> = questions.iter().rev().take(4).collect();
+    let wants: Vec<Value> = good
+        .iter()
+        .map(|qc| predict_json(&reference(&predictor, qc, &PipelineConfig::default()), 1))
+        .collect();
+
+    let big = "word ".repeat(2000);
+    let bad: Vec<(String, StatusCode)> = vec![
+        ("{\"question\": ".into(), StatusCode::BAD_REQUEST),
+        ("not json at all".into(), StatusCode::BAD_REQUEST),
+        (r#"{"context": "Ann did."}"#.into(), StatusCode::BAD_REQUEST),
+        (r#"{"question": "Who?"}"#.into(), StatusCode::BAD_REQUEST),
+        (
+            r#"{"question": 7, "context": "Ann did."}"#.into(),
+            StatusCode::BAD_REQUEST,
+        ),
+        (r#"{"inputs": "Who?"}"#.into(), StatusCode::BAD_REQUEST),
+        (
+            r#"{"inputs": [{"question": "Who?"}]}"#.into(),
+            StatusCode::BAD_REQUEST,
+        ),
+        ("[]".into(), StatusCode::BAD_REQUEST),
+        (
+            r#"{"question": "", "context": "Ann did."}"#.into(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            r#"{"question": "Who?", "context": "  \n"}"#.into(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            r#"{"question": "Who?", "context": "Ann.", "top_k": 0}"#.into(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (r#"{"inputs": []}"#.into(), StatusCode::UNPROCESSABLE_ENTITY),
+        (
+            json!({"question": "Who?", "context": big}).to_string(),
+            StatusCode::PAYLOAD_TOO_LARGE,
+        ),
+    ];
+    let bad_count = bad.len();
+    let bad_requests = bad.into_iter().map(|(body, status)| {
+        let client = client.clone();
+        let base = &base;
+        async move {
+            let (got, value) = post(&client, base, body.clone()).await;
+            assert_eq!(got, status, "{body:.80}: {value}");
+            assert!(
+                value["error"].as_str().is_some_and(|e| !e.is_empty()),
+                "{value}"
+            );
+        }
+    });
+    let good_requests = good.iter().zip(&wants).map(|((q, c), want)| {
+        let client = client.clone();
+        let base = &base;
+        async move {
+            let (status, got) = post(
+                &client,
+                base,
+                json!({"question": q, "context": c}).to_string(),
+            )
+            .await;
+            assert_eq!(status, StatusCode::OK, "{got}");
+            assert_same_answer(&got, want, q);
+        }
+    });
+    // Good and bad requests at once.
+    tokio::join!(
+        futures_join(bad_requests.collect()),
+        futures_join(good_requests.collect())
+    );
+
+    let not_found = client
+        .get(format!("{base}/v2/nothing"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(not_found.status(), StatusCode::NOT_FOUND);
+    assert!(not_found.json::<Value>().await.unwrap()["error"].is_string());
+    let wrong_method = client
+        .get(format!("{base}/v1/answer"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong_method.status(), StatusCode::METHOD_NOT_ALLOWED);
+
+    let text = metrics(&client, &base).await;
+    assert_eq!(sample(&text, "qa_serve_requests_total{code=\"200\"}"), 4.0);
+    assert_eq!(sample(&text, "qa_serve_requests_total{code=\"400\"}"), 8.0);
+    assert_eq!(sample(&text, "qa_serve_requests_total{code=\"422\"}"), 4.0);
+    assert_eq!(sample(&text, "qa_serve_requests_total{code=\"413\"}"), 1.0);
+    assert_eq!(sample(&text, "qa_serve_requests_total{code=\"404\"}"), 1.0);
+    assert_eq!(bad_count, 13);
+    server.shutdown().await.unwrap();
+}
+
+/// Runs futures concurrently on this task (the test needs no `futures` crate for it).
+async fn futures_join<F: std::future::Future<Output = ()>>(futures: Vec<F>) {
+    let mut set = Vec::new();
+    for f in futures {
+        set.push(Box::pin(f));
+    }
+    let mut pending: Vec<_> = set.iter_mut().map(Some).collect();
+    std::future::poll_fn(|cx| {
+        let mut all_done = true;
+        for slot in pending.iter_mut() {
+            if let Some(f) = slot {
+                if f.as_mut().poll(cx).is_ready() {
+                    *slot = None;
+                } else {
+                    all_done = false;
+                }
+            }
+        }
+        if all_done {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_is_refused_with_503_and_retry_after() {
+    // One place in the queue, and a batcher that waits long for company.
+    let server = start(ServeConfig {
+        max_queue: 1,
+        batching: BatchConfig {
+            max_windows: 1000,
+            max_wait: Duration::from_millis(400),
+        },
+        ..ServeConfig::default()
+    })
+    .await;
+    let base = base(&server);
+    let predictor = load().unwrap();
+    let client = client();
+    let questions = questions();
+    let (question, context) = questions[0].clone();
+    let want = predict_json(
+        &reference(&predictor, &questions[0], &PipelineConfig::default()),
+        1,
+    );
+    let first = {
+        let (client, base) = (client.clone(), base.clone());
+        tokio::spawn(async move {
+            post(
+                &client,
+                &base,
+                json!({"question": question, "context": context}).to_string(),
+            )
+            .await
+        })
+    };
+    until_queued(&client, &base, 1.0).await;
+    let refused = client
+        .post(format!("{base}/v1/answer"))
+        .body(json!({"question": "Who?", "context": "Ann did."}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(refused.headers()["retry-after"], "1");
+    assert!(refused.json::<Value>().await.unwrap()["error"].is_string());
+    let (status, got) = first.await.unwrap();
+    assert_eq!(status, StatusCode::OK, "{got}");
+    assert_same_answer(&got, &want, "the admitted request");
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_requests_share_passes_and_never_mix() {
+    let server = start(ServeConfig {
+        batching: BatchConfig {
+            max_windows: 48,
+            max_wait: Duration::from_millis(30),
+        },
+        ..ServeConfig::default()
+    })
+    .await;
+    let base = base(&server);
+    let predictor = load().unwrap();
+    let client = client();
+    let questions = questions();
+    // 24 requests: every question once, then again with top_k 2, until 24.
+    let cases: Vec<((String, String), usize)> = questions
+        .iter()
+        .map(|qc| (qc.clone(), 1))
+        .chain(questions.iter().map(|qc| (qc.clone(), 2)))
+        .take(24)
+        .collect();
+    assert_eq!(cases.len(), 24);
+    let wants: Vec<Value> = cases
+        .iter()
+        .map(|(qc, top_k)| {
+            let options = PipelineConfig {
+                top_k: *top_k,
+                ..PipelineConfig::default()
+            };
+            predict_json(&reference(&predictor, qc, &options), *top_k)
+        })
+        .collect();
+    let tasks: Vec<_> = cases
+        .iter()
+        .map(|((q, c), top_k)| {
+            let (client, base) = (client.clone(), base.clone());
+            let body = json!({"question": q, "context": c, "top_k": top_k}).to_string();
+            tokio::spawn(async move { post(&client, &base, body).await })
+        })
+        .collect();
+    for (i, (task, want)) in tasks.into_iter().zip(&wants).enumerate() {
+        let (status, got) = task.await.unwrap();
+        assert_eq!(status, StatusCode::OK, "request {i}: {got}");
+        assert_same_answer(&got, want, &format!("request {i}: {}", cases[i].0 .0));
+    }
+    let text = metrics(&client, &base).await;
+    let passes = sample(&text, "qa_serve_batch_requests_count");
+    let alone = sample(&text, "qa_serve_batch_requests_bucket{le=\"1\"}");
+    assert!(
+        passes > alone,
+        "no forward pass held windows of two requests ({passes} passes, {alone} alone)\n{text}"
+    );
+    assert_eq!(sample(&text, "qa_serve_queue_depth"), 0.0);
+    assert_eq!(sample(&text, "qa_serve_requests_total{code=\"200\"}"), 24.0);
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_finishes_the_requests_in_flight() {
+    // The batcher waits 300 ms for company: the requests are in flight when shutdown starts.
+    let server = start(ServeConfig {
+        batching: BatchConfig {
+            max_windows: 1000,
+            max_wait: Duration::from_millis(300),
+        },
+        ..ServeConfig::default()
+    })
+    .await;
+    let base = base(&server);
+    let predictor = load().unwrap();
+    let client = client();
+    let questions = questions();
+    let cases = [&questions[0], &questions[5]];
+    let wants: Vec<Value> = cases
+        .iter()
+        .map(|qc| predict_json(&reference(&predictor, qc, &PipelineConfig::default()), 1))
+        .collect();
+    let tasks: Vec<_> = cases
+        .iter()
+        .map(|(q, c)| {
+            let (client, base) = (client.clone(), base.clone());
+            let body = json!({"question": q, "context": c}).to_string();
+            tokio::spawn(async move { post(&client, &base, body).await })
+        })
+        .collect();
+    until_queued(&client, &base, 2.0).await;
+    server.shutdown().await.expect("a clean stop");
+    for (task, want) in tasks.into_iter().zip(&wants) {
+        let (status, got) = task.await.unwrap();
+        assert_eq!(status, StatusCode::OK, "{got}");
+        assert_same_answer(&got, want, "a request in flight at shutdown");
+    }
+    assert!(
+        client.get(format!("{base}/health")).send().await.is_err(),
+        "the server still accepts connections after shutdown"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_is_503_until_the_model_loads_and_a_failed_load_stops_the_server() {
+    let (open_gate, gate) = std::sync::mpsc::channel::<()>();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut server = Server::start(
+        listener,
+        move || {
+            gate.recv().expect("the test opens the gate");
+            load()
+        },
+        ServeConfig::default(),
+    )
+    .unwrap();
+    let base = base(&server);
+    let client = client();
+    let health = client.get(format!("{base}/health")).send().await.unwrap();
+    assert_eq!(health.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        health.json::<Value>().await.unwrap(),
+        json!({"status": "loading"})
+    );
+    let early = client
+        .post(format!("{base}/v1/answer"))
+        .body(json!({"question": "Who?", "context": "Ann did."}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(early.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(early.headers().contains_key("retry-after"));
+    open_gate.send(()).unwrap();
+    server.ready().await.unwrap();
+    let health = client.get(format!("{base}/health")).send().await.unwrap();
+    assert_eq!(health.status(), StatusCode::OK);
+    assert!(sample(&metrics(&client, &base).await, "qa_serve_model_ready") == 1.0);
+    server.shutdown().await.unwrap();
+
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let missing = model_dir().join("no-such-model");
+    let mut failing = Server::start(
+        listener,
+        move || Predictor::<Compute>::load(&missing, windows(), 32, &Default::default()),
+        ServeConfig::default(),
+    )
+    .unwrap();
+    assert!(matches!(
+        failing.ready().await,
+        Err(ServeError::ModelUnavailable)
+    ));
+    let ended = failing.shutdown().await;
+    assert!(matches!(ended, Err(ServeError::Load(_))), "{ended:?}");
+}
