@@ -78,8 +78,8 @@ pub fn align_answer(
         let in_range = given_start + len <= index.len_chars();
         return (in_range.then_some(given_start), AlignOutcome::Unrepairable);
     }
-    let nearest = nearest_occurrence(context, index, text, given_start, false)
-        .or_else(|| nearest_occurrence(context, index, text, given_start, true));
+    let nearest = nearest_occurrence(context, index, text, given_start, Case::Exact)
+        .or_else(|| nearest_occurrence(context, index, text, given_start, Case::Ignore));
     match nearest {
         Some(to) => (
             Some(to),
@@ -92,26 +92,34 @@ pub fn align_answer(
     }
 }
 
+/// Whether text search tells upper from lower case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Case {
+    Exact,
+    /// Unicode lowercase on both sides (DEFNLP labels, second-chance answer repair).
+    Ignore,
+}
+
 /// Char offset of the occurrence of `needle` closest to `near` (ties go to the earlier one).
 pub fn nearest_occurrence(
     haystack: &str,
     index: &CharIndex,
     needle: &str,
     near: usize,
-    ignore_case: bool,
+    case: Case,
 ) -> Option<usize> {
-    find_all(haystack, index, needle, ignore_case)
+    find_all(haystack, index, needle, case)
         .into_iter()
         .min_by_key(|&s| (s.abs_diff(near), s))
 }
 
 /// Char offsets of every (possibly overlapping) occurrence of `needle` in `haystack`.
 /// Case-insensitive matching folds each char to its first lowercase char, so offsets stay 1:1.
-pub fn find_all(haystack: &str, index: &CharIndex, needle: &str, ignore_case: bool) -> Vec<usize> {
+pub fn find_all(haystack: &str, index: &CharIndex, needle: &str, case: Case) -> Vec<usize> {
     if needle.is_empty() {
         return Vec::new();
     }
-    if !ignore_case {
+    if case == Case::Exact {
         let mut starts = Vec::new();
         let mut from = 0;
         while let Some(pos) = haystack[from..].find(needle) {
@@ -196,7 +204,7 @@ mod tests {
     fn find_all_finds_overlaps() {
         let ctx = "aaaa";
         assert_eq!(
-            find_all(ctx, &CharIndex::new(ctx), "aa", false),
+            find_all(ctx, &CharIndex::new(ctx), "aa", Case::Exact),
             vec![0, 1, 2]
         );
     }

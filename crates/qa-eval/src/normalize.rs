@@ -4,6 +4,8 @@
 
 use std::collections::HashMap;
 
+use crate::squad::SquadVersion;
+
 /// `normalize_answer` of `evaluate-v1.1.py` / `evaluate-v2.0.py`.
 pub fn normalize_answer(s: &str) -> String {
     let lowered = s.to_lowercase();
@@ -43,14 +45,16 @@ pub fn exact_match(prediction: &str, gold: &str) -> f64 {
 
 /// Bag-of-tokens F1 between normalised answers.
 ///
-/// `empty_is_match` selects the v2.0 rule (if either side has no tokens, F1 is 1 when both are
+/// `rule` V2 selects the v2.0 rule (if either side has no tokens, F1 is 1 when both are
 /// empty and 0 otherwise); v1.1 has no such rule, so empty vs empty scores 0 there.
-pub fn f1_score(prediction: &str, gold: &str, empty_is_match: bool) -> f64 {
+pub fn f1_score(prediction: &str, gold: &str, rule: SquadVersion) -> f64 {
     let pred = normalize_answer(prediction);
     let gold = normalize_answer(gold);
     let pred_tokens: Vec<&str> = pred.split_whitespace().collect();
     let gold_tokens: Vec<&str> = gold.split_whitespace().collect();
-    if empty_is_match && (pred_tokens.is_empty() || gold_tokens.is_empty()) {
+    // v2.0 scores an empty prediction against an empty gold (no answer) as a match; v1.1
+    // has no empty golds and scores token overlap only.
+    if rule == SquadVersion::V2 && (pred_tokens.is_empty() || gold_tokens.is_empty()) {
         return f64::from(pred_tokens == gold_tokens);
     }
     let mut counts: HashMap<&str, i64> = HashMap::new();
@@ -100,14 +104,14 @@ mod tests {
 
     #[test]
     fn f1_is_a_bag_of_tokens_score() {
-        assert_eq!(f1_score("the cat sat", "cat", true), 2.0 * 0.5 * 1.0 / 1.5);
+        assert_eq!(f1_score("the cat sat", "cat", SquadVersion::V2), 2.0 * 0.5 * 1.0 / 1.5);
         // Repeated tokens count once per occurrence.
-        let f = f1_score("cat cat", "cat dog", true);
+        let f = f1_score("cat cat", "cat dog", SquadVersion::V2);
         assert!((f - 0.5).abs() < 1e-12);
-        assert_eq!(f1_score("", "", true), 1.0);
-        assert_eq!(f1_score("", "", false), 0.0);
-        assert_eq!(f1_score("the", "a", true), 1.0);
-        assert_eq!(f1_score("x", "", true), 0.0);
+        assert_eq!(f1_score("", "", SquadVersion::V2), 1.0);
+        assert_eq!(f1_score("", "", SquadVersion::V1), 0.0);
+        assert_eq!(f1_score("the", "a", SquadVersion::V2), 1.0);
+        assert_eq!(f1_score("x", "", SquadVersion::V2), 0.0);
         assert_eq!(exact_match("The Cat.", "cat"), 1.0);
     }
 }

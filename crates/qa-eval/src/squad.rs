@@ -156,7 +156,7 @@ pub fn evaluate_v1(gold: &Gold, predictions: &HashMap<String, String>) -> V1Resu
             continue;
         };
         em += max_over(&q.answers, |g| exact_match(pred, g));
-        f1 += max_over(&q.answers, |g| f1_score(pred, g, false));
+        f1 += max_over(&q.answers, |g| f1_score(pred, g, SquadVersion::V1));
     }
     let total = gold.questions.len().max(1) as f64;
     V1Result {
@@ -240,7 +240,7 @@ pub fn evaluate_v2(
                 f1_raw.push(
                     golds
                         .iter()
-                        .map(|g| f1_score(pred, g, true))
+                        .map(|g| f1_score(pred, g, SquadVersion::V2))
                         .fold(0.0, f64::max),
                 );
             }

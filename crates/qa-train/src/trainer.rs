@@ -187,6 +187,14 @@ impl Plan {
     }
 }
 
+/// How a run in this process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RunEnd {
+    Finished,
+    /// Stopped at `interrupt_after_steps`, as a kill would stop it.
+    Interrupted,
+}
+
 /// Wall-clock and throughput bookkeeping of this process's part of the run.
 struct Clock {
     started: Instant,
@@ -506,7 +514,7 @@ impl<'a, B: AutodiffBackend> Run<'a, B> {
         Ok(())
     }
 
-    fn results(&self, interrupted: bool) -> TrainResults {
+    fn results(&self, end: RunEnd) -> TrainResults {
         let runtime = self.clock.started.elapsed().as_secs_f64();
         TrainResults {
             epoch: self.plan.epoch(&self.state),
@@ -518,7 +526,7 @@ impl<'a, B: AutodiffBackend> Run<'a, B> {
             train_steps_per_second: self.clock.steps_run as f64 / runtime.max(1e-9),
             time_to_first_step: self.clock.first_step_at.unwrap_or(0.0),
             resumed_from: self.resumed_from.clone(),
-            interrupted,
+            interrupted: end == RunEnd::Interrupted,
             precision: self.cfg.precision,
             skipped_steps: self.state.loss_scaler.map_or(0, |s| s.skipped_steps),
         }
@@ -527,7 +535,7 @@ impl<'a, B: AutodiffBackend> Run<'a, B> {
     /// Stops without a final model (a simulated kill): checkpoints stay for a resume.
     fn interrupted(self) -> Result<TrainOutcome<B>> {
         self.progress.finish_and_clear();
-        let results = self.results(true);
+        let results = self.results(RunEnd::Interrupted);
         Ok(TrainOutcome {
             model: self.model,
             results,
@@ -559,7 +567,7 @@ impl<'a, B: AutodiffBackend> Run<'a, B> {
             self.job.tokenizer_dir,
         )?;
         checkpoint::write_state(&out_dir.join(checkpoint::STATE_FILE), &self.state)?;
-        let results = self.results(false);
+        let results = self.results(RunEnd::Finished);
         qa_eval::decode::write_json(&out_dir.join("train_results.json"), &results)?;
         Ok(TrainOutcome {
             model: self.model,
