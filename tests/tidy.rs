@@ -108,3 +108,36 @@ fn architecture_md_names_only_files_that_exist() {
         "ARCHITECTURE.md names files that are not in the repo: {missing:?}"
     );
 }
+
+#[test]
+fn crate_docs_list_every_module() {
+    let root = repo_root();
+    let mut unlisted = Vec::new();
+    let mut checked = 0;
+    for entry in std::fs::read_dir(root.join("crates")).expect("crates/") {
+        let lib = entry.expect("crate folder").path().join("src/lib.rs");
+        let Ok(text) = std::fs::read_to_string(&lib) else {
+            continue;
+        };
+        let docs: String = text
+            .lines()
+            .filter(|l| l.starts_with("//!"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        for line in text.lines() {
+            let Some(rest) = line
+                .strip_prefix("pub mod ")
+                .or_else(|| line.strip_prefix("mod "))
+            else {
+                continue;
+            };
+            let module = rest.trim_end_matches(';').trim();
+            checked += 1;
+            if !docs.contains(&format!("`{module}`")) {
+                unlisted.push(format!("{}: {module}", lib.display()));
+            }
+        }
+    }
+    assert!(checked > 30, "only {checked} modules found");
+    assert!(unlisted.is_empty(), "modules missing from their crate's `//!` docs: {unlisted:?}");
+}

@@ -15,6 +15,8 @@
 //! * [`checkpoint`] loads HF tensors into the model, and saves a fine-tuned model as an HF
 //!   directory that `transformers` loads unchanged.
 //! * [`backend`] is the one place where the Burn backend is chosen (cargo feature `cpu`/`cuda`).
+//! * [`dropout`] is Burn's dropout with CPU masks drawn in parallel; [`infer`] batches windows
+//!   by length for inference; [`error`] holds the typed errors, each naming its file.
 
 pub mod albert;
 pub mod backend;

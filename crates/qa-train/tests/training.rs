@@ -816,3 +816,40 @@ fn twenty_steps_equal_the_hugging_face_trainer() {
         "{worst_tensor}: {weight_err} of its movement"
     );
 }
+
+/// The two halves of a step, alone: gradients of a loss scaled past f32's range overflow; with
+/// a loss scaler the update is skipped (weights untouched, scale halved), without one it is
+/// refused as non-finite.
+#[test]
+fn an_overflowing_step_is_skipped_with_a_scaler_and_refused_without() {
+    use qa_train::optim::{AdamW, AdamWConfig};
+    use qa_train::step::{train_step, Update, UpdateOutcome};
+    let device = default_device();
+    let tiny = Tiny::load(Dropout::Off);
+    let refs: Vec<&Feature> = tiny.windows.iter().take(4).collect();
+    let batch = [pad_batch(&refs, 0)];
+    let model = tiny.model::<B>(&device);
+    let grads = train_step(&model, &batch, None, 1e39, 0, &device);
+    assert!(grads.loss.is_finite(), "the reported loss is unscaled");
+    let cfg = TrainConfig::new("unused");
+    let fresh = |scaler| Update {
+        optimizer: AdamW::new(AdamWConfig::from(&cfg)),
+        scaler,
+        max_grad_norm: 1.0,
+    };
+    let scaling = LossScaling {
+        init_scale: 1e39,
+        ..Default::default()
+    };
+    let mut scaled = fresh(Some(qa_train::LossScaler::new(scaling)));
+    let (after, report) = scaled.apply(model.clone(), &grads.grads, 0.1);
+    assert_eq!(report.outcome, UpdateOutcome::Skipped);
+    assert_eq!(scaled.loss_scale(), 0.5e39);
+    assert_eq!(
+        max_diff(&export_tensors(&after, &tiny.config), &tiny.start_weights()),
+        0.0
+    );
+    let (_, report) = fresh(None).apply(model, &grads.grads, 0.1);
+    assert_eq!(report.outcome, UpdateOutcome::NonFinite);
+    assert!(!report.grad_norm.is_finite());
+}
