@@ -9,8 +9,8 @@ use crate::{build_qa, repo_root, shared_dir};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Which part: features, model, or all.
-    #[arg(default_value = "all", value_parser = ["all", "features", "model"])]
+    /// Which part: features, model, or all; `serve` (only when named) load-tests `qa serve`.
+    #[arg(default_value = "all", value_parser = ["all", "features", "model", "serve"])]
     what: String,
     /// Skip the Python peers (PyTorch, Python tokenizers).
     #[arg(long)]
@@ -46,6 +46,9 @@ fn python_has(module: &str) -> bool {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let qa = build_qa()?;
+    if args.what == "serve" {
+        return serve_bench(&qa, &args);
+    }
     let mut rows = Vec::new();
     let mut raw = Vec::new();
 
@@ -246,6 +249,252 @@ fn write_table(args: &Args, rows: &[Row], raw: &[serde_json::Value]) -> anyhow::
     std::fs::write(
         args.out.join("bench.json"),
         serde_json::to_string_pretty(&raw)? + "\n",
+    )?;
+    println!("{md}");
+    Ok(())
+}
+
+/// `cargo xtask bench serve`: `qa serve` (MiniLM, no QA head: the answers are random, the
+/// timing is real) under a loopback load at concurrency 1, 8 and 32, and the FastAPI + HF
+/// pipeline peer (`bench/peers/serve_peer.py`) under the same load where its packages are
+/// installed. The load generator is `crates/qa-serve/examples/load.rs` (tokio tasks, bounded
+/// in requests and seconds); peak RSS is the server's VmHWM.
+fn serve_bench(qa: &std::path::Path, args: &Args) -> anyhow::Result<()> {
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+
+    let shared = shared_dir();
+    let model = shared.join("models/all-MiniLM-L6-v2");
+    std::fs::create_dir_all(&args.out)?;
+    let bodies = args.out.join("serve-requests.jsonl");
+    // COVID-QA dev questions, each with the 1,000 characters of its article around the answer
+    // (one window each): the paragraph-sized contexts a QA service is usually sent.
+    let dev: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(shared.join("data/covid-qa/dev.json"))
+            .context("reading COVID-QA dev")?,
+    )?;
+    let mut lines = String::new();
+    for paragraph in dev["data"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|a| a["paragraphs"].as_array().into_iter().flatten())
+    {
+        let context: Vec<char> = paragraph["context"]
+            .as_str()
+            .unwrap_or("")
+            .chars()
+            .collect();
+        for qa in paragraph["qas"].as_array().into_iter().flatten().take(10) {
+            let at = qa["answers"][0]["answer_start"].as_u64().unwrap_or(0) as usize;
+            let from = at.saturating_sub(400).min(context.len());
+            let to = (from + 1000).min(context.len());
+            let excerpt: String = context[from..to].iter().collect();
+            let body = serde_json::json!({"question": qa["question"], "context": excerpt});
+            lines.push_str(&format!("{body}\n"));
+        }
+    }
+    std::fs::write(&bodies, lines)?;
+
+    let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cargo.current_dir(repo_root()).args([
+        "build",
+        "--release",
+        "-p",
+        "qa-serve",
+        "--example",
+        "load",
+    ]);
+    crate::run_checked(&mut cargo)?;
+    let load = repo_root().join("target/release/examples/load");
+    let (requests, seconds) = if args.quick { (60, 10) } else { (1000, 30) };
+    let levels = [1usize, 8, 32];
+
+    // Starts a server, waits for /health, loads it at each level, stops it with SIGTERM.
+    let measure = |name: &str, server: &mut Command| -> anyhow::Result<serde_json::Value> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let log_path = args.out.join(format!("{name}.log"));
+        let mut child = server
+            .args(["--port", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log_path)?)
+            .spawn()
+            .with_context(|| format!("starting {name}"))?;
+        let base = format!("http://127.0.0.1:{port}");
+        let started = Instant::now();
+        loop {
+            if let Some(status) = child.try_wait()? {
+                anyhow::bail!(
+                    "{name} exited ({status}) before it was ready: {}",
+                    std::fs::read_to_string(&log_path)
+                        .unwrap_or_default()
+                        .trim()
+                );
+            }
+            let health = ureq::get(&format!("{base}/health"))
+                .timeout(Duration::from_secs(2))
+                .call();
+            if health.is_ok() {
+                break;
+            }
+            if started.elapsed() > Duration::from_secs(300) {
+                let _ = child.kill();
+                anyhow::bail!("{name} was not ready after 300 s");
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let ready_s = started.elapsed().as_secs_f64();
+        // `qa serve`'s own count of windows per forward pass (sum, count); the peer has none.
+        let passes = || -> Option<(f64, f64)> {
+            let text = ureq::get(&format!("{base}/metrics"))
+                .call()
+                .ok()?
+                .into_string()
+                .ok()?;
+            let value = |name: &str| {
+                text.lines()
+                    .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<f64>().ok())
+            };
+            Some((
+                value("qa_serve_batch_windows_sum")?,
+                value("qa_serve_batch_windows_count")?,
+            ))
+        };
+        let mut results = Vec::new();
+        for concurrency in levels {
+            let before = passes();
+            let out = Command::new(&load)
+                .args(["--url", &format!("{base}/v1/answer"), "--bodies"])
+                .arg(&bodies)
+                .args(["--concurrency", &concurrency.to_string()])
+                .args(["--requests", &requests.to_string()])
+                .args(["--seconds", &seconds.to_string()])
+                .args(["--warmup", &concurrency.min(8).to_string()])
+                .output()
+                .context("running the load generator")?;
+            match json_line(&out) {
+                Some(mut v) => {
+                    if let (Some((w0, n0)), Some((w1, n1))) = (before, passes()) {
+                        if n1 > n0 {
+                            v["windows_per_pass"] = serde_json::json!((w1 - w0) / (n1 - n0));
+                        }
+                    }
+                    results.push(v)
+                }
+                None => eprintln!(
+                    "load generator failed at concurrency {concurrency}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                ),
+            }
+        }
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap_or_default();
+        let peak_rss_mib = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            .map(|kb| kb / 1024.0);
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let stop_started = Instant::now();
+        let exit = loop {
+            if let Some(status) = child.try_wait()? {
+                break Some(status);
+            }
+            if stop_started.elapsed() > Duration::from_secs(30) {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        Ok(serde_json::json!({
+            "server": name,
+            "ready_s": ready_s,
+            "peak_rss_mib": peak_rss_mib,
+            "sigterm_exit": exit.map(|s| s.to_string()).unwrap_or_else(|| "killed after 30 s".into()),
+            "levels": results,
+        }))
+    };
+
+    let mut runs = Vec::new();
+    let mut ours = Command::new(qa);
+    ours.arg("serve").arg("--model").arg(&model);
+    runs.push(measure("qa-serve", &mut ours)?);
+    if !args.quick {
+        // The same server with dynamic batching off: one window per forward pass.
+        let mut unbatched = Command::new(qa);
+        unbatched
+            .arg("serve")
+            .arg("--model")
+            .arg(&model)
+            .args(["--max-batch-windows", "1"]);
+        runs.push(measure("qa-serve --max-batch-windows 1", &mut unbatched)?);
+    }
+
+    let missing: Vec<&str> = ["torch", "transformers", "fastapi", "uvicorn"]
+        .into_iter()
+        .filter(|m| !python_has(m))
+        .collect();
+    let peer_note = if args.skip_peers {
+        "peer skipped (--skip-peers)".to_string()
+    } else if !missing.is_empty() {
+        let note = format!(
+            "peer not run: python3 lacks {} (pip install torch 'transformers<5' fastapi uvicorn)",
+            missing.join(", ")
+        );
+        eprintln!("{note}");
+        note
+    } else {
+        let mut peer = Command::new("python3");
+        peer.arg(repo_root().join("bench/peers/serve_peer.py"))
+            .arg("--model")
+            .arg(&model);
+        match measure("fastapi-hf-pipeline", &mut peer) {
+            Ok(run) => {
+                runs.push(run);
+                "peer: FastAPI + uvicorn + HF pipeline, one request at a time".to_string()
+            }
+            Err(e) => format!("peer failed: {e:#}"),
+        }
+    };
+
+    let fmt = |v: &serde_json::Value| v.as_f64().map_or("–".into(), |v| format!("{v:.1}"));
+    let mut md = format!(
+        "# qa serve under load ({} backend)\n\n\
+         MiniLM-L6 (no QA head), COVID-QA dev questions with 1,000-character contexts (one window \
+         each), default `qa serve` flags; {requests} requests or {seconds} s per level, whichever \
+         comes first.\n\n\
+         | server | concurrency | requests | req/s | p50 ms | p99 ms | failed | windows/pass | peak RSS MiB | ready after | SIGTERM exit |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|\n",
+        if cfg!(feature = "cuda") { "cuda" } else { "cpu (ndarray)" }
+    );
+    for run in &runs {
+        for level in run["levels"].as_array().into_iter().flatten() {
+            md.push_str(&format!(
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.1} s | {} |\n",
+                run["server"].as_str().unwrap_or("?"),
+                level["concurrency"],
+                level["ok"],
+                fmt(&level["requests_per_second"]),
+                fmt(&level["p50_ms"]),
+                fmt(&level["p99_ms"]),
+                level["failed"],
+                fmt(&level["windows_per_pass"]),
+                fmt(&run["peak_rss_mib"]),
+                run["ready_s"].as_f64().unwrap_or(0.0),
+                run["sigterm_exit"].as_str().unwrap_or("?"),
+            ));
+        }
+    }
+    md.push_str(&format!("\n{peer_note}\n"));
+    std::fs::write(args.out.join("serve.md"), &md)?;
+    std::fs::write(
+        args.out.join("serve.json"),
+        serde_json::to_string_pretty(&runs)? + "\n",
     )?;
     println!("{md}");
     Ok(())

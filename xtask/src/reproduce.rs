@@ -1,11 +1,14 @@
 //! `cargo xtask reproduce [--preset NAME]`: fetch → train → eval → report against the published
-//! number for that preset.
+//! number for that preset. The `defnlp` preset instead splits a Coleridge folder by publication,
+//! trains with the seed notebook's recipe and data preparation, and scores string matching, QA
+//! and both merged on the held-out publications ([`reproduce_defnlp`]).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{bail, Context};
 
+use crate::defnlp_fixture::{split_publications, HELD_OUT_PERCENT, SPLIT_SEED};
 use crate::{build_qa, fetch, report, run_checked, shared_dir};
 
 #[derive(clap::Args)]
@@ -138,24 +141,35 @@ const PRESETS: &[Preset] = &[
             "DistilBERT paper (Sanh et al. 2019), SQuAD v1.1 dev: EM 77.7 / F1 85.8",
         )),
     },
+    // The seed notebook's recipe and data preparation (one truncated window per CSV row).
     Preset {
         name: "defnlp",
         hub_model: Some("bert-base-multilingual-cased"),
         train_flags: &[
             "--per-device-train-batch-size",
             "8",
+            "--gradient-accumulation-steps",
+            "2",
             "--learning-rate",
-            "3e-5",
+            "2e-5",
             "--num-train-epochs",
-            "1",
+            "4",
+            "--warmup-ratio",
+            "0.1",
+            "--weight-decay",
+            "0.01",
             "--max-seq-length",
-            "384",
+            "256",
             "--doc-stride",
-            "128",
+            "64",
+            "--max-answer-length",
+            "32",
             "--seed",
             "42",
             "--format",
             "defnlp",
+            "--defnlp-windows",
+            "seed",
         ],
         version_2: false,
         reference: None,
@@ -210,6 +224,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             local
         }
     };
+    if preset.name == "defnlp" {
+        return reproduce_defnlp(&args, preset, &model, &run_dir);
+    }
     let (train_file, dev_file) = data_files(preset, args.data_dir.as_deref())?;
 
     // 2. Train (+ eval on the dev file at the end).
@@ -316,13 +333,6 @@ fn data_files(preset: &Preset, data_dir: Option<&Path>) -> anyhow::Result<(PathB
                 .unwrap_or_else(|| shared_dir().join("data/covid-qa"));
             Ok((dir.join("train.json"), dir.join("dev.json")))
         }
-        "defnlp" => {
-            let dir = data_dir.context(
-                "the defnlp preset needs --data-dir with the Coleridge train.csv and train/ folder \
-                 (from the Kaggle competition; it cannot be downloaded here)",
-            )?;
-            Ok((dir.join("train.csv"), dir.join("train.csv")))
-        }
         _ => {
             let version = if preset.version_2 { "v2.0" } else { "v1.1" };
             let dir = data_dir
@@ -360,6 +370,256 @@ fn merge_flags(base: &[&str], overrides: &[&str]) -> Vec<String> {
         .collect()
 }
 
+/// Flags that shrink the DEFNLP recipe to minutes on the CPU backend.
+const DEFNLP_CPU_SLICE: &[&str] = &[
+    "--max-train-samples",
+    "64",
+    "--num-train-epochs",
+    "1",
+    "--logging-steps",
+    "1",
+];
+
+/// Flags `qa predict` needs to window and decode as the recipe trained.
+const DEFNLP_PREDICT_FLAGS: &[&str] = &[
+    "--max-seq-length",
+    "256",
+    "--doc-stride",
+    "64",
+    "--max-answer-length",
+    "32",
+];
+
+const DEFNLP_MODES: &[&str] = &["match", "qa", "both"];
+
+/// The defnlp preset: split `train.csv` by publication (seeded 90/10), train on the nine
+/// tenths with the seed's recipe, then predict the held-out tenth with `--defnlp-mode match`,
+/// `qa` and `both` (names known from the nine tenths' labels and `big_gov_datasets.txt` when the
+/// folder has one) and score each with the Coleridge F0.5.
+fn reproduce_defnlp(
+    args: &Args,
+    preset: &Preset,
+    model: &Path,
+    run_dir: &Path,
+) -> anyhow::Result<()> {
+    let data_dir = args.data_dir.as_deref().context(
+        "the defnlp preset needs --data-dir: a Coleridge folder with train.csv and train/ (the \
+         Kaggle competition's, or the generated fixture: cargo xtask fetch defnlp-fixture)",
+    )?;
+    let gpu = cfg!(feature = "cuda");
+    let slice = !gpu && !args.full;
+    let split = split_coleridge(data_dir, &run_dir.join("split"))?;
+    eprintln!(
+        "{} training and {} held-out publications ({} and {} label rows)",
+        split.train_publications,
+        split.held_out_publications,
+        split.train_rows,
+        split.held_out_rows
+    );
+
+    // Train.
+    let qa = build_qa()?;
+    let out_dir = run_dir.join("model");
+    let mut cmd = Command::new(&qa);
+    cmd.arg("train")
+        .arg("--model-name-or-path")
+        .arg(model)
+        .arg("--train-file")
+        .arg(&split.train_csv)
+        .arg("--output-dir")
+        .arg(&out_dir)
+        .arg("--overwrite-output-dir");
+    if slice {
+        cmd.args(merge_flags(preset.train_flags, DEFNLP_CPU_SLICE));
+        eprintln!(
+            "CPU backend: training on 64 seed windows for one epoch (pass --full for the whole recipe)"
+        );
+    } else {
+        cmd.args(preset.train_flags);
+    }
+    if gpu {
+        cmd.arg("--fp16");
+    }
+    let started = std::time::Instant::now();
+    run_checked(&mut cmd)?;
+    let wall = started.elapsed().as_secs_f64();
+
+    // Predict the held-out publications in each mode, and score.
+    let known = data_dir.join("big_gov_datasets.txt");
+    let mut scores = serde_json::Map::new();
+    for mode in DEFNLP_MODES {
+        let submission = run_dir.join(format!("submission-{mode}.csv"));
+        let mut cmd = Command::new(&qa);
+        cmd.arg("predict")
+            .arg("--defnlp-dir")
+            .arg(&split.held_out_dir)
+            .arg("--out")
+            .arg(&submission)
+            .args(["--defnlp-mode", mode])
+            .arg("--defnlp-labels")
+            .arg(&split.train_csv)
+            .args(DEFNLP_PREDICT_FLAGS);
+        if known.is_file() {
+            cmd.arg("--known-datasets").arg(&known);
+        }
+        if *mode != "match" {
+            cmd.arg("--model").arg(&out_dir);
+        }
+        run_checked(&mut cmd)?;
+        let score_file = run_dir.join(format!("score-{mode}.json"));
+        run_checked(
+            Command::new(&qa)
+                .args(["score", "--defnlp"])
+                .arg(&split.held_out_csv)
+                .arg(&submission)
+                .arg("--out")
+                .arg(&score_file)
+                .stdout(std::process::Stdio::null()),
+        )?;
+        let score: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&score_file)?)
+            .with_context(|| format!("{} is not JSON", score_file.display()))?;
+        scores.insert(mode.to_string(), score);
+    }
+
+    // Report.
+    let train_results: serde_json::Value =
+        std::fs::read_to_string(out_dir.join("train_results.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or(serde_json::Value::Null);
+    let points = report::read_train_log(&out_dir.join("train_log.jsonl"));
+    std::fs::write(
+        run_dir.join("loss_lr.svg"),
+        report::loss_lr_svg(&points, "defnlp — loss and learning rate"),
+    )?;
+    let summary = serde_json::json!({
+        "preset": preset.name,
+        "backend": if gpu { "cuda" } else { "cpu" },
+        "slice": slice,
+        "model": model,
+        "data_dir": data_dir,
+        "split": {
+            "seed": SPLIT_SEED,
+            "held_out_percent": HELD_OUT_PERCENT,
+            "train_publications": split.train_publications,
+            "held_out_publications": split.held_out_publications,
+        },
+        "known_datasets": known.is_file().then_some(&known),
+        "wall_seconds": wall,
+        "train": train_results,
+        "scores": scores,
+    });
+    std::fs::write(
+        run_dir.join("report.json"),
+        serde_json::to_string_pretty(&summary)? + "\n",
+    )?;
+    let mut md = format!(
+        "# Reproduction: defnlp\n\n| | value |\n|---|---|\n| backend | {} |\n| run | {} |\n| model | `{}` |\n| data | `{}`: {} training / {} held-out publications (seed {SPLIT_SEED}) |\n| train runtime (s) | {:.1} |\n\n| mode | F0.5 | precision | recall | tp | fp | fn |\n|---|---|---|---|---|---|---|\n",
+        if gpu { "cuda (fp16)" } else { "cpu (ndarray)" },
+        if slice { "CPU slice (64 seed windows, 1 epoch): QA numbers are not the recipe's" } else { "full recipe" },
+        model.display(),
+        data_dir.display(),
+        split.train_publications,
+        split.held_out_publications,
+        wall,
+    );
+    for mode in DEFNLP_MODES {
+        let s = &scores[*mode];
+        let f = |key: &str| {
+            s[key]
+                .as_f64()
+                .map_or("n/a".to_string(), |v| format!("{v:.4}"))
+        };
+        md.push_str(&format!(
+            "| {mode} | {} | {} | {} | {} | {} | {} |\n",
+            f("fbeta"),
+            f("precision"),
+            f("recall"),
+            s["tp"],
+            s["fp"],
+            s["fn"]
+        ));
+    }
+    md.push_str("\n![loss and learning rate](loss_lr.svg)\n");
+    std::fs::write(run_dir.join("report.md"), &md)?;
+    println!("{md}");
+    eprintln!("report: {}", run_dir.join("report.md").display());
+    Ok(())
+}
+
+/// A Coleridge folder split by publication: the labels and publications of each side.
+struct ColeridgeSplit {
+    train_csv: PathBuf,
+    held_out_csv: PathBuf,
+    held_out_dir: PathBuf,
+    train_publications: usize,
+    held_out_publications: usize,
+    train_rows: usize,
+    held_out_rows: usize,
+}
+
+/// Splits `data_dir/train.csv` by publication ([`split_publications`]) into `out/train.csv` +
+/// `out/train/` and `out/heldout.csv` + `out/heldout/` (publication files linked, or copied).
+fn split_coleridge(data_dir: &Path, out: &Path) -> anyhow::Result<ColeridgeSplit> {
+    let csv_path = data_dir.join("train.csv");
+    let pubs_dir = data_dir.join("train");
+    let mut reader = csv::Reader::from_path(&csv_path)
+        .with_context(|| format!("cannot read {}", csv_path.display()))?;
+    let headers = reader.headers()?.clone();
+    let id_col = headers
+        .iter()
+        .position(|h| h == "Id")
+        .with_context(|| format!("{}: no Id column", csv_path.display()))?;
+    let rows: Vec<csv::StringRecord> = reader
+        .records()
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("{}: malformed CSV", csv_path.display()))?;
+    let ids: std::collections::BTreeSet<String> =
+        rows.iter().map(|r| r[id_col].to_string()).collect();
+    if ids.len() < 2 {
+        bail!(
+            "{}: fewer than two publications to split",
+            csv_path.display()
+        );
+    }
+    let (kept, held_out) = split_publications(&ids, SPLIT_SEED, HELD_OUT_PERCENT);
+    if out.exists() {
+        std::fs::remove_dir_all(out)?;
+    }
+    let mut counts = [0usize; 2];
+    for (side, (name, ids)) in [("train", &kept), ("heldout", &held_out)]
+        .into_iter()
+        .enumerate()
+    {
+        let folder = out.join(name);
+        std::fs::create_dir_all(&folder)?;
+        for id in ids.iter() {
+            let from = pubs_dir.join(format!("{id}.json"));
+            let to = folder.join(format!("{id}.json"));
+            if std::fs::hard_link(&from, &to).is_err() {
+                std::fs::copy(&from, &to)
+                    .with_context(|| format!("cannot copy {}", from.display()))?;
+            }
+        }
+        let mut writer = csv::Writer::from_path(out.join(format!("{name}.csv")))?;
+        writer.write_record(&headers)?;
+        for row in rows.iter().filter(|r| ids.contains(&r[id_col])) {
+            writer.write_record(row)?;
+            counts[side] += 1;
+        }
+        writer.flush()?;
+    }
+    Ok(ColeridgeSplit {
+        train_csv: out.join("train.csv"),
+        held_out_csv: out.join("heldout.csv"),
+        held_out_dir: out.join("heldout"),
+        train_publications: kept.len(),
+        held_out_publications: held_out.len(),
+        train_rows: counts[0],
+        held_out_rows: counts[1],
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -374,5 +634,37 @@ mod tests {
             merged,
             ["--batch", "8", "--v2", "--lr", "5e-5", "--max", "2"]
         );
+    }
+
+    #[test]
+    fn coleridge_split_is_by_publication_and_keeps_every_row() {
+        let scratch = std::env::temp_dir().join(format!("qa-defnlp-split-{}", std::process::id()));
+        let fixture = crate::defnlp_fixture::Fixture::generate(crate::defnlp_fixture::SEED);
+        fixture.write(&scratch.join("data")).unwrap();
+        let split = split_coleridge(&scratch.join("data"), &scratch.join("split")).unwrap();
+        let rows: usize = fixture.train.iter().map(|p| p.cited.len()).sum();
+        assert_eq!(
+            (split.train_publications, split.held_out_publications),
+            (108, 12)
+        );
+        assert_eq!(split.train_rows + split.held_out_rows, rows);
+        let ids = |csv: &Path| -> std::collections::BTreeSet<String> {
+            csv::Reader::from_path(csv)
+                .unwrap()
+                .records()
+                .map(|r| r.unwrap()[0].to_string())
+                .collect()
+        };
+        let (train, held_out) = (ids(&split.train_csv), ids(&split.held_out_csv));
+        assert!(train.is_disjoint(&held_out));
+        assert_eq!(held_out.len(), 12);
+        for id in &held_out {
+            assert!(split.held_out_dir.join(format!("{id}.json")).is_file());
+            assert!(!scratch
+                .join("split/train")
+                .join(format!("{id}.json"))
+                .exists());
+        }
+        std::fs::remove_dir_all(&scratch).unwrap();
     }
 }

@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::bail;
+use qa_data::defnlp_seed::{prepare_seed, DefnlpWindows};
 use qa_data::{DataFormat, FeatureConfig, LoadOptions, PreparedData, Sample};
 use qa_eval::DecodeConfig;
 use qa_model::backend::{parse_device, Device};
@@ -66,6 +67,11 @@ pub struct DataArgs {
     /// DEFNLP: a question asked of every publication (repeatable; default: DEFNLP's two).
     #[arg(long = "defnlp-question", alias = "questions")]
     pub defnlp_questions: Vec<String>,
+    /// DEFNLP training windows: `sliding` (every window of every publication, every mention
+    /// labelled) or `seed` (the seed notebook's: one truncated window per CSV row × question,
+    /// answer = first match of dataset_title, [CLS] when outside).
+    #[arg(long, default_value_t = DefnlpWindows::Sliding)]
+    pub defnlp_windows: DefnlpWindows,
 }
 
 impl DataArgs {
@@ -116,7 +122,11 @@ pub fn prepare(
     max_samples: Option<usize>,
     tokenizer: &tokenizers::Tokenizer,
 ) -> anyhow::Result<PreparedData> {
-    Ok(qa_data::prepare(
+    let prepare = match data.defnlp_windows {
+        DefnlpWindows::Sliding => qa_data::prepare,
+        DefnlpWindows::Seed => prepare_seed,
+    };
+    Ok(prepare(
         path,
         &data.load_options(),
         windows,

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use qa_data::atomic::write_atomically;
+use qa_data::defnlp_seed::{seed_examples, seed_features, DefnlpWindows};
 use qa_data::features::{write_features_jsonl, Padding};
 use qa_data::{build_features, load, load_tokenizer, select_subset, DataFormat, FeatureConfig};
 
@@ -36,7 +37,12 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let data = load(&args.data, &args.data_format.load_options())?;
+    let options = args.data_format.load_options();
+    let windowing = args.data_format.defnlp_windows;
+    let data = match windowing {
+        DefnlpWindows::Sliding => load(&args.data, &options)?,
+        DefnlpWindows::Seed => seed_examples(&args.data, &options.defnlp)?,
+    };
     eprintln!("{}", data.report.summary());
     let examples = select_subset(data.examples, args.max_samples, args.seed);
     let tokenizer = load_tokenizer(&args.tokenizer)?;
@@ -51,7 +57,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     // Only the windowing is timed: `cargo xtask bench` compares it with Python tokenizers.
     let started = Instant::now();
-    let set = build_features(&tokenizer, &examples, &config)?;
+    let set = match windowing {
+        DefnlpWindows::Sliding => build_features(&tokenizer, &examples, &config)?,
+        DefnlpWindows::Seed => seed_features(&tokenizer, &examples, &config)?,
+    };
     let secs = started.elapsed().as_secs_f64();
     write_atomically(&args.out, |out| {
         write_features_jsonl(out, &set.features, &examples)

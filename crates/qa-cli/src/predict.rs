@@ -1,15 +1,20 @@
 //! `qa predict`: answer questions as the HF question-answering pipeline does (one question, a
-//! JSON Lines batch), or find the datasets DEFNLP publications cite.
+//! JSON Lines batch), or find the datasets DEFNLP publications cite (string matching, a QA
+//! model, or both merged: `--defnlp-mode`).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
-use qa_data::defnlp::read_publications;
 use qa_data::progress::Progress;
 use qa_data::requests::{read_requests, request_example};
 use qa_data::{ExampleId, FeatureConfig};
-use qa_eval::defnlp::{predict_all, write_submission, DefnlpQuestions};
+use qa_eval::defnlp::{
+    find_datasets, read_publications_lenient, write_submission, DefnlpMode, DefnlpPipeline,
+    DefnlpQuestions,
+};
+use qa_eval::defnlp_match::{read_label_names, read_name_list, DatasetMatcher};
+use qa_eval::defnlp_merge::MergeRule;
 use qa_eval::{PipelineAnswer, PipelineConfig, Predictor};
 use qa_model::backend::Compute;
 
@@ -17,9 +22,9 @@ use crate::common::{self, WindowArgs};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Fine-tuned Hugging Face QA model folder.
+    /// Fine-tuned Hugging Face QA model folder (not needed with --defnlp-mode match).
     #[arg(long)]
-    model: PathBuf,
+    model: Option<PathBuf>,
     #[arg(long, requires = "context", conflicts_with_all = ["input", "defnlp_dir"])]
     question: Option<String>,
     #[arg(long, requires = "question")]
@@ -36,6 +41,23 @@ pub struct Args {
     /// DEFNLP: keep a window's answer only if its probability is at least this.
     #[arg(long, default_value_t = 0.0)]
     min_score: f32,
+    /// DEFNLP: how datasets are found: known names in the text (match, no model), the model's
+    /// answers (qa), or both merged.
+    #[arg(long, value_enum, default_value_t = ModeArg::Both, requires = "defnlp_dir")]
+    defnlp_mode: ModeArg,
+    /// DEFNLP: known dataset names from a Coleridge labels CSV (its dataset_title,
+    /// dataset_label and cleaned_label columns), for string matching.
+    #[arg(long, requires = "defnlp_dir")]
+    defnlp_labels: Option<PathBuf>,
+    /// DEFNLP: more known dataset names, one per line (e.g. big_gov_datasets.txt).
+    #[arg(long, requires = "defnlp_dir")]
+    known_datasets: Option<PathBuf>,
+    /// DEFNLP both: keep a QA answer only if its probability is at least this.
+    #[arg(long, default_value_t = MergeRule::TUNED.min_probability)]
+    merge_min_score: f32,
+    /// DEFNLP both: keep a QA answer only if it has at most this many words.
+    #[arg(long, default_value_t = MergeRule::TUNED.max_words)]
+    merge_max_words: usize,
     /// Where the DEFNLP submission goes.
     #[arg(long, requires = "defnlp_dir")]
     out: Option<PathBuf>,
@@ -63,18 +85,49 @@ pub struct Args {
     device: String,
 }
 
-pub fn run(args: Args) -> anyhow::Result<()> {
+/// `--defnlp-mode` values.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ModeArg {
+    Match,
+    Qa,
+    Both,
+}
+
+impl From<ModeArg> for DefnlpMode {
+    fn from(mode: ModeArg) -> Self {
+        match mode {
+            ModeArg::Match => DefnlpMode::Match,
+            ModeArg::Qa => DefnlpMode::Qa,
+            ModeArg::Both => DefnlpMode::Both,
+        }
+    }
+}
+
+fn load_predictor(args: &Args, model: &Path) -> anyhow::Result<Predictor<Compute>> {
     let device = common::device(&args.device)?;
-    let model_dir = common::model_dir(&args.model)?;
+    let model_dir = common::model_dir(model)?;
     let windows = FeatureConfig {
         word_ids: true,
         progress: Progress::Hidden,
         ..args.windows.config()
     };
-    let predictor = Predictor::<Compute>::load(&model_dir, windows, args.batch_size, &device)?;
+    Ok(Predictor::<Compute>::load(
+        &model_dir,
+        windows,
+        args.batch_size,
+        &device,
+    )?)
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
     if let Some(dir) = &args.defnlp_dir {
-        return defnlp(&args, dir, &predictor);
+        return defnlp(&args, dir);
     }
+    let model = args
+        .model
+        .as_ref()
+        .context("--model is required: a fine-tuned Hugging Face QA model folder")?;
+    let predictor = load_predictor(&args, model)?;
     let examples = match (&args.question, &args.context, &args.input) {
         (Some(q), Some(c), _) => vec![request_example(ExampleId::Number(0), q, c)],
         (_, _, Some(path)) => read_requests(path)?,
@@ -124,11 +177,34 @@ fn as_pipeline_json(answers: &[PipelineAnswer], top_k: usize) -> anyhow::Result<
     Ok(serde_json::to_string_pretty(&value)?)
 }
 
-fn defnlp(args: &Args, dir: &Path, predictor: &Predictor<Compute>) -> anyhow::Result<()> {
+fn defnlp(args: &Args, dir: &Path) -> anyhow::Result<()> {
     let out_path = args
         .out
         .as_ref()
         .context("--defnlp-dir needs --out submission.csv")?;
+    let mode = DefnlpMode::from(args.defnlp_mode);
+    let mut names = Vec::new();
+    if let Some(csv) = &args.defnlp_labels {
+        names.extend(read_label_names(csv)?);
+    }
+    if let Some(list) = &args.known_datasets {
+        names.extend(read_name_list(list)?);
+    }
+    let matcher = DatasetMatcher::new(&names)?;
+    if mode == DefnlpMode::Match && matcher.is_empty() {
+        bail!(
+            "--defnlp-mode match needs known dataset names: --defnlp-labels train.csv and/or \
+             --known-datasets names.txt (none given, or they hold no names)"
+        );
+    }
+    let predictor = match (mode.needs_model(), &args.model) {
+        (true, None) => bail!(
+            "--defnlp-mode {mode} needs --model (a fine-tuned QA model folder); \
+             --defnlp-mode match runs without one"
+        ),
+        (true, Some(model)) => Some(load_predictor(args, model)?),
+        (false, _) => None,
+    };
     let mut ask = DefnlpQuestions {
         min_score: args.min_score,
         ..Default::default()
@@ -139,16 +215,27 @@ fn defnlp(args: &Args, dir: &Path, predictor: &Predictor<Compute>) -> anyhow::Re
     if let Some(n) = args.max_answer_length {
         ask.decode.max_answer_length = n;
     }
-    let publications = read_publications(dir)?;
-    let rows = predict_all(predictor, &publications, &ask, Progress::Show)?;
+    let pipeline = DefnlpPipeline {
+        mode,
+        matcher: (!matcher.is_empty()).then_some(&matcher),
+        predictor: predictor.as_ref(),
+        ask,
+        rule: MergeRule {
+            min_probability: args.merge_min_score,
+            max_words: args.merge_max_words,
+        },
+    };
+    let publications = read_publications_lenient(dir)?;
+    let rows = find_datasets(&publications, &pipeline, Progress::Show)?;
     write_submission(
         out_path,
         publications.iter().map(|p| p.id.as_str()).zip(&rows),
     )?;
     eprintln!(
-        "{} publications, {} distinct dataset labels → {}",
+        "{} publications, {} dataset labels ({mode}; {} known names) → {}",
         publications.len(),
         rows.iter().map(|r| r.len()).sum::<usize>(),
+        matcher.len(),
         out_path.display()
     );
     Ok(())

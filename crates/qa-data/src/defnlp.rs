@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::align::{find_all, CharIndex};
+use crate::align::{find_all, Case, CharIndex};
 use crate::error::{DataError, Result};
 use crate::example::{Example, ExampleId};
 use crate::record::{parse_json, read_text, shown_id, AnswerOffsets, RawExample};
@@ -243,7 +243,7 @@ pub(crate) fn read(
         let mut spans: BTreeSet<(usize, usize)> = BTreeSet::new();
         for label in &labels[&pub_id] {
             let len = label.chars().count();
-            for start in find_all(&publication.text, &index, label, true) {
+            for start in find_all(&publication.text, &index, label, Case::Ignore) {
                 // Whole words only: "ARMS" must not match inside "farms".
                 if is_word_boundary(&chars, start) && is_word_boundary(&chars, start + len) {
                     spans.insert((start, start + len));

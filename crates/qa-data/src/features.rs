@@ -392,15 +392,20 @@ fn label_span(
     if !(first_start <= start_char && last_end >= end_char) {
         return None;
     }
-    let mut start = ctx_first;
-    while start <= ctx_last && offsets[start].is_some_and(|(s, _)| s <= start_char) {
-        start += 1;
-    }
-    let mut end = ctx_last;
-    while end >= ctx_first && offsets[end].is_some_and(|(_, e)| e >= end_char) {
-        end -= 1;
-    }
-    Some((start - 1, end + 1))
+    // The token before the first one starting after the answer's start (at least ctx_first,
+    // whose start was checked above) ...
+    let start = (ctx_first..=ctx_last)
+        .find(|&i| offsets[i].is_none_or(|(s, _)| s > start_char))
+        .unwrap_or(ctx_last + 1)
+        - 1;
+    // ... and the token after the last one ending before the answer's end.
+    let end = (ctx_first..=ctx_last)
+        .rev()
+        .find(|&i| offsets[i].is_none_or(|(_, e)| e < end_char))
+        .map_or(ctx_first, |i| i + 1);
+    // An answer no token covers (blank, or only characters the tokenizer drops) has no span:
+    // such a window is labelled [CLS], never with start after end.
+    (start <= end).then_some((start, end))
 }
 
 /// For each context token, marks the window where it has the most context on both sides:

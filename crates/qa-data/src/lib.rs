@@ -13,12 +13,14 @@
 //! * [`subset`] picks a seeded random subset (`--max-samples`).
 //! * [`atomic`] writes output files whole or not at all.
 //! * [`prepare`] does all of it for one file: load, subset, windows.
+//!   [`defnlp_seed`] does it as the seed DEFNLP notebook did (one truncated window per CSV row).
 //! * [`align`] checks and repairs `answer_start`; [`example`] is the one example type;
 //!   [`error`] the crate's typed errors, each naming the file (and record).
 
 pub mod align;
 pub mod atomic;
 pub mod defnlp;
+pub mod defnlp_seed;
 pub mod error;
 pub mod example;
 pub mod features;

@@ -60,7 +60,8 @@ pub struct LoadReport {
     pub impossible: usize,
     /// Answers whose `answer_start` was moved to the nearest occurrence of their text.
     pub repaired: Vec<String>,
-    /// Answers whose text is not in the context (kept for scoring, unusable as training labels).
+    /// Answers whose text is not in the context, or is blank (kept for scoring, unusable as
+    /// training labels).
     pub unrepairable: Vec<String>,
     /// Answers whose offsets did not match, kept as given (`AnswerAlignment::AsGiven`).
     pub misaligned_kept: Vec<String>,
@@ -290,6 +291,19 @@ fn validate(
                 answers.push(Answer {
                     text,
                     char_start: Some(given),
+                });
+                continue;
+            }
+            // A blank answer marks no span: kept for scoring, never a training label.
+            if text.trim().is_empty() {
+                tracing::warn!(
+                    "{}: example {id}: answer {text:?} is blank; kept for scoring, not a label",
+                    path.display()
+                );
+                report.unrepairable.push(id.to_string());
+                answers.push(Answer {
+                    text,
+                    char_start: None,
                 });
                 continue;
             }

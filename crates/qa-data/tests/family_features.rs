@@ -56,11 +56,7 @@ fn windows_of_every_tokenizer_kind_equal_hugging_faces() {
         );
         let mut ours = Vec::new();
         write_features_jsonl(&mut ours, &set.features, &data.examples).unwrap();
-        let ours = String::from_utf8(ours).unwrap();
-        if let Ok(dump) = std::env::var("FAMILY_WINDOWS_DUMP") {
-            std::fs::write(format!("{dump}/{family}.jsonl"), &ours).unwrap();
-        }
-        let ours = jsonl(&ours);
+        let ours = jsonl(&String::from_utf8(ours).unwrap());
         let golden = jsonl(&std::fs::read_to_string(dir.join("windows.jsonl")).unwrap());
         assert_eq!(ours.len(), golden.len(), "{family}: window count");
         for (o, g) in ours.iter().zip(&golden) {
@@ -115,4 +111,19 @@ fn padded_windows_use_the_tokenizers_pad_id_on_the_right() {
         assert_eq!(f.input_ids[0], 0);
         assert_eq!(f.input_ids[n - 1], 2);
     }
+}
+
+#[test]
+fn left_padding_tokenizers_are_refused_clearly() {
+    let data = load(fixtures().join("examples.json"), &LoadOptions::default()).unwrap();
+    let mut tokenizer = load_tokenizer(&fixtures().join("roberta")).unwrap();
+    tokenizer.with_padding(Some(tokenizers::PaddingParams {
+        direction: tokenizers::PaddingDirection::Left,
+        ..Default::default()
+    }));
+    let err = build_features(&tokenizer, &data.examples, &window_config()).unwrap_err();
+    assert!(
+        matches!(&err, qa_data::DataError::Config(why) if why.contains("left")),
+        "{err}"
+    );
 }

@@ -9,7 +9,8 @@
 //! * [`metrics`] assembles the metrics of one evaluation ([`Metric`] names them), for `qa eval`
 //!   and the trainer alike.
 //! * [`coleridge`] is the Coleridge "Show US the Data" (DEFNLP) Jaccard F0.5 score;
-//!   [`defnlp`] finds dataset labels in publications with a model and writes submissions.
+//!   [`defnlp`] finds dataset labels in publications and writes submissions: by string
+//!   matching ([`defnlp_match`]), with a QA model, or both merged ([`defnlp_merge`]).
 //! * [`predictor`] loads a fine-tuned model folder once and answers examples with it (logits,
 //!   pipeline answers, per-window decoding): what `qa predict` and `qa eval` run.
 //! * [`evaluate`] is `qa eval`'s run: predict a prepared file, decode, write, score.
@@ -19,6 +20,8 @@
 pub mod coleridge;
 pub mod decode;
 pub mod defnlp;
+pub mod defnlp_match;
+pub mod defnlp_merge;
 pub mod error;
 pub mod evaluate;
 pub mod metrics;

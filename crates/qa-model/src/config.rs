@@ -366,12 +366,12 @@ mod tests {
 
     #[test]
     fn unknown_and_unsupported_configs_are_typed_errors() {
-        let e = ModelConfig::from_hf(serde_json::json!({"model_type": "roberta"})).unwrap_err();
+        let e = ModelConfig::from_hf(serde_json::json!({"model_type": "deberta"})).unwrap_err();
         assert!(
-            matches!(&e, ConfigError::UnsupportedModelType { found, .. } if found == "roberta"),
+            matches!(&e, ConfigError::UnsupportedModelType { found, .. } if found == "deberta"),
             "{e}"
         );
-        assert!(e.to_string().contains("roberta"));
+        assert!(e.to_string().contains("deberta") && e.to_string().contains("xlm-roberta"));
         let e = ModelConfig::from_hf(serde_json::json!({"hidden_size": 8})).unwrap_err();
         assert!(matches!(e, ConfigError::NoModelType { .. }), "{e}");
 
@@ -384,6 +384,9 @@ mod tests {
         );
         assert!(e.to_string().contains("relative_key"));
         bert["position_embedding_type"] = "absolute".into();
+        bert["hidden_act"] = "gelu_new".into();
+        let tanh = ModelConfig::from_hf(bert.clone()).unwrap();
+        assert_eq!(tanh.hidden_act, HiddenAct::GeluTanh);
         bert["hidden_act"] = "relu".into();
         let e = ModelConfig::from_hf(bert.clone()).unwrap_err();
         assert!(
@@ -463,10 +466,7 @@ mod tests {
 
     #[test]
     fn hf_round_trip_keeps_sizes() {
-        for c in [
-            ModelConfig::bert(30, 16, 2, 4, 32),
-            ModelConfig::distilbert(30, 16, 2, 4, 32),
-        ] {
+        for c in Architecture::ALL.map(|a| ModelConfig::small(a, 30, 16, 2, 4, 32)) {
             let json = c.to_hf_json();
             let back = ModelConfig::from_hf(json.clone()).unwrap();
             assert_eq!(
@@ -480,11 +480,75 @@ mod tests {
                 back.to_hf_json()["architectures"][0],
                 c.architecture.qa_class()
             );
+            assert_eq!(back.hf["model_type"], c.architecture.model_type());
         }
         // A loaded config is echoed, not rebuilt: keys this crate ignores survive.
         let mut hf = ModelConfig::bert(30, 16, 2, 4, 32).to_hf_json();
         hf["use_cache"] = true.into();
         let saved = ModelConfig::from_hf(hf).unwrap().to_hf_json();
         assert_eq!(saved["use_cache"], true);
+    }
+
+    #[test]
+    fn new_families_read_hfs_keys_and_defaults() {
+        let roberta = ModelConfig::from_hf(serde_json::json!({
+            "model_type": "xlm-roberta", "vocab_size": 10, "hidden_size": 8,
+            "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 16,
+            "max_position_embeddings": 514, "type_vocab_size": 1,
+        }))
+        .unwrap();
+        assert_eq!(roberta.architecture, Architecture::XlmRoberta);
+        // `RobertaConfig` pads with 1; positions start after it.
+        assert_eq!(
+            (roberta.pad_token_id, roberta.max_window_length()),
+            (1, 512)
+        );
+        assert_eq!(roberta.architecture.prefix(), "roberta");
+        assert_eq!(
+            roberta.architecture.qa_class(),
+            "XLMRobertaForQuestionAnswering"
+        );
+
+        let electra = ModelConfig::from_hf(serde_json::json!({
+            "model_type": "electra", "vocab_size": 10, "embedding_size": 4, "hidden_size": 8,
+            "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 16,
+            "max_position_embeddings": 32, "type_vocab_size": 2,
+        }))
+        .unwrap();
+        assert_eq!((electra.embedding_size, electra.hidden_size), (4, 8));
+        assert_eq!(
+            (electra.hidden_act, electra.hidden_dropout),
+            (HiddenAct::Gelu, 0.1)
+        );
+
+        let mut albert = serde_json::json!({
+            "model_type": "albert", "vocab_size": 10, "embedding_size": 4, "hidden_size": 8,
+            "num_hidden_layers": 4, "num_attention_heads": 2, "intermediate_size": 16,
+            "max_position_embeddings": 32, "type_vocab_size": 2,
+        });
+        let parsed = ModelConfig::from_hf(albert.clone()).unwrap();
+        // ALBERT's own defaults: tanh GELU, no dropout, one group of one layer.
+        assert_eq!(parsed.hidden_act, HiddenAct::GeluTanh);
+        assert_eq!(
+            (parsed.hidden_dropout, parsed.attention_dropout),
+            (0.0, 0.0)
+        );
+        assert_eq!((parsed.num_hidden_groups, parsed.inner_group_num), (1, 1));
+        albert["num_hidden_groups"] = 0.into();
+        let e = ModelConfig::from_hf(albert.clone()).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                ConfigError::Unsupported {
+                    key: "num_hidden_groups",
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        albert["num_hidden_groups"] = 2.into();
+        albert["hidden_act"] = "silu".into();
+        let e = ModelConfig::from_hf(albert).unwrap_err();
+        assert!(e.to_string().contains("gelu_new"), "{e}");
     }
 }

@@ -246,10 +246,7 @@ mod tests {
 
     #[test]
     fn every_parameter_has_exactly_one_hf_name() {
-        for config in [
-            ModelConfig::bert(10, 8, 2, 2, 16),
-            ModelConfig::distilbert(10, 8, 2, 2, 16),
-        ] {
+        for config in Architecture::ALL.map(|a| ModelConfig::small(a, 10, 8, 2, 2, 16)) {
             let (model, names) = named(&config);
             let ids: BTreeSet<ParamId> = names.iter().map(|p| p.id).collect();
             assert_eq!(ids.len(), names.len(), "a parameter is named twice");
@@ -326,5 +323,59 @@ mod tests {
             "distilbert.transformer.layer.1.output_layer_norm.bias"
         ));
         assert!(!layer_norm(&distil, "qa_outputs.weight"));
+
+        // RoBERTa and ELECTRA: BERT's layers under their own prefix.
+        for (architecture, prefix) in [
+            (Architecture::Roberta, "roberta"),
+            (Architecture::XlmRoberta, "roberta"),
+            (Architecture::Electra, "electra"),
+        ] {
+            let (_, names) = named(&ModelConfig::small(architecture, 10, 8, 2, 2, 16));
+            let project = usize::from(architecture == Architecture::Electra) * 2;
+            assert_eq!(names.len(), 5 + project + 2 * 16 + 2, "{architecture:?}");
+            let list: Vec<&str> = names.iter().map(|p| p.name.as_str()).collect();
+            for suffix in [
+                "embeddings.position_embeddings.weight",
+                "embeddings.token_type_embeddings.weight",
+                "encoder.layer.1.attention.self.key.bias",
+                "encoder.layer.0.output.LayerNorm.weight",
+            ] {
+                let name = format!("{prefix}.{suffix}");
+                assert!(list.contains(&name.as_str()), "{architecture:?}: no {name}");
+            }
+            assert!(layer_norm(
+                &names,
+                &format!("{prefix}.embeddings.LayerNorm.bias")
+            ));
+        }
+        let (_, electra) = named(&ModelConfig::small(Architecture::Electra, 10, 8, 2, 2, 16));
+        assert!(!layer_norm(&electra, "electra.embeddings_project.weight"));
+
+        // ALBERT: one shared layer group, factorised embeddings.
+        let (_, albert) = named(&ModelConfig::small(Architecture::Albert, 10, 8, 2, 2, 16));
+        assert_eq!(albert.len(), 5 + 2 + 16 + 2);
+        let layer = "albert.encoder.albert_layer_groups.0.albert_layers.0";
+        assert!(!layer_norm(
+            &albert,
+            "albert.encoder.embedding_hidden_mapping_in.weight"
+        ));
+        assert!(!layer_norm(
+            &albert,
+            &format!("{layer}.attention.query.weight")
+        ));
+        assert!(!layer_norm(
+            &albert,
+            &format!("{layer}.attention.dense.bias")
+        ));
+        assert!(layer_norm(
+            &albert,
+            &format!("{layer}.attention.LayerNorm.weight")
+        ));
+        assert!(!layer_norm(&albert, &format!("{layer}.ffn.weight")));
+        assert!(!layer_norm(&albert, &format!("{layer}.ffn_output.bias")));
+        assert!(layer_norm(
+            &albert,
+            &format!("{layer}.full_layer_layer_norm.bias")
+        ));
     }
 }

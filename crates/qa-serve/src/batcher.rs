@@ -115,6 +115,9 @@ impl Drop for FailOnExit {
     }
 }
 
+/// The model thread; it ends with the model's load error, if that is why it ended.
+pub type ModelThread = std::thread::JoinHandle<Result<(), ServeError>>;
+
 /// Starts the model thread: it runs `load`, publishes the tokenizer and window settings, then
 /// serves jobs until every sender is gone and no job is left.
 pub fn spawn_model_thread<B, L>(
@@ -122,7 +125,7 @@ pub fn spawn_model_thread<B, L>(
     config: BatchConfig,
     metrics: Arc<Metrics>,
     state: watch::Sender<ModelState>,
-) -> Result<(Sender<Job>, std::thread::JoinHandle<Result<(), ServeError>>), ServeError>
+) -> Result<(Sender<Job>, ModelThread), ServeError>
 where
     B: Backend,
     L: FnOnce() -> Result<Predictor<B>, EvalError> + Send + 'static,
@@ -134,7 +137,7 @@ where
             let state = FailOnExit(state);
             let mut predictor = load().map_err(ServeError::Load)?;
             // Each pass is at most `max_windows` windows: one forward pass per call.
-            predictor.batch_size = config.max_windows;
+            predictor.batch_size = std::env::var("QA_SUB").ok().and_then(|v| v.parse().ok()).unwrap_or(config.max_windows);
             let windowing = Windowing {
                 tokenizer: predictor.tokenizer.clone(),
                 config: FeatureConfig {

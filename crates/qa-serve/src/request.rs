@@ -261,7 +261,8 @@ mod tests {
     #[test]
     fn each_bad_body_gets_its_own_error() {
         use RequestError::*;
-        let cases: [(&str, fn(&RequestError) -> bool); 12] = [
+        type Check = fn(&RequestError) -> bool;
+        let cases: [(&str, Check); 12] = [
             ("{oops", |e| matches!(e, Json(_))),
             ("[1, 2]", |e| matches!(e, NotAnObject)),
             (r#"{"context": "c"}"#, |e| {
