@@ -425,7 +425,7 @@ fn serve_bench(qa: &std::path::Path, args: &Args) -> anyhow::Result<()> {
     ours.arg("serve").arg("--model").arg(&model);
     runs.push(measure("qa-serve", &mut ours)?);
     if !args.quick {
-        // The same server with dynamic batching off: one window per forward pass.
+        // Dynamic batching off: one window per forward pass.
         let mut unbatched = Command::new(qa);
         unbatched
             .arg("serve")
@@ -433,6 +433,14 @@ fn serve_bench(qa: &std::path::Path, args: &Args) -> anyhow::Result<()> {
             .arg(&model)
             .args(["--max-batch-windows", "1"]);
         runs.push(measure("qa-serve --max-batch-windows 1", &mut unbatched)?);
+        // Batches in one forward pass each, padded to their longest window.
+        let mut one_pass = Command::new(qa);
+        one_pass
+            .arg("serve")
+            .arg("--model")
+            .arg(&model)
+            .args(["--max-padding", "1"]);
+        runs.push(measure("qa-serve --max-padding 1", &mut one_pass)?);
     }
 
     let missing: Vec<&str> = ["torch", "transformers", "fastapi", "uvicorn"]

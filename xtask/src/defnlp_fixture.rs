@@ -591,7 +591,11 @@ impl Fixture {
             let candidates: Vec<serde_json::Value> = p
                 .reader
                 .iter()
-                .map(|a| serde_json::json!({"text": a.text, "probability": a.probability}))
+                .map(|a| {
+                    // Three decimals, as drawn (not the f32's f64 expansion).
+                    let probability = (f64::from(a.probability) * 1000.0).round() / 1000.0;
+                    serde_json::json!({"text": a.text, "probability": probability})
+                })
                 .collect();
             let line = serde_json::json!({"Id": p.id, "candidates": candidates});
             writeln!(reader, "{line}")?;

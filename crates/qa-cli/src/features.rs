@@ -53,6 +53,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             Padding::None
         },
         label_any_answer: data.report.format == Some(DataFormat::Defnlp),
+        source: Some(args.data.clone()),
         ..args.windows.config()
     };
     // Only the windowing is timed: `cargo xtask bench` compares it with Python tokenizers.

@@ -33,7 +33,7 @@ fn keep_freed_memory() {
 #[command(
     name = "qa",
     version,
-    about = "Extractive question answering with BERT-family models: train, evaluate, answer, score",
+    about = "Extractive question answering with transformer encoders: train, evaluate, answer, score",
     after_help = "Examples:\n  \
         qa features --data dev.json --tokenizer models/all-MiniLM-L6-v2 --out dev.features.jsonl\n  \
         qa score dev.json predictions.json\n  \
@@ -55,7 +55,8 @@ enum Command {
     Features(features::Args),
     /// Score predictions with the official SQuAD v1.1/v2.0 rules (or the Coleridge metric).
     Score(score::Args),
-    /// Fine-tune a BERT/DistilBERT model for extractive QA (run_qa.py --do_train).
+    /// Fine-tune a model (BERT, DistilBERT, RoBERTa, XLM-R, ELECTRA, ALBERT) for extractive QA
+    /// (run_qa.py --do_train).
     Train(Box<train::Args>),
     /// Predict and score a labelled set with a fine-tuned model (run_qa.py --do_eval).
     Eval(eval::Args),

@@ -30,6 +30,10 @@ pub struct Args {
     /// Longest a request waits for others to share its forward pass, in milliseconds.
     #[arg(long, default_value_t = 5)]
     max_wait_ms: u64,
+    /// Largest share of a forward pass's tokens that may be padding: a batch's windows, sorted
+    /// by length, run in as few passes as keep it under this (1: one pass per batch).
+    #[arg(long, default_value_t = 0.1)]
+    max_padding: f64,
     /// Requests waiting for the model before new ones get 503 (with Retry-After).
     #[arg(long, default_value_t = 256)]
     max_queue: usize,
@@ -67,6 +71,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         batching: BatchConfig {
             max_windows: args.max_batch_windows,
             max_wait: Duration::from_millis(args.max_wait_ms),
+            max_padding: args.max_padding,
         },
         max_queue: args.max_queue,
         max_body_bytes: args.max_body_bytes,

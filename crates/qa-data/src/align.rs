@@ -71,11 +71,11 @@ pub fn align_answer(
     mode: AnswerAlignment,
 ) -> (Option<usize>, AlignOutcome) {
     let len = text.chars().count();
-    if index.slice(context, given_start, given_start + len) == Some(text) {
+    if index.slice(context, given_start, given_start.saturating_add(len)) == Some(text) {
         return (Some(given_start), AlignOutcome::Aligned);
     }
     if mode == AnswerAlignment::AsGiven {
-        let in_range = given_start + len <= index.len_chars();
+        let in_range = given_start.saturating_add(len) <= index.len_chars();
         return (in_range.then_some(given_start), AlignOutcome::Unrepairable);
     }
     let nearest = nearest_occurrence(context, index, text, given_start, Case::Exact)

@@ -52,6 +52,7 @@ pub fn prepare(
     let labelled = loaded.report.has_gold_labels(&examples);
     let config = FeatureConfig {
         label_any_answer: loaded.report.format == Some(DataFormat::Defnlp),
+        source: Some(path.to_path_buf()),
         ..windows.clone()
     };
     let set = build_features(tokenizer, &examples, &config)?;

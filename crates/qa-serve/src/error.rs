@@ -158,6 +158,8 @@ impl IntoResponse for RequestError {
 pub enum ServeError {
     #[error("{0} must be at least 1")]
     ZeroLimit(&'static str),
+    #[error("max_padding must be a fraction between 0 and 1, not {0}")]
+    MaxPadding(f64),
     #[error("top_k {0} is more than the server allows ({max})", max = crate::request::MAX_TOP_K)]
     TopKTooLarge(usize),
     #[error("cannot listen on {addr}: {source}")]

@@ -73,8 +73,10 @@ impl ServeConfig {
         ]
         .into_iter()
         .find(|&(_, value)| value == 0);
+        let padding = self.batching.max_padding;
         match zero {
             Some((name, _)) => Err(ServeError::ZeroLimit(name)),
+            None if !(0.0..=1.0).contains(&padding) => Err(ServeError::MaxPadding(padding)),
             None if self.answers.top_k > request::MAX_TOP_K => {
                 Err(ServeError::TopKTooLarge(self.answers.top_k))
             }

@@ -1,5 +1,6 @@
 //! The server's counters, rendered in the Prometheus text format at `GET /metrics`: responses
-//! by status code, queue depth, windows and requests per forward pass, and answer latency.
+//! by status code, queue depth, windows and requests per batch, forward passes, and answer
+//! latency.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -65,6 +66,7 @@ struct Counters {
     batch_windows: Histogram,
     batch_requests: Histogram,
     failed_batches: u64,
+    forward_passes: u64,
 }
 
 /// Where the model stands, as `qa_serve_model_ready` and `/health` report it.
@@ -99,6 +101,7 @@ impl Metrics {
                 batch_windows: Histogram::new(WINDOW_BOUNDS),
                 batch_requests: Histogram::new(REQUEST_BOUNDS),
                 failed_batches: 0,
+                forward_passes: 0,
             }),
             queued: AtomicUsize::new(0),
         }
@@ -119,14 +122,19 @@ impl Metrics {
         self.counters().latency.observe(elapsed.as_secs_f64());
     }
 
-    /// One forward pass over `windows` windows from `requests` distinct requests.
+    /// One batch of `windows` windows from `requests` distinct requests.
     pub fn batch(&self, windows: usize, requests: usize) {
         let mut c = self.counters();
         c.batch_windows.observe(windows as f64);
         c.batch_requests.observe(requests as f64);
     }
 
-    /// A forward pass that panicked (its requests got 500s).
+    /// One forward pass (a batch runs in one or more, grouped by window length).
+    pub fn forward_pass(&self) {
+        self.counters().forward_passes += 1;
+    }
+
+    /// A batch whose forward pass panicked (its requests got 500s).
     pub fn failed_batch(&self) {
         self.counters().failed_batches += 1;
     }
@@ -162,19 +170,26 @@ impl Metrics {
         );
         let _ = writeln!(
             out,
-            "# HELP qa_serve_failed_batches_total Forward passes that failed.\n\
+            "# HELP qa_serve_failed_batches_total Batches whose forward pass failed.\n\
              # TYPE qa_serve_failed_batches_total counter\nqa_serve_failed_batches_total {}",
             c.failed_batches
+        );
+        let _ = writeln!(
+            out,
+            "# HELP qa_serve_forward_passes_total Forward passes (a batch's windows are grouped \
+             by length into one or more).\n\
+             # TYPE qa_serve_forward_passes_total counter\nqa_serve_forward_passes_total {}",
+            c.forward_passes
         );
         c.batch_windows.render(
             &mut out,
             "qa_serve_batch_windows",
-            "Windows per forward pass.",
+            "Windows per batch (gathered from concurrent requests).",
         );
         c.batch_requests.render(
             &mut out,
             "qa_serve_batch_requests",
-            "Distinct requests whose windows shared a forward pass.",
+            "Distinct requests whose windows shared a batch.",
         );
         c.latency.render(
             &mut out,

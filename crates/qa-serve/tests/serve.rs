@@ -103,7 +103,10 @@ fn assert_same_answer(got: &Value, want: &Value, what: &str) {
                 let g = &g[key];
                 if key == "score" {
                     let (g, w) = (g.as_f64().unwrap(), w.as_f64().unwrap());
-                    assert!((g - w).abs() <= 1e-6 * w.abs().max(1e-6), "{what}: score {g} vs {w}");
+                    assert!(
+                        (g - w).abs() <= 1e-6 * w.abs().max(1e-6),
+                        "{what}: score {g} vs {w}"
+                    );
                 } else {
                     assert_eq!(g, w, "{what}: {key}");
                 }
@@ -185,6 +188,7 @@ async fn one_question_is_answered_as_qa_predict_answers_it() {
         batching: BatchConfig {
             max_windows: 4,
             max_wait: Duration::from_millis(1),
+            ..BatchConfig::default()
         },
         ..ServeConfig::default()
     })
@@ -432,6 +436,7 @@ async fn a_full_queue_is_refused_with_503_and_retry_after() {
         batching: BatchConfig {
             max_windows: 1000,
             max_wait: Duration::from_millis(400),
+            ..BatchConfig::default()
         },
         ..ServeConfig::default()
     })
@@ -475,9 +480,11 @@ async fn a_full_queue_is_refused_with_503_and_retry_after() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_requests_share_passes_and_never_mix() {
     let server = start(ServeConfig {
+        // One forward pass per batch: windows of many requests and lengths padded together.
         batching: BatchConfig {
             max_windows: 48,
             max_wait: Duration::from_millis(30),
+            max_padding: 1.0,
         },
         ..ServeConfig::default()
     })
@@ -536,6 +543,7 @@ async fn shutdown_finishes_the_requests_in_flight() {
         batching: BatchConfig {
             max_windows: 1000,
             max_wait: Duration::from_millis(300),
+            ..BatchConfig::default()
         },
         ..ServeConfig::default()
     })
