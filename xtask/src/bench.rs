@@ -346,7 +346,7 @@ fn serve_bench(qa: &std::path::Path, args: &Args) -> anyhow::Result<()> {
             std::thread::sleep(Duration::from_millis(200));
         }
         let ready_s = started.elapsed().as_secs_f64();
-        // `qa serve`'s own count of windows per forward pass (sum, count); the peer has none.
+        // `qa serve`'s own count of windows per batch (sum, count); the peer has none.
         let passes = || -> Option<(f64, f64)> {
             let text = ureq::get(&format!("{base}/metrics"))
                 .call()
@@ -362,9 +362,30 @@ fn serve_bench(qa: &std::path::Path, args: &Args) -> anyhow::Result<()> {
                 value("qa_serve_batch_windows_count")?,
             ))
         };
+        // The server's CPU time (user + system), in seconds: a machine shared with other work
+        // slows req/s, less so CPU time per request.
+        let pid = child.id();
+        let ticks_per_s = Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+            })
+            .unwrap_or(100.0);
+        let cpu_s = || -> Option<f64> {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+            let ticks = |i: usize| fields.get(i)?.parse::<f64>().ok();
+            Some((ticks(11)? + ticks(12)?) / ticks_per_s)
+        };
         let mut results = Vec::new();
         for concurrency in levels {
             let before = passes();
+            let cpu_before = cpu_s();
             let out = Command::new(&load)
                 .args(["--url", &format!("{base}/v1/answer"), "--bodies"])
                 .arg(&bodies)
@@ -376,6 +397,13 @@ fn serve_bench(qa: &std::path::Path, args: &Args) -> anyhow::Result<()> {
                 .context("running the load generator")?;
             match json_line(&out) {
                 Some(mut v) => {
+                    let ok = v["ok"].as_f64().unwrap_or(0.0);
+                    if let (Some(c0), Some(c1)) = (cpu_before, cpu_s()) {
+                        if ok > 0.0 {
+                            v["server_cpu_ms_per_request"] =
+                                serde_json::json!((c1 - c0) * 1e3 / ok);
+                        }
+                    }
                     if let (Some((w0, n0)), Some((w1, n1))) = (before, passes()) {
                         if n1 > n0 {
                             v["windows_per_pass"] = serde_json::json!((w1 - w0) / (n1 - n0));
@@ -476,14 +504,14 @@ fn serve_bench(qa: &std::path::Path, args: &Args) -> anyhow::Result<()> {
          MiniLM-L6 (no QA head), COVID-QA dev questions with 1,000-character contexts (one window \
          each), default `qa serve` flags; {requests} requests or {seconds} s per level, whichever \
          comes first.\n\n\
-         | server | concurrency | requests | req/s | p50 ms | p99 ms | failed | windows/pass | peak RSS MiB | ready after | SIGTERM exit |\n\
-         |---|---|---|---|---|---|---|---|---|---|---|\n",
+         | server | concurrency | requests | req/s | p50 ms | p99 ms | failed | server CPU ms/request | windows/batch | peak RSS MiB | ready after | SIGTERM exit |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|\n",
         if cfg!(feature = "cuda") { "cuda" } else { "cpu (ndarray)" }
     );
     for run in &runs {
         for level in run["levels"].as_array().into_iter().flatten() {
             md.push_str(&format!(
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.1} s | {} |\n",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.1} s | {} |\n",
                 run["server"].as_str().unwrap_or("?"),
                 level["concurrency"],
                 level["ok"],
@@ -491,6 +519,7 @@ fn serve_bench(qa: &std::path::Path, args: &Args) -> anyhow::Result<()> {
                 fmt(&level["p50_ms"]),
                 fmt(&level["p99_ms"]),
                 level["failed"],
+                fmt(&level["server_cpu_ms_per_request"]),
                 fmt(&level["windows_per_pass"]),
                 fmt(&run["peak_rss_mib"]),
                 run["ready_s"].as_f64().unwrap_or(0.0),
