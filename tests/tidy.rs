@@ -139,5 +139,8 @@ fn crate_docs_list_every_module() {
         }
     }
     assert!(checked > 30, "only {checked} modules found");
-    assert!(unlisted.is_empty(), "modules missing from their crate's `//!` docs: {unlisted:?}");
+    assert!(
+        unlisted.is_empty(),
+        "modules missing from their crate's `//!` docs: {unlisted:?}"
+    );
 }

@@ -104,7 +104,10 @@ mod tests {
 
     #[test]
     fn f1_is_a_bag_of_tokens_score() {
-        assert_eq!(f1_score("the cat sat", "cat", SquadVersion::V2), 2.0 * 0.5 * 1.0 / 1.5);
+        assert_eq!(
+            f1_score("the cat sat", "cat", SquadVersion::V2),
+            2.0 * 0.5 * 1.0 / 1.5
+        );
         // Repeated tokens count once per occurrence.
         let f = f1_score("cat cat", "cat dog", SquadVersion::V2);
         assert!((f - 0.5).abs() < 1e-12);

@@ -100,14 +100,21 @@ fn named_hostile_score_inputs_get_errors_naming_the_file() {
     let cases: [(&str, &[u8], &str); 4] = [
         ("empty.json", b"", "empty.json"),
         ("list.json", b"[1, 2]", "expected a JSON object"),
-        ("number-answer.json", br#"{"q1": 7}"#, "value for id q1 has the wrong type"),
+        (
+            "number-answer.json",
+            br#"{"q1": 7}"#,
+            "value for id q1 has the wrong type",
+        ),
         ("truncated.json", br#"{"q1": "Fra"#, "malformed JSON"),
     ];
     for (name, bytes, expected) in cases {
         let preds = write(dir.path(), name, bytes);
         let err = score_squad_files(&gold, &preds, None, 1.0, None).unwrap_err();
         let text = err.to_string();
-        assert!(text.contains(name) && text.contains(expected), "{name}: {text}");
+        assert!(
+            text.contains(name) && text.contains(expected),
+            "{name}: {text}"
+        );
     }
     // Predictions that are all well-formed score as the official script does.
     let preds = write(dir.path(), "good.json", br#"{"q1": "France", "q2": ""}"#);

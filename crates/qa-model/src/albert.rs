@@ -51,14 +51,14 @@ pub struct AlbertConfig {
     pub hidden_dropout_prob: f64,
     #[serde(default)]
     pub attention_probs_dropout_prob: f64,
-    #[serde(default = "default_initializer_range")]
+    #[serde(default = "crate::bert::default_initializer_range")]
     pub initializer_range: f64,
-    #[serde(default = "default_layer_norm_eps")]
+    #[serde(default = "crate::bert::default_layer_norm_eps")]
     pub layer_norm_eps: f64,
     /// Absent or `null` mean 0.
     #[serde(default)]
     pub pad_token_id: Option<usize>,
-    #[serde(default = "default_position_embedding_type")]
+    #[serde(default = "crate::bert::default_position_embedding_type")]
     pub position_embedding_type: String,
 }
 
@@ -67,15 +67,6 @@ fn one() -> usize {
 }
 fn default_hidden_act() -> String {
     "gelu_new".into()
-}
-fn default_initializer_range() -> f64 {
-    0.02
-}
-fn default_layer_norm_eps() -> f64 {
-    1e-12
-}
-fn default_position_embedding_type() -> String {
-    "absolute".into()
 }
 
 impl AlbertConfig {
@@ -144,7 +135,7 @@ impl AlbertConfig {
             initializer_range: config.initializer_range,
             layer_norm_eps: config.layer_norm_eps,
             pad_token_id: Some(config.pad_token_id),
-            position_embedding_type: default_position_embedding_type(),
+            position_embedding_type: crate::bert::default_position_embedding_type(),
         }
     }
 }

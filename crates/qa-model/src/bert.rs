@@ -52,19 +52,20 @@ pub struct BertConfig {
     pub is_decoder: bool,
 }
 
-fn default_hidden_act() -> String {
+/// HF's defaults for the keys every BERT-shaped config has (RoBERTa's and ELECTRA's too).
+pub(crate) fn default_hidden_act() -> String {
     "gelu".into()
 }
-fn default_dropout_prob() -> f64 {
+pub(crate) fn default_dropout_prob() -> f64 {
     0.1
 }
-fn default_initializer_range() -> f64 {
+pub(crate) fn default_initializer_range() -> f64 {
     0.02
 }
-fn default_layer_norm_eps() -> f64 {
+pub(crate) fn default_layer_norm_eps() -> f64 {
     1e-12
 }
-fn default_position_embedding_type() -> String {
+pub(crate) fn default_position_embedding_type() -> String {
     "absolute".into()
 }
 

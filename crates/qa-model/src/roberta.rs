@@ -39,41 +39,26 @@ pub struct RobertaConfig {
     pub max_position_embeddings: usize,
     /// Released checkpoints have 1.
     pub type_vocab_size: usize,
-    #[serde(default = "default_hidden_act")]
+    #[serde(default = "crate::bert::default_hidden_act")]
     pub hidden_act: String,
-    #[serde(default = "default_dropout_prob")]
+    #[serde(default = "crate::bert::default_dropout_prob")]
     pub hidden_dropout_prob: f64,
-    #[serde(default = "default_dropout_prob")]
+    #[serde(default = "crate::bert::default_dropout_prob")]
     pub attention_probs_dropout_prob: f64,
-    #[serde(default = "default_initializer_range")]
+    #[serde(default = "crate::bert::default_initializer_range")]
     pub initializer_range: f64,
-    #[serde(default = "default_layer_norm_eps")]
+    #[serde(default = "crate::bert::default_layer_norm_eps")]
     pub layer_norm_eps: f64,
     /// The padding row of the word and position tables, and where positions start from.
     /// Absent or `null` mean HF's default, 1.
     #[serde(default)]
     pub pad_token_id: Option<usize>,
-    #[serde(default = "default_position_embedding_type")]
+    #[serde(default = "crate::bert::default_position_embedding_type")]
     pub position_embedding_type: String,
     #[serde(default)]
     pub is_decoder: bool,
 }
 
-fn default_hidden_act() -> String {
-    "gelu".into()
-}
-fn default_dropout_prob() -> f64 {
-    0.1
-}
-fn default_initializer_range() -> f64 {
-    0.02
-}
-fn default_layer_norm_eps() -> f64 {
-    1e-12
-}
-fn default_position_embedding_type() -> String {
-    "absolute".into()
-}
 /// `RobertaConfig.pad_token_id`'s default.
 const DEFAULT_PAD_TOKEN_ID: usize = 1;
 
@@ -132,7 +117,7 @@ impl RobertaConfig {
             initializer_range: config.initializer_range,
             layer_norm_eps: config.layer_norm_eps,
             pad_token_id: Some(config.pad_token_id),
-            position_embedding_type: default_position_embedding_type(),
+            position_embedding_type: crate::bert::default_position_embedding_type(),
             is_decoder: false,
         }
     }

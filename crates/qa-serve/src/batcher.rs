@@ -45,9 +45,9 @@ impl Default for BatchConfig {
         Self {
             max_windows: 32,
             max_wait: Duration::from_millis(5),
-            // Measured on the 2-core CPU: one pass per batch padded contexts of 200–350 tokens
-            // so much that batching cost 20% more CPU per request than no batching at all;
-            // length groups under 10% padding cost 10–15% less (bench/results/serve-cpu-2core.md).
+            // Measured on the 2-core CPU with 200–350-token windows: one pass per batch cost
+            // 10–25% more CPU per request than length groups under 10% padding, which cost
+            // about what no batching does (bench/results/serve-cpu-2core.md).
             max_padding: 0.1,
         }
     }

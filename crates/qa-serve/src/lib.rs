@@ -3,8 +3,10 @@
 //! * [`request`] reads a `POST /v1/answer` body (one question, a list, or the Hugging Face
 //!   Inference API shape) and shapes the answers as `qa predict --json` prints them.
 //! * [`batcher`] is the model thread: it loads the model, then collects the windows of
-//!   concurrent requests into shared forward passes (dynamic batching).
-//! * [`metrics`] counts responses, queue depth, batch sizes and latency (Prometheus text).
+//!   concurrent requests into shared batches (dynamic batching), run in forward passes of
+//!   windows of similar length.
+//! * [`metrics`] counts responses, queue depth, batch sizes, forward passes and latency
+//!   (Prometheus text).
 //! * [`http`] is the axum router: `/v1/answer`, `/health`, `/metrics`.
 //! * [`error`]: [`RequestError`] (one HTTP status each) and [`ServeError`] (the server's own).
 //!
