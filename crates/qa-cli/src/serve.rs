@@ -24,10 +24,10 @@ pub struct Args {
     host: IpAddr,
     #[arg(long, default_value_t = 8080)]
     port: u16,
-    /// Most windows in one forward pass (windows of concurrent requests share passes).
+    /// Most windows in one batch (windows of concurrent requests share batches).
     #[arg(long, default_value_t = 32)]
     max_batch_windows: usize,
-    /// Longest a request waits for others to share its forward pass, in milliseconds.
+    /// Longest a request waits for others to share its batch, in milliseconds.
     #[arg(long, default_value_t = 5)]
     max_wait_ms: u64,
     /// Largest share of a forward pass's tokens that may be padding: a batch's windows, sorted

@@ -371,12 +371,11 @@ fn train_schedule_flags_are_checked_like_run_qa() {
 
 /// `qa predict` against answers of the Hugging Face question-answering pipeline (made by
 /// `fixtures/pipeline/make_golden.py`) with the same model: texts, char spans and order must be
-/// equal, scores within 1e-4 relative.
-#[test]
-fn predict_gives_the_hf_pipeline_answers() {
+/// equal, scores within 1e-4 relative. Returns how many answers were compared.
+fn assert_predict_gives_the_pipeline_answers(golden_file: &str, model: &str) -> usize {
     let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pipeline");
     let golden: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(fixtures.join("golden.json")).unwrap())
+        serde_json::from_str(&std::fs::read_to_string(fixtures.join(golden_file)).unwrap())
             .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("in.jsonl");
@@ -393,7 +392,7 @@ fn predict_gives_the_hf_pipeline_answers() {
         let mut args = vec![
             "predict".to_string(),
             "--model".into(),
-            shared("golden/tiny-bert-qa"),
+            model.to_string(),
             "--input".into(),
             input.display().to_string(),
             "--top-k".into(),
@@ -408,6 +407,13 @@ fn predict_gives_the_hf_pipeline_answers() {
         if s["align_to_words"] == false {
             args.push("--no-align-to-words".into());
         }
+        if let Some(window) = golden
+            .get("window")
+            .filter(|w| !w.as_object().unwrap().is_empty())
+        {
+            args.extend(["--max-seq-length".into(), window["max_seq_len"].to_string()]);
+            args.extend(["--doc-stride".into(), window["doc_stride"].to_string()]);
+        }
         let o = qa(&args);
         assert!(o.status.success(), "{}", stderr(&o));
         let ours: Vec<serde_json::Value> = String::from_utf8_lossy(&o.stdout)
@@ -418,21 +424,52 @@ fn predict_gives_the_hf_pipeline_answers() {
         assert_eq!(ours.len(), expected.len());
         for (q, (ours, hf)) in ours.iter().zip(expected).enumerate() {
             let (ours, hf) = (ours["answers"].as_array().unwrap(), hf.as_array().unwrap());
-            assert_eq!(ours.len(), hf.len(), "{s} question {q}");
+            assert_eq!(ours.len(), hf.len(), "{golden_file} {s} question {q}");
             for (a, b) in ours.iter().zip(hf) {
                 for key in ["answer", "start", "end"] {
-                    assert_eq!(a[key], b[key], "{s} question {q}: ours {a} vs pipeline {b}");
+                    assert_eq!(
+                        a[key], b[key],
+                        "{golden_file} {s} question {q}: ours {a} vs pipeline {b}"
+                    );
                 }
                 let (x, y) = (a["score"].as_f64().unwrap(), b["score"].as_f64().unwrap());
                 assert!(
                     (x - y).abs() <= 1e-4 * y.abs(),
-                    "{s} question {q}: {x} vs {y}"
+                    "{golden_file} {s} question {q}: {x} vs {y}"
                 );
                 compared += 1;
             }
         }
     }
+    compared
+}
+
+#[test]
+fn predict_gives_the_hf_pipeline_answers() {
+    let compared =
+        assert_predict_gives_the_pipeline_answers("golden.json", &shared("golden/tiny-bert-qa"));
     assert_eq!(compared, 8 * (1 + 5 + 3 + 3));
+}
+
+/// The same for every other model family, with their own tokenizers (byte-level BPE for
+/// RoBERTa, Unigram for XLM-R and ALBERT, WordPiece for ELECTRA) and multilingual texts:
+/// the fixtures of `crates/qa-model/tests/fixtures/families`.
+#[test]
+fn predict_gives_the_hf_pipeline_answers_for_every_family() {
+    let families =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../qa-model/tests/fixtures/families");
+    // Answer counts per family as the pipeline gave them (top_k 1, 5, 3 and 3 over 8 inputs;
+    // short contexts have fewer distinct spans).
+    for (family, answers) in [
+        ("roberta", 8 + 40 + 24 + 24),
+        ("xlm-roberta", 8 + 36 + 23 + 24),
+        ("electra", 8 + 40 + 24 + 24),
+        ("albert", 8 + 36 + 23 + 24),
+    ] {
+        let model = families.join(family).display().to_string();
+        let compared = assert_predict_gives_the_pipeline_answers(&format!("{family}.json"), &model);
+        assert_eq!(compared, answers, "{family}");
+    }
 }
 
 #[test]

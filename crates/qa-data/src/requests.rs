@@ -63,8 +63,9 @@ pub fn request_example(id: ExampleId, question: &str, context: &str) -> Example 
     Example {
         id,
         title: String::new(),
-        // As the loaders do: leading spaces would only waste window room.
-        question: question.trim_start().to_string(),
+        // Kept as given, as the HF pipeline keeps it (run_qa's loaders strip it; for byte-level
+        // BPE tokenizers the leading spaces are tokens, so stripping would change answers).
+        question: question.to_string(),
         context: context.to_string(),
         answers: Vec::new(),
         is_impossible: false,

@@ -48,8 +48,22 @@ impl<B: Backend> Predictor<B> {
     ) -> Result<Self> {
         let tokenizer = load_tokenizer(model_dir)?;
         let (model, config, report) = qa_model::load_pretrained::<B>(model_dir, None, 0, device)?;
+        let max_length = config.cap_window_length(windows.max_length);
+        // As the HF pipeline: a stride that no longer fits the (capped) window becomes half
+        // of it.
+        let stride = if windows.stride >= max_length {
+            let half = max_length / 2;
+            tracing::warn!(
+                "--doc-stride {} does not fit {max_length}-token windows: using {half}",
+                windows.stride
+            );
+            half
+        } else {
+            windows.stride
+        };
         let windows = FeatureConfig {
-            max_length: config.cap_window_length(windows.max_length),
+            max_length,
+            stride,
             ..windows
         };
         qa_model::check_vocabulary(&config, tokenizer.get_vocab_size(true), model_dir)?;

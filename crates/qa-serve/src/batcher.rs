@@ -157,10 +157,12 @@ where
                 },
             };
             tracing::info!(
-                "model loaded from {}: batches of up to {} windows, waiting up to {:?}",
+                "model loaded from {}: batches of up to {} windows, waiting up to {:?}, \
+                 forward passes with at most {:.0}% padding",
                 predictor.model_dir.display(),
                 config.max_windows,
-                config.max_wait
+                config.max_wait,
+                config.max_padding * 100.0
             );
             state.0.send_replace(ModelState::Ready(Arc::new(windowing)));
             run_batches(&predictor, &receiver, &config, &metrics);
@@ -194,7 +196,7 @@ fn run_batches<B: Backend>(
         if pending.is_empty() {
             continue;
         }
-        run_one_pass(predictor, &mut pending, config, metrics);
+        run_batch(predictor, &mut pending, config, metrics);
         // Jobs whose windows have all run get their logits.
         let mut kept = VecDeque::with_capacity(pending.len());
         for p in pending.drain(..) {
@@ -241,7 +243,7 @@ fn gather(pending: &mut VecDeque<Pending>, jobs: &Receiver<Job>, config: &BatchC
 }
 
 /// The next `max_windows` windows, in arrival order, as one batch.
-fn run_one_pass<B: Backend>(
+fn run_batch<B: Backend>(
     predictor: &Predictor<B>,
     pending: &mut VecDeque<Pending>,
     config: &BatchConfig,
