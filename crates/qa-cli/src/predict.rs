@@ -15,7 +15,8 @@ use qa_eval::defnlp::{
 };
 use qa_eval::defnlp_match::{read_label_names, read_name_list, DatasetMatcher};
 use qa_eval::defnlp_merge::MergeRule;
-use qa_eval::{PipelineAnswer, PipelineConfig, Predictor};
+use qa_eval::pipeline::answer_json;
+use qa_eval::{PipelineConfig, Predictor};
 use qa_model::backend::Compute;
 
 use crate::common::{self, WindowArgs};
@@ -152,7 +153,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             let line = serde_json::json!({"id": example.id.as_json(), "answers": answers});
             writeln!(out, "{line}")?;
         } else if args.json {
-            writeln!(out, "{}", as_pipeline_json(answers, args.top_k)?)?;
+            let value = answer_json(answers, args.top_k)?;
+            writeln!(out, "{}", serde_json::to_string_pretty(&value)?)?;
         } else if answers.is_empty() {
             writeln!(out, "(no answer)")?;
         } else {
@@ -166,15 +168,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-/// As the pipeline returns them: one answer is a dict, several a list.
-fn as_pipeline_json(answers: &[PipelineAnswer], top_k: usize) -> anyhow::Result<String> {
-    let value = match answers {
-        [one] if top_k == 1 => serde_json::to_value(one)?,
-        _ => serde_json::to_value(answers)?,
-    };
-    Ok(serde_json::to_string_pretty(&value)?)
 }
 
 fn defnlp(args: &Args, dir: &Path) -> anyhow::Result<()> {

@@ -48,6 +48,19 @@ pub struct PipelineAnswer {
 /// Logits the pipeline gives to positions that may not be part of an answer.
 const MASKED: f32 = -10_000.0;
 
+/// One question's answers as the HF pipeline returns them (and `qa predict --json` and
+/// `qa serve` print them): with `top_k` 1 the answer itself, otherwise (or with no answer) a
+/// list.
+pub fn answer_json(
+    answers: &[PipelineAnswer],
+    top_k: usize,
+) -> std::result::Result<serde_json::Value, serde_json::Error> {
+    match answers {
+        [one] if top_k == 1 => serde_json::to_value(one),
+        _ => serde_json::to_value(answers),
+    }
+}
+
 /// The best `top_k` answers of every example, best first. An example without windows (its
 /// question left no room for context) gets no answers.
 pub fn pipeline_answers(

@@ -12,6 +12,7 @@
 
 use qa_data::requests::request_example;
 use qa_data::{Example, ExampleId};
+pub use qa_eval::pipeline::answer_json;
 use qa_eval::{PipelineAnswer, PipelineConfig};
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
@@ -104,15 +105,6 @@ impl AnswerRequest {
             Shape::One => each.next().unwrap_or_else(|| Ok(Value::Array(Vec::new()))),
             Shape::List => Ok(Value::Array(each.collect::<Result<_, _>>()?)),
         }
-    }
-}
-
-/// One question's answers as `qa predict --json` prints them (and the HF pipeline returns
-/// them): with `top_k` 1 the answer itself, otherwise (or with no answer) a list.
-pub fn answer_json(answers: &[PipelineAnswer], top_k: usize) -> Result<Value, serde_json::Error> {
-    match answers {
-        [one] if top_k == 1 => serde_json::to_value(one),
-        _ => serde_json::to_value(answers),
     }
 }
 
