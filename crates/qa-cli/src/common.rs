@@ -4,33 +4,94 @@ use std::path::{Path, PathBuf};
 
 use anyhow::bail;
 use qa_data::defnlp_seed::{prepare_seed, DefnlpWindows};
-use qa_data::{DataFormat, FeatureConfig, LoadOptions, PreparedData, Sample};
+use qa_data::hub::{self, DatasetFiles, HubSettings, Split};
+use qa_data::{Columns, DataFormat, DataSource, FeatureConfig, LoadOptions, PreparedData, Sample};
 use qa_eval::DecodeConfig;
 use qa_model::backend::{parse_device, Device};
+use qa_train::Origin;
 
-/// Checks that `path` is a usable HF model folder, with a hint when it is not.
-pub fn model_dir(path: &Path) -> anyhow::Result<PathBuf> {
+/// Which revision of a Hub model to use (a branch, tag or commit; run_qa's `--model_revision`).
+#[derive(clap::Args, Clone)]
+pub struct RevisionArg {
+    #[arg(long, alias = "model-revision", default_value = hub::DEFAULT_REVISION)]
+    pub revision: String,
+}
+
+/// A model given as a local folder or as a Hugging Face Hub id (`org/name`), resolved through
+/// the HF cache (downloading what is missing unless `HF_HUB_OFFLINE=1`): the folder to load,
+/// with a hint when it is not one.
+pub fn model_dir(spec: &str, revision: &RevisionArg) -> anyhow::Result<PathBuf> {
+    let path = Path::new(spec);
     if path.is_file() {
         bail!(
             "{} is a file: --model takes a Hugging Face model folder (config.json, \
-             model.safetensors, tokenizer.json)",
+             model.safetensors, tokenizer.json) or a Hub id",
             path.display()
         );
     }
-    if !path.is_dir() {
-        bail!(
-            "model folder {} does not exist\n  hint: point at a local Hugging Face folder (config.json, model.safetensors, tokenizer.json), \
-             or download one first: cargo xtask fetch model <hub-id>",
+    let dir = match hub::resolve_model(spec, Some(&revision.revision), &HubSettings::from_env()) {
+        Ok(dir) => dir,
+        Err(hub::HubError::NotAnId { .. }) => bail!(
+            "model folder {} does not exist\n  hint: point at a local Hugging Face folder \
+             (config.json, model.safetensors, tokenizer.json), or give a Hub id (org/name)",
             path.display()
-        );
-    }
-    if !path.join("config.json").is_file() {
+        ),
+        Err(e) => return Err(anyhow::anyhow!(e).context(format!("{spec} is not a local folder"))),
+    };
+    if !dir.join("config.json").is_file() {
         bail!(
             "{} has no config.json: not a Hugging Face model folder",
-            path.display()
+            dir.display()
         );
     }
-    Ok(path.to_path_buf())
+    Ok(dir)
+}
+
+/// Where a model came from, for the model card: the Hub id when it was one.
+pub fn model_origin(spec: &str) -> Origin {
+    if Path::new(spec).is_dir() {
+        Origin::Local(PathBuf::from(spec))
+    } else {
+        Origin::Hub(spec.to_string())
+    }
+}
+
+/// A Hugging Face Hub dataset instead of files (run_qa's `--dataset_name`).
+#[derive(clap::Args, Clone)]
+pub struct DatasetArgs {
+    /// `squad`, `squad_v2` or `org/name`: the dataset's Parquet splits, through the HF cache.
+    #[arg(long)]
+    pub dataset_name: Option<String>,
+    /// The dataset's configuration (a folder of its repo), when it has several.
+    #[arg(long)]
+    pub dataset_config_name: Option<String>,
+    #[arg(long, default_value = hub::DEFAULT_REVISION)]
+    pub dataset_revision: String,
+}
+
+impl DatasetArgs {
+    /// The files of the `wanted` splits, when a dataset is named.
+    pub fn resolve(&self, wanted: &[Split]) -> anyhow::Result<Option<DatasetFiles>> {
+        let Some(name) = &self.dataset_name else {
+            return Ok(None);
+        };
+        Ok(Some(hub::resolve_dataset(
+            name,
+            self.dataset_config_name.as_deref(),
+            Some(&self.dataset_revision),
+            wanted,
+            &HubSettings::from_env(),
+        )?))
+    }
+}
+
+/// One split of a Hub dataset as a data source, named `org/name (split)` in messages.
+pub fn split_source(files: &DatasetFiles, split: Split) -> anyhow::Result<DataSource> {
+    let paths = files.split(split).map_err(anyhow::Error::msg)?;
+    Ok(DataSource::Files {
+        name: PathBuf::from(format!("{} ({split})", files.repo.id)),
+        files: paths.to_vec(),
+    })
 }
 
 pub fn device(spec: &str) -> anyhow::Result<Device> {
@@ -72,12 +133,26 @@ pub struct DataArgs {
     /// answer = first match of dataset_title, [CLS] when outside).
     #[arg(long, default_value_t = DefnlpWindows::Sliding)]
     pub defnlp_windows: DefnlpWindows,
+    /// The column holding questions (HF JSON, Parquet and CSV rows).
+    #[arg(long, default_value = "question")]
+    pub question_column_name: String,
+    /// The column holding contexts.
+    #[arg(long, default_value = "context")]
+    pub context_column_name: String,
+    /// The column holding answers (`{text: [...], answer_start: [...]}`).
+    #[arg(long, default_value = "answers")]
+    pub answer_column_name: String,
 }
 
 impl DataArgs {
     pub fn load_options(&self) -> LoadOptions {
         let mut options = LoadOptions {
             format: self.format,
+            columns: Columns {
+                question: self.question_column_name.clone(),
+                context: self.context_column_name.clone(),
+                answers: self.answer_column_name.clone(),
+            },
             ..Default::default()
         };
         if !self.defnlp_questions.is_empty() {
@@ -114,23 +189,26 @@ impl DecodeArgs {
     }
 }
 
-/// Loads a data file, keeps the first `max_samples` examples, and cuts windows.
+/// Loads a data file (or Hub dataset split), keeps the first `max_samples` examples, and cuts
+/// windows.
 pub fn prepare(
-    path: &Path,
+    source: &DataSource,
     data: &DataArgs,
     windows: &FeatureConfig,
     max_samples: Option<usize>,
     tokenizer: &tokenizers::Tokenizer,
 ) -> anyhow::Result<PreparedData> {
-    let prepare = match data.defnlp_windows {
-        DefnlpWindows::Sliding => qa_data::prepare,
-        DefnlpWindows::Seed => prepare_seed,
-    };
-    Ok(prepare(
-        path,
-        &data.load_options(),
-        windows,
-        Sample::first(max_samples),
-        tokenizer,
-    )?)
+    let (options, sample) = (data.load_options(), Sample::first(max_samples));
+    Ok(match (data.defnlp_windows, source) {
+        (DefnlpWindows::Sliding, _) => {
+            qa_data::prepare(source, &options, windows, sample, tokenizer)?
+        }
+        (DefnlpWindows::Seed, DataSource::Path(path)) => {
+            prepare_seed(path, &options, windows, sample, tokenizer)?
+        }
+        (DefnlpWindows::Seed, DataSource::Files { name, .. }) => bail!(
+            "{}: the seed's windows (--defnlp-windows seed) are for a DEFNLP folder",
+            name.display()
+        ),
+    })
 }

@@ -23,9 +23,12 @@ use crate::common::{self, WindowArgs};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Fine-tuned Hugging Face QA model folder (not needed with --defnlp-mode match).
+    /// Fine-tuned Hugging Face QA model: a local folder or a Hub id (org/name); not needed with
+    /// --defnlp-mode match.
     #[arg(long)]
-    model: Option<PathBuf>,
+    model: Option<String>,
+    #[command(flatten)]
+    revision: common::RevisionArg,
     #[arg(long, requires = "context", conflicts_with_all = ["input", "defnlp_dir"])]
     question: Option<String>,
     #[arg(long, requires = "question")]
@@ -104,9 +107,9 @@ impl From<ModeArg> for DefnlpMode {
     }
 }
 
-fn load_predictor(args: &Args, model: &Path) -> anyhow::Result<Predictor<Compute>> {
+fn load_predictor(args: &Args, model: &str) -> anyhow::Result<Predictor<Compute>> {
     let device = common::device(&args.device)?;
-    let model_dir = common::model_dir(model)?;
+    let model_dir = common::model_dir(model, &args.revision)?;
     let windows = FeatureConfig {
         word_ids: true,
         progress: Progress::Hidden,

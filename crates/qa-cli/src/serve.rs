@@ -3,7 +3,6 @@
 //! Flags only; the server is `qa_serve`.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
 use std::time::Duration;
 
 use qa_data::progress::Progress;
@@ -16,9 +15,11 @@ use crate::common::{self, WindowArgs};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Fine-tuned Hugging Face QA model folder.
+    /// Fine-tuned Hugging Face QA model: a local folder or a Hub id (org/name).
     #[arg(long)]
-    model: PathBuf,
+    model: String,
+    #[command(flatten)]
+    revision: common::RevisionArg,
     /// Address to listen on (0.0.0.0 to accept connections from other machines).
     #[arg(long, default_value_t = IpAddr::V4(Ipv4Addr::LOCALHOST))]
     host: IpAddr,
@@ -60,7 +61,7 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let device = common::device(&args.device)?;
-    let model_dir = common::model_dir(&args.model)?;
+    let model_dir = common::model_dir(&args.model, &args.revision)?;
     let windows = FeatureConfig {
         word_ids: true,
         progress: Progress::Hidden,

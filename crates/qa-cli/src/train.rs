@@ -9,18 +9,29 @@ use qa_eval::evaluate::warn_if_v2_decoded_as_v1;
 use qa_model::backend::Train;
 use qa_train::{EvalSet, Precision, TrainConfig, TrainJob};
 
-use crate::common::{self, DataArgs, DecodeArgs, WindowArgs};
+use qa_data::hub::Split;
+use qa_data::DataSource;
+use qa_train::{CardFacts, Origin};
+
+use crate::common::{self, DataArgs, DatasetArgs, DecodeArgs, RevisionArg, WindowArgs};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Local Hugging Face model folder to start from (a base encoder or a QA checkpoint).
+    /// Model to start from (a base encoder or a QA checkpoint): a local Hugging Face folder or
+    /// a Hub id (org/name).
     #[arg(long)]
-    model_name_or_path: PathBuf,
-    #[arg(long)]
-    train_file: PathBuf,
-    /// Labelled data to evaluate on (on the --eval-strategy schedule and at the end).
+    model_name_or_path: String,
+    #[command(flatten)]
+    revision: RevisionArg,
+    #[arg(long, required_unless_present = "dataset_name")]
+    train_file: Option<PathBuf>,
+    /// Labelled data to evaluate on (on the --eval-strategy schedule and at the end); with
+    /// --dataset-name, its validation split when it has one.
     #[arg(long)]
     validation_file: Option<PathBuf>,
+    /// Or a Hub dataset: its train split (and validation split) instead of files.
+    #[command(flatten)]
+    dataset: DatasetArgs,
     #[command(flatten)]
     windows: WindowArgs,
     #[command(flatten)]
@@ -46,7 +57,20 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let device = common::device(&args.device)?;
-    let model_dir = common::model_dir(&args.model_name_or_path)?;
+    let model_dir = common::model_dir(&args.model_name_or_path, &args.revision)?;
+    let dataset = args.dataset.resolve(&[Split::Train, Split::Validation])?;
+    let train_source = match (&args.train_file, &dataset) {
+        (Some(path), _) => DataSource::Path(path.clone()),
+        (None, Some(files)) => common::split_source(files, Split::Train)?,
+        (None, None) => bail!("give --train-file FILE or --dataset-name NAME"),
+    };
+    let eval_source = match (&args.validation_file, &dataset) {
+        (Some(path), _) => Some(DataSource::Path(path.clone())),
+        (None, Some(files)) if files.splits.contains_key(&Split::Validation) => {
+            Some(common::split_source(files, Split::Validation)?)
+        }
+        _ => None,
+    };
     let tokenizer = load_tokenizer(&model_dir)?;
     let mut config = args.training.clone();
     config.pad_token_id = pad_token_id(&tokenizer);
@@ -65,43 +89,51 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         max_length: model_config.cap_window_length(args.windows.max_seq_length),
         ..args.windows.config()
     };
-    let load = |path: &PathBuf, max_samples| {
-        common::prepare(path, &args.data, &windows, max_samples, &tokenizer)
+    let load = |source: &DataSource, max_samples| {
+        common::prepare(source, &args.data, &windows, max_samples, &tokenizer)
     };
-    let train_data = load(&args.train_file, args.max_train_samples)?;
+    let train_data = load(&train_source, args.max_train_samples)?;
     if !train_data.labelled {
         bail!(
             "{}: no question has a gold answer, so there is nothing to train on",
-            args.train_file.display()
+            train_source.name().display()
         );
     }
-    let eval_data = match &args.validation_file {
-        Some(path) => {
-            let data = load(path, args.max_eval_samples)?;
+    let eval_data = match &eval_source {
+        Some(source) => {
+            let data = load(source, args.max_eval_samples)?;
             if !data.labelled {
                 bail!(
                     "{}: no gold answers, so it cannot be evaluated: leave out --validation-file, \
                      or predict on it afterwards with qa eval",
-                    path.display()
+                    source.name().display()
                 );
             }
             Some(data)
         }
         None => None,
     };
-    if let (Some(data), Some(path)) = (&eval_data, &args.validation_file) {
-        warn_if_v2_decoded_as_v1(path, data, &args.decode.config());
+    if let (Some(data), Some(source)) = (&eval_data, &eval_source) {
+        warn_if_v2_decoded_as_v1(source.name(), data, &args.decode.config());
     }
     let eval_set = eval_data.as_ref().map(|data| EvalSet {
         examples: &data.examples,
         features: &data.windows.features,
         decode: args.decode.config(),
     });
+    let card = CardFacts {
+        base_model: common::model_origin(&args.model_name_or_path),
+        train_data: match (&dataset, &args.train_file) {
+            (Some(files), None) => Origin::Hub(files.repo.id.clone()),
+            _ => Origin::Local(train_source.name().to_path_buf()),
+        },
+    };
     let job = TrainJob {
         model_config: &model_config,
         tokenizer_dir: Some(&model_dir),
         train_features: &train_data.windows.features,
         eval: eval_set.as_ref(),
+        card: Some(&card),
     };
     let outcome = qa_train::train(model, &job, &config, &device).context("training failed")?;
     let r = &outcome.results;

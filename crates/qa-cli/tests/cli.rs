@@ -310,7 +310,7 @@ fn cuda_device_on_a_cpu_build_and_missing_model_say_what_to_do() {
         "--output-dir",
         "/tmp/x",
     ]);
-    assert_fails_with(&o, "cargo xtask fetch model");
+    assert_fails_with(&o, "or give a Hub id (org/name)");
     if !cfg!(feature = "cuda") {
         let o = qa(&[
             "eval",

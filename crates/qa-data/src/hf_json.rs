@@ -1,14 +1,16 @@
 //! Hugging Face `datasets` exports: a top-level list, a `{"data": [...]}` wrapper, or JSON Lines,
 //! of `{"id", "title"?, "question", "context", "answers": {"text": [...], "answer_start": [...]}}`.
+//! The same rows from Parquet and CSV files ([`crate::tabular`]) are read here too
+//! ([`read_rows`]); the question, context and answers columns may be renamed ([`Columns`]).
 
 use std::path::Path;
 
 use crate::error::{DataError, Result};
-use crate::record::{record_id, record_name, AnswerOffsets, RawExample, Record};
+use crate::record::{record_id, record_name, AnswerOffsets, Columns, RawExample, Record};
 
 /// Reads every record of a file's text (read once by `load`; `path` names it in errors and
 /// its extension tells JSON Lines), in file order.
-pub(crate) fn parse(path: &Path, text: &str) -> Result<Vec<RawExample>> {
+pub(crate) fn parse(path: &Path, text: &str, columns: &Columns) -> Result<Vec<RawExample>> {
     let first = text.trim_start().chars().next();
     let is_lines = path
         .extension()
@@ -37,10 +39,18 @@ pub(crate) fn parse(path: &Path, text: &str) -> Result<Vec<RawExample>> {
         }
         _ => json_lines(path, text)?,
     };
-    records
-        .iter()
+    read_rows(path, &records, columns)
+}
+
+/// Reads `datasets` rows (JSON objects) of `path`, in order.
+pub(crate) fn read_rows(
+    path: &Path,
+    rows: &[serde_json::Value],
+    columns: &Columns,
+) -> Result<Vec<RawExample>> {
+    rows.iter()
         .enumerate()
-        .map(|(position, value)| read_record(path, position, value))
+        .map(|(position, value)| read_record(path, position, value, columns))
         .collect()
 }
 
@@ -61,7 +71,12 @@ fn json_lines(path: &Path, text: &str) -> Result<Vec<serde_json::Value>> {
     Ok(items)
 }
 
-fn read_record(path: &Path, position: usize, value: &serde_json::Value) -> Result<RawExample> {
+fn read_record(
+    path: &Path,
+    position: usize,
+    value: &serde_json::Value,
+    columns: &Columns,
+) -> Result<RawExample> {
     let rec = Record {
         path,
         name: record_name(value, position),
@@ -70,7 +85,7 @@ fn read_record(path: &Path, position: usize, value: &serde_json::Value) -> Resul
     if !value.is_object() {
         return Err(rec.wrong_type("(record)", "an object", value));
     }
-    let answers_value = rec.field("answers")?;
+    let answers_value = rec.field(&columns.answers)?;
     let answers = match answers_value {
         // The datasets layout: parallel lists.
         serde_json::Value::Object(_) => {
@@ -118,7 +133,7 @@ fn read_record(path: &Path, position: usize, value: &serde_json::Value) -> Resul
                 ))
             })
             .collect::<Result<Vec<_>>>()?,
-        other => return Err(rec.wrong_type("answers", "an object or a list", other)),
+        other => return Err(rec.wrong_type(&columns.answers, "an object or a list", other)),
     };
     let is_impossible = match value.get("is_impossible") {
         None | Some(serde_json::Value::Null) => answers.is_empty(),
@@ -126,8 +141,8 @@ fn read_record(path: &Path, position: usize, value: &serde_json::Value) -> Resul
         Some(other) => return Err(rec.wrong_type("is_impossible", "a boolean", other)),
     };
     let title = rec.opt_str_field("title")?.unwrap_or_default();
-    let question = rec.str_field("question")?;
-    let context = rec.str_field("context")?;
+    let question = rec.str_field(&columns.question)?;
+    let context = rec.str_field(&columns.context)?;
     Ok(RawExample {
         id: record_id(path, value, position)?,
         position,

@@ -1,9 +1,12 @@
 //! `qa-data`: everything between a dataset file on disk and the windows a model sees.
 //!
 //! * [`load`] detects the format, runs the readers ([`squad`] for SQuAD v1.1/v2.0 JSON,
-//!   [`hf_json`] for Hugging Face `datasets` JSON/JSON Lines, [`defnlp`] for DEFNLP/Coleridge
-//!   publications) and validates their records into one [`Example`] type, repairing misaligned
-//!   answers visibly ([`LoadReport`]). `record` holds what the readers share.
+//!   [`hf_json`] for Hugging Face `datasets` JSON/JSON Lines, `tabular` for the same rows in
+//!   Parquet and CSV, [`defnlp`] for DEFNLP/Coleridge publications) and validates their records
+//!   into one [`Example`] type, repairing misaligned answers visibly ([`LoadReport`]). `record`
+//!   holds what the readers share, including run_qa's column names ([`Columns`]).
+//! * [`hub`] finds models and datasets by Hugging Face Hub id in the Hub's cache, downloading
+//!   what is missing (or, offline, saying what is).
 //! * [`requests`] reads prediction requests (JSON Lines of question + context).
 //! * [`tokenizer`] loads a Hugging Face tokenizer (`tokenizer.json`, or `vocab.txt` WordPiece)
 //!   and says which id pads ([`pad_token_id`]).
@@ -25,6 +28,7 @@ pub mod error;
 pub mod example;
 pub mod features;
 pub mod hf_json;
+pub mod hub;
 pub mod load;
 pub mod prepare;
 pub mod progress;
@@ -32,15 +36,17 @@ mod record;
 pub mod requests;
 pub mod squad;
 pub mod subset;
+mod tabular;
 pub mod tokenizer;
 
 pub use align::{AlignOutcome, AnswerAlignment};
 pub use error::{DataError, Result};
 pub use example::{Answer, Example, ExampleId};
 pub use features::{build_features, Feature, FeatureConfig, FeatureReport, FeatureSet};
-pub use load::{load, DataFormat, LoadOptions, LoadReport, LoadedDataset};
-pub use prepare::{prepare, PreparedData, Sample};
+pub use load::{load, load_files, DataFormat, LoadOptions, LoadReport, LoadedDataset};
+pub use prepare::{prepare, DataSource, PreparedData, Sample};
 pub use progress::Progress;
+pub use record::Columns;
 pub use requests::read_requests;
 pub use subset::select_subset;
 pub use tokenizer::{load_tokenizer, pad_token_id};

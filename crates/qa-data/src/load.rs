@@ -1,6 +1,6 @@
 //! Format detection, the shared validation pass every reader's records go through, and the
-//! report of what was repaired or skipped. The readers (`squad`, `hf_json`, `defnlp`) only read
-//! their layout; everything they share lives in `record`.
+//! report of what was repaired or skipped. The readers (`squad`, `hf_json`, `tabular`, `defnlp`)
+//! only read their layout; everything they share lives in `record`.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -11,7 +11,8 @@ use crate::align::{align_answer, AlignOutcome, AnswerAlignment, CharIndex};
 use crate::defnlp::{self, DefnlpOptions};
 use crate::error::{DataError, Result};
 use crate::example::{Answer, Example, ExampleId};
-use crate::record::{read_text, shown_id, AnswerOffsets, RawExample};
+use crate::record::{shown_id, text_of, AnswerOffsets, Columns, RawExample};
+use crate::tabular::{self, PARQUET_MAGIC};
 use crate::{hf_json, squad};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -22,6 +23,10 @@ pub enum DataFormat {
     /// Hugging Face `datasets` export: list, `{"data": [...]}` or JSON Lines of
     /// `{"id","question","context","answers":{"text":[],"answer_start":[]}}`.
     HfJson,
+    /// The same rows in a Parquet file (the Hub's dataset format, `Dataset.to_parquet`).
+    Parquet,
+    /// The same rows in a CSV file, answers as JSON or as `Dataset.to_csv` writes them.
+    Csv,
     /// DEFNLP / Coleridge: `train.csv` + a folder of `{Id}.json` publications.
     Defnlp,
 }
@@ -32,9 +37,11 @@ impl std::str::FromStr for DataFormat {
         match s {
             "squad" => Ok(Self::Squad),
             "hf-json" | "json" | "jsonl" => Ok(Self::HfJson),
+            "parquet" => Ok(Self::Parquet),
+            "csv" => Ok(Self::Csv),
             "defnlp" | "coleridge" => Ok(Self::Defnlp),
             other => Err(format!(
-                "unknown data format {other:?} (expected squad, hf-json or defnlp)"
+                "unknown data format {other:?} (expected squad, hf-json, parquet, csv or defnlp)"
             )),
         }
     }
@@ -46,6 +53,8 @@ pub struct LoadOptions {
     pub format: Option<DataFormat>,
     pub alignment: AnswerAlignment,
     pub defnlp: DefnlpOptions,
+    /// Column names of `datasets` rows (HF JSON, Parquet, CSV).
+    pub columns: Columns,
 }
 
 /// What a load found: counts of everything repaired or skipped, with the ids involved.
@@ -157,46 +166,116 @@ pub struct LoadedDataset {
 /// like a file. A UTF-8 byte-order mark is skipped; an empty file is [`DataError::EmptyFile`].
 pub fn load(path: impl AsRef<Path>, options: &LoadOptions) -> Result<LoadedDataset> {
     let path = path.as_ref();
-    // A folder is DEFNLP (train.csv beside the publications); anything else is read now.
-    let text = if path.is_dir() {
-        None
-    } else {
-        Some(read_text(path)?)
-    };
-    let format = match (options.format, &text) {
-        (Some(f), _) => f,
-        (None, None) => DataFormat::Defnlp,
-        (None, Some(text)) => detect_format_of(path, text)?,
-    };
     let mut report = LoadReport {
         path: path.to_path_buf(),
-        format: Some(format),
         ..Default::default()
     };
-    let one_file = || {
-        text.as_deref().ok_or_else(|| {
-            DataError::format(
-                path,
-                "is a folder; SQuAD and Hugging Face JSON data are one file each",
-            )
-        })
-    };
-    let raws = match format {
-        DataFormat::Squad => {
-            let file = squad::parse(path, one_file()?)?;
-            report.version = file.version;
-            file.records
-        }
-        DataFormat::HfJson => hf_json::parse(path, one_file()?)?,
-        DataFormat::Defnlp => {
-            let dataset = defnlp::read(path, text.as_deref(), &options.defnlp)?;
-            report.labels_not_found = dataset.labels_not_found;
-            dataset.records
-        }
-    };
+    let raws = read_records(path, options, &mut report)?;
     let examples = validate(path, raws, options.alignment, &mut report)?;
     tracing::debug!("{}", report.summary());
     Ok(LoadedDataset { examples, report })
+}
+
+/// Loads the files of one split (a Hub dataset's Parquet shards) as one dataset: every file's
+/// records in order, validated together (an id in two files is a duplicate). The report names
+/// `name` (the dataset) when there are several files.
+pub fn load_files(paths: &[PathBuf], name: &Path, options: &LoadOptions) -> Result<LoadedDataset> {
+    if let [one] = paths {
+        return load(one, options);
+    }
+    let mut report = LoadReport {
+        path: name.to_path_buf(),
+        ..Default::default()
+    };
+    let mut raws = Vec::new();
+    for path in paths {
+        let mut file_report = LoadReport::default();
+        let offset = raws.len();
+        raws.extend(
+            read_records(path, options, &mut file_report)?
+                .into_iter()
+                .map(|raw| RawExample {
+                    position: raw.position + offset,
+                    ..raw
+                }),
+        );
+        report.format = report.format.or(file_report.format);
+        report.version = report.version.or(file_report.version);
+        report.labels_not_found.extend(file_report.labels_not_found);
+    }
+    if paths.is_empty() {
+        return Err(DataError::format(name, "no data files"));
+    }
+    let examples = validate(name, raws, options.alignment, &mut report)?;
+    tracing::debug!("{}", report.summary());
+    Ok(LoadedDataset { examples, report })
+}
+
+/// Reads one file's (or DEFNLP folder's) records in its format, noting the format, SQuAD version
+/// and DEFNLP findings in `report`.
+fn read_records(
+    path: &Path,
+    options: &LoadOptions,
+    report: &mut LoadReport,
+) -> Result<Vec<RawExample>> {
+    // A folder is DEFNLP (train.csv beside the publications); anything else is read now.
+    let bytes = if path.is_dir() {
+        None
+    } else {
+        Some(std::fs::read(path).map_err(|e| DataError::io(path, e))?)
+    };
+    let is_parquet =
+        |bytes: &[u8]| bytes.starts_with(PARQUET_MAGIC) || has_extension(path, &["parquet"]);
+    let format = match (options.format, &bytes) {
+        (Some(f), _) => f,
+        (None, None) => DataFormat::Defnlp,
+        (None, Some(bytes)) if is_parquet(bytes) => DataFormat::Parquet,
+        (None, Some(_)) => DataFormat::HfJson, // told from the text below
+    };
+    report.format = Some(format);
+    let Some(bytes) = bytes else {
+        return match format {
+            DataFormat::Defnlp => {
+                let dataset = defnlp::read(path, None, &options.defnlp)?;
+                report.labels_not_found = dataset.labels_not_found;
+                Ok(dataset.records)
+            }
+            _ => Err(DataError::format(
+                path,
+                "is a folder; SQuAD, Hugging Face JSON, Parquet and CSV data are one file each",
+            )),
+        };
+    };
+    if format == DataFormat::Parquet {
+        return tabular::parse_parquet(path, bytes, &options.columns);
+    }
+    let text = text_of(path, bytes)?;
+    let format = match options.format {
+        Some(f) => f,
+        None => detect_format_of(path, &text)?,
+    };
+    report.format = Some(format);
+    match format {
+        DataFormat::Squad => {
+            let file = squad::parse(path, &text)?;
+            report.version = file.version;
+            Ok(file.records)
+        }
+        DataFormat::HfJson => hf_json::parse(path, &text, &options.columns),
+        DataFormat::Csv => tabular::parse_csv(path, &text, &options.columns),
+        DataFormat::Parquet => unreachable!("read above"),
+        DataFormat::Defnlp => {
+            let dataset = defnlp::read(path, Some(&text), &options.defnlp)?;
+            report.labels_not_found = dataset.labels_not_found;
+            Ok(dataset.records)
+        }
+    }
+}
+
+fn has_extension(path: &Path, extensions: &[&str]) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| extensions.iter().any(|x| e.eq_ignore_ascii_case(x)))
 }
 
 /// Guesses the format of a file or folder (reading the file: for a pipe, use [`load`], which
@@ -205,24 +284,33 @@ pub fn detect_format(path: &Path) -> Result<DataFormat> {
     if path.is_dir() {
         return Ok(DataFormat::Defnlp);
     }
-    detect_format_of(path, &read_text(path)?)
+    let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
+    if bytes.starts_with(PARQUET_MAGIC) || has_extension(path, &["parquet"]) {
+        return Ok(DataFormat::Parquet);
+    }
+    detect_format_of(path, &text_of(path, bytes)?)
 }
 
-/// Guesses the format of a file's text: a `.csv` (or a CSV with a DEFNLP header) is DEFNLP,
-/// `.jsonl` is HF, and JSON whose start mentions `"paragraphs"` is SQuAD (any other JSON is
-/// HF). `path` only lends its extension and its name in errors.
+/// Guesses the format of a file's text: a CSV whose header has `dataset_label` is DEFNLP, any
+/// other `.csv` holds `datasets` rows, `.jsonl` is HF, and JSON whose start mentions
+/// `"paragraphs"` is SQuAD (any other JSON is HF). `path` only lends its extension and its name
+/// in errors. (Parquet is binary: [`load`] tells it from its first bytes.)
 pub fn detect_format_of(path: &Path, text: &str) -> Result<DataFormat> {
-    let ext = path
-        .extension()
-        .and_then(|e| e.to_str())
-        .unwrap_or("")
-        .to_ascii_lowercase();
-    match ext.as_str() {
-        "csv" => return Ok(DataFormat::Defnlp),
-        "jsonl" | "ndjson" => return Ok(DataFormat::HfJson),
-        _ => {}
-    }
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let header = text.lines().next().unwrap_or("");
+    let is_defnlp_header = header
+        .split(',')
+        .any(|c| c.trim().trim_matches('"') == "dataset_label");
+    if has_extension(path, &["csv"]) {
+        return Ok(if is_defnlp_header {
+            DataFormat::Defnlp
+        } else {
+            DataFormat::Csv
+        });
+    }
+    if has_extension(path, &["jsonl", "ndjson"]) {
+        return Ok(DataFormat::HfJson);
+    }
     // The start of the text is enough (and SQuAD files are tens of MB).
     let cut = (0..=text.len().min(1 << 16))
         .rev()
@@ -230,15 +318,11 @@ pub fn detect_format_of(path: &Path, text: &str) -> Result<DataFormat> {
         .unwrap_or(0);
     let head = &text[..cut];
     let trimmed = head.trim_start();
-    let header = trimmed.lines().next().unwrap_or("");
     if trimmed.starts_with('{') && head.contains("\"paragraphs\"") {
         Ok(DataFormat::Squad)
     } else if trimmed.starts_with('{') || trimmed.starts_with('[') {
         Ok(DataFormat::HfJson)
-    } else if header
-        .split(',')
-        .any(|c| c.trim().trim_matches('"') == "dataset_label")
-    {
+    } else if is_defnlp_header {
         Ok(DataFormat::Defnlp)
     } else {
         Err(DataError::format(

@@ -1,14 +1,14 @@
 //! A data file made ready for a model: loaded and validated, cut to `max_samples`, and cut into
 //! windows. What `qa train`, `qa eval` and the reproduce presets do first.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use tokenizers::Tokenizer;
 
 use crate::error::Result;
 use crate::example::Example;
 use crate::features::{build_features, FeatureConfig, FeatureSet};
-use crate::load::{load, DataFormat, LoadOptions, LoadReport};
+use crate::load::{load_files, DataFormat, LoadOptions, LoadReport};
 use crate::subset::select_subset;
 
 /// The examples of a data file and their windows.
@@ -37,16 +37,41 @@ impl Sample {
     }
 }
 
-/// Loads `path`, keeps the examples `sample` selects, and cuts their windows. DEFNLP data
+/// Where one split's data is: a file (or DEFNLP folder), or the files of a Hub dataset split.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DataSource {
+    Path(PathBuf),
+    /// Files read as one dataset (Parquet shards), `name`d in messages.
+    Files {
+        name: PathBuf,
+        files: Vec<PathBuf>,
+    },
+}
+
+impl DataSource {
+    /// What messages call it: the path, or the dataset split's name.
+    pub fn name(&self) -> &Path {
+        match self {
+            Self::Path(path) => path,
+            Self::Files { name, .. } => name,
+        }
+    }
+}
+
+/// Loads `source`, keeps the examples `sample` selects, and cuts their windows. DEFNLP data
 /// labels each window with any answer inside it (a dataset is usually named many times).
 pub fn prepare(
-    path: &Path,
+    source: &DataSource,
     options: &LoadOptions,
     windows: &FeatureConfig,
     sample: Sample,
     tokenizer: &Tokenizer,
 ) -> Result<PreparedData> {
-    let loaded = load(path, options)?;
+    let path = source.name();
+    let loaded = match source {
+        DataSource::Path(path) => load_files(std::slice::from_ref(path), path, options)?,
+        DataSource::Files { name, files } => load_files(files, name, options)?,
+    };
     tracing::info!("{}", loaded.report.summary());
     let examples = select_subset(loaded.examples, sample.max_samples, sample.shuffle_seed);
     let labelled = loaded.report.has_gold_labels(&examples);

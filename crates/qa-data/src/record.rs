@@ -21,6 +21,26 @@ pub(crate) struct RawExample {
     pub offsets: AnswerOffsets,
 }
 
+/// The columns of `datasets` rows that hold the question, the context and the answers: run_qa's
+/// `--question_column_name`, `--context_column_name` and `--answer_column_name`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Columns {
+    pub question: String,
+    pub context: String,
+    pub answers: String,
+}
+
+impl Default for Columns {
+    /// SQuAD's names, run_qa's defaults.
+    fn default() -> Self {
+        Self {
+            question: "question".into(),
+            context: "context".into(),
+            answers: "answers".into(),
+        }
+    }
+}
+
 /// Whether a record's answer offsets still need checking against its context.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum AnswerOffsets {
@@ -118,7 +138,7 @@ pub(crate) fn shown_id(id: &ExampleId) -> String {
 }
 
 /// A JSON value as shown in a message: cut after 60 bytes (on a char boundary).
-fn shorten(mut shown: String) -> String {
+pub(crate) fn shorten(mut shown: String) -> String {
     if shown.len() > 60 {
         let cut = (0..=60)
             .rev()

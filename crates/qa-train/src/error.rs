@@ -16,6 +16,8 @@ pub enum TrainError {
     Model(#[from] qa_model::ModelError),
     #[error(transparent)]
     Eval(#[from] qa_eval::EvalError),
+    #[error(transparent)]
+    Write(#[from] qa_data::atomic::WriteError),
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,

@@ -11,6 +11,7 @@
 //! * [`loss_scaler`]: torch `GradScaler`'s dynamic loss scaling for fp16.
 //! * [`loss`]: the QA loss (mean of start and end cross-entropy).
 //! * [`checkpoint`]: `checkpoint-STEP/` folders written atomically, pruning, and exact resume.
+//! * [`model_card`]: the `README.md` model card of the final folder, as the HF Trainer writes it.
 //! * [`bench`]: synthetic timing workloads for `qa bench`, through the same step and update.
 //! * [`error`]: typed errors ([`ConfigError`] for settings refused up front).
 
@@ -20,6 +21,7 @@ pub mod config;
 pub mod error;
 pub mod loss;
 pub mod loss_scaler;
+pub mod model_card;
 pub mod optim;
 pub mod step;
 pub mod trainer;
@@ -27,5 +29,6 @@ pub mod trainer;
 pub use config::{IntervalStrategy, LossScaling, Precision, Schedule, TrainConfig};
 pub use error::{CheckpointProblem, ConfigError, Result, TrainError};
 pub use loss_scaler::LossScaler;
+pub use model_card::{CardFacts, Origin};
 pub use optim::LrScheduler;
 pub use trainer::{train, EvalSet, TrainJob, TrainOutcome};

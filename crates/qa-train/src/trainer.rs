@@ -24,6 +24,7 @@ use crate::checkpoint::{self, RunFingerprint, TrainerState};
 use crate::config::{Precision, Schedule, TrainConfig};
 use crate::error::{io, CheckpointProblem, Result, TrainError};
 use crate::loss_scaler::LossScaler;
+use crate::model_card::{self, CardFacts};
 use crate::optim::{AdamW, AdamWConfig};
 use crate::step::{train_step, StepGradients, Update, UpdateOutcome, UpdateReport};
 
@@ -52,6 +53,9 @@ pub struct TrainJob<'a> {
     pub tokenizer_dir: Option<&'a Path>,
     pub train_features: &'a [Feature],
     pub eval: Option<&'a EvalSet<'a>>,
+    /// What the final folder's `README.md` model card says the model came from; `None` writes
+    /// no card.
+    pub card: Option<&'a CardFacts>,
 }
 
 /// `train_results.json`, as HF writes it, plus what our runs add.
@@ -569,6 +573,20 @@ impl<'a, B: AutodiffBackend> Run<'a, B> {
         checkpoint::write_state(&out_dir.join(checkpoint::STATE_FILE), &self.state)?;
         let results = self.results(RunEnd::Finished);
         qa_eval::decode::write_json(&out_dir.join("train_results.json"), &results)?;
+        if let Some(facts) = self.job.card {
+            let name = out_dir
+                .file_name()
+                .map_or("model".into(), |n| n.to_string_lossy().into_owned());
+            let card = model_card::render(
+                facts,
+                &name,
+                cfg,
+                &results,
+                self.last_metrics.as_ref(),
+                &self.state.log_history,
+            );
+            model_card::write(out_dir, &card)?;
+        }
         Ok(TrainOutcome {
             model: self.model,
             results,

@@ -123,6 +123,7 @@ impl Tiny {
             tokenizer_dir: None,
             train_features: &self.windows,
             eval,
+            card: None,
         };
         train(self.model::<Bk>(device), &job, cfg, device)
     }
@@ -222,6 +223,7 @@ fn tiny_model_overfits_a_small_slice() {
         tokenizer_dir: Some(&tiny.dir),
         train_features: &tiny.windows,
         eval: None,
+        card: None,
     };
     let out = train(
         tiny.model::<B>(&default_device()),
