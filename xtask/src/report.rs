@@ -1,65 +1,181 @@
-//! Run reports: markdown + JSON, and an SVG plot of loss and learning rate (written by hand:
-//! a polyline needs no plotting library).
+//! Run reports: markdown + JSON, and the training-curve picture (loss, learning rate and eval
+//! F1 against steps, next to the HF reference when there is one), drawn with `plotters`.
 
 use std::path::Path;
+
+use plotters::prelude::*;
 
 /// One logging line of a `train_log.jsonl`: (step, loss, learning rate).
 pub type LogPoint = (f64, f64, f64);
 
-/// (step, loss, lr) of every logging line of a `train_log.jsonl`.
-pub fn read_train_log(path: &Path) -> Vec<LogPoint> {
-    let Ok(text) = std::fs::read_to_string(path) else {
-        return Vec::new();
-    };
-    text.lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter_map(|v| {
-            Some((
-                v.get("step")?.as_f64()?,
-                v.get("loss")?.as_f64()?,
-                v.get("learning_rate")?.as_f64()?,
-            ))
-        })
-        .collect()
+/// What a `train_log.jsonl` holds: the logged steps and the evaluations (step, F1).
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct TrainLog {
+    pub steps: Vec<LogPoint>,
+    pub evals: Vec<(f64, f64)>,
 }
 
-/// Two polylines (loss, left axis; learning rate, right axis) over steps.
-pub fn loss_lr_svg(points: &[LogPoint], title: &str) -> String {
-    let (w, h, pad) = (720.0, 360.0, 50.0);
-    let max_step = points.iter().map(|p| p.0).fold(1.0, f64::max);
-    let max_loss = points.iter().map(|p| p.1).fold(1e-9, f64::max);
-    let max_lr = points.iter().map(|p| p.2).fold(1e-12, f64::max);
-    let x = |s: f64| pad + (w - 2.0 * pad) * s / max_step;
-    let y = |v: f64, max: f64| h - pad - (h - 2.0 * pad) * v / max;
-    let line = |f: &dyn Fn(&LogPoint) -> (f64, f64)| {
-        points
-            .iter()
-            .map(|p| {
-                let (a, b) = f(p);
-                format!("{a:.1},{b:.1}")
-            })
-            .collect::<Vec<_>>()
-            .join(" ")
+/// Reads a `train_log.jsonl` (missing or unreadable lines are skipped: a report still shows
+/// what there is).
+pub fn read_train_log(path: &Path) -> TrainLog {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return TrainLog::default();
     };
-    let loss = line(&|p| (x(p.0), y(p.1, max_loss)));
-    let lr = line(&|p| (x(p.0), y(p.2, max_lr)));
-    format!(
-        r##"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">
-<rect width="100%" height="100%" fill="white"/>
-<text x="{pad}" y="20" font-size="14">{title}</text>
-<line x1="{pad}" y1="{b}" x2="{r}" y2="{b}" stroke="black"/>
-<line x1="{pad}" y1="{pad}" x2="{pad}" y2="{b}" stroke="black"/>
-<text x="{r}" y="{lb}" text-anchor="end">step (max {max_step})</text>
-<text x="5" y="{pad}" fill="#c0392b">loss (max {max_loss:.3})</text>
-<text x="{r}" y="{pad}" text-anchor="end" fill="#2471a3">lr (max {max_lr:.2e})</text>
-<polyline fill="none" stroke="#c0392b" stroke-width="2" points="{loss}"/>
-<polyline fill="none" stroke="#2471a3" stroke-width="1.5" stroke-dasharray="4 3" points="{lr}"/>
-</svg>
-"##,
-        b = h - pad,
-        r = w - pad,
-        lb = h - pad + 30.0,
-    )
+    let mut log = TrainLog::default();
+    for v in text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+    {
+        let number = |key: &str| v.get(key).and_then(|x| x.as_f64());
+        if let (Some(step), Some(loss), Some(lr)) =
+            (number("step"), number("loss"), number("learning_rate"))
+        {
+            log.steps.push((step, loss, lr));
+        }
+        if let (Some(step), Some(f1)) = (number("step"), number("eval_f1")) {
+            log.evals.push((step, f1));
+        }
+    }
+    log
+}
+
+/// The HF reference of a preset, as the picture shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReferenceCurve {
+    pub label: String,
+    /// Mean training loss over the seeds, at steps 1, 2, ….
+    pub mean_loss: Vec<f64>,
+    /// Eval F1 of each seed, at the last step.
+    pub f1: Vec<f64>,
+}
+
+const OURS: RGBColor = RGBColor(192, 57, 43);
+const PEER: RGBColor = RGBColor(36, 113, 163);
+
+/// Three panels over training steps: loss (ours, and the reference's mean), learning rate, and
+/// eval F1 (ours; the reference seeds' spread as a band at the last step).
+pub fn training_svg(
+    log: &TrainLog,
+    reference: Option<&ReferenceCurve>,
+    title: &str,
+) -> anyhow::Result<String> {
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (820, 760)).into_drawing_area();
+        root.fill(&WHITE)?;
+        let root = root.titled(title, ("sans-serif", 18))?;
+        let panels = root.split_evenly((3, 1));
+        let last_step = log
+            .steps
+            .iter()
+            .map(|p| p.0)
+            .chain(log.evals.iter().map(|e| e.0))
+            .chain(reference.map(|r| r.mean_loss.len() as f64))
+            .fold(1.0, f64::max);
+        let x_range = 0.0..last_step * 1.02;
+
+        let ref_losses: Vec<(f64, f64)> = reference
+            .map(|r| {
+                r.mean_loss
+                    .iter()
+                    .enumerate()
+                    .map(|(i, l)| ((i + 1) as f64, *l))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let max_loss = log
+            .steps
+            .iter()
+            .map(|p| p.1)
+            .chain(ref_losses.iter().map(|p| p.1))
+            .fold(1e-6, f64::max);
+        let mut loss = ChartBuilder::on(&panels[0])
+            .margin(8)
+            .caption("training loss", ("sans-serif", 14))
+            .x_label_area_size(28)
+            .y_label_area_size(48)
+            .build_cartesian_2d(x_range.clone(), 0.0..max_loss * 1.05)?;
+        loss.configure_mesh().x_desc("step").y_desc("loss").draw()?;
+        loss.draw_series(LineSeries::new(
+            log.steps.iter().map(|p| (p.0, p.1)),
+            OURS.stroke_width(2),
+        ))?
+        .label("qa")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], OURS.stroke_width(2)));
+        if let Some(r) = reference {
+            loss.draw_series(LineSeries::new(ref_losses.iter().copied(), &PEER))?
+                .label(format!("{} (mean of {} seeds)", r.label, r.f1.len()))
+                .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], PEER));
+        }
+        loss.configure_series_labels()
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .draw()?;
+
+        let max_lr = log.steps.iter().map(|p| p.2).fold(1e-12, f64::max);
+        let mut lr = ChartBuilder::on(&panels[1])
+            .margin(8)
+            .caption("learning rate", ("sans-serif", 14))
+            .x_label_area_size(28)
+            .y_label_area_size(48)
+            .build_cartesian_2d(x_range.clone(), 0.0..max_lr * 1.05)?;
+        lr.configure_mesh()
+            .x_desc("step")
+            .y_label_formatter(&|v| format!("{v:.1e}"))
+            .draw()?;
+        lr.draw_series(LineSeries::new(
+            log.steps.iter().map(|p| (p.0, p.2)),
+            OURS.stroke_width(2),
+        ))?;
+
+        let max_f1 = log
+            .evals
+            .iter()
+            .map(|e| e.1)
+            .chain(reference.into_iter().flat_map(|r| r.f1.iter().copied()))
+            .fold(1.0, f64::max);
+        let mut f1 = ChartBuilder::on(&panels[2])
+            .margin(8)
+            .caption("eval F1", ("sans-serif", 14))
+            .x_label_area_size(28)
+            .y_label_area_size(48)
+            .build_cartesian_2d(x_range, 0.0..max_f1 * 1.15)?;
+        f1.configure_mesh().x_desc("step").y_desc("F1").draw()?;
+        if let Some(r) = reference.filter(|r| !r.f1.is_empty()) {
+            let (lo, hi) = min_max(&r.f1);
+            let at = r.mean_loss.len().max(1) as f64;
+            let half = last_step * 0.02;
+            f1.draw_series(std::iter::once(Rectangle::new(
+                [(at - half, lo), (at + half, hi)],
+                PEER.mix(0.3).filled(),
+            )))?
+            .label(format!("{}: seeds' range", r.label))
+            .legend(|(x, y)| Rectangle::new([(x, y - 5), (x + 20, y + 5)], PEER.mix(0.3).filled()));
+        }
+        f1.draw_series(
+            log.evals
+                .iter()
+                .map(|&(s, v)| Circle::new((s, v), 5, OURS.filled())),
+        )?
+        .label("qa")
+        .legend(|(x, y)| Circle::new((x + 10, y), 5, OURS.filled()));
+        f1.configure_series_labels()
+            .position(SeriesLabelPosition::UpperLeft)
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .draw()?;
+        root.present()?;
+    }
+    Ok(svg)
+}
+
+/// (min, max) of a non-empty list.
+pub fn min_max(values: &[f64]) -> (f64, f64) {
+    values
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &v| {
+            (lo.min(v), hi.max(v))
+        })
 }
 
 #[cfg(test)]
@@ -67,10 +183,43 @@ mod tests {
     use super::*;
 
     #[test]
-    fn svg_has_both_series() {
-        let svg = loss_lr_svg(&[(1.0, 4.0, 1e-5), (2.0, 2.0, 2e-5)], "t");
-        assert_eq!(svg.matches("<polyline").count(), 2);
-        // Step 1 of 2 sits mid-axis (50 + 620 / 2); the first loss is the maximum (top, y = 50).
-        assert!(svg.contains("360.0,50.0"), "{svg}");
+    fn the_log_is_read_into_steps_and_evaluations() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("train_log.jsonl");
+        std::fs::write(
+            &path,
+            "{\"step\":1,\"loss\":4.0,\"learning_rate\":1e-5}\nnot json\n\
+             {\"step\":2,\"loss\":2.0,\"learning_rate\":2e-5}\n{\"step\":2,\"eval_f1\":12.5}\n",
+        )
+        .unwrap();
+        let log = read_train_log(&path);
+        assert_eq!(log.steps, [(1.0, 4.0, 1e-5), (2.0, 2.0, 2e-5)]);
+        assert_eq!(log.evals, [(2.0, 12.5)]);
+    }
+
+    #[test]
+    fn the_picture_draws_every_series() {
+        let log = TrainLog {
+            steps: vec![(1.0, 4.0, 1e-5), (2.0, 2.0, 2e-5)],
+            evals: vec![(2.0, 12.5)],
+        };
+        let reference = ReferenceCurve {
+            label: "HF Trainer".into(),
+            mean_loss: vec![4.5, 2.5],
+            f1: vec![10.0, 14.0, 12.0],
+        };
+        let svg = training_svg(&log, Some(&reference), "t").unwrap();
+        assert!(svg.starts_with("<svg"), "{svg}");
+        // Ours (loss, lr, and a legend key) in red; the reference's loss (and key) in blue.
+        let lines = |color: &str| {
+            svg.lines()
+                .filter(|l| l.starts_with("<polyline") && l.contains(color))
+                .count()
+        };
+        assert_eq!(lines("#C0392B"), 3, "{svg}");
+        assert_eq!(lines("#2471A3"), 2, "{svg}");
+        assert!(svg.contains("<circle"), "{svg}");
+        assert!(svg.contains("HF Trainer (mean of 3 seeds)"), "{svg}");
+        assert_eq!(min_max(&reference.f1), (10.0, 14.0));
     }
 }

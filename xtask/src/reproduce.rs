@@ -9,7 +9,7 @@ use std::process::Command;
 use anyhow::{bail, Context};
 
 use crate::defnlp_fixture::{split_publications, HELD_OUT_PERCENT, SPLIT_SEED};
-use crate::{build_qa, fetch, report, run_checked, shared_dir};
+use crate::{build_qa, fetch, repo_root, report, run_checked, shared_dir};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -27,6 +27,14 @@ pub struct Args {
     data_dir: Option<PathBuf>,
     #[arg(long, default_value = "runs")]
     out: PathBuf,
+    /// Instead of our run: measure the HF reference of the CPU slice (transformers Trainer,
+    /// `bench/peers/hf_run_qa.py`, seeds 42, 43, 44) and write it where the preset reads it.
+    #[arg(long)]
+    measure_hf_reference: bool,
+    /// The Python with torch 2.15 / transformers 4.57.6 / tokenizers 0.22.2, for
+    /// --measure-hf-reference.
+    #[arg(long, default_value = "python3")]
+    python: String,
 }
 
 struct Preset {
@@ -37,6 +45,9 @@ struct Preset {
     version_2: bool,
     /// (metric, value, source) of the published result.
     reference: Option<(&'static str, f64, &'static str)>,
+    /// The HF Trainer on the CPU slice, 3 seeds (`--measure-hf-reference` writes it), relative
+    /// to the repository root.
+    cpu_reference: Option<&'static str>,
 }
 
 const PRESETS: &[Preset] = &[
@@ -67,6 +78,7 @@ const PRESETS: &[Preset] = &[
             22.0,
             "HF Trainer, bf16, H100 (shared/data/README.md): EM 3.2 / F1 22.0",
         )),
+        cpu_reference: Some("bench/results/hf-covid-minilm-cpu-slice.json"),
     },
     Preset {
         name: "squad-bert-base",
@@ -91,6 +103,7 @@ const PRESETS: &[Preset] = &[
             88.5,
             "HF run_qa.py README, bert-base-uncased on SQuAD v1.1: EM 81.2 / F1 88.5",
         )),
+        cpu_reference: None,
     },
     Preset {
         name: "squad2-bert-base",
@@ -116,6 +129,7 @@ const PRESETS: &[Preset] = &[
             76.9,
             "BERT-base on SQuAD v2.0 as commonly reported (≈73.7 EM / 76.9 F1); approximate",
         )),
+        cpu_reference: None,
     },
     Preset {
         name: "squad-distilbert",
@@ -140,6 +154,7 @@ const PRESETS: &[Preset] = &[
             85.8,
             "DistilBERT paper (Sanh et al. 2019), SQuAD v1.1 dev: EM 77.7 / F1 85.8",
         )),
+        cpu_reference: None,
     },
     // The seed notebook's recipe and data preparation (one truncated window per CSV row).
     Preset {
@@ -173,24 +188,31 @@ const PRESETS: &[Preset] = &[
         ],
         version_2: false,
         reference: None,
+        cpu_reference: None,
     },
 ];
 
-/// Flags that shrink the CPU default to minutes.
+/// Flags that shrink the CPU default to a run of under 10 minutes on a 2-core machine whose F1
+/// is compared with the HF Trainer's on the same slice (`cpu_reference`).
 const CPU_SLICE: &[&str] = &[
     "--max-train-samples",
-    "2",
+    "400",
+    "--train-windows",
+    "with-answer",
     "--max-eval-samples",
-    "2",
+    "16",
+    "--learning-rate",
+    "3e-4",
     "--num-train-epochs",
     "1",
     "--per-device-train-batch-size",
     "8",
-    "--warmup-ratio",
-    "0.1",
     "--logging-steps",
     "1",
 ];
+
+/// The seeds the HF reference is measured with.
+const REFERENCE_SEEDS: [u64; 3] = [42, 43, 44];
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let preset = PRESETS
@@ -228,6 +250,20 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         return reproduce_defnlp(&args, preset, &model, &run_dir);
     }
     let (train_file, dev_file) = data_files(preset, args.data_dir.as_deref())?;
+    let slice_flags = merge_flags(preset.train_flags, CPU_SLICE);
+    if args.measure_hf_reference {
+        let path = preset
+            .cpu_reference
+            .with_context(|| format!("preset {} has no CPU reference to measure", preset.name))?;
+        return measure_hf_reference(
+            &args.python,
+            &slice_flags,
+            &model,
+            &train_file,
+            &dev_file,
+            &repo_root().join(path),
+        );
+    }
 
     // 2. Train (+ eval on the dev file at the end).
     let qa = build_qa()?;
@@ -244,8 +280,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .arg(&out_dir)
         .arg("--overwrite-output-dir");
     if slice {
-        cmd.args(merge_flags(preset.train_flags, CPU_SLICE));
-        eprintln!("CPU backend: training on a 2-example slice (pass --full for the whole recipe)");
+        cmd.args(&slice_flags);
+        eprintln!(
+            "CPU backend: training on the first {} training questions for one epoch, evaluating \
+             on the first {} dev questions (pass --full for the whole recipe)",
+            flag_value(&slice_flags, "--max-train-samples").unwrap_or("?"),
+            flag_value(&slice_flags, "--max-eval-samples").unwrap_or("?"),
+        );
     } else {
         cmd.args(preset.train_flags);
     }
@@ -267,21 +308,38 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .get("eval_exact_match")
         .or_else(|| eval_results.get("eval_exact"))
         .and_then(|v| v.as_f64());
-    let points = report::read_train_log(&out_dir.join("train_log.jsonl"));
+    let cpu_reference = match (slice, preset.cpu_reference) {
+        (true, Some(path)) => match CpuReference::read(&repo_root().join(path)) {
+            Ok(reference) => Some(reference),
+            Err(e) => {
+                eprintln!("warning: the report has no HF reference: {e:#}");
+                None
+            }
+        },
+        _ => None,
+    };
+    let log = report::read_train_log(&out_dir.join("train_log.jsonl"));
+    let curve = cpu_reference.as_ref().map(CpuReference::curve);
     std::fs::write(
-        run_dir.join("loss_lr.svg"),
-        report::loss_lr_svg(
-            &points,
-            &format!("{} — loss and learning rate", preset.name),
-        ),
+        run_dir.join("training.svg"),
+        report::training_svg(
+            &log,
+            curve.as_ref(),
+            &format!("{}: loss, learning rate and eval F1", preset.name),
+        )?,
     )?;
     let reference = preset.reference.map(|(metric, value, source)| {
         serde_json::json!({"metric": metric, "value": value, "source": source})
     });
+    let within_band = match (&cpu_reference, f1) {
+        (Some(r), Some(f1)) => Some(r.band().contains(&f1)),
+        _ => None,
+    };
     let summary = serde_json::json!({
         "preset": preset.name,
         "backend": if gpu { "cuda" } else { "cpu" },
         "slice": slice,
+        "slice_flags": if slice { serde_json::json!(slice_flags) } else { serde_json::Value::Null },
         "version_2_with_negative": preset.version_2,
         "model": model,
         "train_file": train_file,
@@ -290,8 +348,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         "train": train_results,
         "eval": eval_results,
         "reference": reference,
-        "f1_minus_reference": match (f1, preset.reference) {
-            (Some(f), Some((_, r, _))) => serde_json::json!(f - r),
+        "hf_cpu_reference": cpu_reference.as_ref().map(CpuReference::summary),
+        "f1_within_hf_band": within_band,
+        "f1_minus_reference": match (f1, preset.reference, slice) {
+            (Some(f), Some((_, r, _)), false) => serde_json::json!(f - r),
             _ => serde_json::Value::Null,
         },
     });
@@ -301,10 +361,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     )?;
     let fmt = |v: Option<f64>| v.map_or("n/a".to_string(), |v| format!("{v:.2}"));
     let mut md = format!(
-        "# Reproduction: {}\n\n| | value |\n|---|---|\n| backend | {} |\n| run | {} |\n| model | `{}` |\n| train windows/s | {} |\n| train runtime (s) | {} |\n| time to first step (s) | {} |\n| exact match | {} |\n| F1 | {} |\n",
+        "# Reproduction: {}\n\n| | value |\n|---|---|\n| backend | {} |\n| run | {} |\n| model | `{}` |\n| wall time, build excluded (s) | {wall:.0} |\n| train windows/s | {} |\n| train runtime (s) | {} |\n| time to first step (s) | {} |\n| exact match | {} |\n| F1 | {} |\n",
         preset.name,
         if gpu { "cuda" } else { "cpu (ndarray)" },
-        if slice { "CPU slice (2 train / 2 dev examples, 1 epoch): not comparable with the reference" } else { "full recipe" },
+        if slice { format!("CPU slice: `{}`", slice_flags.join(" ")) } else { "full recipe".to_string() },
         model.display(),
         fmt(train_results["train_samples_per_second"].as_f64()),
         fmt(train_results["train_runtime"].as_f64()),
@@ -312,17 +372,226 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         fmt(em),
         fmt(f1),
     );
-    if let Some((metric, value, source)) = preset.reference {
-        md.push_str(&format!(
+    if let Some(r) = &cpu_reference {
+        md.push_str(&r.table_rows(f1, within_band));
+    }
+    match (preset.reference, slice) {
+        (Some((metric, value, source)), false) => md.push_str(&format!(
             "| reference {metric} | {value} ({source}) |\n| F1 − reference | {} |\n",
             fmt(f1.map(|f| f - value))
+        )),
+        (Some((metric, value, source)), true) => md.push_str(&format!(
+            "| full-recipe reference {metric} (not this slice's) | {value} ({source}) |\n"
+        )),
+        (None, _) => {}
+    }
+    md.push_str("\n![loss, learning rate and eval F1](training.svg)\n");
+    if slice {
+        md.push_str(&format!(
+            "\nThis was a CPU slice. The full recipe (all {} training questions, the preset's \
+             epochs and batch size) belongs on a GPU: `cargo run --release -p xtask --features \
+             cuda -- reproduce --preset {}` on an NVIDIA machine (`--full` runs it on the CPU, \
+             for hours).\n",
+            preset.name, preset.name
         ));
     }
-    md.push_str("\n![loss and learning rate](loss_lr.svg)\n");
     std::fs::write(run_dir.join("report.md"), &md)?;
     println!("{md}");
     eprintln!("report: {}", run_dir.join("report.md").display());
     Ok(())
+}
+
+/// The value of `flag` in a flag list.
+fn flag_value<'a>(flags: &'a [String], flag: &str) -> Option<&'a str> {
+    flags
+        .iter()
+        .position(|f| f == flag)
+        .and_then(|i| flags.get(i + 1))
+        .map(String::as_str)
+}
+
+/// `qa train` flags as `bench/peers/hf_run_qa.py` spells them (the ones it takes).
+fn peer_flags(flags: &[String]) -> Vec<String> {
+    const NAMES: [(&str, &str); 10] = [
+        ("--train-windows", "--train-windows"),
+        ("--max-train-samples", "--max-train-samples"),
+        ("--max-eval-samples", "--max-eval-samples"),
+        ("--max-seq-length", "--max-seq-length"),
+        ("--doc-stride", "--doc-stride"),
+        ("--per-device-train-batch-size", "--batch-size"),
+        ("--learning-rate", "--learning-rate"),
+        ("--weight-decay", "--weight-decay"),
+        ("--warmup-ratio", "--warmup-ratio"),
+        ("--num-train-epochs", "--num-train-epochs"),
+    ];
+    NAMES
+        .iter()
+        .filter_map(|(ours, theirs)| {
+            flag_value(flags, ours).map(|v| [theirs.to_string(), v.to_string()])
+        })
+        .flatten()
+        .collect()
+}
+
+/// Runs the HF Trainer on the CPU slice once per seed and writes what it measured to `out`.
+fn measure_hf_reference(
+    python: &str,
+    slice_flags: &[String],
+    model: &Path,
+    train_file: &Path,
+    dev_file: &Path,
+    out: &Path,
+) -> anyhow::Result<()> {
+    let script = repo_root().join("bench/peers/hf_run_qa.py");
+    let mut runs = Vec::new();
+    for seed in REFERENCE_SEEDS {
+        let mut cmd = Command::new(python);
+        cmd.arg(&script)
+            .arg("--model")
+            .arg(model)
+            .arg("--train-file")
+            .arg(train_file)
+            .arg("--dev-file")
+            .arg(dev_file)
+            .args(peer_flags(slice_flags))
+            .args(["--seed", &seed.to_string()]);
+        eprintln!("HF reference, seed {seed}: {cmd:?}");
+        let output = cmd
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .with_context(|| format!("cannot run {python}"))?;
+        if !output.status.success() {
+            bail!("{script:?} failed for seed {seed} ({})", output.status);
+        }
+        let line = String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .rev()
+            .find(|l| l.starts_with('{'))
+            .map(str::to_string)
+            .context("the HF peer printed no JSON")?;
+        runs.push(serde_json::from_str::<serde_json::Value>(&line)?);
+    }
+    let record = serde_json::json!({
+        "what": "HF transformers Trainer with run_qa.py's features and post-processing on the CPU slice of `cargo xtask reproduce` (bench/peers/hf_run_qa.py)",
+        "slice_flags": slice_flags,
+        "model": model,
+        "train_file": train_file,
+        "dev_file": dev_file,
+        "runs": runs,
+    });
+    std::fs::write(out, serde_json::to_string_pretty(&record)? + "\n")
+        .with_context(|| format!("cannot write {}", out.display()))?;
+    let reference = CpuReference::read(out)?;
+    eprintln!("{}", reference.table_rows(None, None));
+    println!("{}", out.display());
+    Ok(())
+}
+
+/// The HF Trainer's results on a preset's CPU slice, over seeds.
+struct CpuReference {
+    runs: Vec<serde_json::Value>,
+}
+
+impl CpuReference {
+    fn read(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path).with_context(|| {
+            format!(
+                "cannot read the HF reference {}: measure it with `cargo xtask reproduce \
+                 --measure-hf-reference --python PY`",
+                path.display()
+            )
+        })?;
+        let value: serde_json::Value = serde_json::from_str(&text)
+            .with_context(|| format!("{}: malformed", path.display()))?;
+        let runs = value["runs"].as_array().cloned().unwrap_or_default();
+        if runs.is_empty() {
+            bail!("{}: no runs", path.display());
+        }
+        Ok(Self { runs })
+    }
+
+    fn values(&self, key: &str) -> Vec<f64> {
+        self.runs.iter().filter_map(|r| r[key].as_f64()).collect()
+    }
+
+    /// Mean and sample standard deviation.
+    fn mean_sd(values: &[f64]) -> (f64, f64) {
+        let n = values.len().max(1) as f64;
+        let mean = values.iter().sum::<f64>() / n;
+        let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0).max(1.0);
+        (mean, var.sqrt())
+    }
+
+    /// The band a comparable F1 falls in: the seeds' mean ± 2 standard deviations, and at least
+    /// their range.
+    fn band(&self) -> std::ops::RangeInclusive<f64> {
+        let f1 = self.values("eval_f1");
+        let (mean, sd) = Self::mean_sd(&f1);
+        let (lo, hi) = report::min_max(&f1);
+        (mean - 2.0 * sd).min(lo)..=(mean + 2.0 * sd).max(hi)
+    }
+
+    fn curve(&self) -> report::ReferenceCurve {
+        let losses: Vec<Vec<f64>> = self
+            .runs
+            .iter()
+            .filter_map(|r| r["losses"].as_array())
+            .map(|l| l.iter().filter_map(|v| v.as_f64()).collect())
+            .collect();
+        let steps = losses.iter().map(Vec::len).min().unwrap_or(0);
+        let mean_loss = (0..steps)
+            .map(|i| losses.iter().map(|l| l[i]).sum::<f64>() / losses.len() as f64)
+            .collect();
+        report::ReferenceCurve {
+            label: "HF Trainer".into(),
+            mean_loss,
+            f1: self.values("eval_f1"),
+        }
+    }
+
+    fn summary(&self) -> serde_json::Value {
+        let (f1, f1_sd) = Self::mean_sd(&self.values("eval_f1"));
+        let (em, em_sd) = Self::mean_sd(&self.values("eval_exact_match"));
+        let band = self.band();
+        serde_json::json!({
+            "seeds": self.runs.len(),
+            "f1_mean": f1, "f1_sd": f1_sd, "f1": self.values("eval_f1"),
+            "exact_match_mean": em, "exact_match_sd": em_sd,
+            "f1_band": [band.start(), band.end()],
+            "train_windows_per_second": self.values("train_samples_per_second"),
+            "torch": self.runs[0]["torch"],
+        })
+    }
+
+    fn table_rows(&self, f1: Option<f64>, within: Option<bool>) -> String {
+        let (f1_mean, f1_sd) = Self::mean_sd(&self.values("eval_f1"));
+        let (em_mean, em_sd) = Self::mean_sd(&self.values("eval_exact_match"));
+        let (wps, _) = Self::mean_sd(&self.values("train_samples_per_second"));
+        let band = self.band();
+        let seeds: Vec<String> = self
+            .values("eval_f1")
+            .iter()
+            .map(|v| format!("{v:.2}"))
+            .collect();
+        let mut rows = format!(
+            "| HF Trainer, same slice, {n} seeds: exact match | {em_mean:.2} ± {em_sd:.2} |\n\
+             | HF Trainer, same slice, {n} seeds: F1 | {f1_mean:.2} ± {f1_sd:.2} (seeds: {}) |\n\
+             | HF band (mean ± 2 sd, at least the seeds' range) | {:.2} – {:.2} |\n\
+             | HF train windows/s (torch {}, CPU) | {wps:.2} |\n",
+            seeds.join(", "),
+            band.start(),
+            band.end(),
+            self.runs[0]["torch"].as_str().unwrap_or("?"),
+            n = self.runs.len(),
+        );
+        if let (Some(f1), Some(within)) = (f1, within) {
+            rows.push_str(&format!(
+                "| our F1 within the HF band | {} ({f1:.2}) |\n",
+                if within { "yes" } else { "**no**" }
+            ));
+        }
+        rows
+    }
 }
 
 fn data_files(preset: &Preset, data_dir: Option<&Path>) -> anyhow::Result<(PathBuf, PathBuf)> {
@@ -487,10 +756,10 @@ fn reproduce_defnlp(
             .ok()
             .and_then(|t| serde_json::from_str(&t).ok())
             .unwrap_or(serde_json::Value::Null);
-    let points = report::read_train_log(&out_dir.join("train_log.jsonl"));
+    let log = report::read_train_log(&out_dir.join("train_log.jsonl"));
     std::fs::write(
-        run_dir.join("loss_lr.svg"),
-        report::loss_lr_svg(&points, "defnlp — loss and learning rate"),
+        run_dir.join("training.svg"),
+        report::training_svg(&log, None, "defnlp: loss, learning rate and eval F1")?,
     )?;
     let summary = serde_json::json!({
         "preset": preset.name,
@@ -540,7 +809,7 @@ fn reproduce_defnlp(
             s["fn"]
         ));
     }
-    md.push_str("\n![loss and learning rate](loss_lr.svg)\n");
+    md.push_str("\n![loss and learning rate](training.svg)\n");
     std::fs::write(run_dir.join("report.md"), &md)?;
     println!("{md}");
     eprintln!("report: {}", run_dir.join("report.md").display());
@@ -623,6 +892,29 @@ fn split_coleridge(data_dir: &Path, out: &Path) -> anyhow::Result<ColeridgeSplit
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_hf_peer_gets_the_slice_s_settings() {
+        let preset = PRESETS.iter().find(|p| p.name == "covid-minilm").unwrap();
+        let flags = merge_flags(preset.train_flags, CPU_SLICE);
+        let peer = peer_flags(&flags);
+        let value = |name: &str| {
+            peer.iter()
+                .position(|f| f == name)
+                .map(|i| peer[i + 1].as_str())
+        };
+        assert_eq!(value("--max-train-samples"), Some("400"));
+        assert_eq!(value("--train-windows"), Some("with-answer"));
+        assert_eq!(value("--batch-size"), Some("8"));
+        assert_eq!(value("--learning-rate"), Some("3e-4"));
+        assert_eq!(value("--weight-decay"), Some("0.01"));
+        assert_eq!(value("--warmup-ratio"), Some("0.1"));
+        assert_eq!(value("--num-train-epochs"), Some("1"));
+        assert_eq!(value("--max-seq-length"), Some("384"));
+        assert_eq!(value("--doc-stride"), Some("128"));
+        // Ten settings pass; the seed (set per run) and --logging-steps do not.
+        assert_eq!(peer.len(), 2 * 10, "{peer:?}");
+    }
 
     #[test]
     fn overrides_replace_flags_and_keep_switches() {

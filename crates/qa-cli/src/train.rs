@@ -10,7 +10,7 @@ use qa_model::backend::Train;
 use qa_train::{EvalSet, Precision, TrainConfig, TrainJob};
 
 use qa_data::hub::Split;
-use qa_data::DataSource;
+use qa_data::{DataSource, TrainWindows};
 use qa_train::{CardFacts, Origin};
 
 use crate::common::{self, DataArgs, DatasetArgs, DecodeArgs, RevisionArg, WindowArgs};
@@ -42,6 +42,10 @@ pub struct Args {
     training: TrainConfig,
     #[arg(long)]
     max_train_samples: Option<usize>,
+    /// Which training windows to learn from: `all` (run_qa) or `with-answer` (only windows
+    /// holding their answer; the CPU slice of `cargo xtask reproduce` uses it).
+    #[arg(long, default_value_t = TrainWindows::All)]
+    train_windows: TrainWindows,
     #[arg(long)]
     max_eval_samples: Option<usize>,
     /// bf16 mixed precision (CUDA).
@@ -92,7 +96,17 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let load = |source: &DataSource, max_samples| {
         common::prepare(source, &args.data, &windows, max_samples, &tokenizer)
     };
-    let train_data = load(&train_source, args.max_train_samples)?;
+    let mut train_data = load(&train_source, args.max_train_samples)?;
+    if args.train_windows != TrainWindows::All {
+        let before = train_data.windows.features.len();
+        train_data.windows.features = args
+            .train_windows
+            .select(std::mem::take(&mut train_data.windows.features));
+        eprintln!(
+            "training on the {} of {before} windows that hold their answer",
+            train_data.windows.features.len()
+        );
+    }
     if !train_data.labelled {
         bail!(
             "{}: no question has a gold answer, so there is nothing to train on",

@@ -90,6 +90,53 @@ impl Feature {
     }
 }
 
+/// Which training windows a run learns from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum TrainWindows {
+    /// Every window, those without their answer labelled [CLS] (run_qa).
+    #[default]
+    All,
+    /// Only windows that hold their answer: a CPU demo setting for long documents (COVID-QA's
+    /// articles give ~30 windows a question, one or two with the answer).
+    WithAnswer,
+}
+
+impl std::str::FromStr for TrainWindows {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "all" => Ok(Self::All),
+            "with-answer" => Ok(Self::WithAnswer),
+            other => Err(format!(
+                "unknown window selection {other:?} (all or with-answer)"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for TrainWindows {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::All => "all",
+            Self::WithAnswer => "with-answer",
+        })
+    }
+}
+
+impl TrainWindows {
+    /// The windows of `features` this selection keeps, in order.
+    pub fn select(self, features: Vec<Feature>) -> Vec<Feature> {
+        match self {
+            Self::All => features,
+            // Label 0 is [CLS]: the answer is not in the window.
+            Self::WithAnswer => features
+                .into_iter()
+                .filter(|f| f.start_position > 0)
+                .collect(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct FeatureReport {
     pub examples: usize,

@@ -42,7 +42,9 @@ pub mod tokenizer;
 pub use align::{AlignOutcome, AnswerAlignment};
 pub use error::{DataError, Result};
 pub use example::{Answer, Example, ExampleId};
-pub use features::{build_features, Feature, FeatureConfig, FeatureReport, FeatureSet};
+pub use features::{
+    build_features, Feature, FeatureConfig, FeatureReport, FeatureSet, TrainWindows,
+};
 pub use load::{load, load_files, DataFormat, LoadOptions, LoadReport, LoadedDataset};
 pub use prepare::{prepare, DataSource, PreparedData, Sample};
 pub use progress::Progress;
