@@ -38,12 +38,17 @@ def squad_examples(path, limit):
     return rows[:limit] if limit else rows
 
 
+def windows(examples, tokenizer, max_len, stride):
+    """run_qa's tokenizer call: left-stripped questions, overflow windows padded to max length."""
+    examples["question"] = [q.lstrip() for q in examples["question"]]
+    return tokenizer(examples["question"], examples["context"], truncation="only_second",
+                     max_length=max_len, stride=stride, return_overflowing_tokens=True,
+                     return_offsets_mapping=True, padding="max_length")
+
+
 def prepare_train_features(examples, tokenizer, max_len, stride):
     """run_qa.py's prepare_train_features (pad to max length, its labelling included)."""
-    examples["question"] = [q.lstrip() for q in examples["question"]]
-    enc = tokenizer(examples["question"], examples["context"], truncation="only_second",
-                    max_length=max_len, stride=stride, return_overflowing_tokens=True,
-                    return_offsets_mapping=True, padding="max_length")
+    enc = windows(examples, tokenizer, max_len, stride)
     sample_map = enc.pop("overflow_to_sample_mapping")
     offsets_all = enc.pop("offset_mapping")
     enc["start_positions"], enc["end_positions"] = [], []
@@ -78,10 +83,7 @@ def prepare_train_features(examples, tokenizer, max_len, stride):
 
 
 def prepare_validation_features(examples, tokenizer, max_len, stride):
-    examples["question"] = [q.lstrip() for q in examples["question"]]
-    enc = tokenizer(examples["question"], examples["context"], truncation="only_second",
-                    max_length=max_len, stride=stride, return_overflowing_tokens=True,
-                    return_offsets_mapping=True, padding="max_length")
+    enc = windows(examples, tokenizer, max_len, stride)
     sample_map = enc.pop("overflow_to_sample_mapping")
     enc["example_id"] = []
     for i in range(len(enc["input_ids"])):

@@ -3,6 +3,8 @@
 
 use std::path::Path;
 
+use plotters::coord::types::RangedCoordf64;
+use plotters::coord::Shift;
 use plotters::prelude::*;
 
 /// One logging line of a `train_log.jsonl`: (step, loss, learning rate).
@@ -89,12 +91,12 @@ pub fn training_svg(
             .map(|p| p.1)
             .chain(ref_losses.iter().map(|p| p.1))
             .fold(1e-6, f64::max);
-        let mut loss = ChartBuilder::on(&panels[0])
-            .margin(8)
-            .caption("training loss", ("sans-serif", 14))
-            .x_label_area_size(28)
-            .y_label_area_size(48)
-            .build_cartesian_2d(x_range.clone(), 0.0..max_loss * 1.05)?;
+        let mut loss = panel(
+            &panels[0],
+            "training loss",
+            x_range.clone(),
+            max_loss * 1.05,
+        )?;
         loss.configure_mesh().x_desc("step").y_desc("loss").draw()?;
         loss.draw_series(LineSeries::new(
             log.steps.iter().map(|p| (p.0, p.1)),
@@ -113,12 +115,7 @@ pub fn training_svg(
             .draw()?;
 
         let max_lr = log.steps.iter().map(|p| p.2).fold(1e-12, f64::max);
-        let mut lr = ChartBuilder::on(&panels[1])
-            .margin(8)
-            .caption("learning rate", ("sans-serif", 14))
-            .x_label_area_size(28)
-            .y_label_area_size(48)
-            .build_cartesian_2d(x_range.clone(), 0.0..max_lr * 1.05)?;
+        let mut lr = panel(&panels[1], "learning rate", x_range.clone(), max_lr * 1.05)?;
         lr.configure_mesh()
             .x_desc("step")
             .y_label_formatter(&|v| format!("{v:.1e}"))
@@ -134,12 +131,7 @@ pub fn training_svg(
             .map(|e| e.1)
             .chain(reference.into_iter().flat_map(|r| r.f1.iter().copied()))
             .fold(1.0, f64::max);
-        let mut f1 = ChartBuilder::on(&panels[2])
-            .margin(8)
-            .caption("eval F1", ("sans-serif", 14))
-            .x_label_area_size(28)
-            .y_label_area_size(48)
-            .build_cartesian_2d(x_range, 0.0..max_f1 * 1.15)?;
+        let mut f1 = panel(&panels[2], "eval F1", x_range, max_f1 * 1.15)?;
         f1.configure_mesh().x_desc("step").y_desc("F1").draw()?;
         if let Some(r) = reference.filter(|r| !r.f1.is_empty()) {
             let (lo, hi) = min_max(&r.f1);
@@ -167,6 +159,21 @@ pub fn training_svg(
         root.present()?;
     }
     Ok(svg)
+}
+
+/// One panel's axes: `caption` above, steps along x, `0..y_max` up.
+fn panel<'a, 'b>(
+    area: &'a DrawingArea<SVGBackend<'b>, Shift>,
+    caption: &str,
+    x: std::ops::Range<f64>,
+    y_max: f64,
+) -> anyhow::Result<ChartContext<'a, SVGBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>> {
+    Ok(ChartBuilder::on(area)
+        .margin(8)
+        .caption(caption, ("sans-serif", 14))
+        .x_label_area_size(28)
+        .y_label_area_size(48)
+        .build_cartesian_2d(x, 0.0..y_max)?)
 }
 
 /// (min, max) of a non-empty list.
