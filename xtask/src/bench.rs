@@ -254,6 +254,13 @@ fn write_table(args: &Args, rows: &[Row], raw: &[serde_json::Value]) -> anyhow::
     Ok(())
 }
 
+/// Whether a server is soaked after its load levels.
+#[derive(Clone, Copy)]
+enum Soak {
+    Run,
+    Skip,
+}
+
 /// `cargo xtask bench serve`: `qa serve` (MiniLM, no QA head: the answers are random, the
 /// timing is real) under a loopback load at concurrency 1, 8 and 32, and the FastAPI + HF
 /// pipeline peer (`bench/peers/serve_peer.py`) under the same load where its packages are
@@ -310,8 +317,12 @@ fn serve_bench(qa: &std::path::Path, args: &Args) -> anyhow::Result<()> {
     let (requests, seconds) = if args.quick { (60, 10) } else { (1000, 30) };
     let levels = [1usize, 8, 32];
 
-    // Starts a server, waits for /health, loads it at each level, stops it with SIGTERM.
-    let measure = |name: &str, server: &mut Command| -> anyhow::Result<serde_json::Value> {
+    // Starts a server, waits for /health, loads it at each level (then soaks it, if asked),
+    // stops it with SIGTERM.
+    let measure = |name: &str,
+                   server: &mut Command,
+                   soak: Soak|
+     -> anyhow::Result<serde_json::Value> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
@@ -417,8 +428,46 @@ fn serve_bench(qa: &std::path::Path, args: &Args) -> anyhow::Result<()> {
                 ),
             }
         }
-        let status =
-            std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap_or_default();
+        let soak_result = match soak {
+            Soak::Skip => serde_json::Value::Null,
+            Soak::Run => {
+                // 60 s at concurrency 64, 10% bad requests, every answer checked; the server's
+                // resident memory sampled each second.
+                let mut generator = Command::new(&load)
+                    .args(["--url", &format!("{base}/v1/answer"), "--bodies"])
+                    .arg(&bodies)
+                    .args([
+                        "--concurrency",
+                        "64",
+                        "--requests",
+                        "1000000",
+                        "--seconds",
+                        "60",
+                    ])
+                    .args(["--warmup", "8", "--bad-percent", "10", "--check"])
+                    .stdout(Stdio::piped())
+                    .spawn()
+                    .context("running the soak")?;
+                let mut rss_mib = Vec::new();
+                while generator.try_wait()?.is_none() {
+                    let status =
+                        std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+                    if let Some(kib) = status
+                        .lines()
+                        .find_map(|l| l.strip_prefix("VmRSS:"))
+                        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+                    {
+                        rss_mib.push(kib / 1024.0);
+                    }
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+                let out = generator.wait_with_output()?;
+                let mut v = json_line(&out).unwrap_or(serde_json::Value::Null);
+                v["rss_mib_each_second"] = serde_json::json!(rss_mib);
+                v
+            }
+        };
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
         let peak_rss_mib = status
             .lines()
             .find_map(|l| l.strip_prefix("VmHWM:"))
@@ -445,13 +494,15 @@ fn serve_bench(qa: &std::path::Path, args: &Args) -> anyhow::Result<()> {
             "peak_rss_mib": peak_rss_mib,
             "sigterm_exit": exit.map(|s| s.to_string()).unwrap_or_else(|| "killed after 30 s".into()),
             "levels": results,
+            "soak": soak_result,
         }))
     };
 
     let mut runs = Vec::new();
     let mut ours = Command::new(qa);
     ours.arg("serve").arg("--model").arg(&model);
-    runs.push(measure("qa-serve", &mut ours)?);
+    let soak = if args.quick { Soak::Skip } else { Soak::Run };
+    runs.push(measure("qa-serve", &mut ours, soak)?);
     if !args.quick {
         // Dynamic batching off: one window per forward pass.
         let mut unbatched = Command::new(qa);
@@ -460,7 +511,11 @@ fn serve_bench(qa: &std::path::Path, args: &Args) -> anyhow::Result<()> {
             .arg("--model")
             .arg(&model)
             .args(["--max-batch-windows", "1"]);
-        runs.push(measure("qa-serve --max-batch-windows 1", &mut unbatched)?);
+        runs.push(measure(
+            "qa-serve --max-batch-windows 1",
+            &mut unbatched,
+            Soak::Skip,
+        )?);
         // Batches in one forward pass each, padded to their longest window.
         let mut one_pass = Command::new(qa);
         one_pass
@@ -468,7 +523,11 @@ fn serve_bench(qa: &std::path::Path, args: &Args) -> anyhow::Result<()> {
             .arg("--model")
             .arg(&model)
             .args(["--max-padding", "1"]);
-        runs.push(measure("qa-serve --max-padding 1", &mut one_pass)?);
+        runs.push(measure(
+            "qa-serve --max-padding 1",
+            &mut one_pass,
+            Soak::Skip,
+        )?);
     }
 
     let missing: Vec<&str> = ["torch", "transformers", "fastapi", "uvicorn"]
@@ -489,7 +548,7 @@ fn serve_bench(qa: &std::path::Path, args: &Args) -> anyhow::Result<()> {
         peer.arg(repo_root().join("bench/peers/serve_peer.py"))
             .arg("--model")
             .arg(&model);
-        match measure("fastapi-hf-pipeline", &mut peer) {
+        match measure("fastapi-hf-pipeline", &mut peer, Soak::Skip) {
             Ok(run) => {
                 runs.push(run);
                 "peer: FastAPI + uvicorn + HF pipeline, one request at a time".to_string()
@@ -528,6 +587,36 @@ fn serve_bench(qa: &std::path::Path, args: &Args) -> anyhow::Result<()> {
         }
     }
     md.push_str(&format!("\n{peer_note}\n"));
+    for run in runs.iter().filter(|r| !r["soak"].is_null()) {
+        let soak = &run["soak"];
+        let rss: Vec<f64> = soak["rss_mib_each_second"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v.as_f64())
+            .collect();
+        let at = |i: usize| rss.get(i).map_or("–".into(), |v| format!("{v:.0}"));
+        md.push_str(&format!(
+            "\nSoak of {}: 60 s at concurrency 64, 10% bad requests, every answer checked against \
+             the body's answer alone: {} answered, {} wrong answers, {} bad requests rejected as \
+             they must be, {} bad requests answered otherwise, {} 503 (backpressure), {} other \
+             5xx, {} failed; p50/p99 {}/{} ms; RSS {} MiB after 10 s, {} MiB at 30 s, {} MiB at \
+             the end.\n",
+            run["server"].as_str().unwrap_or("?"),
+            soak["ok"],
+            soak["wrong_answers"],
+            soak["bad_rejected"],
+            soak["bad_misanswered"],
+            soak["backpressure_503"],
+            soak["server_errors_5xx"],
+            soak["failed"],
+            fmt(&soak["p50_ms"]),
+            fmt(&soak["p99_ms"]),
+            at(9),
+            at(29),
+            rss.last().map_or("–".into(), |v| format!("{v:.0}")),
+        ));
+    }
     std::fs::write(args.out.join("serve.md"), &md)?;
     std::fs::write(
         args.out.join("serve.json"),

@@ -2,10 +2,16 @@
 //! bodies (JSON Lines, used in turn) to a QA server until `requests` are sent or `seconds` have
 //! passed, and print one JSON line: requests/s, p50/p99 latency, failures. Loopback only.
 //!
+//! The soak mode (`--bad-percent N --check`) mixes in N% bad requests (malformed JSON, a missing
+//! field, an empty question), each of which must get its 400/422, and checks every answer
+//! against the one the server gave that body alone before the load began.
+//!
 //! ```text
 //! load --url http://127.0.0.1:8080/v1/answer --bodies requests.jsonl --concurrency 8 \
-//!      --requests 400 --seconds 20 [--warmup 8]
+//!      --requests 400 --seconds 20 [--warmup 8] [--bad-percent 10 --check]
 //! ```
+
+use std::collections::HashMap;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -18,6 +24,46 @@ struct Options {
     requests: usize,
     seconds: f64,
     warmup: usize,
+    bad_percent: usize,
+    /// The answer each body got alone, when answers are checked.
+    references: Option<HashMap<String, serde_json::Value>>,
+}
+
+/// Bad requests of the soak, with the status each must get.
+const BAD: [(&str, u16); 3] = [
+    ("{\"question\": \"cut off", 400),
+    ("{\"question\": \"Who?\"}", 400),
+    ("{\"question\": \"\", \"context\": \"Some text.\"}", 422),
+];
+
+/// What the responses were.
+#[derive(Default)]
+struct Tally {
+    latencies: Vec<Duration>,
+    failed: usize,
+    wrong_answers: usize,
+    bad_rejected: usize,
+    bad_misanswered: usize,
+    backpressure: usize,
+    server_errors: usize,
+}
+
+/// Two replies give the same answers: texts and spans equal, scores within 1e-3 (batches of
+/// other sizes may round differently).
+fn same_answers(a: &serde_json::Value, b: &serde_json::Value) -> bool {
+    match (a, b) {
+        (serde_json::Value::Array(x), serde_json::Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(p, q)| same_answers(p, q))
+        }
+        (serde_json::Value::Object(_), serde_json::Value::Object(_)) => {
+            ["answer", "start", "end"].iter().all(|k| a[k] == b[k])
+                && match (a["score"].as_f64(), b["score"].as_f64()) {
+                    (Some(p), Some(q)) => (p - q).abs() <= 1e-3,
+                    _ => false,
+                }
+        }
+        _ => false,
+    }
 }
 
 fn options() -> Result<Options, String> {
@@ -60,40 +106,69 @@ fn options() -> Result<Options, String> {
         requests: number("--requests", 100)?,
         seconds: number("--seconds", 30)? as f64,
         warmup: number("--warmup", 0)?,
+        bad_percent: number("--bad-percent", 0)?.min(100),
+        references: args.iter().any(|a| a == "--check").then(HashMap::new),
     })
 }
 
-/// Sends requests until `requests` are taken or `deadline` passes; latencies of 200s, and
-/// the number of failures.
+/// Sends requests until `requests` are taken or `deadline` passes, and tallies the replies.
 async fn worker(
     client: reqwest::Client,
     options: Arc<Options>,
     next: Arc<AtomicUsize>,
     deadline: Instant,
-) -> (Vec<Duration>, usize) {
-    let mut latencies = Vec::new();
-    let mut failed = 0;
+) -> Tally {
+    let mut tally = Tally::default();
     loop {
         let i = next.fetch_add(1, Ordering::Relaxed);
         if i >= options.requests || Instant::now() >= deadline {
-            return (latencies, failed);
+            return tally;
         }
-        let body = options.bodies[i % options.bodies.len()].clone();
+        // Every request whose number falls in the bad share (spread evenly) is a bad one.
+        let bad = (i * 37 % 100) < options.bad_percent;
+        let body = if bad {
+            BAD[i % BAD.len()].0.to_string()
+        } else {
+            options.bodies[i % options.bodies.len()].clone()
+        };
         let started = Instant::now();
         let sent = client
             .post(&options.url)
             .header("content-type", "application/json")
-            .body(body)
+            .body(body.clone())
             .send()
             .await;
-        let ok = match sent {
-            Ok(response) if response.status().is_success() => response.bytes().await.is_ok(),
-            _ => false,
+        let Ok(response) = sent else {
+            tally.failed += 1;
+            continue;
         };
-        if ok {
-            latencies.push(started.elapsed());
-        } else {
-            failed += 1;
+        let status = response.status().as_u16();
+        let Ok(bytes) = response.bytes().await else {
+            tally.failed += 1;
+            continue;
+        };
+        match status {
+            503 => tally.backpressure += 1,
+            500..=599 => tally.server_errors += 1,
+            _ if bad => {
+                if status == BAD[i % BAD.len()].1 {
+                    tally.bad_rejected += 1;
+                } else {
+                    tally.bad_misanswered += 1;
+                }
+            }
+            200 => {
+                tally.latencies.push(started.elapsed());
+                if let Some(references) = &options.references {
+                    let got = serde_json::from_slice::<serde_json::Value>(&bytes).ok();
+                    if !got
+                        .is_some_and(|g| references.get(&body).is_some_and(|r| same_answers(&g, r)))
+                    {
+                        tally.wrong_answers += 1;
+                    }
+                }
+            }
+            _ => tally.failed += 1,
         }
     }
 }
@@ -108,8 +183,8 @@ fn percentile_ms(sorted: &[Duration], q: f64) -> f64 {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let options = match options() {
-        Ok(o) => Arc::new(o),
+    let mut options = match options() {
+        Ok(o) => o,
         Err(e) => {
             eprintln!("load: {e}");
             std::process::exit(2);
@@ -121,6 +196,26 @@ async fn main() {
         .timeout(Duration::from_secs(120))
         .build()
         .expect("HTTP client");
+    // The reference answers: each body alone, before any load.
+    if let Some(references) = options.references.as_mut() {
+        for body in &options.bodies {
+            let reply = client.post(&options.url).body(body.clone()).send().await;
+            let value = match reply {
+                Ok(r) if r.status().is_success() => r.json::<serde_json::Value>().await.ok(),
+                _ => None,
+            };
+            match value {
+                Some(v) => {
+                    references.insert(body.clone(), v);
+                }
+                None => {
+                    eprintln!("load: no reference answer for {body}");
+                    std::process::exit(1);
+                }
+            }
+        }
+    }
+    let options = Arc::new(options);
     // Warm-up (not measured): the first requests pay for allocation and connection set-up.
     for i in 0..options.warmup {
         let body = options.bodies[i % options.bodies.len()].clone();
@@ -139,13 +234,19 @@ async fn main() {
             ))
         })
         .collect();
-    let mut latencies = Vec::new();
-    let mut failed = 0;
+    let mut all = Tally::default();
     for task in tasks {
-        let (l, f) = task.await.expect("worker task");
-        latencies.extend(l);
-        failed += f;
+        let t = task.await.expect("worker task");
+        all.latencies.extend(t.latencies);
+        all.failed += t.failed;
+        all.wrong_answers += t.wrong_answers;
+        all.bad_rejected += t.bad_rejected;
+        all.bad_misanswered += t.bad_misanswered;
+        all.backpressure += t.backpressure;
+        all.server_errors += t.server_errors;
     }
+    let mut latencies = all.latencies;
+    let failed = all.failed;
     let seconds = started.elapsed().as_secs_f64();
     latencies.sort();
     let ok = latencies.len();
@@ -158,6 +259,11 @@ async fn main() {
         "p50_ms": percentile_ms(&latencies, 0.50),
         "p99_ms": percentile_ms(&latencies, 0.99),
         "mean_ms": latencies.iter().map(Duration::as_secs_f64).sum::<f64>() * 1e3 / ok.max(1) as f64,
+        "wrong_answers": options.references.as_ref().map(|_| all.wrong_answers),
+        "bad_rejected": all.bad_rejected,
+        "bad_misanswered": all.bad_misanswered,
+        "backpressure_503": all.backpressure,
+        "server_errors_5xx": all.server_errors,
     });
     println!("{line}");
 }
