@@ -175,24 +175,8 @@ pub struct Fixture {
     pub external_list: Vec<String>,
 }
 
-/// The competition's `clean_text` (as `qa_eval::coleridge::clean_label`; a test checks they
-/// agree): lowercase ASCII letters and digits, every other run of characters one space.
-pub fn clean(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut gap = false;
-    for c in text.chars() {
-        if c.is_ascii_alphanumeric() {
-            if gap && !out.is_empty() {
-                out.push(' ');
-            }
-            gap = false;
-            out.push(c.to_ascii_lowercase());
-        } else {
-            gap = true;
-        }
-    }
-    out
-}
+/// The competition's `clean_text`, the one the scorer uses.
+pub use qa_data::defnlp::clean_label as clean;
 
 /// SplitMix64: small, seeded, the same everywhere.
 struct Rng(u64);

@@ -894,6 +894,29 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_hf_band_is_mean_plus_minus_two_sd_and_at_least_the_range() {
+        let run =
+            |f1: f64, wps: f64| serde_json::json!({"eval_f1": f1, "train_samples_per_second": wps});
+        // The measured seeds of the COVID slice.
+        let reference = CpuReference {
+            runs: vec![run(6.75, 2.728), run(9.14, 2.837), run(8.91, 2.639)],
+        };
+        let (mean, sd) = CpuReference::mean_sd(&reference.values("eval_f1"));
+        assert!((mean - 8.266_667).abs() < 1e-5, "{mean}");
+        assert!((sd - 1.318_497).abs() < 1e-5, "{sd}");
+        let band = reference.band();
+        assert!((band.start() - 5.629_673).abs() < 1e-5, "{band:?}");
+        assert!((band.end() - 10.903_660).abs() < 1e-5, "{band:?}");
+        assert!(!band.contains(&4.55) && band.contains(&7.52));
+        // One outlier among seven seeds lies beyond 2 sd (mean 1/7 + 0.756): the range wins.
+        let mut runs = vec![run(0.0, 1.0); 6];
+        runs.push(run(1.0, 1.0));
+        let band = CpuReference { runs }.band();
+        assert_eq!(*band.end(), 1.0);
+        assert!((band.start() + 0.613_072).abs() < 1e-5, "{band:?}");
+    }
+
+    #[test]
     fn the_hf_peer_gets_the_slice_s_settings() {
         let preset = PRESETS.iter().find(|p| p.name == "covid-minilm").unwrap();
         let flags = merge_flags(preset.train_flags, CPU_SLICE);

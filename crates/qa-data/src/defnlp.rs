@@ -15,6 +15,24 @@ use crate::error::{DataError, Result};
 use crate::example::{Example, ExampleId};
 use crate::record::{parse_json, read_text, shown_id, AnswerOffsets, RawExample};
 
+/// The competition's `clean_text`: lowercase, every run of non-alphanumerics becomes one space.
+pub fn clean_label(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut gap = false;
+    for c in text.chars() {
+        if c.is_ascii_alphanumeric() {
+            if gap && !out.is_empty() {
+                out.push(' ');
+            }
+            gap = false;
+            out.push(c.to_ascii_lowercase());
+        } else {
+            gap = true;
+        }
+    }
+    out
+}
+
 /// The questions DEFNLP asks of every publication.
 pub const DEFAULT_QUESTIONS: &[&str] = &[
     "Which datasets are used?",

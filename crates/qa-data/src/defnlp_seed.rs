@@ -23,9 +23,8 @@ use crate::error::{DataError, Result};
 use crate::example::{Answer, Example, ExampleId};
 use crate::features::{build_features, Feature, FeatureConfig, FeatureReport, FeatureSet};
 use crate::load::{DataFormat, LoadOptions, LoadReport, LoadedDataset};
-use crate::prepare::{PreparedData, Sample};
+use crate::prepare::{sample_and_cut, Cut, PreparedData, Sample};
 use crate::record::read_text;
-use crate::subset::select_subset;
 
 /// How DEFNLP training data becomes windows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -282,26 +281,5 @@ pub fn prepare_seed(
         ));
     }
     let loaded = seed_examples(path, &options.defnlp)?;
-    tracing::info!("{}", loaded.report.summary());
-    let examples = select_subset(loaded.examples, sample.max_samples, sample.shuffle_seed);
-    let labelled = loaded.report.has_gold_labels(&examples);
-    let config = FeatureConfig {
-        source: Some(path.to_path_buf()),
-        ..windows.clone()
-    };
-    let set = seed_features(tokenizer, &examples, &config)?;
-    tracing::info!(
-        "{}: {} seed windows from {} examples ({} with an answer span, {} examples skipped)",
-        path.display(),
-        set.report.windows,
-        set.report.examples,
-        set.report.windows_with_answer,
-        set.report.skipped.len()
-    );
-    Ok(PreparedData {
-        examples,
-        windows: set,
-        report: loaded.report,
-        labelled,
-    })
+    sample_and_cut(path, loaded, sample, windows.clone(), tokenizer, Cut::Seed)
 }

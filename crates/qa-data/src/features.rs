@@ -568,3 +568,32 @@ pub fn write_features_jsonl<W: Write>(
     }
     out.flush()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn train_windows_with_answer_keep_only_labelled_spans() {
+        let window = |start_position| Feature {
+            example_index: 0,
+            window: 0,
+            input_ids: vec![],
+            token_type_ids: vec![],
+            attention_mask: vec![],
+            offsets: vec![],
+            max_context: vec![],
+            word_ids: vec![],
+            start_position,
+            end_position: start_position,
+        };
+        let all = vec![window(0), window(7), window(0), window(3)];
+        assert_eq!(TrainWindows::All.select(all.clone()), all);
+        let kept = TrainWindows::WithAnswer.select(all);
+        let starts: Vec<usize> = kept.iter().map(|f| f.start_position).collect();
+        assert_eq!(starts, [7, 3]);
+        assert_eq!("with-answer".parse::<TrainWindows>(), Ok(TrainWindows::WithAnswer));
+        assert_eq!(TrainWindows::WithAnswer.to_string(), "with-answer");
+        assert!("some".parse::<TrainWindows>().is_err());
+    }
+}

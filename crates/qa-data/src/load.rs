@@ -180,8 +180,10 @@ pub fn load(path: impl AsRef<Path>, options: &LoadOptions) -> Result<LoadedDatas
 /// records in order, validated together (an id in two files is a duplicate). The report names
 /// `name` (the dataset) when there are several files.
 pub fn load_files(paths: &[PathBuf], name: &Path, options: &LoadOptions) -> Result<LoadedDataset> {
-    if let [one] = paths {
-        return load(one, options);
+    match paths {
+        [] => return Err(DataError::format(name, "no data files")),
+        [one] => return load(one, options),
+        _ => {}
     }
     let mut report = LoadReport {
         path: name.to_path_buf(),
@@ -202,9 +204,6 @@ pub fn load_files(paths: &[PathBuf], name: &Path, options: &LoadOptions) -> Resu
         report.format = report.format.or(file_report.format);
         report.version = report.version.or(file_report.version);
         report.labels_not_found.extend(file_report.labels_not_found);
-    }
-    if paths.is_empty() {
-        return Err(DataError::format(name, "no data files"));
     }
     let examples = validate(name, raws, options.alignment, &mut report)?;
     tracing::debug!("{}", report.summary());

@@ -5,10 +5,11 @@ use std::path::{Path, PathBuf};
 
 use tokenizers::Tokenizer;
 
+use crate::defnlp_seed::seed_features;
 use crate::error::Result;
 use crate::example::Example;
 use crate::features::{build_features, FeatureConfig, FeatureSet};
-use crate::load::{load_files, DataFormat, LoadOptions, LoadReport};
+use crate::load::{load_files, DataFormat, LoadOptions, LoadReport, LoadedDataset};
 use crate::subset::select_subset;
 
 /// The examples of a data file and their windows.
@@ -72,17 +73,48 @@ pub fn prepare(
         DataSource::Path(path) => load_files(std::slice::from_ref(path), path, options)?,
         DataSource::Files { name, files } => load_files(files, name, options)?,
     };
+    let config = FeatureConfig {
+        label_any_answer: loaded.report.format == Some(DataFormat::Defnlp),
+        ..windows.clone()
+    };
+    sample_and_cut(path, loaded, sample, config, tokenizer, Cut::Sliding)
+}
+
+/// How a prepared dataset's examples become windows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Cut {
+    /// run_qa's sliding windows ([`build_features`]).
+    Sliding,
+    /// The seed DEFNLP notebook's one truncated window ([`crate::defnlp_seed::seed_features`]).
+    Seed,
+}
+
+/// What every way of preparing data ends with: keep the examples `sample` selects from
+/// `loaded`, cut their windows, and log both steps.
+pub(crate) fn sample_and_cut(
+    path: &Path,
+    loaded: LoadedDataset,
+    sample: Sample,
+    config: FeatureConfig,
+    tokenizer: &Tokenizer,
+    cut: Cut,
+) -> Result<PreparedData> {
     tracing::info!("{}", loaded.report.summary());
     let examples = select_subset(loaded.examples, sample.max_samples, sample.shuffle_seed);
     let labelled = loaded.report.has_gold_labels(&examples);
     let config = FeatureConfig {
-        label_any_answer: loaded.report.format == Some(DataFormat::Defnlp),
         source: Some(path.to_path_buf()),
-        ..windows.clone()
+        ..config
     };
-    let set = build_features(tokenizer, &examples, &config)?;
+    let (set, kind) = match cut {
+        Cut::Sliding => (build_features(tokenizer, &examples, &config)?, "windows"),
+        Cut::Seed => (
+            seed_features(tokenizer, &examples, &config)?,
+            "seed windows",
+        ),
+    };
     tracing::info!(
-        "{}: {} windows from {} examples ({} with an answer span, {} examples skipped)",
+        "{}: {} {kind} from {} examples ({} with an answer span, {} examples skipped)",
         path.display(),
         set.report.windows,
         set.report.examples,

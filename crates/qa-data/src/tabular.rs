@@ -56,12 +56,16 @@ pub(crate) fn parse_csv(path: &Path, text: &str, columns: &Columns) -> Result<Ve
             .zip(record.iter())
             .map(|(h, v)| (h.to_string(), Value::String(v.to_string())))
             .collect();
-        let name = record_name(&Value::Object(row.clone()), position);
+        // A record's name (its id, else its position), for errors only.
+        let name = |row: &serde_json::Map<String, Value>| {
+            let id = row.get("id").cloned().unwrap_or(Value::Null);
+            record_name(&serde_json::json!({ "id": id }), position)
+        };
         if let Some(Value::String(cell)) = row.get(&columns.answers) {
             let answers = answers_cell(cell).ok_or_else(|| {
                 DataError::example(
                     path,
-                    &name,
+                    name(&row),
                     format!(
                         "{:?} cell is not an answers object (JSON, or a Python literal with lists \
                          or NumPy arrays of texts and starts): {}",
@@ -80,7 +84,7 @@ pub(crate) fn parse_csv(path: &Path, text: &str, columns: &Columns) -> Result<Ve
                 _ => {
                     return Err(DataError::example(
                         path,
-                        &name,
+                        name(&row),
                         format!("is_impossible {cell:?} is not true or false"),
                     ))
                 }

@@ -9,23 +9,9 @@ use serde::Serialize;
 
 use crate::error::{EvalError, Result};
 
-/// The competition's `clean_text`: lowercase, every run of non-alphanumerics becomes one space.
-pub fn clean_label(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut gap = false;
-    for c in text.chars() {
-        if c.is_ascii_alphanumeric() {
-            if gap && !out.is_empty() {
-                out.push(' ');
-            }
-            gap = false;
-            out.push(c.to_ascii_lowercase());
-        } else {
-            gap = true;
-        }
-    }
-    out
-}
+/// The competition's `clean_text` (defined with the DEFNLP data, which the fixture generator
+/// shares).
+pub use qa_data::defnlp::clean_label;
 
 /// Word-set Jaccard similarity (0 when both are empty).
 pub fn jaccard(a: &str, b: &str) -> f64 {
