@@ -10,12 +10,13 @@ fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// Every file below `dir` (skipping build output and hidden folders) whose name ends in `ext`.
+/// Every file below `dir` (skipping build output, hidden folders and the vendored crates, which
+/// stay as published) whose name ends in `ext`.
 fn files_with_extension(dir: &Path, ext: &str, found: &mut Vec<PathBuf>) {
     for entry in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
         let path = entry.expect("readable folder entry").path();
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-        if name.starts_with('.') || name == "target" {
+        if name.starts_with('.') || name == "target" || path == repo_root().join("vendor") {
             continue;
         }
         if path.is_dir() {

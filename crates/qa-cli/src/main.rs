@@ -73,8 +73,12 @@ fn main() -> ExitCode {
     keep_freed_memory();
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new(
+                    // Burn's collective logs every connection and download at info.
+                    "info,burn_collective=warn,burn_communication=warn",
+                )
+            }),
         )
         .with_writer(std::io::stderr)
         .with_target(false)

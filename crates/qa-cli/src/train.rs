@@ -6,8 +6,9 @@ use anyhow::{bail, Context};
 use qa_data::tokenizer::pad_token_id;
 use qa_data::{load_tokenizer, FeatureConfig};
 use qa_eval::evaluate::warn_if_v2_decoded_as_v1;
+use qa_model::backend::Device;
 use qa_model::backend::Train;
-use qa_train::{EvalSet, Precision, TrainConfig, TrainJob};
+use qa_train::{EvalSet, Nodes, Precision, TrainConfig, TrainJob, World};
 
 use qa_data::hub::Split;
 use qa_data::{DataSource, TrainWindows};
@@ -55,12 +56,105 @@ pub struct Args {
     #[arg(long)]
     fp16: bool,
     /// cpu, cuda or cuda:N (must match how `qa` was built).
-    #[arg(long, default_value = "auto")]
+    #[arg(long, default_value = "auto", conflicts_with = "devices")]
     device: String,
+    #[command(flatten)]
+    distributed: DistributedArgs,
+}
+
+/// Data-parallel training: several devices of this machine, and several machines (torchrun's
+/// flag names).
+#[derive(clap::Args)]
+struct DistributedArgs {
+    /// One peer per device, in this process: `cuda:0,cuda:1,...` (`cpu,cpu` on the CPU
+    /// build). Each reads --per-device-train-batch-size windows of every global batch.
+    #[arg(long, value_delimiter = ',')]
+    devices: Vec<String>,
+    /// Machines in the run; each runs `qa train` with the same flags and its own --node-rank.
+    #[arg(long, env = "NNODES", default_value_t = 1)]
+    nnodes: usize,
+    #[arg(long, env = "NODE_RANK", default_value_t = 0)]
+    node_rank: usize,
+    /// Where node 0 runs the rendezvous the nodes meet at.
+    #[arg(long, env = "MASTER_ADDR", default_value = "127.0.0.1")]
+    master_addr: String,
+    #[arg(long, env = "MASTER_PORT", default_value_t = 29500)]
+    master_port: u16,
+    /// This machine's address as the other nodes reach it [default: --master-addr on node 0,
+    /// required on the others unless the master address is a loopback one].
+    #[arg(long)]
+    node_addr: Option<String>,
+    /// The port this node serves its tensors to the other nodes on [default: --master-port +
+    /// 1 + --node-rank].
+    #[arg(long)]
+    node_port: Option<u16>,
+    /// Seconds a peer waits for the others in one operation before it stops with an error
+    /// (HF's `ddp_timeout`).
+    #[arg(long, default_value_t = 1800)]
+    ddp_timeout: u64,
+}
+
+impl DistributedArgs {
+    /// The run's peers, and this node's devices.
+    fn world(&self, single_device: &str) -> anyhow::Result<(World, Vec<Device>)> {
+        let specs = match self.devices.as_slice() {
+            [] => vec![single_device.to_string()],
+            specs => specs.to_vec(),
+        };
+        let devices = specs
+            .iter()
+            .map(|spec| common::device(spec))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        if self.nnodes == 0 || self.node_rank >= self.nnodes {
+            bail!(
+                "--node-rank {} must be below --nnodes {} (counted from 0)",
+                self.node_rank,
+                self.nnodes
+            );
+        }
+        let nodes = if self.nnodes > 1 {
+            let loopback = self
+                .master_addr
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
+                || self.master_addr == "localhost";
+            let node_addr = match (&self.node_addr, self.node_rank, loopback) {
+                (Some(addr), _, _) => addr.clone(),
+                (None, 0, _) | (None, _, true) => self.master_addr.clone(),
+                (None, _, false) => bail!(
+                    "--node-addr is needed on node {}: the address the other nodes reach this \
+                     machine at",
+                    self.node_rank
+                ),
+            };
+            let data_port = match self.node_port {
+                Some(port) => port,
+                None => u16::try_from(usize::from(self.master_port) + 1 + self.node_rank)
+                    .context("--master-port + 1 + --node-rank is past 65535: give --node-port")?,
+            };
+            Some(Nodes {
+                count: self.nnodes,
+                rank: self.node_rank,
+                master_addr: self.master_addr.clone(),
+                master_port: self.master_port,
+                node_addr,
+                data_port,
+            })
+        } else {
+            None
+        };
+        let world = World {
+            local_devices: devices.len(),
+            nodes,
+            timeout: std::time::Duration::from_secs(self.ddp_timeout.max(1)),
+        };
+        Ok((world, devices))
+    }
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let device = common::device(&args.device)?;
+    let (world, devices) = args.distributed.world(&args.device)?;
+    let device = &devices[0];
     let model_dir = common::model_dir(&args.model_name_or_path, &args.revision)?;
     let dataset = args.dataset.resolve(&[Split::Train, Split::Validation])?;
     let train_source = match (&args.train_file, &dataset) {
@@ -84,7 +178,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         _ => Precision::F32,
     };
     let (model, model_config, report) =
-        qa_model::load_pretrained::<Train>(&model_dir, None, config.seed, &device)?;
+        qa_model::load_pretrained::<Train>(&model_dir, None, config.seed, device)?;
     qa_model::check_vocabulary(&model_config, tokenizer.get_vocab_size(true), &model_dir)?;
     if !report.initialized.is_empty() {
         eprintln!("newly initialised: {}", report.initialized.join(", "));
@@ -149,7 +243,26 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         eval: eval_set.as_ref(),
         card: Some(&card),
     };
-    let outcome = qa_train::train(model, &job, &config, &device).context("training failed")?;
+    let outcome = if world.size() == 1 {
+        qa_train::train(model, &job, &config, device)
+    } else {
+        // Every peer loads its own copy; rank 0's weights then go to all of them.
+        drop(model);
+        let load = |device: &Device| {
+            Ok(qa_model::load_pretrained::<Train>(&model_dir, None, config.seed, device)?.0)
+        };
+        qa_train::train_data_parallel(load, &job, &config, &devices, &world)
+    }
+    .context("training failed")?;
+    if world.nodes.as_ref().is_some_and(|nodes| nodes.rank > 0) {
+        eprintln!(
+            "node {} of the {}-peer run is done; node 0 wrote {}",
+            args.distributed.node_rank,
+            world.size(),
+            config.output_dir.display()
+        );
+        return Ok(());
+    }
     let r = &outcome.results;
     eprintln!(
         "trained {} steps in {:.1}s: loss {:.4}, {:.1} windows/s, first step after {:.1}s → {}",

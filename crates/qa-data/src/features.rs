@@ -592,7 +592,10 @@ mod tests {
         let kept = TrainWindows::WithAnswer.select(all);
         let starts: Vec<usize> = kept.iter().map(|f| f.start_position).collect();
         assert_eq!(starts, [7, 3]);
-        assert_eq!("with-answer".parse::<TrainWindows>(), Ok(TrainWindows::WithAnswer));
+        assert_eq!(
+            "with-answer".parse::<TrainWindows>(),
+            Ok(TrainWindows::WithAnswer)
+        );
         assert_eq!(TrainWindows::WithAnswer.to_string(), "with-answer");
         assert!("some".parse::<TrainWindows>().is_err());
     }

@@ -214,12 +214,18 @@ impl ModelConfig {
         self.hidden_size / self.num_heads
     }
 
-    /// The `config.json` to save beside fine-tuned weights: the original keys, with
+    /// The `config.json` to save beside fine-tuned weights: the original keys, overwritten by
+    /// this config's values (so a changed setting, such as dropout, is what gets saved), with
     /// `architectures` naming the QA class so `AutoModelForQuestionAnswering` picks it.
     pub fn to_hf_json(&self) -> Value {
-        let mut v = match &self.hf {
-            Value::Object(_) => self.hf.clone(),
-            _ => self.synthesize_hf(),
+        let ours = self.synthesize_hf();
+        let mut v = match (&self.hf, ours) {
+            (Value::Object(original), Value::Object(ours)) => {
+                let mut merged = original.clone();
+                merged.extend(ours);
+                Value::Object(merged)
+            }
+            (_, ours) => ours,
         };
         v["architectures"] = Value::from(vec![self.architecture.qa_class()]);
         v

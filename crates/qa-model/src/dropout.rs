@@ -19,18 +19,35 @@ pub fn dropout<B: Backend, const D: usize>(layer: &Dropout, x: Tensor<B, D>) -> 
         return layer.forward(x);
     }
     let device = x.device();
-    // The stream's seed comes from the backend's own RNG, so `B::seed` still makes runs
-    // reproducible (the trainer seeds it by step).
-    let seed_draw = Tensor::<B, 1>::random([2], Distribution::Default, &device)
-        .into_data()
-        .convert::<f32>()
-        .into_vec::<f32>()
-        .expect("f32 data");
-    let seed = u64::from((seed_draw[0] * 16_777_216.0) as u32) << 24
-        | u64::from((seed_draw[1] * 16_777_216.0) as u32);
+    let seed = HOST_MASKS
+        .with(|rng| rng.borrow_mut().as_mut().map(|rng| rng.next_u64()))
+        .unwrap_or_else(|| {
+            // Unseeded thread: the stream's seed comes from the backend's own RNG, so `B::seed`
+            // still makes runs reproducible.
+            let draw = Tensor::<B, 1>::random([2], Distribution::Default, &device)
+                .into_data()
+                .convert::<f32>()
+                .into_vec::<f32>()
+                .expect("f32 data");
+            u64::from((draw[0] * 16_777_216.0) as u32) << 24
+                | u64::from((draw[1] * 16_777_216.0) as u32)
+        });
     let shape = x.shape();
     let mask = mask(shape.num_elements(), 1.0 - layer.prob, seed);
     x * Tensor::<B, D>::from_data(TensorData::new(mask, shape), &device)
+}
+
+thread_local! {
+    /// This thread's mask seeds, once [`seed_host_masks`] was called on it.
+    static HOST_MASKS: std::cell::RefCell<Option<rand::rngs::SmallRng>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Seeds the masks this thread draws on the host (NdArray). The backend's own RNG is one per
+/// process, so peers training on several threads would draw from it in a racing order; a
+/// thread's own stream keeps each peer's masks a function of its seeds alone.
+pub fn seed_host_masks(seed: u64) {
+    HOST_MASKS.with(|rng| *rng.borrow_mut() = Some(rand::rngs::SmallRng::seed_from_u64(seed)));
 }
 
 /// `n` values, each 1/keep with probability `keep` and 0 otherwise.

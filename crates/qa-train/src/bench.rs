@@ -15,7 +15,7 @@ use crate::config::{Precision, TrainConfig};
 use crate::error::Result;
 use crate::loss_scaler::LossScaler;
 use crate::optim::{AdamW, AdamWConfig};
-use crate::step::{train_step, Update};
+use crate::step::{train_step, MicroBatch, Update};
 
 /// What is timed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
@@ -113,12 +113,13 @@ pub fn run_workload<AB: AutodiffBackend>(
                 scaler: training.loss_scaling().map(LossScaler::new),
                 max_grad_norm: training.max_grad_norm,
             };
-            let micro_batches = [padded];
+            let micro_batches = [MicroBatch::whole(padded)];
             for step in 0..=spec.steps {
                 let t = Instant::now();
                 let gradients = train_step(
                     &model,
                     &micro_batches,
+                    micro_batches.len(),
                     dtype,
                     update.loss_scale(),
                     step as u64,

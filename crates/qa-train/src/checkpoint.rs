@@ -28,12 +28,19 @@ pub struct TrainerState {
     /// What the run read and how: a resume with other data or batching would read other
     /// batches (or past the end), so it is refused.
     pub run: RunFingerprint,
+    /// Peers that trained (1 on one device; older checkpoints have none and were one).
+    #[serde(default = "one_peer")]
+    pub world_size: usize,
     pub loss_sum: f64,
     pub best_metric: Option<f64>,
     /// Dynamic loss scaling (fp16).
     pub loss_scaler: Option<LossScaler>,
     pub best_checkpoint: Option<PathBuf>,
     pub log_history: Vec<serde_json::Value>,
+}
+
+fn one_peer() -> usize {
+    1
 }
 
 /// The training windows and batching of a run, as resume must find them again.

@@ -48,6 +48,31 @@ pub enum TrainError {
         what: &'static str,
         value: f64,
     },
+    /// Data-parallel training: a collective operation answered with an error.
+    #[error("peer {rank}: {op} failed: {what}")]
+    Collective {
+        rank: usize,
+        op: &'static str,
+        what: String,
+    },
+    /// Data-parallel training: the other peers did not join an operation in time.
+    #[error(
+        "peer {rank}: no answer from the other peers within {seconds} s during {op}: a peer \
+         died, hangs or cannot be reached{hint}; for steps slower than that, raise --ddp-timeout"
+    )]
+    CollectiveTimeout {
+        rank: usize,
+        op: &'static str,
+        seconds: u64,
+        /// Which peers were waited for, where this process can tell.
+        hint: String,
+    },
+    /// Data-parallel training: another peer failed or is gone, so this one stopped.
+    #[error("peer {rank} stopped: {what}")]
+    PeerLost { rank: usize, what: String },
+    /// Data-parallel training: the peers could not be set up as asked.
+    #[error("data-parallel training: {0}")]
+    World(String),
 }
 
 /// What is wrong with a checkpoint folder.
@@ -69,6 +94,12 @@ pub enum CheckpointProblem {
         written: RunFingerprint,
         this_run: RunFingerprint,
     },
+    #[error(
+        "was written by a run on {written} peer(s), this run has {this_run}: resume with the same \
+         number of devices and nodes (the global batch and the data order depend on it), or \
+         pass --overwrite-output-dir"
+    )]
+    OtherWorldSize { written: usize, this_run: usize },
     #[error(
         "its position (step {step}, batch {batch_in_epoch} of the epoch) lies outside this run: \
          the trainer state was edited or belongs to another run; pass --overwrite-output-dir"

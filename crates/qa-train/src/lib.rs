@@ -10,6 +10,10 @@
 //!   torch-style **global** gradient-norm clipping, and the learning-rate schedules.
 //! * [`loss_scaler`]: torch `GradScaler`'s dynamic loss scaling for fp16.
 //! * [`loss`]: the QA loss (mean of start and end cross-entropy).
+//! * [`data_parallel`]: several peers (devices, machines) training as one over
+//!   `burn-collective`: shares of each global batch, gradient sums, sharded evaluation.
+//! * [`liveness`]: which peer is gone: a run's first failure, and node 0's connection to each
+//!   node, so a dead node is named at once.
 //! * [`checkpoint`]: `checkpoint-STEP/` folders written atomically, pruning, and exact resume.
 //! * [`model_card`]: the `README.md` model card of the final folder, as the HF Trainer writes it.
 //! * [`bench`]: synthetic timing workloads for `qa bench`, through the same step and update.
@@ -18,7 +22,9 @@
 pub mod bench;
 pub mod checkpoint;
 pub mod config;
+pub mod data_parallel;
 pub mod error;
+pub mod liveness;
 pub mod loss;
 pub mod loss_scaler;
 pub mod model_card;
@@ -27,8 +33,9 @@ pub mod step;
 pub mod trainer;
 
 pub use config::{IntervalStrategy, LossScaling, Precision, Schedule, TrainConfig};
+pub use data_parallel::{train_data_parallel, Nodes, Peer, World};
 pub use error::{CheckpointProblem, ConfigError, Result, TrainError};
 pub use loss_scaler::LossScaler;
 pub use model_card::{CardFacts, Origin};
 pub use optim::LrScheduler;
-pub use trainer::{train, EvalSet, TrainJob, TrainOutcome};
+pub use trainer::{train, train_as_peer, EvalSet, TrainJob, TrainOutcome};

@@ -141,14 +141,30 @@ fn hyperparameters(cfg: &TrainConfig, results: &TrainResults) -> Vec<(&'static s
         ),
         ("seed", cfg.seed.to_string()),
     ];
+    let devices = results.world_size;
+    if devices > 1 {
+        let kind = if cfg!(feature = "cuda") {
+            "multi-GPU"
+        } else {
+            "multi-CPU"
+        };
+        out.push(("distributed_type", kind.into()));
+        out.push(("num_devices", devices.to_string()));
+    }
     if cfg.gradient_accumulation_steps > 1 {
         out.push((
             "gradient_accumulation_steps",
             cfg.gradient_accumulation_steps.to_string(),
         ));
+    }
+    let total_train = cfg.per_device_train_batch_size * devices * cfg.gradient_accumulation_steps;
+    if total_train != cfg.per_device_train_batch_size {
+        out.push(("total_train_batch_size", total_train.to_string()));
+    }
+    if devices > 1 {
         out.push((
-            "total_train_batch_size",
-            (cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps).to_string(),
+            "total_eval_batch_size",
+            (cfg.per_device_eval_batch_size * devices).to_string(),
         ));
     }
     out.push((

@@ -22,16 +22,38 @@ pub struct StepGradients {
     pub windows: usize,
 }
 
+/// One micro-batch of a step: this peer's windows of it, and which part of the whole
+/// micro-batch (all peers' windows together) they are.
+pub struct MicroBatch {
+    pub windows: PaddedBatch,
+    /// This peer's windows over the micro-batch's windows on all peers: 1 on one device. The
+    /// peer's mean loss is weighted by it, so that the peers' gradients *summed* are those of
+    /// the whole micro-batch, even when the last one splits unevenly.
+    pub share: f64,
+}
+
+impl MicroBatch {
+    /// A micro-batch read whole by one device.
+    pub fn whole(windows: PaddedBatch) -> Self {
+        Self {
+            windows,
+            share: 1.0,
+        }
+    }
+}
+
 /// Forward and backward over one optimizer step's `micro_batches`, accumulating their
-/// gradients. Each micro-batch's loss is divided by their count (as HF does, so accumulation
-/// equals one big batch) and multiplied by `loss_scale`. Dropout masks are seeded with
-/// `dropout_seed`, `dropout_seed + 1`, ... per micro-batch, so a resumed run draws the same ones.
+/// gradients. Each micro-batch's loss is divided by `micro_batch_count`, the step's micro-batches
+/// on all peers (as HF does, so accumulation equals one big batch; a peer may hold none of the
+/// last ones), weighted by its share, and multiplied by `loss_scale`. Dropout masks are seeded
+/// with `dropout_seed`, `dropout_seed + 1`, ... per micro-batch, so a resumed run draws the same.
 ///
 /// # Shapes
 /// Every micro-batch is `[batch, seq]` windows with one start and one end label each.
 pub fn train_step<B: AutodiffBackend>(
     model: &QaModel<B>,
-    micro_batches: &[PaddedBatch],
+    micro_batches: &[MicroBatch],
+    micro_batch_count: usize,
     matmul_dtype: MatmulDtype,
     loss_scale: f64,
     dropout_seed: u64,
@@ -40,8 +62,11 @@ pub fn train_step<B: AutodiffBackend>(
     let mut accumulator = GradientsAccumulator::<QaModel<B>>::new();
     let mut loss_sum = 0.0;
     let mut windows = 0;
-    for (i, padded) in micro_batches.iter().enumerate() {
-        B::seed(device, dropout_seed.wrapping_add(i as u64));
+    for (i, micro_batch) in micro_batches.iter().enumerate() {
+        let padded = &micro_batch.windows;
+        let seed = dropout_seed.wrapping_add(i as u64);
+        B::seed(device, seed);
+        qa_model::dropout::seed_host_masks(seed);
         let labels = |v: &[i64]| {
             Tensor::<B, 1, Int>::from_data(TensorData::new(v.to_vec(), [v.len()]), device)
         };
@@ -51,7 +76,13 @@ pub fn train_step<B: AutodiffBackend>(
             labels(&padded.start_positions),
             labels(&padded.end_positions),
         )
-        .div_scalar(micro_batches.len() as f64);
+        .div_scalar(micro_batch_count as f64);
+        // On one device the share is 1, and the loss is left bit for bit as it was.
+        let loss = if micro_batch.share == 1.0 {
+            loss
+        } else {
+            loss.mul_scalar(micro_batch.share)
+        };
         loss_sum += loss.clone().into_scalar().elem::<f64>();
         let scaled = if loss_scale == 1.0 {
             loss

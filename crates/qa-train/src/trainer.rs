@@ -10,7 +10,7 @@ use std::time::Instant;
 use burn::module::AutodiffModule;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use indicatif::ProgressBar;
-use qa_data::features::{pad_batch, PaddedBatch};
+use qa_data::features::pad_batch;
 use qa_data::progress::{self, Progress};
 use qa_data::{Example, Feature};
 use qa_eval::{decode, squad_metrics, DecodeConfig, Metrics, SquadVersion};
@@ -22,11 +22,12 @@ use serde::Serialize;
 
 use crate::checkpoint::{self, RunFingerprint, TrainerState};
 use crate::config::{Precision, Schedule, TrainConfig};
+use crate::data_parallel::Peer;
 use crate::error::{io, CheckpointProblem, Result, TrainError};
 use crate::loss_scaler::LossScaler;
 use crate::model_card::{self, CardFacts};
 use crate::optim::{AdamW, AdamWConfig};
-use crate::step::{train_step, StepGradients, Update, UpdateOutcome, UpdateReport};
+use crate::step::{train_step, MicroBatch, StepGradients, Update, UpdateOutcome, UpdateReport};
 
 /// A labelled evaluation set: examples, their windows, and how to decode.
 pub struct EvalSet<'a> {
@@ -74,6 +75,10 @@ pub struct TrainResults {
     pub precision: Precision,
     /// fp16: updates skipped because gradients overflowed.
     pub skipped_steps: usize,
+    /// Peers that trained together (torch's world size).
+    pub world_size: usize,
+    /// Seconds this process's rank-0 peer spent in collective operations (0 on one device).
+    pub collective_seconds: f64,
 }
 
 pub struct TrainOutcome<B: AutodiffBackend> {
@@ -91,12 +96,24 @@ pub fn train<B: AutodiffBackend>(
     cfg: &TrainConfig,
     device: &B::Device,
 ) -> Result<TrainOutcome<B>> {
-    let mut run = Run::start(model, job, cfg, device)?;
+    train_as_peer(model, job, cfg, device, &Peer::alone())
+}
+
+/// [`train`] as one peer of a data-parallel run (see [`crate::data_parallel`]): the peer reads
+/// its share of every global batch, and rank 0 alone logs and writes files.
+pub fn train_as_peer<B: AutodiffBackend>(
+    model: QaModel<B>,
+    job: &TrainJob,
+    cfg: &TrainConfig,
+    device: &B::Device,
+    peer: &Peer,
+) -> Result<TrainOutcome<B>> {
+    let mut run = Run::start(model, job, cfg, device, peer)?;
     while run.state.global_step < run.plan.total_steps {
         if cfg.interrupt_after_steps == Some(run.clock.steps_run) {
             return run.interrupted();
         }
-        let step = run.train_step();
+        let step = run.train_step()?;
         let lr = run.learning_rate();
         let (model, report) = run.update.apply(run.model, &step.grads, lr);
         run.model = model;
@@ -108,7 +125,9 @@ pub fn train<B: AutodiffBackend>(
 /// The shape of a run, fixed by the data and the settings.
 struct Plan {
     windows: usize,
+    /// Per device.
     batch_size: usize,
+    world_size: usize,
     accumulation: usize,
     batches_per_epoch: usize,
     total_steps: usize,
@@ -119,7 +138,7 @@ struct Plan {
 }
 
 impl Plan {
-    fn new(cfg: &TrainConfig, job: &TrainJob) -> Result<Self> {
+    fn new(cfg: &TrainConfig, job: &TrainJob, world_size: usize) -> Result<Self> {
         let windows = job.train_features.len();
         if windows == 0 {
             return Err(TrainError::NoTrainingWindows);
@@ -136,7 +155,8 @@ impl Plan {
         }
         let batch_size = cfg.per_device_train_batch_size;
         let accumulation = cfg.gradient_accumulation_steps;
-        let batches_per_epoch = windows.div_ceil(batch_size);
+        // HF with several devices: each reads `batch_size` windows of every global batch.
+        let batches_per_epoch = windows.div_ceil(batch_size * world_size);
         let steps_per_epoch = batches_per_epoch.div_ceil(accumulation);
         let total_steps = cfg
             .max_steps()
@@ -144,6 +164,7 @@ impl Plan {
         Ok(Self {
             windows,
             batch_size,
+            world_size,
             accumulation,
             batches_per_epoch,
             total_steps,
@@ -164,6 +185,12 @@ impl Plan {
     /// A checkpoint this run can continue from: same run length, same windows and batching,
     /// and a position inside the run.
     fn check_resumable(&self, state: &TrainerState) -> std::result::Result<(), CheckpointProblem> {
+        if state.world_size != self.world_size {
+            return Err(CheckpointProblem::OtherWorldSize {
+                written: state.world_size,
+                this_run: self.world_size,
+            });
+        }
         if state.total_steps != self.total_steps {
             return Err(CheckpointProblem::OtherRunLength {
                 written: state.total_steps,
@@ -183,6 +210,11 @@ impl Plan {
             });
         }
         Ok(())
+    }
+
+    /// Windows in a global micro-batch: every peer's together.
+    fn global_batch_size(&self) -> usize {
+        self.batch_size * self.world_size
     }
 
     /// The epoch as a fraction, HF style.
@@ -252,6 +284,7 @@ impl TrainLog {
 struct Run<'a, B: AutodiffBackend> {
     job: &'a TrainJob<'a>,
     cfg: &'a TrainConfig,
+    peer: &'a Peer,
     plan: Plan,
     device: B::Device,
     model: QaModel<B>,
@@ -259,7 +292,8 @@ struct Run<'a, B: AutodiffBackend> {
     state: TrainerState,
     /// This epoch's window order.
     order: Vec<usize>,
-    log: TrainLog,
+    /// Rank 0's; other peers write nothing.
+    log: Option<TrainLog>,
     progress: ProgressBar,
     resumed_from: Option<PathBuf>,
     clock: Clock,
@@ -275,13 +309,16 @@ impl<'a, B: AutodiffBackend> Run<'a, B> {
         job: &'a TrainJob<'a>,
         cfg: &'a TrainConfig,
         device: &B::Device,
+        peer: &'a Peer,
     ) -> Result<Self> {
         let started = Instant::now();
         cfg.validate(job.eval.map(EvalSet::version))?;
         cfg.precision.check_backend::<B>(device)?;
-        let plan = Plan::new(cfg, job)?;
+        let plan = Plan::new(cfg, job, peer.world_size)?;
         let out_dir = &cfg.output_dir;
-        std::fs::create_dir_all(out_dir).map_err(io(out_dir))?;
+        if peer.is_main() {
+            std::fs::create_dir_all(out_dir).map_err(io(out_dir))?;
+        }
         let fresh_update = Update {
             optimizer: AdamW::new(AdamWConfig::from(cfg)),
             scaler: cfg.loss_scaling().map(LossScaler::new),
@@ -321,20 +358,30 @@ impl<'a, B: AutodiffBackend> Run<'a, B> {
                     warmup_steps: plan.warmup_steps,
                     seed: cfg.seed,
                     run: plan.fingerprint,
+                    world_size: plan.world_size,
                     loss_scaler: fresh_update.scaler,
                     ..Default::default()
                 };
-                (model, fresh_update, state)
+                (peer.broadcast_weights(model)?, fresh_update, state)
             }
         };
-        let progress = progress::bar(plan.total_steps as u64, "train", "steps", cfg.progress);
+        let shown = if peer.is_main() {
+            cfg.progress
+        } else {
+            Progress::Hidden
+        };
+        let progress = progress::bar(plan.total_steps as u64, "train", "steps", shown);
         progress.set_position(state.global_step as u64);
         Ok(Self {
             job,
             cfg,
             order: epoch_order(plan.windows, cfg.seed, state.epoch),
-            log: TrainLog::open(out_dir, state.global_step)?,
+            log: match peer.is_main() {
+                true => Some(TrainLog::open(out_dir, state.global_step)?),
+                false => None,
+            },
             plan,
+            peer,
             device: device.clone(),
             model,
             update,
@@ -364,41 +411,51 @@ impl<'a, B: AutodiffBackend> Run<'a, B> {
     }
 
     /// The next optimizer step's micro-batches (at most `accumulation`, fewer at an epoch's
-    /// end), forward and backward; advances the data position.
-    fn train_step(&mut self) -> StepGradients {
+    /// end), forward and backward of this peer's share, gradients summed over the peers;
+    /// advances the data position.
+    fn train_step(&mut self) -> Result<StepGradients> {
         let plan = &self.plan;
         let count = plan
             .accumulation
             .min(plan.batches_per_epoch - self.state.batch_in_epoch);
-        let micro_batches: Vec<PaddedBatch> = (0..count)
-            .map(|i| {
+        let global = plan.global_batch_size();
+        let micro_batches: Vec<MicroBatch> = (0..count)
+            .filter_map(|i| {
                 let b = self.state.batch_in_epoch + i;
-                let indices =
-                    &self.order[b * plan.batch_size..((b + 1) * plan.batch_size).min(plan.windows)];
-                let windows: Vec<&Feature> = indices
-                    .iter()
-                    .map(|&i| &self.job.train_features[i])
+                let indices = &self.order[b * global..((b + 1) * global).min(plan.windows)];
+                let windows: Vec<&Feature> = self
+                    .peer
+                    .share(indices.len())
+                    .into_iter()
+                    .map(|at| &self.job.train_features[indices[at]])
                     .collect();
-                pad_batch(&windows, self.cfg.pad_token_id)
+                (!windows.is_empty()).then(|| MicroBatch {
+                    share: windows.len() as f64 / indices.len() as f64,
+                    windows: pad_batch(&windows, self.cfg.pad_token_id),
+                })
             })
             .collect();
-        // Dropout masks depend only on (seed, step, micro-batch): a resumed run draws the same.
+        // Dropout masks depend only on (seed, rank, step, micro-batch): a resumed run draws the
+        // same, and peers draw different ones.
         let dropout_seed = self
             .cfg
             .seed
+            .wrapping_add((self.peer.rank as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15))
             .wrapping_mul(1_000_003)
             .wrapping_add((self.state.global_step * plan.accumulation) as u64);
         let step = train_step(
             &self.model,
             &micro_batches,
+            count,
             self.cfg.precision.matmul_dtype(),
             self.update.loss_scale(),
             dropout_seed,
             &self.device,
         );
+        let step = self.peer.sum_step(&self.model, step)?;
         self.state.batch_in_epoch += count;
         self.clock.windows_seen += step.windows;
-        step
+        Ok(step)
     }
 
     /// After an update: counters, epoch end, log, evaluation, checkpoint, best model, pruning.
@@ -467,9 +524,7 @@ impl<'a, B: AutodiffBackend> Run<'a, B> {
             entry["loss_scale"] = scaler.scale.into();
             entry["skipped_steps"] = scaler.skipped_steps.into();
         }
-        self.log.write(&entry)?;
-        self.state.log_history.push(entry);
-        Ok(())
+        self.write_log(entry)
     }
 
     fn evaluate_and_log(&mut self) -> Result<()> {
@@ -477,7 +532,7 @@ impl<'a, B: AutodiffBackend> Run<'a, B> {
             .job
             .eval
             .expect("evaluation is scheduled only with an eval set");
-        let metrics = evaluate(&self.model, eval, self.cfg)?;
+        let metrics = evaluate_on_peers(&self.model, eval, self.cfg, self.peer)?;
         let mut entry = serde_json::json!({
             "step": self.state.global_step,
             "epoch": self.plan.epoch(&self.state),
@@ -485,15 +540,26 @@ impl<'a, B: AutodiffBackend> Run<'a, B> {
         for (key, value) in metrics.to_json("eval_") {
             entry[key] = value;
         }
-        self.progress
-            .println(format!("step {}: {entry}", self.state.global_step));
-        self.log.write(&entry)?;
-        self.state.log_history.push(entry);
+        if self.peer.is_main() {
+            self.progress
+                .println(format!("step {}: {entry}", self.state.global_step));
+        }
         self.last_metrics = Some(metrics);
+        self.write_log(entry)
+    }
+
+    /// Keeps a log entry in the state (every peer, so their states stay equal) and appends it to
+    /// `train_log.jsonl` (rank 0).
+    fn write_log(&mut self, entry: serde_json::Value) -> Result<()> {
+        if let Some(log) = &mut self.log {
+            log.write(&entry)?;
+        }
+        self.state.log_history.push(entry);
         Ok(())
     }
 
-    /// Writes `checkpoint-STEP/`. The best model is judged here, on the latest evaluation.
+    /// Writes `checkpoint-STEP/` (rank 0). The best model is judged here, on the latest
+    /// evaluation, by every peer.
     fn save_checkpoint(&mut self) -> Result<()> {
         let out_dir = &self.cfg.output_dir;
         let this = checkpoint::checkpoint_dir(out_dir, self.state.global_step);
@@ -503,6 +569,9 @@ impl<'a, B: AutodiffBackend> Run<'a, B> {
                 self.state.best_metric = Some(score);
                 self.state.best_checkpoint = Some(this);
             }
+        }
+        if !self.peer.is_main() {
+            return Ok(());
         }
         checkpoint::save_checkpoint(
             out_dir,
@@ -533,6 +602,8 @@ impl<'a, B: AutodiffBackend> Run<'a, B> {
             interrupted: end == RunEnd::Interrupted,
             precision: self.cfg.precision,
             skipped_steps: self.state.loss_scaler.map_or(0, |s| s.skipped_steps),
+            world_size: self.plan.world_size,
+            collective_seconds: self.peer.collective_seconds(),
         }
     }
 
@@ -548,10 +619,18 @@ impl<'a, B: AutodiffBackend> Run<'a, B> {
     }
 
     /// Loads the best model if asked, then writes the final model folder, `trainer_state.json`
-    /// and `train_results.json`.
+    /// and `train_results.json` (rank 0; the other peers end with the last weights).
     fn finish(mut self) -> Result<TrainOutcome<B>> {
         self.progress.finish_and_clear();
         let cfg = self.cfg;
+        if !self.peer.is_main() {
+            let results = self.results(RunEnd::Finished);
+            return Ok(TrainOutcome {
+                model: self.model,
+                results,
+                eval_metrics: self.last_metrics,
+            });
+        }
         if let (true, Some(best)) = (cfg.load_best_model_at_end, &self.state.best_checkpoint) {
             tracing::info!(
                 "loading the best model ({}) from {}",
@@ -559,6 +638,7 @@ impl<'a, B: AutodiffBackend> Run<'a, B> {
                 best.display()
             );
             self.model = qa_model::load_pretrained::<B>(best, None, cfg.seed, &self.device)?.0;
+            // Rank 0 alone: the other peers may have left already.
             if let Some(eval) = self.job.eval {
                 self.last_metrics = Some(evaluate(&self.model, eval, cfg)?);
             }
@@ -602,6 +682,38 @@ fn epoch_order(n: usize, seed: u64, epoch: usize) -> Vec<usize> {
     let mix = seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     order.shuffle(&mut rand::rngs::StdRng::seed_from_u64(mix));
     order
+}
+
+/// [`evaluate`] with the windows dealt among the peers: each predicts its share, the logits are
+/// gathered, and every peer decodes all of them (the same metrics as on one device).
+fn evaluate_on_peers<B: AutodiffBackend>(
+    model: &QaModel<B>,
+    eval: &EvalSet,
+    cfg: &TrainConfig,
+    peer: &Peer,
+) -> Result<Metrics> {
+    if peer.world_size == 1 {
+        return evaluate(model, eval, cfg);
+    }
+    let inner = model.valid();
+    let device = inner.qa_outputs.weight.val().device();
+    let mine = peer.share(eval.features.len());
+    let shard: Vec<Feature> = mine.iter().map(|&i| eval.features[i].clone()).collect();
+    let logits = predict_logits(
+        &inner,
+        &shard,
+        cfg.per_device_eval_batch_size,
+        cfg.pad_token_id,
+        &device,
+        Progress::Hidden,
+    );
+    let all = peer.gather_logits::<B::InnerBackend>(
+        eval.features,
+        mine.into_iter().zip(logits).collect(),
+        &device,
+    )?;
+    let decoded = decode(eval.examples, eval.features, &all, &eval.decode)?;
+    Ok(squad_metrics(eval.examples, &decoded, eval.version()))
 }
 
 /// The official metrics of the model (dropout off) on a labelled set.

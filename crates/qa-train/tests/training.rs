@@ -825,13 +825,13 @@ fn twenty_steps_equal_the_hugging_face_trainer() {
 #[test]
 fn an_overflowing_step_is_skipped_with_a_scaler_and_refused_without() {
     use qa_train::optim::{AdamW, AdamWConfig};
-    use qa_train::step::{train_step, Update, UpdateOutcome};
+    use qa_train::step::{train_step, MicroBatch, Update, UpdateOutcome};
     let device = default_device();
     let tiny = Tiny::load(Dropout::Off);
     let refs: Vec<&Feature> = tiny.windows.iter().take(4).collect();
-    let batch = [pad_batch(&refs, 0)];
+    let batch = [MicroBatch::whole(pad_batch(&refs, 0))];
     let model = tiny.model::<B>(&device);
-    let grads = train_step(&model, &batch, None, 1e39, 0, &device);
+    let grads = train_step(&model, &batch, 1, None, 1e39, 0, &device);
     assert!(grads.loss.is_finite(), "the reported loss is unscaled");
     let cfg = TrainConfig::new("unused");
     let fresh = |scaler| Update {
