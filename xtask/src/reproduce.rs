@@ -19,6 +19,10 @@ pub struct Args {
     /// Run the preset's full recipe even on the CPU backend (default there: a small slice).
     #[arg(long)]
     full: bool,
+    /// defnlp: score a model this preset already trained (its run's `model/` folder) instead
+    /// of training again; the split is the same (seeded).
+    #[arg(long)]
+    trained_model: Option<PathBuf>,
     /// Model folder to use instead of the preset's (e.g. a local all-MiniLM-L6-v2).
     #[arg(long)]
     model: Option<PathBuf>,
@@ -686,68 +690,94 @@ fn reproduce_defnlp(
         split.held_out_rows
     );
 
-    // Train.
+    // Train (unless a trained model is given).
     let qa = build_qa()?;
-    let out_dir = run_dir.join("model");
-    let mut cmd = Command::new(&qa);
-    cmd.arg("train")
-        .arg("--model-name-or-path")
-        .arg(model)
-        .arg("--train-file")
-        .arg(&split.train_csv)
-        .arg("--output-dir")
-        .arg(&out_dir)
-        .arg("--overwrite-output-dir");
-    if slice {
-        cmd.args(merge_flags(preset.train_flags, DEFNLP_CPU_SLICE));
-        eprintln!(
-            "CPU backend: training on 64 seed windows for one epoch (pass --full for the whole recipe)"
-        );
-    } else {
-        cmd.args(preset.train_flags);
-    }
-    if gpu {
-        cmd.arg("--fp16");
-    }
-    let started = std::time::Instant::now();
-    run_checked(&mut cmd)?;
-    let wall = started.elapsed().as_secs_f64();
+    let (out_dir, wall) = match &args.trained_model {
+        Some(dir) => (dir.clone(), 0.0),
+        None => {
+            let out_dir = run_dir.join("model");
+            let mut cmd = Command::new(&qa);
+            cmd.arg("train")
+                .arg("--model-name-or-path")
+                .arg(model)
+                .arg("--train-file")
+                .arg(&split.train_csv)
+                .arg("--output-dir")
+                .arg(&out_dir)
+                .arg("--overwrite-output-dir");
+            if slice {
+                cmd.args(merge_flags(preset.train_flags, DEFNLP_CPU_SLICE));
+                eprintln!(
+                    "CPU backend: training on 64 seed windows for one epoch (pass --full for \
+                     the whole recipe)"
+                );
+            } else {
+                cmd.args(preset.train_flags);
+            }
+            if gpu {
+                cmd.arg("--fp16");
+            }
+            let started = std::time::Instant::now();
+            run_checked(&mut cmd)?;
+            (out_dir, started.elapsed().as_secs_f64())
+        }
+    };
 
-    // Predict the held-out publications in each mode, and score.
+    // Predict the held-out publications in each mode, and score; tune the merge rule on them.
     let known = data_dir.join("big_gov_datasets.txt");
+    let known = known.is_file().then_some(known.as_path());
+    let findings = run_dir.join("findings-heldout.jsonl");
+    let held_out = DefnlpEval {
+        qa: &qa,
+        model: &out_dir,
+        labels: &split.train_csv,
+        known,
+        publications: &split.held_out_dir,
+        gold: &split.held_out_csv,
+    };
     let mut scores = serde_json::Map::new();
     for mode in DEFNLP_MODES {
-        let submission = run_dir.join(format!("submission-{mode}.csv"));
-        let mut cmd = Command::new(&qa);
-        cmd.arg("predict")
-            .arg("--defnlp-dir")
-            .arg(&split.held_out_dir)
-            .arg("--out")
-            .arg(&submission)
-            .args(["--defnlp-mode", mode])
-            .arg("--defnlp-labels")
-            .arg(&split.train_csv)
-            .args(DEFNLP_PREDICT_FLAGS);
-        if known.is_file() {
-            cmd.arg("--known-datasets").arg(&known);
-        }
-        if *mode != "match" {
-            cmd.arg("--model").arg(&out_dir);
-        }
-        run_checked(&mut cmd)?;
-        let score_file = run_dir.join(format!("score-{mode}.json"));
-        run_checked(
-            Command::new(&qa)
-                .args(["score", "--defnlp"])
-                .arg(&split.held_out_csv)
-                .arg(&submission)
-                .arg("--out")
-                .arg(&score_file)
-                .stdout(std::process::Stdio::null()),
-        )?;
-        let score: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&score_file)?)
-            .with_context(|| format!("{} is not JSON", score_file.display()))?;
+        let keep = (*mode == "both").then_some(findings.as_path());
+        let score = held_out.score(mode, None, keep, &run_dir.join(format!("heldout-{mode}")))?;
         scores.insert(mode.to_string(), score);
+    }
+    let tuned_file = run_dir.join("merge-rule-tuned.json");
+    run_checked(
+        Command::new(&qa)
+            .args(["score", "--defnlp", "--tune-merge"])
+            .arg(&split.held_out_csv)
+            .arg(&findings)
+            .arg("--out")
+            .arg(&tuned_file)
+            .stdout(std::process::Stdio::null()),
+    )?;
+    let tuned: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&tuned_file)?)?;
+    let rule = MergeFlags {
+        min_score: tuned["rule"]["min_probability"]
+            .as_f64()
+            .context("tuned rule")?,
+        max_words: tuned["rule"]["max_words"].as_u64().context("tuned rule")? as usize,
+    };
+    // The folder's own test publications, when it has gold for them (the fixture does; the
+    // competition's do not), scored with the rule tuned on the held-out publications.
+    let test_gold = data_dir.join("test_gold.csv");
+    let mut test_scores = serde_json::Map::new();
+    if test_gold.is_file() && data_dir.join("test").is_dir() {
+        let test_pubs = data_dir.join("test");
+        let test = DefnlpEval {
+            publications: &test_pubs,
+            gold: &test_gold,
+            ..held_out
+        };
+        for mode in DEFNLP_MODES {
+            let score = test.score(
+                mode,
+                Some(rule),
+                None,
+                &run_dir.join(format!("test-{mode}")),
+            )?;
+            test_scores.insert(mode.to_string(), score);
+        }
     }
 
     // Report.
@@ -773,25 +803,56 @@ fn reproduce_defnlp(
             "train_publications": split.train_publications,
             "held_out_publications": split.held_out_publications,
         },
-        "known_datasets": known.is_file().then_some(&known),
+        "known_datasets": known,
         "wall_seconds": wall,
         "train": train_results,
         "scores": scores,
+        "merge_rule_tuned_on_heldout": tuned,
+        "test_scores": test_scores,
     });
     std::fs::write(
         run_dir.join("report.json"),
         serde_json::to_string_pretty(&summary)? + "\n",
     )?;
     let mut md = format!(
-        "# Reproduction: defnlp\n\n| | value |\n|---|---|\n| backend | {} |\n| run | {} |\n| model | `{}` |\n| data | `{}`: {} training / {} held-out publications (seed {SPLIT_SEED}) |\n| train runtime (s) | {:.1} |\n\n| mode | F0.5 | precision | recall | tp | fp | fn |\n|---|---|---|---|---|---|---|\n",
+        "# Reproduction: defnlp\n\n| | value |\n|---|---|\n| backend | {} |\n| run | {} |\n| model | `{}` |\n| data | `{}`: {} training / {} held-out publications (seed {SPLIT_SEED}) |\n| training | {} |\n\n| mode | F0.5 | precision | recall | tp | fp | fn |\n|---|---|---|---|---|---|---|\n",
         if gpu { "cuda (fp16)" } else { "cpu (ndarray)" },
         if slice { "CPU slice (64 seed windows, 1 epoch): QA numbers are not the recipe's" } else { "full recipe" },
         model.display(),
         data_dir.display(),
         split.train_publications,
         split.held_out_publications,
-        wall,
+        match &args.trained_model {
+            Some(dir) => format!("trained before: `{}`", dir.display()),
+            None => format!("{wall:.1} s"),
+        },
     );
+    md.push_str(&score_rows(&scores));
+    md.push_str(&format!(
+        "\nThe merge rule tuned on the held-out publications' findings (`qa score --defnlp \
+         --tune-merge`): probability ≥ {:.2}, at most {} word(s) (held-out F0.5 {:.4}; the table \
+         above used the default rule).\n",
+        rule.min_score,
+        rule.max_words,
+        tuned["score"]["fbeta"].as_f64().unwrap_or(f64::NAN)
+    ));
+    if !test_scores.is_empty() {
+        md.push_str(&format!(
+            "\nThe folder's test publications (`test/`, gold `test_gold.csv`), with that rule:\n\n\
+             | mode | F0.5 | precision | recall | tp | fp | fn |\n|---|---|---|---|---|---|---|\n{}",
+            score_rows(&test_scores)
+        ));
+    }
+    md.push_str("\n![loss and learning rate](training.svg)\n");
+    std::fs::write(run_dir.join("report.md"), &md)?;
+    println!("{md}");
+    eprintln!("report: {}", run_dir.join("report.md").display());
+    Ok(())
+}
+
+/// Table rows (F0.5, precision, recall, counts) of each mode's score.
+fn score_rows(scores: &serde_json::Map<String, serde_json::Value>) -> String {
+    let mut rows = String::new();
     for mode in DEFNLP_MODES {
         let s = &scores[*mode];
         let f = |key: &str| {
@@ -799,7 +860,7 @@ fn reproduce_defnlp(
                 .as_f64()
                 .map_or("n/a".to_string(), |v| format!("{v:.4}"))
         };
-        md.push_str(&format!(
+        rows.push_str(&format!(
             "| {mode} | {} | {} | {} | {} | {} | {} |\n",
             f("fbeta"),
             f("precision"),
@@ -809,11 +870,78 @@ fn reproduce_defnlp(
             s["fn"]
         ));
     }
-    md.push_str("\n![loss and learning rate](training.svg)\n");
-    std::fs::write(run_dir.join("report.md"), &md)?;
-    println!("{md}");
-    eprintln!("report: {}", run_dir.join("report.md").display());
-    Ok(())
+    rows
+}
+
+/// `--merge-min-score` and `--merge-max-words`.
+#[derive(Clone, Copy)]
+struct MergeFlags {
+    min_score: f64,
+    max_words: usize,
+}
+
+/// Publications to find datasets in with a trained model, and their gold labels.
+#[derive(Clone, Copy)]
+struct DefnlpEval<'a> {
+    qa: &'a Path,
+    model: &'a Path,
+    /// Known names: the training labels, and `big_gov_datasets.txt` when there is one.
+    labels: &'a Path,
+    known: Option<&'a Path>,
+    publications: &'a Path,
+    gold: &'a Path,
+}
+
+impl DefnlpEval<'_> {
+    /// Predicts every publication in `mode` (with `rule`, else the default one; keeping the
+    /// findings in `findings`), writes `{prefix}.csv` and scores it against the gold labels.
+    fn score(
+        &self,
+        mode: &str,
+        rule: Option<MergeFlags>,
+        findings: Option<&Path>,
+        prefix: &Path,
+    ) -> anyhow::Result<serde_json::Value> {
+        let submission = prefix.with_extension("csv");
+        let mut cmd = Command::new(self.qa);
+        cmd.arg("predict")
+            .arg("--defnlp-dir")
+            .arg(self.publications)
+            .arg("--out")
+            .arg(&submission)
+            .args(["--defnlp-mode", mode])
+            .arg("--defnlp-labels")
+            .arg(self.labels)
+            .args(DEFNLP_PREDICT_FLAGS);
+        if let Some(known) = self.known {
+            cmd.arg("--known-datasets").arg(known);
+        }
+        if mode != "match" {
+            cmd.arg("--model").arg(self.model);
+        }
+        if let Some(rule) = rule {
+            cmd.arg("--merge-min-score")
+                .arg(rule.min_score.to_string())
+                .arg("--merge-max-words")
+                .arg(rule.max_words.to_string());
+        }
+        if let Some(findings) = findings {
+            cmd.arg("--defnlp-findings").arg(findings);
+        }
+        run_checked(&mut cmd)?;
+        let score_file = prefix.with_extension("score.json");
+        run_checked(
+            Command::new(self.qa)
+                .args(["score", "--defnlp"])
+                .arg(self.gold)
+                .arg(&submission)
+                .arg("--out")
+                .arg(&score_file)
+                .stdout(std::process::Stdio::null()),
+        )?;
+        serde_json::from_str(&std::fs::read_to_string(&score_file)?)
+            .with_context(|| format!("{} is not JSON", score_file.display()))
+    }
 }
 
 /// A Coleridge folder split by publication: the labels and publications of each side.

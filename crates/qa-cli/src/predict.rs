@@ -10,8 +10,8 @@ use qa_data::progress::Progress;
 use qa_data::requests::{read_requests, request_example};
 use qa_data::{ExampleId, FeatureConfig};
 use qa_eval::defnlp::{
-    find_datasets, read_publications_lenient, write_submission, DefnlpMode, DefnlpPipeline,
-    DefnlpQuestions,
+    find_candidates, read_publications_lenient, write_findings, write_submission, DefnlpMode,
+    DefnlpPipeline, DefnlpQuestions,
 };
 use qa_eval::defnlp_match::{read_label_names, read_name_list, DatasetMatcher};
 use qa_eval::defnlp_merge::MergeRule;
@@ -65,6 +65,10 @@ pub struct Args {
     /// Where the DEFNLP submission goes.
     #[arg(long, requires = "defnlp_dir")]
     out: Option<PathBuf>,
+    /// DEFNLP: also write what matching and the model found per publication, before the
+    /// merge (JSON lines), to tune the merge rule on with `qa score --defnlp --tune-merge`.
+    #[arg(long, requires = "defnlp_dir")]
+    defnlp_findings: Option<PathBuf>,
     /// Answers per question.
     #[arg(long, default_value_t = 1)]
     top_k: usize,
@@ -222,7 +226,14 @@ fn defnlp(args: &Args, dir: &Path) -> anyhow::Result<()> {
         },
     };
     let publications = read_publications_lenient(dir)?;
-    let rows = find_datasets(&publications, &pipeline, Progress::Show)?;
+    let found = find_candidates(&publications, &pipeline, Progress::Show)?;
+    let rows: Vec<_> = found
+        .iter()
+        .map(|f| f.labels(pipeline.mode, &pipeline.rule))
+        .collect();
+    if let Some(path) = &args.defnlp_findings {
+        write_findings(path, publications.iter().map(|p| p.id.as_str()).zip(&found))?;
+    }
     write_submission(
         out_path,
         publications.iter().map(|p| p.id.as_str()).zip(&rows),

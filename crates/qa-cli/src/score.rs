@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use qa_eval::score::{score_defnlp_files, score_squad_files};
+use qa_eval::score::{score_defnlp_files, score_squad_files, tune_merge_files};
 use qa_eval::SquadVersion;
 
 #[derive(clap::Args)]
@@ -24,6 +24,11 @@ pub struct Args {
     /// Score a DEFNLP / Coleridge submission (Jaccard ≥ 0.5 matching, micro F0.5).
     #[arg(long)]
     defnlp: bool,
+    /// With --defnlp: the second file is a findings file (`qa predict --defnlp-findings`);
+    /// find the merge rule (--merge-min-score, --merge-max-words) that scores best on it.
+    /// Tune on held-out publications, never on the ones you report.
+    #[arg(long, requires = "defnlp")]
+    tune_merge: bool,
     /// Also write the result JSON here.
     #[arg(long, short = 'o')]
     out: Option<PathBuf>,
@@ -38,7 +43,9 @@ fn parse_version(text: &str) -> Result<SquadVersion, String> {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let result = if args.defnlp {
+    let result = if args.tune_merge {
+        tune_merge_files(&args.data, &args.predictions)?
+    } else if args.defnlp {
         score_defnlp_files(&args.data, &args.predictions)?
     } else {
         score_squad_files(

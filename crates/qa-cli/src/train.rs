@@ -73,11 +73,14 @@ struct DistributedArgs {
     /// Machines in the run; each runs `qa train` with the same flags and its own --node-rank.
     #[arg(long, env = "NNODES", default_value_t = 1)]
     nnodes: usize,
+    /// This machine's place in the run, 0 to --nnodes − 1; node 0 hosts the rendezvous.
     #[arg(long, env = "NODE_RANK", default_value_t = 0)]
     node_rank: usize,
     /// Where node 0 runs the rendezvous the nodes meet at.
     #[arg(long, env = "MASTER_ADDR", default_value = "127.0.0.1")]
     master_addr: String,
+    /// The rendezvous port on node 0 (node 0 also listens on this + 1 + --nnodes, for the
+    /// other nodes' liveness connections).
     #[arg(long, env = "MASTER_PORT", default_value_t = 29500)]
     master_port: u16,
     /// This machine's address as the other nodes reach it [default: --master-addr on node 0,

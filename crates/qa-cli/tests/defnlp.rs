@@ -184,22 +184,24 @@ fn qa_and_both_modes_run_with_a_model_and_keep_every_matched_name() {
     let model = tiny_model();
     let train_ids = fixture.train_ids();
     let ids: Vec<String> = fixture.test.iter().map(|pubn| pubn.id.clone()).collect();
+    let findings = out_dir.path().join("findings.jsonl");
+    let mut submitted = std::collections::BTreeMap::new();
     for mode in ["qa", "both"] {
         let sub = out_dir.path().join(format!("{mode}.csv"));
-        let o = predict_defnlp(
-            dir.path(),
-            &sub,
-            &[
-                "--defnlp-mode",
-                mode,
-                "--model",
-                p(&model),
-                "--max-seq-length",
-                "128",
-                "--doc-stride",
-                "32",
-            ],
-        );
+        let mut flags = vec![
+            "--defnlp-mode",
+            mode,
+            "--model",
+            p(&model),
+            "--max-seq-length",
+            "128",
+            "--doc-stride",
+            "32",
+        ];
+        if mode == "both" {
+            flags.extend(["--defnlp-findings", p(&findings)]);
+        }
+        let o = predict_defnlp(dir.path(), &sub, &flags);
         assert!(o.status.success(), "{mode}: {}", stderr(&o));
         let rows = read_submission(&sub);
         assert_eq!(
@@ -222,8 +224,59 @@ fn qa_and_both_modes_run_with_a_model_and_keep_every_matched_name() {
                 }
             }
         }
+        submitted.insert(mode, rows);
     }
-    assert_only_files(out_dir.path(), &["both.csv", "qa.csv"]);
+    assert_only_files(out_dir.path(), &["both.csv", "findings.jsonl", "qa.csv"]);
+
+    // The findings are the merge's input: per publication, exactly the names matching finds
+    // and exactly the answers `qa` mode submits.
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&findings)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), ids.len());
+    for ((line, spec), (_, qa_labels)) in lines.iter().zip(&fixture.test).zip(&submitted["qa"]) {
+        assert_eq!(line["Id"], spec.id.as_str());
+        let matched: BTreeSet<String> = line["matched"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m.as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(matched, fixture.expected_matches(spec, &train_ids));
+        let answers: BTreeSet<&str> = line["candidates"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["text"].as_str().unwrap())
+            .collect();
+        assert_eq!(answers, qa_labels.iter().map(String::as_str).collect());
+    }
+
+    // Tuning on them finds a rule at least as good as the default one on the same publications
+    // (the default is on the grid), and says which.
+    let gold = dir.path().join("test_gold.csv");
+    let score_of = |args: &[&str]| -> serde_json::Value {
+        let o = qa(args);
+        assert!(o.status.success(), "{}", stderr(&o));
+        serde_json::from_slice(&o.stdout).unwrap()
+    };
+    let default_rule = score_of(&[
+        "score",
+        "--defnlp",
+        p(&gold),
+        p(&out_dir.path().join("both.csv")),
+    ]);
+    let tuned = score_of(&["score", "--defnlp", "--tune-merge", p(&gold), p(&findings)]);
+    eprintln!("default rule {default_rule}; tuned {tuned}");
+    let min_probability = tuned["rule"]["min_probability"].as_f64().unwrap();
+    assert!((0.0..1.0).contains(&min_probability));
+    assert!((1..=20).contains(&tuned["rule"]["max_words"].as_u64().unwrap()));
+    assert!(
+        tuned["score"]["fbeta"].as_f64().unwrap() >= default_rule["fbeta"].as_f64().unwrap(),
+        "tuned {tuned} < default {default_rule}"
+    );
 }
 
 /// A publication's text as the reader joins it.

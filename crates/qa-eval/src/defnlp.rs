@@ -159,6 +159,83 @@ pub fn predict_all<B: Backend>(
     Ok(rows)
 }
 
+/// One line of a findings file: the fixture's `qa_candidates.jsonl` shape plus the matches.
+#[derive(Serialize, serde::Deserialize)]
+struct FindingsLine {
+    #[serde(rename = "Id")]
+    id: String,
+    #[serde(default)]
+    matched: BTreeSet<String>,
+    candidates: Vec<CandidateLine>,
+}
+
+#[derive(Serialize, serde::Deserialize)]
+struct CandidateLine {
+    probability: f32,
+    text: String,
+}
+
+/// Writes what each publication's phases found (JSON lines: `Id`, `matched`, `candidates` with
+/// `text` and `probability`), whole or not at all: what a merge rule is tuned on.
+pub fn write_findings<'a>(
+    path: &Path,
+    rows: impl IntoIterator<Item = (&'a str, &'a Findings)>,
+) -> Result<()> {
+    use std::io::Write;
+    Ok(write_atomically(path, |out| {
+        for (id, found) in rows {
+            let line = FindingsLine {
+                id: id.to_string(),
+                matched: found.matched.clone(),
+                candidates: found
+                    .answers
+                    .iter()
+                    .map(|c| CandidateLine {
+                        probability: c.probability,
+                        text: c.label.clone(),
+                    })
+                    .collect(),
+            };
+            serde_json::to_writer(&mut *out, &line)?;
+            out.write_all(b"\n")?;
+        }
+        Ok(())
+    })?)
+}
+
+/// Reads a findings file ([`write_findings`]; the fixture's `qa_candidates.jsonl` too), by
+/// publication id. Candidate texts are cleaned as labels are.
+pub fn read_findings(path: &Path) -> Result<BTreeMap<String, Findings>> {
+    let text = std::fs::read_to_string(path).map_err(|source| EvalError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mut out = BTreeMap::new();
+    for (n, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
+        let row: FindingsLine = serde_json::from_str(line)
+            .map_err(|e| EvalError::format(path, format!("line {}: {e}", n + 1)))?;
+        let found = Findings {
+            matched: row.matched,
+            answers: row
+                .candidates
+                .iter()
+                .map(|c| QaCandidate::new(&c.text, c.probability))
+                .collect(),
+        };
+        if out.insert(row.id.clone(), found).is_some() {
+            return Err(EvalError::format(
+                path,
+                format!("line {}: publication {} appears twice", n + 1, row.id),
+            ));
+        }
+    }
+    Ok(out)
+}
+
 /// Writes `Id,PredictionString` rows, whole or not at all.
 pub fn write_submission<'a>(
     path: &Path,
@@ -230,12 +307,45 @@ pub struct DefnlpPipeline<'a, B: Backend> {
     pub rule: MergeRule,
 }
 
+/// What the two phases found in one publication, before the merge.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Findings {
+    /// Known names matched in the text (phase I; empty in `qa` mode).
+    pub matched: BTreeSet<String>,
+    /// The model's answers with at least `min_score` (phase II; empty in `match` mode).
+    pub answers: Vec<QaCandidate>,
+}
+
+impl Findings {
+    /// The labels `mode` submits: the matches, the answers, or both merged by `rule`.
+    pub fn labels(&self, mode: DefnlpMode, rule: &MergeRule) -> BTreeSet<String> {
+        match mode {
+            DefnlpMode::Match => self.matched.clone(),
+            DefnlpMode::Qa => self.answers.iter().map(|c| c.label.clone()).collect(),
+            DefnlpMode::Both => merge(&self.matched, &self.answers, rule),
+        }
+    }
+}
+
 /// The cleaned dataset labels of every publication, in order, as `pipeline.mode` finds them.
 pub fn find_datasets<B: Backend>(
     publications: &[Publication],
     pipeline: &DefnlpPipeline<'_, B>,
     progress: Progress,
 ) -> std::result::Result<Vec<BTreeSet<String>>, DefnlpError> {
+    Ok(find_candidates(publications, pipeline, progress)?
+        .iter()
+        .map(|found| found.labels(pipeline.mode, &pipeline.rule))
+        .collect())
+}
+
+/// What each phase of `pipeline.mode` finds in every publication, in order (the merge's input:
+/// what a merge rule is tuned on).
+pub fn find_candidates<B: Backend>(
+    publications: &[Publication],
+    pipeline: &DefnlpPipeline<'_, B>,
+    progress: Progress,
+) -> std::result::Result<Vec<Findings>, DefnlpError> {
     let mode = pipeline.mode;
     let predictor = match (mode.needs_model(), pipeline.predictor) {
         (true, None) => return Err(DefnlpError::NoModel { mode }),
@@ -257,7 +367,13 @@ pub fn find_datasets<B: Backend>(
         None => vec![BTreeSet::new(); publications.len()],
     };
     let Some(predictor) = predictor.filter(|_| mode.needs_model()) else {
-        return Ok(matched);
+        return Ok(matched
+            .into_iter()
+            .map(|matched| Findings {
+                matched,
+                answers: Vec::new(),
+            })
+            .collect());
     };
     let bar = progress::bar(
         publications.len() as u64,
@@ -271,10 +387,7 @@ pub fn find_datasets<B: Backend>(
             .into_iter()
             .filter(|c| c.probability >= pipeline.ask.min_score)
             .collect();
-        rows.push(match mode {
-            DefnlpMode::Qa => answers.into_iter().map(|c| c.label).collect(),
-            _ => merge(&matched, &answers, &pipeline.rule),
-        });
+        rows.push(Findings { matched, answers });
         bar.inc(1);
     }
     bar.finish_and_clear();

@@ -79,6 +79,40 @@ pub fn score_defnlp_files(gold: &Path, submission: &Path) -> Result<serde_json::
     Ok(serde_json::to_value(score).expect("results serialize"))
 }
 
+/// Tunes the DEFNLP merge rule ([`crate::defnlp_merge::tune`]) on the publications of a
+/// findings file (`qa predict --defnlp-findings`) against their gold labels (a Coleridge CSV):
+/// the rule and its score, as JSON. Publications without gold labels are left out.
+pub fn tune_merge_files(gold: &Path, findings: &Path) -> Result<serde_json::Value> {
+    let gold = coleridge::read_labels(gold)?;
+    let cases: Vec<crate::defnlp_merge::TuningCase> = crate::defnlp::read_findings(findings)?
+        .into_iter()
+        .filter_map(|(id, found)| {
+            Some(crate::defnlp_merge::TuningCase {
+                gold: gold.get(&id)?.clone(),
+                id,
+                matched: found.matched,
+                answers: found.answers,
+            })
+        })
+        .collect();
+    if cases.is_empty() {
+        return Err(crate::error::EvalError::format(
+            findings,
+            "no publication here has gold labels in the gold file: nothing to tune on",
+        ));
+    }
+    let (rule, score) = crate::defnlp_merge::tune(&cases);
+    Ok(serde_json::json!({
+        "publications": cases.len(),
+        // Two decimals: the grid's steps, without f32's tail (0.6000000238).
+        "rule": {
+            "min_probability": (f64::from(rule.min_probability) * 100.0).round() / 100.0,
+            "max_words": rule.max_words,
+        },
+        "score": score,
+    }))
+}
+
 fn warn_missing(missing: &[String]) {
     if !missing.is_empty() {
         let shown: Vec<&str> = missing.iter().take(5).map(String::as_str).collect();

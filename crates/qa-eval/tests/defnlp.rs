@@ -334,10 +334,10 @@ fn merge_beats_matching_and_qa_alone_on_the_test_publications() {
     );
     assert!(both.fbeta > qa.fbeta, "{} vs {}", both.fbeta, qa.fbeta);
     assert!(both.recall > matched.recall && both.precision > qa.precision);
-    // Pinned: F0.5 0.961 (match), 0.465 (qa), 0.966 (both).
+    // Pinned: F0.5 0.961 (match), 0.465 (qa), 0.963 (both).
     assert_eq!(counts(&matched), (79, 0, 16));
     assert_eq!(counts(&qa), (74, 101, 21));
-    assert_eq!(counts(&both), (84, 1, 11));
+    assert_eq!(counts(&both), (83, 1, 12));
 
     // The same numbers through the files: submission written, then scored as `qa score --defnlp`.
     let rows: Vec<(String, BTreeSet<String>)> = cases

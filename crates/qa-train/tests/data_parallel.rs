@@ -4,19 +4,19 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use qa_data::{
-    build_features, load, load_tokenizer, Example, Feature, FeatureConfig, LoadOptions, Progress,
-};
+use qa_data::{Example, Feature, Progress};
 use qa_eval::Metric;
 use qa_model::backend::{default_device, Train};
 use qa_model::checkpoint::{build_model, export_tensors};
 use qa_model::weights::{HostTensor, WeightFile};
 use qa_model::{ModelConfig, QaModel};
-use qa_testkit::shared_dir;
 use qa_train::{
     train, train_data_parallel, CheckpointProblem, EvalSet, TrainConfig, TrainError, TrainJob,
     TrainOutcome, World,
 };
+
+mod common;
+use common::{max_diff, read_log};
 
 type B = Train;
 
@@ -38,25 +38,11 @@ struct Tiny {
 
 impl Tiny {
     fn load() -> Self {
-        let dir = shared_dir().join("golden/tiny-bert-qa");
+        let dir = common::tiny_model_dir();
         let mut config = ModelConfig::from_file(&dir.join("config.json")).unwrap();
         config.hidden_dropout = 0.0;
         config.attention_dropout = 0.0;
-        let data = load(
-            shared_dir().join("data/covid-qa/dev.json"),
-            &LoadOptions::default(),
-        )
-        .unwrap();
-        let examples: Vec<Example> = data.examples.into_iter().take(4).collect();
-        let cut = FeatureConfig {
-            max_length: 64,
-            stride: 16,
-            progress: Progress::Hidden,
-            ..Default::default()
-        };
-        let set = build_features(&load_tokenizer(&dir).unwrap(), &examples, &cut).unwrap();
-        let (with, without): (Vec<Feature>, Vec<Feature>) =
-            set.features.into_iter().partition(|f| f.start_position > 0);
+        let (examples, with, without) = common::covid_windows(4);
         let windows: Vec<Feature> = with.into_iter().take(8).chain(without).take(15).collect();
         assert_eq!(windows.len(), 15);
         Self {
@@ -139,21 +125,6 @@ fn linear(dir: &Path, per_device: usize, accumulation: usize, steps: usize) -> T
         logging_steps: 1,
         ..TrainConfig::new(dir)
     }
-}
-
-fn max_diff(a: &BTreeMap<String, HostTensor>, b: &BTreeMap<String, HostTensor>) -> f32 {
-    assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
-    a.iter()
-        .flat_map(|(k, t)| t.data.iter().zip(&b[k].data).map(|(x, y)| (x - y).abs()))
-        .fold(0.0, f32::max)
-}
-
-fn read_log(dir: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(dir.join("train_log.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
 }
 
 /// 15 windows, global batch 4: 4 steps an epoch, the last of 3 windows (2 + 1 on two peers).

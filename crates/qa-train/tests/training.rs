@@ -9,16 +9,16 @@ use burn::optim::GradientsParams;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Int, Tensor, TensorData};
 use qa_data::features::pad_batch;
-use qa_data::{
-    build_features, load, load_tokenizer, Example, Feature, FeatureConfig, LoadOptions, Progress,
-};
+use qa_data::{Example, Feature, Progress};
 use qa_eval::Metric;
 use qa_model::backend::{default_device, Train};
 use qa_model::checkpoint::{build_model, export_tensors};
 use qa_model::model::{Encoder, QaBatch};
 use qa_model::weights::{HostTensor, WeightFile};
 use qa_model::{ModelConfig, QaModel};
-use qa_testkit::shared_dir;
+
+mod common;
+use common::{max_diff, read_log};
 use qa_train::optim::{AdamW, AdamWConfig};
 use qa_train::trainer::TrainResults;
 use qa_train::{
@@ -54,27 +54,13 @@ struct Tiny {
 
 impl Tiny {
     fn load(dropout: Dropout) -> Self {
-        let dir = shared_dir().join("golden/tiny-bert-qa");
+        let dir = common::tiny_model_dir();
         let mut config = ModelConfig::from_file(&dir.join("config.json")).unwrap();
         if dropout == Dropout::Off {
             config.hidden_dropout = 0.0;
             config.attention_dropout = 0.0;
         }
-        let data = load(
-            shared_dir().join("data/covid-qa/dev.json"),
-            &LoadOptions::default(),
-        )
-        .unwrap();
-        let examples: Vec<Example> = data.examples.into_iter().take(6).collect();
-        let cut = FeatureConfig {
-            max_length: 64,
-            stride: 16,
-            progress: Progress::Hidden,
-            ..Default::default()
-        };
-        let set = build_features(&load_tokenizer(&dir).unwrap(), &examples, &cut).unwrap();
-        let (with, without): (Vec<Feature>, Vec<Feature>) =
-            set.features.into_iter().partition(|f| f.start_position > 0);
+        let (examples, with, without) = common::covid_windows(6);
         assert!(with.len() >= 8, "only {} answer windows", with.len());
         let windows = with
             .into_iter()
@@ -150,24 +136,9 @@ fn read_json(path: PathBuf) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
-fn read_log(dir: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(dir.join("train_log.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
 /// One key of every log entry.
 fn logged(log: &[serde_json::Value], key: &str) -> Vec<f64> {
     log.iter().map(|e| e[key].as_f64().unwrap()).collect()
-}
-
-fn max_diff(a: &BTreeMap<String, HostTensor>, b: &BTreeMap<String, HostTensor>) -> f32 {
-    assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
-    a.iter()
-        .flat_map(|(k, t)| t.data.iter().zip(&b[k].data).map(|(x, y)| (x - y).abs()))
-        .fold(0.0, f32::max)
 }
 
 /// `bert.embeddings.LayerNorm` of the tiny golden BERT.
