@@ -30,7 +30,26 @@ struct Row {
     notes: String,
 }
 
-fn json_line(output: &std::process::Output) -> Option<serde_json::Value> {
+/// The soak: how long, how many requests at once, and the share of bad requests.
+const SOAK_SECONDS: u64 = 60;
+const SOAK_CONCURRENCY: usize = 64;
+const SOAK_BAD_PERCENT: u32 = 10;
+
+/// A memory figure of process `pid` from `/proc/PID/status` (`VmRSS:`, `VmHWM:`), in MiB.
+fn status_mib(pid: u32, key: &str) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kib = status
+        .lines()
+        .find_map(|l| l.strip_prefix(key))?
+        .split_whitespace()
+        .next()?
+        .parse::<f64>()
+        .ok()?;
+    Some(kib / 1024.0)
+}
+
+/// The last JSON line a child printed on stdout (its result; earlier lines are progress).
+pub(crate) fn json_line(output: &std::process::Output) -> Option<serde_json::Value> {
     String::from_utf8_lossy(&output.stdout)
         .lines()
         .rev()
@@ -393,17 +412,21 @@ fn serve_bench(qa: &std::path::Path, args: &Args) -> anyhow::Result<()> {
             let ticks = |i: usize| fields.get(i)?.parse::<f64>().ok();
             Some((ticks(11)? + ticks(12)?) / ticks_per_s)
         };
-        let mut results = Vec::new();
-        for concurrency in levels {
-            let before = passes();
-            let cpu_before = cpu_s();
-            let out = Command::new(&load)
-                .args(["--url", &format!("{base}/v1/answer"), "--bodies"])
+        let load_command = |concurrency: usize, requests: usize, seconds: u64, warmup: usize| {
+            let mut cmd = Command::new(&load);
+            cmd.args(["--url", &format!("{base}/v1/answer"), "--bodies"])
                 .arg(&bodies)
                 .args(["--concurrency", &concurrency.to_string()])
                 .args(["--requests", &requests.to_string()])
                 .args(["--seconds", &seconds.to_string()])
-                .args(["--warmup", &concurrency.min(8).to_string()])
+                .args(["--warmup", &warmup.to_string()]);
+            cmd
+        };
+        let mut results = Vec::new();
+        for concurrency in levels {
+            let before = passes();
+            let cpu_before = cpu_s();
+            let out = load_command(concurrency, requests, seconds, concurrency.min(8))
                 .output()
                 .context("running the load generator")?;
             match json_line(&out) {
@@ -431,48 +454,31 @@ fn serve_bench(qa: &std::path::Path, args: &Args) -> anyhow::Result<()> {
         let soak_result = match soak {
             Soak::Skip => serde_json::Value::Null,
             Soak::Run => {
-                // 60 s at concurrency 64, 10% bad requests, every answer checked; the server's
-                // resident memory sampled each second.
-                let mut generator = Command::new(&load)
-                    .args(["--url", &format!("{base}/v1/answer"), "--bodies"])
-                    .arg(&bodies)
-                    .args([
-                        "--concurrency",
-                        "64",
-                        "--requests",
-                        "1000000",
-                        "--seconds",
-                        "60",
-                    ])
-                    .args(["--warmup", "8", "--bad-percent", "10", "--check"])
+                // Every answer checked; the server's resident memory sampled each second.
+                let mut generator = load_command(SOAK_CONCURRENCY, 1_000_000, SOAK_SECONDS, 8)
+                    .args(["--bad-percent", &SOAK_BAD_PERCENT.to_string(), "--check"])
                     .stdout(Stdio::piped())
                     .spawn()
                     .context("running the soak")?;
                 let mut rss_mib = Vec::new();
                 while generator.try_wait()?.is_none() {
-                    let status =
-                        std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-                    if let Some(kib) = status
-                        .lines()
-                        .find_map(|l| l.strip_prefix("VmRSS:"))
-                        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
-                    {
-                        rss_mib.push(kib / 1024.0);
-                    }
+                    rss_mib.extend(status_mib(pid, "VmRSS:"));
                     std::thread::sleep(Duration::from_secs(1));
                 }
                 let out = generator.wait_with_output()?;
-                let mut v = json_line(&out).unwrap_or(serde_json::Value::Null);
-                v["rss_mib_each_second"] = serde_json::json!(rss_mib);
+                let Some(mut v) = json_line(&out).filter(|_| out.status.success()) else {
+                    anyhow::bail!(
+                        "the soak's load generator failed ({}); its messages are above",
+                        out.status
+                    );
+                };
+                // Samples from the start of the load on (the reference answers come first).
+                let skip = v["load_started_after_s"].as_f64().unwrap_or(0.0).ceil() as usize;
+                v["rss_mib_each_second"] = serde_json::json!(rss_mib.get(skip..).unwrap_or(&[]));
                 v
             }
         };
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-        let peak_rss_mib = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-            .map(|kb| kb / 1024.0);
+        let peak_rss_mib = status_mib(pid, "VmHWM:");
         let _ = Command::new("kill")
             .args(["-TERM", &child.id().to_string()])
             .status();
@@ -597,11 +603,12 @@ fn serve_bench(qa: &std::path::Path, args: &Args) -> anyhow::Result<()> {
             .collect();
         let at = |i: usize| rss.get(i).map_or("–".into(), |v| format!("{v:.0}"));
         md.push_str(&format!(
-            "\nSoak of {}: 60 s at concurrency 64, 10% bad requests, every answer checked against \
-             the body's answer alone: {} answered, {} wrong answers, {} bad requests rejected as \
+            "\nSoak of {}: {SOAK_SECONDS} s at concurrency {SOAK_CONCURRENCY}, \
+             {SOAK_BAD_PERCENT}% bad requests, every answer checked against the body's answer \
+             alone: {} answered, {} wrong answers, {} bad requests rejected as \
              they must be, {} bad requests answered otherwise, {} 503 (backpressure), {} other \
-             5xx, {} failed; p50/p99 {}/{} ms; RSS {} MiB after 10 s, {} MiB at 30 s, {} MiB at \
-             the end.\n",
+             5xx, {} failed; p50/p99 {}/{} ms; RSS {} MiB 10 s into the load, {} MiB at 30 s, {} \
+             MiB at the end.\n",
             run["server"].as_str().unwrap_or("?"),
             soak["ok"],
             soak["wrong_answers"],

@@ -1,5 +1,6 @@
-//! Run reports: markdown + JSON, and the training-curve picture (loss, learning rate and eval
-//! F1 against steps, next to the HF reference when there is one), drawn with `plotters`.
+//! The reproduce report's picture: a run's `train_log.jsonl` read back, and its training curve
+//! (loss, learning rate and eval F1 against steps, next to the HF reference when there is one)
+//! drawn with `plotters`. The report's markdown and JSON are written by `reproduce.rs`.
 
 use std::path::Path;
 

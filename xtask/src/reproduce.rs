@@ -251,7 +251,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
     };
     if preset.name == "defnlp" {
+        if args.measure_hf_reference {
+            bail!("--measure-hf-reference is for the presets with a CPU slice, not defnlp");
+        }
         return reproduce_defnlp(&args, preset, &model, &run_dir);
+    }
+    if args.trained_model.is_some() {
+        bail!("--trained-model is for --preset defnlp only");
     }
     let (train_file, dev_file) = data_files(preset, args.data_dir.as_deref())?;
     let slice_flags = merge_flags(preset.train_flags, CPU_SLICE);
@@ -467,13 +473,7 @@ fn measure_hf_reference(
         if !output.status.success() {
             bail!("{script:?} failed for seed {seed} ({})", output.status);
         }
-        let line = String::from_utf8_lossy(&output.stdout)
-            .lines()
-            .rev()
-            .find(|l| l.starts_with('{'))
-            .map(str::to_string)
-            .context("the HF peer printed no JSON")?;
-        runs.push(serde_json::from_str::<serde_json::Value>(&line)?);
+        runs.push(crate::bench::json_line(&output).context("the HF peer printed no JSON")?);
     }
     let record = serde_json::json!({
         "what": "HF transformers Trainer with run_qa.py's features and post-processing on the CPU slice of `cargo xtask reproduce` (bench/peers/hf_run_qa.py)",
@@ -483,8 +483,12 @@ fn measure_hf_reference(
         "dev_file": dev_file,
         "runs": runs,
     });
-    std::fs::write(out, serde_json::to_string_pretty(&record)? + "\n")
-        .with_context(|| format!("cannot write {}", out.display()))?;
+    // Checked before it replaces the recorded reference, which every CPU report reads.
+    CpuReference::check(&record, out)?;
+    qa_data::atomic::write_atomically(out, |w| {
+        serde_json::to_writer_pretty(&mut *w, &record)?;
+        std::io::Write::write_all(w, b"\n")
+    })?;
     let reference = CpuReference::read(out)?;
     eprintln!("{}", reference.table_rows(None, None));
     println!("{}", out.display());
@@ -507,11 +511,30 @@ impl CpuReference {
         })?;
         let value: serde_json::Value = serde_json::from_str(&text)
             .with_context(|| format!("{}: malformed", path.display()))?;
-        let runs = value["runs"].as_array().cloned().unwrap_or_default();
+        Self::check(&value, path)?;
+        Ok(Self {
+            runs: value["runs"].as_array().cloned().unwrap_or_default(),
+        })
+    }
+
+    /// Every run has the numbers the report reads: a reference missing one would give a band
+    /// of 0–0 rather than an error.
+    fn check(value: &serde_json::Value, path: &Path) -> anyhow::Result<()> {
+        let runs = value["runs"].as_array().map_or(&[][..], Vec::as_slice);
         if runs.is_empty() {
             bail!("{}: no runs", path.display());
         }
-        Ok(Self { runs })
+        for (i, run) in runs.iter().enumerate() {
+            for key in ["eval_f1", "eval_exact_match", "train_samples_per_second"] {
+                if run[key].as_f64().is_none() {
+                    bail!("{}: run {i} has no number {key:?}", path.display());
+                }
+            }
+            if run["losses"].as_array().is_none_or(|l| l.is_empty()) {
+                bail!("{}: run {i} has no losses", path.display());
+            }
+        }
+        Ok(())
     }
 
     fn values(&self, key: &str) -> Vec<f64> {
@@ -804,7 +827,8 @@ fn reproduce_defnlp(
             "held_out_publications": split.held_out_publications,
         },
         "known_datasets": known,
-        "wall_seconds": wall,
+        // Nothing trained in this run with --trained-model.
+        "wall_seconds": args.trained_model.is_none().then_some(wall),
         "train": train_results,
         "scores": scores,
         "merge_rule_tuned_on_heldout": tuned,
@@ -817,7 +841,11 @@ fn reproduce_defnlp(
     let mut md = format!(
         "# Reproduction: defnlp\n\n| | value |\n|---|---|\n| backend | {} |\n| run | {} |\n| model | `{}` |\n| data | `{}`: {} training / {} held-out publications (seed {SPLIT_SEED}) |\n| training | {} |\n\n| mode | F0.5 | precision | recall | tp | fp | fn |\n|---|---|---|---|---|---|---|\n",
         if gpu { "cuda (fp16)" } else { "cpu (ndarray)" },
-        if slice { "CPU slice (64 seed windows, 1 epoch): QA numbers are not the recipe's" } else { "full recipe" },
+        match (&args.trained_model, slice) {
+            (Some(_), _) => "scoring a model trained before (--trained-model)",
+            (None, true) => "CPU slice (64 seed windows, 1 epoch): QA numbers are not the recipe's",
+            (None, false) => "full recipe",
+        },
         model.display(),
         data_dir.display(),
         split.train_publications,
@@ -1049,11 +1077,7 @@ mod tests {
         let preset = PRESETS.iter().find(|p| p.name == "covid-minilm").unwrap();
         let flags = merge_flags(preset.train_flags, CPU_SLICE);
         let peer = peer_flags(&flags);
-        let value = |name: &str| {
-            peer.iter()
-                .position(|f| f == name)
-                .map(|i| peer[i + 1].as_str())
-        };
+        let value = |name: &str| flag_value(&peer, name);
         assert_eq!(value("--max-train-samples"), Some("400"));
         assert_eq!(value("--train-windows"), Some("with-answer"));
         assert_eq!(value("--batch-size"), Some("8"));

@@ -249,9 +249,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let outcome = if world.size() == 1 {
         qa_train::train(model, &job, &config, device)
     } else {
-        // Every peer loads its own copy; rank 0's weights then go to all of them.
-        drop(model);
+        // The model already loaded goes to a peer on its device; the others load their own
+        // copy. Rank 0's weights then go to all of them.
+        let loaded = std::sync::Mutex::new(Some(model));
         let load = |device: &Device| {
+            if device == &devices[0] {
+                if let Some(model) = loaded.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                    return Ok(model);
+                }
+            }
             Ok(qa_model::load_pretrained::<Train>(&model_dir, None, config.seed, device)?.0)
         };
         qa_train::train_data_parallel(load, &job, &config, &devices, &world)

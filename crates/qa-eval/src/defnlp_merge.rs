@@ -107,7 +107,7 @@ pub struct TuningCase {
 }
 
 /// The probabilities [`tune`] tries: 0.00, 0.05, …, 0.95.
-pub fn probability_grid() -> impl Iterator<Item = f32> {
+pub fn probability_grid() -> impl DoubleEndedIterator<Item = f32> {
     (0..20).map(|i| i as f32 / 20.0)
 }
 
@@ -137,8 +137,7 @@ pub fn score_rule(cases: &[TuningCase], rule: &MergeRule) -> ColeridgeScore {
 /// held-out answers often tie many rules).
 pub fn tune(cases: &[TuningCase]) -> (MergeRule, ColeridgeScore) {
     let mut best: Option<(MergeRule, ColeridgeScore)> = None;
-    let strictest_first: Vec<f32> = probability_grid().collect();
-    for &min_probability in strictest_first.iter().rev() {
+    for min_probability in probability_grid().rev() {
         for max_words in MAX_WORDS_GRID {
             let rule = MergeRule {
                 min_probability,

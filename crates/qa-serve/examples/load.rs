@@ -183,6 +183,7 @@ fn percentile_ms(sorted: &[Duration], q: f64) -> f64 {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
+    let launched = Instant::now();
     let mut options = match options() {
         Ok(o) => o,
         Err(e) => {
@@ -255,6 +256,9 @@ async fn main() {
         "ok": ok,
         "failed": failed,
         "seconds": seconds,
+        // Reference answers and warm-up come first: a caller sampling the server from launch
+        // knows where the load began.
+        "load_started_after_s": (started - launched).as_secs_f64(),
         "requests_per_second": ok as f64 / seconds,
         "p50_ms": percentile_ms(&latencies, 0.50),
         "p99_ms": percentile_ms(&latencies, 0.99),

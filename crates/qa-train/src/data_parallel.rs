@@ -299,6 +299,36 @@ impl Peer {
         Ok(Tensor::from_primitive(TensorPrimitive::Float(summed)))
     }
 
+    /// Checks that every peer starts at `global_step` as this one does: a resume read by some
+    /// peers only (nodes without a shared output folder) would otherwise pair unrelated
+    /// operations.
+    pub fn check_same_start<B: Backend>(
+        &self,
+        global_step: usize,
+        device: &B::Device,
+    ) -> Result<()> {
+        if self.link.is_none() {
+            return Ok(());
+        }
+        // Each peer writes its step + 1 at its rank; the sum is every peer's.
+        let mut mine = vec![0f32; self.world_size];
+        mine[self.rank] = (global_step + 1) as f32;
+        let tensor = Tensor::<B, 1>::from_data(TensorData::new(mine, [self.world_size]), device);
+        let all: Vec<f32> = self
+            .sum(tensor, "agreeing where to start")?
+            .into_data()
+            .into_vec()
+            .expect("f32 steps");
+        let steps: Vec<i64> = all.iter().map(|&s| s as i64 - 1).collect();
+        if steps.iter().any(|&s| s != global_step as i64) {
+            return Err(TrainError::World(format!(
+                "the peers start at different steps (by rank: {steps:?}): to resume, every node \
+                 must read the same --output-dir (a shared filesystem) and checkpoint"
+            )));
+        }
+        Ok(())
+    }
+
     /// The step's gradients, loss and window count summed over all peers. Each peer's loss is
     /// weighted by its share of the windows ([`crate::step::MicroBatch::share`]), so the sum is
     /// the gradient of the mean loss over the global batch: what one device would compute.
@@ -385,9 +415,15 @@ impl Peer {
         let total = features.iter().map(|f| 2 * f.len()).sum::<usize>();
         let mut flat = vec![0f32; total];
         for (i, (start, end)) in mine {
-            let at = offsets[i];
-            flat[at..at + start.len()].copy_from_slice(&start);
-            flat[at + start.len()..at + 2 * end.len()].copy_from_slice(&end);
+            let (at, n) = (offsets[i], features[i].len());
+            assert!(
+                start.len() == n && end.len() == n,
+                "window {i}: logits for {}/{} positions, the window has {n}",
+                start.len(),
+                end.len()
+            );
+            flat[at..at + n].copy_from_slice(&start);
+            flat[at + n..at + 2 * n].copy_from_slice(&end);
         }
         let tensor = Tensor::<B, 1>::from_data(TensorData::new(flat, [total]), device);
         let all: Vec<f32> = self
@@ -494,7 +530,8 @@ impl<AB: AutodiffBackend> ModuleMapper<AB> for AssignWeights<AB> {
 }
 
 /// Starts node 0's orchestrator, the rendezvous of the nodes, on a runtime of its own.
-fn start_orchestrator(port: u16) -> Result<()> {
+/// Its end (it only logs what went wrong) is a failure of the run.
+fn start_orchestrator(port: u16, failure: Arc<Failure>) -> Result<()> {
     // A port in use is refused now, not found out at the timeout.
     std::net::TcpListener::bind(("0.0.0.0", port)).map_err(|e| {
         TrainError::World(format!(
@@ -508,8 +545,13 @@ fn start_orchestrator(port: u16) -> Result<()> {
                 .enable_all()
                 .build()
             {
-                Ok(runtime) => runtime.block_on(burn_collective::start_global_orchestrator(port)),
-                Err(e) => tracing::error!("the nodes' orchestrator cannot start: {e}"),
+                Ok(runtime) => {
+                    runtime.block_on(burn_collective::start_global_orchestrator(port));
+                    failure.mark(format!(
+                        "the nodes' orchestrator on port {port} stopped (see the log above)"
+                    ));
+                }
+                Err(e) => failure.mark(format!("the nodes' orchestrator cannot start: {e}")),
             }
         })
         .map_err(|e| TrainError::World(format!("cannot start the orchestrator: {e}")))?;
@@ -518,7 +560,8 @@ fn start_orchestrator(port: u16) -> Result<()> {
 
 /// Trains with one peer per device of `devices` (this node's share of `world`), each on a thread
 /// of this process, with `load_model` giving each its starting model. Rank 0 alone logs and
-/// writes files. Returns this node's first peer's outcome (every peer ends with the same model).
+/// writes files. Returns this node's first peer's outcome: the trained model (rank 0's has the
+/// best checkpoint's weights instead when `load_best_model_at_end`).
 pub fn train_data_parallel<B: AutodiffBackend>(
     load_model: impl Fn(&B::Device) -> Result<QaModel<B>> + Sync,
     job: &TrainJob,
@@ -584,9 +627,14 @@ pub fn train_data_parallel<B: AutodiffBackend>(
             .into_iter()
             .enumerate()
             .map(|(i, handle)| {
-                handle.join().unwrap_or_else(|_| {
+                handle.join().unwrap_or_else(|payload| {
+                    let what = payload
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| payload.downcast_ref::<String>().cloned())
+                        .unwrap_or_default();
                     Err(TrainError::World(format!(
-                        "peer {} panicked",
+                        "peer {} panicked: {what}",
                         world.first_rank() + i
                     )))
                 })
@@ -637,7 +685,7 @@ fn meet_the_nodes(nodes: &Nodes, timeout: Duration, failure: &Arc<Failure>) -> R
     })?;
     let port = nodes.liveness_port()?;
     if nodes.rank == 0 {
-        start_orchestrator(nodes.master_port)?;
+        start_orchestrator(nodes.master_port, failure.clone())?;
         Liveness::serve(port, nodes.count, timeout, failure.clone())
     } else {
         Liveness::join(

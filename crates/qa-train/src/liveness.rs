@@ -64,32 +64,42 @@ impl Liveness {
             .map_err(|e| TrainError::World(format!("liveness port {port}: {e}")))?;
         let liveness = Self::new(nodes - 1);
         let started = Instant::now();
-        let mut joined = 0;
-        while joined + 1 < nodes {
+        let mut joined = std::collections::BTreeSet::new();
+        while joined.len() + 1 < nodes {
             match listener.accept() {
                 Ok((stream, address)) => {
-                    let _ = stream.set_nonblocking(false);
-                    let mut lines = BufReader::new(stream.try_clone().map_err(world_io)?);
-                    let mut hello = String::new();
-                    lines.read_line(&mut hello).map_err(world_io)?;
-                    let name = hello.trim().to_string();
+                    // A connection that is no node of this run is dropped, not counted.
+                    let Some((rank, lines)) = hello(&stream, nodes, timeout) else {
+                        tracing::warn!("liveness port {port}: {address} is no node of this run");
+                        continue;
+                    };
+                    if !joined.insert(rank) {
+                        return Err(TrainError::World(format!(
+                            "two nodes say they are node {rank} (the second from {address}): \
+                             give each its own --node-rank"
+                        )));
+                    }
                     liveness.lock_links().push(stream);
-                    liveness.watch_node(lines, format!("{name} ({})", address.ip()), &failure);
-                    joined += 1;
+                    let name = format!("node {rank} ({})", address.ip());
+                    liveness.watch_node(lines, name, &failure);
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    if let Some(what) = failure.get() {
+                        return Err(TrainError::World(what));
+                    }
                     if started.elapsed() >= timeout {
                         return Err(TrainError::World(format!(
-                            "only {joined} of the other {} node(s) connected to node 0 within \
-                             {} s: are they started, with the same --master-addr and \
-                             --master-port?",
-                            nodes - 1,
+                            "only nodes {joined:?} of 1..{nodes} connected to node 0 on port \
+                             {port} within {} s: are the others started, with the same \
+                             --master-addr and --master-port?",
                             timeout.as_secs()
                         )));
                     }
                     std::thread::sleep(Duration::from_millis(50));
                 }
-                Err(e) => return Err(world_io(e)),
+                Err(e) => {
+                    return Err(TrainError::World(format!("liveness port {port}: {e}")));
+                }
             }
         }
         Ok(liveness)
@@ -118,9 +128,15 @@ impl Liveness {
             }
         };
         let liveness = Self::new(0);
-        let mut hello = stream.try_clone().map_err(world_io)?;
-        writeln!(hello, "node {rank}").map_err(world_io)?;
-        let lines = BufReader::new(stream.try_clone().map_err(world_io)?);
+        let broken = |e: std::io::Error| {
+            TrainError::World(format!(
+                "liveness connection to node 0 at {}:{}: {e}",
+                master.0, master.1
+            ))
+        };
+        let mut greeting = stream.try_clone().map_err(broken)?;
+        writeln!(greeting, "node {rank}").map_err(broken)?;
+        let lines = BufReader::new(stream.try_clone().map_err(broken)?);
         liveness.lock_links().push(stream);
         liveness.watch_node(lines, format!("node 0 ({})", master.0), &failure);
         Ok(liveness)
@@ -189,6 +205,20 @@ impl Liveness {
     }
 }
 
-fn world_io(e: std::io::Error) -> TrainError {
-    TrainError::World(format!("liveness connection: {e}"))
+/// Reads a new connection's `node R` line (waiting at most `timeout`): R, when it names another
+/// node of a run of `nodes`, and the connection's reader.
+fn hello(
+    stream: &TcpStream,
+    nodes: usize,
+    timeout: Duration,
+) -> Option<(usize, BufReader<TcpStream>)> {
+    stream.set_nonblocking(false).ok()?;
+    stream.set_read_timeout(Some(timeout)).ok()?;
+    let mut lines = BufReader::new(stream.try_clone().ok()?);
+    let mut line = String::new();
+    lines.read_line(&mut line).ok()?;
+    let rank: usize = line.trim().strip_prefix("node ")?.parse().ok()?;
+    // Watching it blocks until it closes, however long the run.
+    stream.set_read_timeout(None).ok()?;
+    (1..nodes).contains(&rank).then_some((rank, lines))
 }

@@ -77,7 +77,8 @@ pub struct TrainResults {
     pub skipped_steps: usize,
     /// Peers that trained together (torch's world size).
     pub world_size: usize,
-    /// Seconds this process's rank-0 peer spent in collective operations (0 on one device).
+    /// Seconds the reporting peer (rank 0 on node 0, a node's first peer elsewhere) spent in
+    /// collective operations, waiting included (0 on one device).
     pub collective_seconds: f64,
 }
 
@@ -362,8 +363,16 @@ impl<'a, B: AutodiffBackend> Run<'a, B> {
                     loss_scaler: fresh_update.scaler,
                     ..Default::default()
                 };
-                (peer.broadcast_weights(model)?, fresh_update, state)
+                (model, fresh_update, state)
             }
+        };
+        // Every peer must start where rank 0 does (a node that cannot see the checkpoint would
+        // start afresh); then a fresh start takes rank 0's weights.
+        let inner_device = model.qa_outputs.weight.val().inner().device();
+        peer.check_same_start::<B::InnerBackend>(state.global_step, &inner_device)?;
+        let model = match resume_dir {
+            Some(_) => model,
+            None => peer.broadcast_weights(model)?,
         };
         let shown = if peer.is_main() {
             cfg.progress
@@ -436,7 +445,9 @@ impl<'a, B: AutodiffBackend> Run<'a, B> {
             })
             .collect();
         // Dropout masks depend only on (seed, rank, step, micro-batch): a resumed run draws the
-        // same, and peers draw different ones.
+        // same, and peers draw different ones. (On the CPU each thread has its own mask stream;
+        // a GPU backend's RNG is one per process, so peers on threads of one process draw from
+        // it in turn and their masks also depend on timing.)
         let dropout_seed = self
             .cfg
             .seed
