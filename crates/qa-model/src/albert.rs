@@ -5,7 +5,7 @@
 //! `num_hidden_groups` groups of `inner_group_num` layers each.
 
 use burn::module::{Ignored, Module};
-use burn::nn::{Dropout, LayerNorm, Linear};
+use burn::nn::{Dropout, Linear};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor};
 use serde::{Deserialize, Serialize};
@@ -17,7 +17,7 @@ use crate::error::{ConfigError, Result};
 use crate::hf_params::{HfParams, ParamVisitor};
 use crate::layers::{
     attention_mask_bias, dropout_layer, layer_norm, linear, scaled_dot_product_attention,
-    zero_linear, HiddenAct, MatmulDtype,
+    zero_linear, HiddenAct, LayerNorm, MatmulDtype,
 };
 
 /// The encoder's attribute in `AlbertForQuestionAnswering`: the prefix of its tensor names.

@@ -7,9 +7,13 @@ mod chosen {
     pub const NAME: &str = "cuda";
 }
 
+/// The CPU backend: what CPU builds compute with, and what [`crate::fused`] has kernels for.
+#[cfg(feature = "cpu")]
+pub type HostCompute = burn::backend::NdArray<f32, i64>;
+
 #[cfg(not(feature = "cuda"))]
 mod chosen {
-    pub type Compute = burn::backend::NdArray<f32, i64>;
+    pub type Compute = super::HostCompute;
     pub const NAME: &str = "cpu (ndarray)";
 }
 

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use burn::module::Param;
 use burn::tensor::backend::Backend;
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::Tensor;
 use rand::SeedableRng;
 use rand_distr::{Distribution, Normal};
 
@@ -136,10 +136,7 @@ impl<B: Backend> ParamVisitor<B> for Loader<'_, B> {
         let shape = leaf.layout.torch_shape(&dims);
         let data = self.fetch(&leaf, &shape)?;
         let host = leaf.layout.convert(HostTensor::new(shape, data));
-        *param = Param::from_tensor(Tensor::from_data(
-            TensorData::new(host.data, dims),
-            &self.device,
-        ));
+        *param = Param::from_tensor(crate::fused::tensor_from_vec(host.data, dims, &self.device));
         Ok(())
     }
 }

@@ -3,7 +3,7 @@
 //! each declaring the HF names of its parameters beside its fields.
 
 use burn::module::Module;
-use burn::nn::{Dropout, Embedding, LayerNorm, Linear};
+use burn::nn::{Dropout, Embedding, Linear};
 use burn::tensor::activation::gelu;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor};
@@ -15,7 +15,7 @@ use crate::error::{ConfigError, Result};
 use crate::hf_params::{visit_embedding, HfParams, Init, ParamVisitor};
 use crate::layers::{
     attention_mask_bias, dropout_layer, layer_norm, linear, scaled_dot_product_attention,
-    zero_embedding, zero_linear, HiddenAct, MatmulDtype,
+    zero_embedding, zero_linear, HiddenAct, LayerNorm, MatmulDtype,
 };
 
 /// The encoder's attribute in `DistilBertForQuestionAnswering`: the prefix of its tensor names.

@@ -7,7 +7,7 @@
 
 use burn::nn::Dropout;
 use burn::tensor::backend::Backend;
-use burn::tensor::{Distribution, Tensor, TensorData};
+use burn::tensor::{Distribution, Tensor};
 use rand::{RngCore, SeedableRng};
 use rayon::prelude::*;
 
@@ -15,16 +15,30 @@ use rayon::prelude::*;
 const CHUNK: usize = 1 << 16;
 
 pub fn dropout<B: Backend, const D: usize>(layer: &Dropout, x: Tensor<B, D>) -> Tensor<B, D> {
-    if !B::ad_enabled() || layer.prob == 0.0 || !crate::backend::draws_random_on_host::<B>() {
-        return layer.forward(x);
+    let (dims, device) = (x.dims(), x.device());
+    match host_mask::<B>(layer, dims.iter().product(), &device) {
+        Some(mask) => x * crate::fused::tensor_from_vec::<B, D>(mask, dims, &device),
+        None => layer.forward(x),
     }
-    let device = x.device();
+}
+
+/// The mask [`dropout`] multiplies `n` elements by on a backend that draws on the host (see
+/// [`mask`]); `None` when dropout is off (inference, p = 0) or the backend draws on the device.
+/// Fused kernels that apply dropout themselves draw it here, so their masks are the same.
+pub(crate) fn host_mask<B: Backend>(
+    layer: &Dropout,
+    n: usize,
+    device: &B::Device,
+) -> Option<Vec<f32>> {
+    if !B::ad_enabled() || layer.prob == 0.0 || !crate::backend::draws_random_on_host::<B>() {
+        return None;
+    }
     let seed = HOST_MASKS
         .with(|rng| rng.borrow_mut().as_mut().map(|rng| rng.next_u64()))
         .unwrap_or_else(|| {
             // Unseeded thread: the stream's seed comes from the backend's own RNG, so `B::seed`
             // still makes runs reproducible.
-            let draw = Tensor::<B, 1>::random([2], Distribution::Default, &device)
+            let draw = Tensor::<B, 1>::random([2], Distribution::Default, device)
                 .into_data()
                 .convert::<f32>()
                 .into_vec::<f32>()
@@ -32,9 +46,7 @@ pub fn dropout<B: Backend, const D: usize>(layer: &Dropout, x: Tensor<B, D>) -> 
             u64::from((draw[0] * 16_777_216.0) as u32) << 24
                 | u64::from((draw[1] * 16_777_216.0) as u32)
         });
-    let shape = x.shape();
-    let mask = mask(shape.num_elements(), 1.0 - layer.prob, seed);
-    x * Tensor::<B, D>::from_data(TensorData::new(mask, shape), &device)
+    Some(mask(n, 1.0 - layer.prob, seed))
 }
 
 thread_local! {

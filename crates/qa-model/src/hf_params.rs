@@ -4,7 +4,9 @@
 //! cannot drift apart.
 
 use burn::module::{Param, ParamId};
-use burn::nn::{Embedding, LayerNorm, Linear};
+use burn::nn::{Embedding, Linear};
+
+use crate::layers::LayerNorm;
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 
@@ -153,16 +155,13 @@ impl<B: Backend> HfParams<B> for LayerNorm<B> {
             init: Init::Ones,
         };
         v.param(weight, &mut self.gamma)?;
-        if let Some(beta) = &mut self.beta {
-            let leaf = Leaf {
-                name: "bias",
-                legacy_name: Some("beta"),
-                init: Init::Zeros,
-                ..weight
-            };
-            v.param(leaf, beta)?;
-        }
-        Ok(())
+        let bias = Leaf {
+            name: "bias",
+            legacy_name: Some("beta"),
+            init: Init::Zeros,
+            ..weight
+        };
+        v.param(bias, &mut self.beta)
     }
 }
 

@@ -1,14 +1,14 @@
 //! Building blocks every model family uses: matrix products in the mixed-precision dtype, the
-//! attention-mask bias, multi-head scaled dot-product attention, and zero-filled layers for a
-//! model's skeleton (the checkpoint loader fills them).
+//! attention-mask bias, multi-head scaled dot-product attention, LayerNorm, the feed-forward
+//! activations, and zero-filled layers for a model's skeleton (the checkpoint loader fills them).
 
-use burn::module::Param;
-use burn::nn::{Dropout, DropoutConfig, Embedding, LayerNorm, LayerNormConfig, Linear};
-use burn::tensor::activation::{gelu, softmax};
+use burn::module::{Module, Param};
+use burn::nn::{Dropout, DropoutConfig, Embedding, Linear};
 use burn::tensor::backend::Backend;
 use burn::tensor::{FloatDType, Int, Tensor};
 
 use crate::dropout::dropout;
+use crate::fused;
 use crate::model::MASKED;
 
 /// Mixed precision: the dtype that matrix products run in (`None`: the backend's own, f32).
@@ -32,19 +32,23 @@ pub(crate) fn matmul<B: Backend, const D: usize>(
 }
 
 /// A linear layer on `[batch, seq, d_in]`, its product in `dtype` when given.
+///
+/// Batch and sequence are flattened into one `[batch·seq, d_in] × [d_in, d_out]` product: one
+/// large matrix product parallelises inside itself (batch 1 included), where Burn's broadcast
+/// form runs one product per batch entry and, in the backward, sums per-entry weight gradients.
 pub(crate) fn linear<B: Backend>(
     layer: &Linear<B>,
     x: Tensor<B, 3>,
     dtype: MatmulDtype,
 ) -> Tensor<B, 3> {
-    if dtype.is_none() {
-        return layer.forward(x);
-    }
-    let y = matmul(x, layer.weight.val().unsqueeze::<3>(), dtype);
-    match &layer.bias {
-        Some(bias) => y + bias.val().unsqueeze::<3>(),
+    let [batch, seq, d_in] = x.dims();
+    let y = matmul(x.reshape([batch * seq, d_in]), layer.weight.val(), dtype);
+    let y = match &layer.bias {
+        Some(bias) => y + bias.val().unsqueeze::<2>(),
         None => y,
-    }
+    };
+    let d_out = y.dims()[1];
+    y.reshape([batch, seq, d_out])
 }
 
 /// What attention adds to its scores: 0 at attended keys, [`MASKED`] at padded ones.
@@ -79,13 +83,15 @@ pub(crate) fn scaled_dot_product_attention<B: Backend>(
     probs_dropout: &Dropout,
     dtype: MatmulDtype,
 ) -> Tensor<B, 3> {
+    if dtype.is_none() && fused::fuses_attention(&query, &mask_bias, heads) {
+        return fused::attention([query, key, value], mask_bias, heads, probs_dropout);
+    }
     let [batch, seq, hidden] = query.dims();
     let head_dim = hidden / heads;
     let split = |t: Tensor<B, 3>| t.reshape([batch, seq, heads, head_dim]).swap_dims(1, 2);
-    let scores = matmul(split(query), split(key).transpose(), dtype)
-        .div_scalar((head_dim as f64).sqrt())
-        + mask_bias;
-    let probs = dropout(probs_dropout, softmax(scores, 3));
+    let scores = matmul(split(query), split(key).transpose(), dtype);
+    let probs = fused::attention_probs(scores, mask_bias, (head_dim as f32).sqrt());
+    let probs = dropout(probs_dropout, probs);
     matmul(probs, split(value), dtype)
         .swap_dims(1, 2)
         .reshape([batch, seq, hidden])
@@ -114,8 +120,39 @@ pub(crate) fn zero_embedding<B: Backend>(
     }
 }
 
-pub(crate) fn layer_norm<B: Backend>(dim: usize, epsilon: f64, device: &B::Device) -> LayerNorm<B> {
-    LayerNormConfig::new(dim).with_epsilon(epsilon).init(device)
+/// HF's `nn.LayerNorm(width, eps=layer_norm_eps)` over the last dimension. Burn's `LayerNorm`
+/// keeps its epsilon private; this one exposes it, so the host backend can run the whole norm
+/// as one fused pass ([`fused::layer_norm`]).
+#[derive(Module, Debug)]
+pub struct LayerNorm<B: Backend> {
+    /// HF's `weight` (γ), `[width]`.
+    pub gamma: Param<Tensor<B, 1>>,
+    /// HF's `bias` (β), `[width]`.
+    pub beta: Param<Tensor<B, 1>>,
+    /// Added to the variance (`layer_norm_eps`).
+    pub epsilon: f64,
+}
+
+impl<B: Backend> LayerNorm<B> {
+    /// # Shapes
+    ///
+    /// - x: `[..., width]`; output: like `x`
+    pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        fused::layer_norm(x, &self.gamma, &self.beta, self.epsilon)
+    }
+}
+
+/// A LayerNorm of `width` as initialised before loading: γ = 1, β = 0.
+pub(crate) fn layer_norm<B: Backend>(
+    width: usize,
+    epsilon: f64,
+    device: &B::Device,
+) -> LayerNorm<B> {
+    LayerNorm {
+        gamma: Param::from_tensor(Tensor::ones([width], device)),
+        beta: Param::from_tensor(Tensor::zeros([width], device)),
+        epsilon,
+    }
 }
 
 pub(crate) fn dropout_layer(prob: f64) -> Dropout {
@@ -157,7 +194,7 @@ impl HiddenAct {
     /// Applies the activation element-wise (any shape).
     pub fn forward<B: Backend, const D: usize>(self, x: Tensor<B, D>) -> Tensor<B, D> {
         match self {
-            HiddenAct::Gelu => gelu(x),
+            HiddenAct::Gelu => fused::gelu(x),
             HiddenAct::GeluTanh => {
                 let inner = (x.clone() + x.clone().powi_scalar(3).mul_scalar(0.044715))
                     .mul_scalar((2.0 / std::f64::consts::PI).sqrt());

@@ -15,6 +15,9 @@
 //! * [`checkpoint`] loads HF tensors into the model, and saves a fine-tuned model as an HF
 //!   directory that `transformers` loads unchanged.
 //! * [`backend`] is the one place where the Burn backend is chosen (cargo feature `cpu`/`cuda`).
+//! * [`fused`] runs the attention softmax, LayerNorm and GELU as one-pass kernels with their
+//!   own backward on the CPU backend, where Burn's composition of them costs more than the
+//!   matrix products.
 //! * [`dropout`] is Burn's dropout with CPU masks drawn in parallel; [`infer`] batches windows
 //!   by length for inference; [`error`] holds the typed errors, each naming its file.
 
@@ -27,6 +30,7 @@ pub mod distilbert;
 pub mod dropout;
 pub mod electra;
 pub mod error;
+pub mod fused;
 pub mod hf_params;
 pub mod infer;
 pub mod layers;

@@ -4,7 +4,7 @@
 //! embeddings are new here; the layers are [`crate::bert`]'s.
 
 use burn::module::Module;
-use burn::nn::{Dropout, Embedding, LayerNorm};
+use burn::nn::{Dropout, Embedding};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor};
 use serde::{Deserialize, Serialize};
@@ -14,7 +14,9 @@ use crate::config::{parse_hidden_act, require_supported, Architecture, ModelConf
 use crate::dropout::dropout;
 use crate::error::{ConfigError, Result};
 use crate::hf_params::{visit_embedding, HfParams, Init, ParamVisitor};
-use crate::layers::{attention_mask_bias, dropout_layer, layer_norm, zero_embedding, MatmulDtype};
+use crate::layers::{
+    attention_mask_bias, dropout_layer, layer_norm, zero_embedding, LayerNorm, MatmulDtype,
+};
 
 /// The encoder's attribute in `RobertaForQuestionAnswering` and
 /// `XLMRobertaForQuestionAnswering`: the prefix of their tensor names.

@@ -142,7 +142,7 @@ fn logged(log: &[serde_json::Value], key: &str) -> Vec<f64> {
 }
 
 /// `bert.embeddings.LayerNorm` of the tiny golden BERT.
-fn embeddings_layer_norm<Bk: Backend>(model: &QaModel<Bk>) -> &burn::nn::LayerNorm<Bk> {
+fn embeddings_layer_norm<Bk: Backend>(model: &QaModel<Bk>) -> &qa_model::layers::LayerNorm<Bk> {
     match &model.encoder {
         Encoder::Bert(bert) => &bert.embeddings.layer_norm,
         other => panic!(

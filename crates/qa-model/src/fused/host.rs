@@ -1,0 +1,499 @@
+//! The host (NdArray) backend's side of the fused kernels: moving tensors between a generic
+//! `B` and the concrete NdArray types, the inference entry points, and (in [`tracked`]) the same
+//! kernels as autodiff ops with their own backward.
+
+use std::any::{Any, TypeId};
+
+use burn::tensor::{DType, Tensor, TensorPrimitive};
+use burn_ndarray::NdArrayTensor;
+use ndarray::{ArcArray, IxDyn};
+
+use super::attention as heads;
+use super::kernels;
+use crate::backend::HostCompute as Plain;
+
+/// The host backend under autodiff, as training uses it.
+pub(super) type Tracked = burn::backend::Autodiff<Plain>;
+
+/// Which host backend a generic `B` is.
+pub(super) enum Form {
+    Plain,
+    Tracked,
+}
+
+pub(super) fn form<B: 'static>() -> Option<Form> {
+    if TypeId::of::<B>() == TypeId::of::<Plain>() {
+        Some(Form::Plain)
+    } else if TypeId::of::<B>() == TypeId::of::<Tracked>() {
+        Some(Form::Tracked)
+    } else {
+        None
+    }
+}
+
+pub(super) fn is_f32<B: burn::tensor::backend::Backend, const D: usize>(x: &Tensor<B, D>) -> bool {
+    x.dtype() == DType::F32
+}
+
+/// Whether `mask_bias` is one row of keys per batch entry, `[batch, 1, 1, keys]`.
+pub(super) fn is_key_mask<B: burn::tensor::backend::Backend>(
+    scores: &Tensor<B, 4>,
+    mask_bias: &Tensor<B, 4>,
+) -> bool {
+    let [batch, _, _, keys] = scores.dims();
+    mask_bias.dims() == [batch, 1, 1, keys]
+}
+
+/// `value` as `U`, which [`form`] has established it is.
+pub(super) fn retype<T: 'static, U: 'static>(value: T) -> U {
+    match (Box::new(value) as Box<dyn Any>).downcast::<U>() {
+        Ok(value) => *value,
+        Err(_) => unreachable!("fused: retype between different types"),
+    }
+}
+
+/// The tensor's elements, row-major, unshared when nothing else holds them (so they can be
+/// written in place).
+pub(super) fn array(primitive: NdArrayTensor) -> ArcArray<f32, IxDyn> {
+    let array = match primitive {
+        NdArrayTensor::F32(storage) => storage.into_shared(),
+        _ => unreachable!("fused: callers check for f32"),
+    };
+    if array.is_standard_layout() {
+        array
+    } else {
+        array.as_standard_layout().into_owned().into_shared()
+    }
+}
+
+pub(super) fn primitive(array: ArcArray<f32, IxDyn>) -> NdArrayTensor {
+    NdArrayTensor::from(array)
+}
+
+/// `values` in `shape` as an owned array (see [`super::tensor_from_vec`]).
+pub(super) fn owned<const D: usize>(values: Vec<f32>, shape: [usize; D]) -> Tensor<Plain, D> {
+    match ArcArray::from_shape_vec(IxDyn(&shape), values) {
+        Ok(array) => wrap(array),
+        Err(e) => unreachable!("fused: parameter values do not fill their shape: {e}"),
+    }
+}
+
+fn unwrap<const D: usize>(x: Tensor<Plain, D>) -> ArcArray<f32, IxDyn> {
+    array(x.into_primitive().tensor())
+}
+
+fn wrap<const D: usize>(array: ArcArray<f32, IxDyn>) -> Tensor<Plain, D> {
+    Tensor::from_primitive(TensorPrimitive::Float(primitive(array)))
+}
+
+/// Row-major `f32` elements of a contiguous array (see [`array`]).
+pub(super) fn slice(array: &ArcArray<f32, IxDyn>) -> &[f32] {
+    array
+        .as_slice()
+        .unwrap_or_else(|| unreachable!("fused: arrays are made contiguous"))
+}
+
+pub(super) fn slice_mut(array: &mut ArcArray<f32, IxDyn>) -> &mut [f32] {
+    array
+        .as_slice_mut()
+        .unwrap_or_else(|| unreachable!("fused: arrays are made contiguous"))
+}
+
+/// Scores → probabilities, in place; `scores` and `mask` already checked to be
+/// `[b, h, q, k]` and `[b, 1, 1, k]`.
+pub(super) fn softmax_in_place(
+    scores: &mut ArcArray<f32, IxDyn>,
+    mask: &ArcArray<f32, IxDyn>,
+    divisor: f32,
+) {
+    let shape = scores.shape().to_vec();
+    let (keys, rows_per_mask) = (shape[3], shape[1] * shape[2]);
+    kernels::softmax_rows(slice_mut(scores), slice(mask), keys, rows_per_mask, divisor);
+}
+
+pub(super) fn attention_probs(
+    scores: Tensor<Plain, 4>,
+    mask_bias: Tensor<Plain, 4>,
+    divisor: f32,
+) -> Tensor<Plain, 4> {
+    let mut scores = unwrap(scores);
+    softmax_in_place(&mut scores, &unwrap(mask_bias), divisor);
+    wrap(scores)
+}
+
+/// The key mask `[batch, 1, 1, seq]` as `[batch, seq]` values, and the attention's sizes.
+fn attention_dims(query: &ArcArray<f32, IxDyn>, heads: usize) -> heads::Heads {
+    let shape = query.shape();
+    heads::Heads {
+        batch: shape[0],
+        seq: shape[1],
+        heads,
+        head_dim: shape[2] / heads,
+    }
+}
+
+pub(super) fn attention(
+    [query, key, value]: [Tensor<Plain, 3>; 3],
+    mask_bias: Tensor<Plain, 4>,
+    heads: usize,
+) -> Tensor<Plain, 3> {
+    let (query, key, value, mask) = (unwrap(query), unwrap(key), unwrap(value), unwrap(mask_bias));
+    let dims = attention_dims(&query, heads);
+    let inputs = heads::Inputs {
+        query: slice(&query),
+        key: slice(&key),
+        value: slice(&value),
+        key_mask: slice(&mask),
+        dims,
+    };
+    let out = heads::forward(inputs, None, None);
+    owned(out, [dims.batch, dims.seq, dims.heads * dims.head_dim])
+}
+
+pub(super) fn layer_norm<const D: usize>(
+    x: Tensor<Plain, D>,
+    gamma: Tensor<Plain, 1>,
+    beta: Tensor<Plain, 1>,
+    epsilon: f32,
+) -> Tensor<Plain, D> {
+    let mut x = unwrap(x);
+    let (gamma, beta) = (unwrap(gamma), unwrap(beta));
+    let norm = kernels::NormParams {
+        gamma: slice(&gamma),
+        beta: slice(&beta),
+        epsilon,
+    };
+    kernels::layer_norm_rows(slice_mut(&mut x), norm, None);
+    wrap(x)
+}
+
+pub(super) fn gelu<const D: usize>(x: Tensor<Plain, D>) -> Tensor<Plain, D> {
+    let mut x = unwrap(x);
+    kernels::gelu(slice_mut(&mut x));
+    wrap(x)
+}
+
+/// The same kernels as autodiff ops of the host backend, each with its backward.
+pub(super) mod tracked {
+    use burn::tensor::backend::Backend;
+    use burn::tensor::{Tensor, TensorPrimitive};
+    use burn_autodiff::checkpoint::base::Checkpointer;
+    use burn_autodiff::checkpoint::strategy::NoCheckpointing;
+    use burn_autodiff::grads::Gradients;
+    use burn_autodiff::ops::{unary, Backward, Ops, OpsKind};
+    use burn_ndarray::NdArrayTensor;
+    use ndarray::{ArcArray, IxDyn};
+
+    use super::{array, heads, kernels, primitive, slice, slice_mut, Plain, Tracked};
+
+    type TrackedPrimitive = <Tracked as Backend>::FloatTensorPrimitive;
+
+    fn unwrap<const D: usize>(x: Tensor<Tracked, D>) -> TrackedPrimitive {
+        x.into_primitive().tensor()
+    }
+
+    fn wrap<const D: usize>(x: TrackedPrimitive) -> Tensor<Tracked, D> {
+        Tensor::from_primitive(TensorPrimitive::Float(x))
+    }
+
+    #[derive(Debug)]
+    struct SoftmaxBackward;
+
+    /// What the softmax backward reads: its own output and the divisor.
+    #[derive(Debug, Clone)]
+    struct SoftmaxSaved {
+        probs: NdArrayTensor,
+        divisor: f32,
+    }
+
+    impl Backward<Plain, 1> for SoftmaxBackward {
+        type State = SoftmaxSaved;
+
+        fn backward(
+            self,
+            ops: Ops<Self::State, 1>,
+            grads: &mut Gradients,
+            _checkpointer: &mut Checkpointer,
+        ) {
+            let SoftmaxSaved { probs, divisor } = ops.state;
+            unary::<Plain, _>(ops.parents, ops.node, grads, |grad| {
+                let mut grad = array(grad);
+                let probs = array(probs);
+                let keys = *grad.shape().last().unwrap_or(&1);
+                kernels::softmax_rows_backward(slice_mut(&mut grad), slice(&probs), keys, divisor);
+                primitive(grad)
+            });
+        }
+    }
+
+    pub(in super::super) fn attention_probs(
+        scores: Tensor<Tracked, 4>,
+        mask_bias: Tensor<Tracked, 4>,
+        divisor: f32,
+    ) -> Tensor<Tracked, 4> {
+        let scores = unwrap(scores);
+        let node = scores.node.clone();
+        let mut probs = array(scores.primitive);
+        super::softmax_in_place(&mut probs, &array(unwrap(mask_bias).primitive), divisor);
+        let probs = primitive(probs);
+        let out = match SoftmaxBackward
+            .prepare::<NoCheckpointing>([node])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let saved = SoftmaxSaved {
+                    probs: probs.clone(),
+                    divisor,
+                };
+                prep.finish(saved, probs)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(probs),
+        };
+        wrap(out)
+    }
+
+    #[derive(Debug)]
+    struct LayerNormBackward;
+
+    /// What the LayerNorm backward reads: x̂, each row's 1/√(var + ε), and γ.
+    #[derive(Debug, Clone)]
+    struct LayerNormSaved {
+        xhat: NdArrayTensor,
+        rstd: std::sync::Arc<Vec<f32>>,
+        gamma: NdArrayTensor,
+    }
+
+    impl Backward<Plain, 3> for LayerNormBackward {
+        type State = LayerNormSaved;
+
+        fn backward(
+            self,
+            ops: Ops<Self::State, 3>,
+            grads: &mut Gradients,
+            _checkpointer: &mut Checkpointer,
+        ) {
+            let LayerNormSaved { xhat, rstd, gamma } = ops.state;
+            let mut grad = array(grads.consume::<Plain>(&ops.node));
+            let (xhat, gamma) = (array(xhat), array(gamma));
+            let (d_gamma, d_beta) = kernels::layer_norm_rows_backward(
+                slice_mut(&mut grad),
+                slice(&xhat),
+                &rstd,
+                slice(&gamma),
+            );
+            let vector = |v: Vec<f32>| {
+                let width = v.len();
+                primitive(
+                    ArcArray::from_shape_vec(IxDyn(&[width]), v)
+                        .unwrap_or_else(|_| unreachable!("fused: one dimension")),
+                )
+            };
+            let [x_node, gamma_node, beta_node] = ops.parents;
+            if let Some(node) = x_node {
+                grads.register::<Plain>(node.id, primitive(grad));
+            }
+            if let Some(node) = gamma_node {
+                grads.register::<Plain>(node.id, vector(d_gamma));
+            }
+            if let Some(node) = beta_node {
+                grads.register::<Plain>(node.id, vector(d_beta));
+            }
+        }
+    }
+
+    pub(in super::super) fn layer_norm<const D: usize>(
+        x: Tensor<Tracked, D>,
+        gamma: Tensor<Tracked, 1>,
+        beta: Tensor<Tracked, 1>,
+        epsilon: f32,
+    ) -> Tensor<Tracked, D> {
+        let (x, gamma, beta) = (unwrap(x), unwrap(gamma), unwrap(beta));
+        let nodes = [x.node.clone(), gamma.node.clone(), beta.node.clone()];
+        let gamma_values = gamma.primitive;
+        let (gamma_array, beta_array) = (array(gamma_values.clone()), array(beta.primitive));
+        let mut y = array(x.primitive);
+        let rows = y.len() / gamma_array.len().max(1);
+        let norm = kernels::NormParams {
+            gamma: slice(&gamma_array),
+            beta: slice(&beta_array),
+            epsilon,
+        };
+        let out = match LayerNormBackward
+            .prepare::<NoCheckpointing>(nodes)
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let mut xhat = ArcArray::<f32, IxDyn>::zeros(y.raw_dim());
+                let mut rstd = vec![0f32; rows];
+                kernels::layer_norm_rows(
+                    slice_mut(&mut y),
+                    norm,
+                    Some((slice_mut(&mut xhat), &mut rstd)),
+                );
+                let saved = LayerNormSaved {
+                    xhat: primitive(xhat),
+                    rstd: std::sync::Arc::new(rstd),
+                    gamma: gamma_values,
+                };
+                prep.finish(saved, primitive(y))
+            }
+            OpsKind::UnTracked(prep) => {
+                kernels::layer_norm_rows(slice_mut(&mut y), norm, None);
+                prep.finish(primitive(y))
+            }
+        };
+        wrap(out)
+    }
+
+    #[derive(Debug)]
+    struct AttentionBackward;
+
+    /// What the attention backward reads: the inputs, the probabilities before dropout and the
+    /// dropout mask.
+    #[derive(Debug, Clone)]
+    struct AttentionSaved {
+        query: NdArrayTensor,
+        key: NdArrayTensor,
+        value: NdArrayTensor,
+        key_mask: NdArrayTensor,
+        probs: std::sync::Arc<Vec<f32>>,
+        dropout: Option<std::sync::Arc<Vec<f32>>>,
+        heads: usize,
+    }
+
+    impl Backward<Plain, 3> for AttentionBackward {
+        type State = AttentionSaved;
+
+        fn backward(
+            self,
+            ops: Ops<Self::State, 3>,
+            grads: &mut Gradients,
+            _checkpointer: &mut Checkpointer,
+        ) {
+            let saved = ops.state;
+            let grad_out = array(grads.consume::<Plain>(&ops.node));
+            let (query, key, value) = (array(saved.query), array(saved.key), array(saved.value));
+            let key_mask = array(saved.key_mask);
+            let dims = super::attention_dims(&query, saved.heads);
+            let inputs = heads::Inputs {
+                query: slice(&query),
+                key: slice(&key),
+                value: slice(&value),
+                key_mask: slice(&key_mask),
+                dims,
+            };
+            let (d_query, d_key, d_value) = heads::backward(
+                inputs,
+                slice(&grad_out),
+                &saved.probs,
+                saved.dropout.as_deref().map(Vec::as_slice),
+            );
+            let shape = [dims.batch, dims.seq, dims.heads * dims.head_dim];
+            for (node, grad) in ops.parents.into_iter().zip([d_query, d_key, d_value]) {
+                if let Some(node) = node {
+                    let grad = super::owned(grad, shape).into_primitive().tensor();
+                    grads.register::<Plain>(node.id, grad);
+                }
+            }
+        }
+    }
+
+    pub(in super::super) fn attention(
+        [query, key, value]: [Tensor<Tracked, 3>; 3],
+        mask_bias: Tensor<Tracked, 4>,
+        heads: usize,
+        dropout: Option<Vec<f32>>,
+    ) -> Tensor<Tracked, 3> {
+        let (query, key, value) = (unwrap(query), unwrap(key), unwrap(value));
+        let nodes = [query.node.clone(), key.node.clone(), value.node.clone()];
+        let key_mask = unwrap(mask_bias).primitive;
+        let (q, k, v, m) = (
+            array(query.primitive.clone()),
+            array(key.primitive.clone()),
+            array(value.primitive.clone()),
+            array(key_mask.clone()),
+        );
+        let dims = super::attention_dims(&q, heads);
+        let inputs = heads::Inputs {
+            query: slice(&q),
+            key: slice(&k),
+            value: slice(&v),
+            key_mask: slice(&m),
+            dims,
+        };
+        let shape = [dims.batch, dims.seq, dims.heads * dims.head_dim];
+        let out = match AttentionBackward
+            .prepare::<NoCheckpointing>(nodes)
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let mut probs = vec![0f32; dims.probs_len()];
+                let out = heads::forward(inputs, dropout.as_deref(), Some(&mut probs));
+                let saved = AttentionSaved {
+                    query: query.primitive,
+                    key: key.primitive,
+                    value: value.primitive,
+                    key_mask,
+                    probs: std::sync::Arc::new(probs),
+                    dropout: dropout.map(std::sync::Arc::new),
+                    heads,
+                };
+                prep.finish(saved, super::owned(out, shape).into_primitive().tensor())
+            }
+            OpsKind::UnTracked(prep) => {
+                let out = heads::forward(inputs, dropout.as_deref(), None);
+                prep.finish(super::owned(out, shape).into_primitive().tensor())
+            }
+        };
+        wrap(out)
+    }
+
+    #[derive(Debug)]
+    struct GeluBackward;
+
+    impl Backward<Plain, 1> for GeluBackward {
+        /// The input x.
+        type State = NdArrayTensor;
+
+        fn backward(
+            self,
+            ops: Ops<Self::State, 1>,
+            grads: &mut Gradients,
+            _checkpointer: &mut Checkpointer,
+        ) {
+            let x = ops.state;
+            unary::<Plain, _>(ops.parents, ops.node, grads, |grad| {
+                let mut grad = array(grad);
+                kernels::gelu_backward(slice_mut(&mut grad), slice(&array(x)));
+                primitive(grad)
+            });
+        }
+    }
+
+    pub(in super::super) fn gelu<const D: usize>(x: Tensor<Tracked, D>) -> Tensor<Tracked, D> {
+        let x = unwrap(x);
+        let node = x.node.clone();
+        let input = x.primitive;
+        let out = match GeluBackward
+            .prepare::<NoCheckpointing>([node])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let x = array(input.clone());
+                let mut y = ArcArray::<f32, IxDyn>::zeros(x.raw_dim());
+                kernels::gelu_into(slice(&x), slice_mut(&mut y));
+                prep.finish(input, primitive(y))
+            }
+            OpsKind::UnTracked(prep) => {
+                let mut y = array(input);
+                kernels::gelu(slice_mut(&mut y));
+                prep.finish(primitive(y))
+            }
+        };
+        wrap(out)
+    }
+}

@@ -1,0 +1,440 @@
+//! One-pass kernels for the host (NdArray) backend: the attention softmax (scale and padding
+//! mask included), LayerNorm and the exact GELU, each with its own backward under autodiff.
+//!
+//! Why: Burn composes each of these from 4–9 element-wise ops, and on the CPU every op is a
+//! pass over memory into a freshly allocated tensor. Those passes, and the kernel zeroing the
+//! pages of their new allocations, cost more than the matrix products
+//! (`bench/results/cpu-engine-profile-2core.md`). Here each is one parallel pass forward and one
+//! backward, saving only what the backward reads; in inference the output overwrites the input
+//! when nothing else holds it.
+//!
+//! Other backends keep Burn's composition (CUDA's fusion compiles it into kernels). That
+//! composition is also what the kernels are tested against.
+
+use burn::module::Param;
+use burn::tensor::activation::softmax;
+use burn::tensor::backend::Backend;
+use burn::tensor::Tensor;
+
+/// A tensor of `values` (row-major) in `shape`, for parameters and dropout masks. On the host
+/// backend its storage is an owned array: NdArray otherwise keeps data it is given as "borrowed"
+/// bytes, and cloning those (as every `Param::val()` does, and autodiff when it saves an input
+/// for the backward) copies the whole tensor.
+pub(crate) fn tensor_from_vec<B: Backend, const D: usize>(
+    values: Vec<f32>,
+    shape: [usize; D],
+    device: &B::Device,
+) -> Tensor<B, D> {
+    #[cfg(feature = "cpu")]
+    match host::form::<B>() {
+        Some(host::Form::Plain) => return host::retype(host::owned::<D>(values, shape)),
+        Some(host::Form::Tracked) => {
+            use burn::tensor::backend::AutodiffBackend;
+            let inner = host::owned::<D>(values, shape);
+            return host::retype(Tensor::<host::Tracked, D>::from_primitive(
+                burn::tensor::TensorPrimitive::Float(host::Tracked::from_inner(
+                    inner.into_primitive().tensor(),
+                )),
+            ));
+        }
+        None => {}
+    }
+    Tensor::from_data(burn::tensor::TensorData::new(values, shape), device)
+}
+
+/// Whether [`attention`] runs fused for these inputs: on the host backend, in `f32`, with a
+/// `[batch, 1, 1, seq]` key mask and heads that divide the width.
+pub(crate) fn fuses_attention<B: Backend>(
+    query: &Tensor<B, 3>,
+    mask_bias: &Tensor<B, 4>,
+    heads: usize,
+) -> bool {
+    #[cfg(feature = "cpu")]
+    {
+        let [batch, seq, hidden] = query.dims();
+        host::form::<B>().is_some()
+            && host::is_f32(query)
+            && heads > 0
+            && hidden % heads == 0
+            && mask_bias.dims() == [batch, 1, 1, seq]
+    }
+    #[cfg(not(feature = "cpu"))]
+    {
+        let _ = (query, mask_bias, heads);
+        false
+    }
+}
+
+/// softmax(q·kᵀ/√d + mask_bias)·v over `heads` heads, with `probs_dropout` on the probabilities
+/// during training, for inputs [`fuses_attention`] accepts (callers compose it otherwise).
+///
+/// # Shapes
+///
+/// - query, key, value: `[batch, seq, hidden]`
+/// - mask_bias: `[batch, 1, 1, seq]`, constant (no gradient flows into it)
+/// - output: `[batch, seq, hidden]`
+pub(crate) fn attention<B: Backend>(
+    [query, key, value]: [Tensor<B, 3>; 3],
+    mask_bias: Tensor<B, 4>,
+    heads: usize,
+    probs_dropout: &burn::nn::Dropout,
+) -> Tensor<B, 3> {
+    #[cfg(feature = "cpu")]
+    {
+        let [batch, seq, _] = query.dims();
+        let device = query.device();
+        match host::form::<B>() {
+            Some(host::Form::Plain) => {
+                let inputs = [query, key, value].map(host::retype);
+                return host::retype(host::attention(inputs, host::retype(mask_bias), heads));
+            }
+            Some(host::Form::Tracked) => {
+                let probs = batch * heads * seq * seq;
+                let dropout = crate::dropout::host_mask::<B>(probs_dropout, probs, &device);
+                let inputs = [query, key, value].map(host::retype);
+                return host::retype(host::tracked::attention(
+                    inputs,
+                    host::retype(mask_bias),
+                    heads,
+                    dropout,
+                ));
+            }
+            None => {}
+        }
+    }
+    let _ = (query, key, value, mask_bias, heads, probs_dropout);
+    unreachable!("fused::attention without fuses_attention")
+}
+
+/// softmax(scores / divisor + mask_bias) over the last dimension.
+///
+/// # Shapes
+///
+/// - scores: `[batch, heads, queries, keys]`
+/// - mask_bias: `[batch, 1, 1, keys]`, constant (no gradient flows into it)
+/// - output: like `scores`
+pub(crate) fn attention_probs<B: Backend>(
+    scores: Tensor<B, 4>,
+    mask_bias: Tensor<B, 4>,
+    divisor: f32,
+) -> Tensor<B, 4> {
+    #[cfg(feature = "cpu")]
+    if host::is_f32(&scores) && host::is_key_mask(&scores, &mask_bias) {
+        match host::form::<B>() {
+            Some(host::Form::Plain) => {
+                return host::retype(host::attention_probs(
+                    host::retype(scores),
+                    host::retype(mask_bias),
+                    divisor,
+                ))
+            }
+            Some(host::Form::Tracked) => {
+                return host::retype(host::tracked::attention_probs(
+                    host::retype(scores),
+                    host::retype(mask_bias),
+                    divisor,
+                ))
+            }
+            None => {}
+        }
+    }
+    softmax(scores.div_scalar(divisor) + mask_bias, 3)
+}
+
+/// LayerNorm over the last dimension: (x − mean) / √(var + ε) · γ + β, var biased.
+///
+/// # Shapes
+///
+/// - x: `[..., width]`; gamma, beta: `[width]`; output: like `x`
+pub(crate) fn layer_norm<B: Backend, const D: usize>(
+    x: Tensor<B, D>,
+    gamma: &Param<Tensor<B, 1>>,
+    beta: &Param<Tensor<B, 1>>,
+    epsilon: f64,
+) -> Tensor<B, D> {
+    #[cfg(feature = "cpu")]
+    if host::is_f32(&x) {
+        match host::form::<B>() {
+            Some(host::Form::Plain) => {
+                return host::retype(host::layer_norm::<D>(
+                    host::retype(x),
+                    host::retype(gamma.val()),
+                    host::retype(beta.val()),
+                    epsilon as f32,
+                ))
+            }
+            Some(host::Form::Tracked) => {
+                return host::retype(host::tracked::layer_norm::<D>(
+                    host::retype(x),
+                    host::retype(gamma.val()),
+                    host::retype(beta.val()),
+                    epsilon as f32,
+                ))
+            }
+            None => {}
+        }
+    }
+    let (var, mean) = x.clone().var_mean_bias(D - 1);
+    let normalized = x.sub(mean).div(var.add_scalar(epsilon).sqrt());
+    normalized.mul(gamma.val().unsqueeze()) + beta.val().unsqueeze()
+}
+
+/// The exact GELU, x·Φ(x) = x/2 · (1 + erf(x/√2)), element-wise (any shape).
+pub(crate) fn gelu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+    #[cfg(feature = "cpu")]
+    if host::is_f32(&x) {
+        match host::form::<B>() {
+            Some(host::Form::Plain) => return host::retype(host::gelu::<D>(host::retype(x))),
+            Some(host::Form::Tracked) => {
+                return host::retype(host::tracked::gelu::<D>(host::retype(x)))
+            }
+            None => {}
+        }
+    }
+    burn::tensor::activation::gelu(x)
+}
+
+#[cfg(feature = "cpu")]
+pub(crate) mod attention;
+pub(crate) mod kernels;
+
+#[cfg(feature = "cpu")]
+mod host;
+
+#[cfg(all(test, feature = "cpu"))]
+mod tests {
+    use burn::tensor::backend::Backend;
+    use burn::tensor::{Distribution, Tensor, TensorData};
+
+    use super::*;
+    use crate::backend::HostCompute;
+
+    type Fused = burn::backend::Autodiff<HostCompute>;
+    /// Burn's composition in f64: a backend the kernels do not take over.
+    type Composed = burn::backend::Autodiff<burn::backend::NdArray<f64, i64>>;
+
+    fn random(shape: &[usize], seed: u64) -> Vec<f32> {
+        let device = Default::default();
+        HostCompute::seed(&device, seed);
+        let n = shape.iter().product::<usize>();
+        Tensor::<HostCompute, 1>::random([n], Distribution::Normal(0.0, 2.0), &device)
+            .into_data()
+            .into_vec::<f32>()
+            .expect("f32")
+    }
+
+    fn tensor<B: Backend, const D: usize>(values: &[f32], shape: [usize; D]) -> Tensor<B, D> {
+        Tensor::from_data(
+            TensorData::new(values.to_vec(), shape).convert::<B::FloatElem>(),
+            &Default::default(),
+        )
+    }
+
+    fn values<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
+        t.into_data()
+            .convert::<f32>()
+            .into_vec::<f32>()
+            .expect("f32")
+    }
+
+    fn assert_close(what: &str, got: &[f32], want: &[f32], tolerance: f32) {
+        assert_eq!(got.len(), want.len(), "{what}: length");
+        let worst = got
+            .iter()
+            .zip(want)
+            .map(|(g, w)| (g - w).abs() / (1.0 + w.abs()))
+            .fold(0f32, f32::max);
+        assert!(worst <= tolerance, "{what}: worst error {worst:e}");
+    }
+
+    /// Runs `op` on `inputs` on backend `B` (inputs tracked), weighting the output by `weights`
+    /// so every output element gets its own upstream gradient; returns the output and each
+    /// input's gradient.
+    fn run<B: burn::tensor::backend::AutodiffBackend, const D: usize, const N: usize>(
+        inputs: [&[f32]; N],
+        weights: &[f32],
+        op: impl Fn(Vec<Tensor<B, 1>>) -> Tensor<B, D>,
+    ) -> (Vec<f32>, Vec<Vec<f32>>) {
+        let leaves: Vec<Tensor<B, 1>> = inputs
+            .iter()
+            .map(|v| tensor::<B, 1>(v, [v.len()]).require_grad())
+            .collect();
+        let out = op(leaves.clone());
+        let shape = out.dims();
+        let loss = (out.clone() * tensor::<B, D>(weights, shape)).sum();
+        let grads = loss.backward();
+        let grads = leaves
+            .iter()
+            .map(|leaf| values(leaf.grad(&grads).expect("input gradient")))
+            .collect();
+        (values(out), grads)
+    }
+
+    #[test]
+    fn attention_softmax_and_its_backward_equal_burns_composition() {
+        let [b, h, q, k] = [2, 3, 5, 7];
+        let scores = random(&[b, h, q, k], 1);
+        let mut mask = vec![0f32; b * k];
+        mask[k - 2..k].fill(crate::model::MASKED);
+        mask[2 * k - 1] = crate::model::MASKED;
+        let weights = random(&[b, h, q, k], 2);
+        let divisor = 8f32.sqrt();
+        fn op<B: Backend>(
+            x: Vec<Tensor<B, 1>>,
+            mask: &[f32],
+            shape: [usize; 4],
+            d: f32,
+        ) -> Tensor<B, 4> {
+            let [b, _, _, k] = shape;
+            let mask = tensor::<B, 4>(mask, [b, 1, 1, k]);
+            attention_probs(x[0].clone().reshape(shape), mask, d)
+        }
+        let shape = [b, h, q, k];
+        let (got, got_grads) =
+            run::<Fused, 4, 1>([&scores], &weights, |x| op(x, &mask, shape, divisor));
+        let (want, want_grads) =
+            run::<Composed, 4, 1>([&scores], &weights, |x| op(x, &mask, shape, divisor));
+        assert_close("probs", &got, &want, 1e-6);
+        assert_close("d scores", &got_grads[0], &want_grads[0], 1e-6);
+        // Masked keys get nothing; rows sum to one.
+        assert!(
+            got[k - 1] < 1e-30
+                && got
+                    .chunks(k)
+                    .all(|r| (r.iter().sum::<f32>() - 1.0).abs() < 1e-5)
+        );
+        let plain = values(op::<HostCompute>(
+            vec![tensor(&scores, [scores.len()])],
+            &mask,
+            shape,
+            divisor,
+        ));
+        assert_close("probs in inference", &plain, &want, 1e-6);
+    }
+
+    #[test]
+    fn fused_attention_and_its_backward_equal_burns_composition_with_and_without_dropout() {
+        let [batch, seq, heads, head_dim] = [2, 9, 3, 4];
+        let hidden = heads * head_dim;
+        let [q, k, v] = [11, 12, 13].map(|seed| random(&[batch, seq, hidden], seed));
+        let weights = random(&[batch, seq, hidden], 14);
+        // The second entry's last three keys are padding.
+        let mut mask = vec![0f32; batch * seq];
+        mask[2 * seq - 3..].fill(crate::model::MASKED);
+        fn op<B: Backend>(
+            x: Vec<Tensor<B, 1>>,
+            mask: &[f32],
+            dims: [usize; 4],
+            p: f64,
+        ) -> Tensor<B, 3> {
+            let [batch, seq, heads, head_dim] = dims;
+            let shape = [batch, seq, heads * head_dim];
+            let dropout = burn::nn::DropoutConfig::new(p).init();
+            crate::dropout::seed_host_masks(5);
+            crate::layers::scaled_dot_product_attention(
+                x[0].clone().reshape(shape),
+                x[1].clone().reshape(shape),
+                x[2].clone().reshape(shape),
+                tensor::<B, 4>(mask, [batch, 1, 1, seq]),
+                heads,
+                &dropout,
+                None,
+            )
+        }
+        let dims = [batch, seq, heads, head_dim];
+        assert!(fuses_attention(
+            &tensor::<Fused, 3>(&q, [batch, seq, hidden]),
+            &tensor::<Fused, 4>(&mask, [batch, 1, 1, seq]),
+            heads
+        ));
+        let mut outputs = Vec::new();
+        for p in [0.0, 0.3] {
+            let (got, got_grads) =
+                run::<Fused, 3, 3>([&q, &k, &v], &weights, |x| op(x, &mask, dims, p));
+            outputs.push(got.clone());
+            let (want, want_grads) =
+                run::<Composed, 3, 3>([&q, &k, &v], &weights, |x| op(x, &mask, dims, p));
+            assert_close(&format!("output, dropout {p}"), &got, &want, 1e-5);
+            for (name, (g, w)) in ["d query", "d key", "d value"]
+                .iter()
+                .zip(got_grads.iter().zip(&want_grads))
+            {
+                assert_close(&format!("{name}, dropout {p}"), g, w, 1e-5);
+            }
+        }
+        assert!(
+            outputs[0]
+                .iter()
+                .zip(&outputs[1])
+                .any(|(a, b)| (a - b).abs() > 1e-3),
+            "dropout changed nothing"
+        );
+        let plain = op::<HostCompute>(
+            [&q, &k, &v].map(|x| tensor(x, [x.len()])).to_vec(),
+            &mask,
+            dims,
+            0.3,
+        );
+        let (want, _) = run::<Composed, 3, 3>([&q, &k, &v], &weights, |x| op(x, &mask, dims, 0.0));
+        assert_close(
+            "output in inference (no dropout)",
+            &values(plain),
+            &want,
+            1e-5,
+        );
+    }
+
+    #[test]
+    fn layer_norm_and_its_backward_equal_burns_composition() {
+        let (rows, width) = (6, 33);
+        let x = random(&[rows, width], 3);
+        let gamma = random(&[width], 4);
+        let beta = random(&[width], 5);
+        let weights = random(&[rows, width], 6);
+        fn op<B: Backend>(x: Vec<Tensor<B, 1>>, rows: usize, width: usize) -> Tensor<B, 3> {
+            let norm = crate::layers::LayerNorm {
+                gamma: burn::module::Param::from_tensor(x[1].clone()),
+                beta: burn::module::Param::from_tensor(x[2].clone()),
+                epsilon: 1e-12,
+            };
+            norm.forward(x[0].clone().reshape([2, rows / 2, width]))
+        }
+        let inputs = || [&x[..], &gamma[..], &beta[..]];
+        let (got, got_grads) = run::<Fused, 3, 3>(inputs(), &weights, |x| op(x, rows, width));
+        let (want, want_grads) = run::<Composed, 3, 3>(inputs(), &weights, |x| op(x, rows, width));
+        assert_close("y", &got, &want, 1e-5);
+        for (name, (g, w)) in ["d x", "d gamma", "d beta"]
+            .iter()
+            .zip(got_grads.iter().zip(&want_grads))
+        {
+            assert_close(name, g, w, 1e-5);
+        }
+        let plain = op::<HostCompute>(
+            vec![
+                tensor(&x, [x.len()]),
+                tensor(&gamma, [width]),
+                tensor(&beta, [width]),
+            ],
+            rows,
+            width,
+        );
+        assert_close("y in inference", &values(plain), &want, 1e-5);
+    }
+
+    #[test]
+    fn gelu_and_its_exact_derivative_equal_the_erf_formula() {
+        let x = random(&[4, 129], 7);
+        let weights = random(&[4, 129], 8);
+        let (got, got_grads) =
+            run::<Fused, 2, 1>([&x], &weights, |x| gelu(x[0].clone().reshape([4, 129])));
+        // x/2 · (1 + erf(x/√2)), differentiated by autodiff through erf (exact), in f64.
+        let (want, want_grads) = run::<Composed, 2, 1>([&x], &weights, |x| {
+            let x = x[0].clone().reshape([4, 129]);
+            x.clone().mul_scalar(0.5) * x.div_scalar(std::f64::consts::SQRT_2).erf().add_scalar(1.0)
+        });
+        assert_close("gelu", &got, &want, 1e-6);
+        assert_close("d x", &got_grads[0], &want_grads[0], 1e-6);
+        let plain = gelu(tensor::<HostCompute, 2>(&x, [4, 129]));
+        assert_close("gelu in inference", &values(plain), &want, 1e-6);
+    }
+}
