@@ -5,7 +5,6 @@
 //! decoding needs (the example it came from, char offsets of context tokens, and whether the
 //! window is the token's "max context" one, as in the original BERT SQuAD code).
 
-use std::collections::HashMap;
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -213,8 +212,14 @@ pub fn build_features(
     // post-processor, which `example_windows` runs on each window.
     let mut encoder = tokenizer.clone();
     encoder.with_post_processor(None::<tokenizers::PostProcessorWrapper>);
+    let token_strings = if reads_token_strings(&tokenizer) {
+        TokenStrings::Keep
+    } else {
+        TokenStrings::Drop
+    };
 
-    let mut context_index: HashMap<&str, usize> = HashMap::new();
+    // Contexts are whole articles (tens of KB in COVID-QA): hashed with aHash, not SipHash.
+    let mut context_index: ahash::AHashMap<&str, usize> = ahash::AHashMap::new();
     let mut contexts: Vec<&str> = Vec::new();
     let context_of: Vec<usize> = examples
         .iter()
@@ -240,7 +245,10 @@ pub fn build_features(
                 .map_err(|e| format!("tokenizing the context failed: {e}"))?;
             // As the second sequence of a pair.
             enc.set_type_ids(vec![1; enc.len()]);
-            Ok(enc)
+            Ok(match token_strings {
+                TokenStrings::Keep => enc,
+                TokenStrings::Drop => without_token_strings(&enc),
+            })
         })
         .collect();
     contexts_bar.finish_and_clear();
@@ -302,6 +310,41 @@ fn window_ranges(len: usize, piece: usize, stride: usize) -> Vec<(usize, usize)>
         }
         start += piece - stride;
     }
+}
+
+/// Whether the windows' token strings must be kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TokenStrings {
+    /// The post-processor reads them (RoBERTa's and byte-level's offset trimming).
+    Keep,
+    /// Nothing reads them: windows carry empty strings, which cost no allocation per token.
+    Drop,
+}
+
+/// Whether `tokenizer`'s post-processor reads token strings. BERT's and template processors
+/// only move them around, and windows keep ids, types, masks and offsets, never the strings;
+/// cloning a `String` per context token per window was a fifth of `qa features`.
+fn reads_token_strings(tokenizer: &Tokenizer) -> bool {
+    use tokenizers::PostProcessorWrapper as Processor;
+    !matches!(
+        tokenizer.get_post_processor(),
+        None | Some(Processor::Bert(_)) | Some(Processor::Template(_))
+    )
+}
+
+/// `enc` with every token string empty.
+fn without_token_strings(enc: &Encoding) -> Encoding {
+    Encoding::new(
+        enc.get_ids().to_vec(),
+        enc.get_type_ids().to_vec(),
+        vec![String::new(); enc.len()],
+        enc.get_word_ids().to_vec(),
+        enc.get_offsets().to_vec(),
+        enc.get_special_tokens_mask().to_vec(),
+        enc.get_attention_mask().to_vec(),
+        Vec::new(),
+        ahash::AHashMap::default(),
+    )
 }
 
 fn slice_encoding(enc: &Encoding, (start, stop): (usize, usize)) -> Encoding {
@@ -459,11 +502,14 @@ fn label_span(
 /// score = min(tokens left, tokens right) + 0.01 × window context length; ties go to the
 /// earlier window (as in Google's `_check_is_max_context`).
 fn mark_max_context(features: &mut [Feature]) {
-    let mut best: HashMap<(usize, usize), (f64, usize)> = HashMap::new();
+    // One entry per context token of the example, sized up front: this runs for every example,
+    // and growing a SipHash table here once cost a third of `qa features`.
+    let tokens = features.iter().map(|f| f.offsets.len()).sum();
+    let mut best: ahash::AHashMap<(usize, usize), (f64, usize)> =
+        ahash::AHashMap::with_capacity(tokens);
     for (w, f) in features.iter().enumerate() {
-        let context: Vec<(usize, usize)> = f.offsets.iter().flatten().copied().collect();
-        let n = context.len();
-        for (p, off) in context.into_iter().enumerate() {
+        let n = f.offsets.iter().flatten().count();
+        for (p, &off) in f.offsets.iter().flatten().enumerate() {
             let score = p.min(n - 1 - p) as f64 + 0.01 * n as f64;
             let entry = best.entry(off).or_insert((f64::NEG_INFINITY, w));
             if score > entry.0 {
