@@ -42,11 +42,18 @@ pub(crate) fn linear<B: Backend>(
     dtype: MatmulDtype,
 ) -> Tensor<B, 3> {
     let [batch, seq, d_in] = x.dims();
-    let y = matmul(x.reshape([batch * seq, d_in]), layer.weight.val(), dtype);
-    let y = match &layer.bias {
-        Some(bias) => y + bias.val().unsqueeze::<2>(),
-        None => y,
+    let x = x.reshape([batch * seq, d_in]);
+    let fused = match (&layer.bias, dtype) {
+        (Some(bias), None) => fused::linear(x, &layer.weight, bias),
+        _ => Err(x),
     };
+    let y = fused.unwrap_or_else(|x| {
+        let y = matmul(x, layer.weight.val(), dtype);
+        match &layer.bias {
+            Some(bias) => y + bias.val().unsqueeze::<2>(),
+            None => y,
+        }
+    });
     let d_out = y.dims()[1];
     y.reshape([batch, seq, d_out])
 }

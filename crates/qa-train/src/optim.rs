@@ -206,7 +206,6 @@ impl<AB: AutodiffBackend> ModuleMapper<AB> for StepMapper<'_, AB> {
         let dims = tensor.dims();
         let n: usize = dims.iter().product();
         let device = grad.device();
-        let g = grad.reshape([n]).mul_scalar(self.grad_scale);
         let mut p = tensor.inner().reshape([n]);
         let moments = self
             .optimizer
@@ -216,20 +215,42 @@ impl<AB: AutodiffBackend> ModuleMapper<AB> for StepMapper<'_, AB> {
                 m: Tensor::zeros([n], &device),
                 v: Tensor::zeros([n], &device),
             });
-        let m = moments.m.mul_scalar(cfg.beta1) + g.clone().mul_scalar(1.0 - cfg.beta1);
-        let v = moments.v.mul_scalar(cfg.beta2) + (g.clone() * g).mul_scalar(1.0 - cfg.beta2);
         let t = self.optimizer.step as i32;
         let bias1 = 1.0 - cfg.beta1.powi(t);
         let bias2 = 1.0 - cfg.beta2.powi(t);
-        if cfg.weight_decay > 0.0 && decays(&param) {
-            p = p.mul_scalar(1.0 - self.lr * cfg.weight_decay);
-        }
-        let denom = v
-            .clone()
-            .sqrt()
-            .div_scalar(bias2.sqrt())
-            .add_scalar(cfg.epsilon);
-        let p = p - (m.clone() / denom).mul_scalar(self.lr / bias1);
+        let decay =
+            (cfg.weight_decay > 0.0 && decays(&param)).then_some(1.0 - self.lr * cfg.weight_decay);
+        let (p, m, v) = if qa_model::fused::fuses_adamw::<AB::InnerBackend>() {
+            // The same f32 operations in the same order as below, in one pass.
+            let step = qa_model::fused::AdamWStep {
+                grad_scale: self.grad_scale as f32,
+                beta1: cfg.beta1 as f32,
+                one_minus_beta1: (1.0 - cfg.beta1) as f32,
+                beta2: cfg.beta2 as f32,
+                one_minus_beta2: (1.0 - cfg.beta2) as f32,
+                decay: decay.map(|d| d as f32),
+                sqrt_bias2: bias2.sqrt() as f32,
+                epsilon: cfg.epsilon as f32,
+                step_size: (self.lr / bias1) as f32,
+            };
+            let [p, m, v] =
+                qa_model::fused::adamw([p, grad.reshape([n]), moments.m, moments.v], step);
+            (p, m, v)
+        } else {
+            let g = grad.reshape([n]).mul_scalar(self.grad_scale);
+            let m = moments.m.mul_scalar(cfg.beta1) + g.clone().mul_scalar(1.0 - cfg.beta1);
+            let v = moments.v.mul_scalar(cfg.beta2) + (g.clone() * g).mul_scalar(1.0 - cfg.beta2);
+            if let Some(decay) = decay {
+                p = p.mul_scalar(decay);
+            }
+            let denom = v
+                .clone()
+                .sqrt()
+                .div_scalar(bias2.sqrt())
+                .add_scalar(cfg.epsilon);
+            let p = p - (m.clone() / denom).mul_scalar(self.lr / bias1);
+            (p, m, v)
+        };
         self.optimizer.moments.insert(param.name, Moments { m, v });
         let updated = Tensor::<AB, D>::from_inner(p.reshape(dims)).require_grad();
         Param::from_mapped_value(id, updated, mapper)

@@ -10,6 +10,7 @@ use ndarray::{ArcArray, IxDyn};
 
 use super::attention as heads;
 use super::kernels;
+use super::linear as dense;
 use crate::backend::HostCompute as Plain;
 
 /// The host backend under autodiff, as training uses it.
@@ -150,6 +151,41 @@ pub(super) fn attention(
     owned(out, [dims.batch, dims.seq, dims.heads * dims.head_dim])
 }
 
+/// The sizes of x `[rows, d_in]` through weight `[d_in, d_out]`.
+fn dense_shape(x: &ArcArray<f32, IxDyn>, weight: &ArcArray<f32, IxDyn>) -> dense::Shape {
+    dense::Shape {
+        rows: x.shape()[0],
+        d_in: x.shape()[1],
+        d_out: weight.shape()[1],
+    }
+}
+
+pub(super) fn linear(
+    x: Tensor<Plain, 2>,
+    weight: Tensor<Plain, 2>,
+    bias: Tensor<Plain, 1>,
+) -> Tensor<Plain, 2> {
+    let (x, weight, bias) = (unwrap(x), unwrap(weight), unwrap(bias));
+    let shape = dense_shape(&x, &weight);
+    let y = dense::forward(slice(&x), slice(&weight), slice(&bias), shape);
+    owned(y, [shape.rows, shape.d_out])
+}
+
+pub(super) fn adamw(
+    [param, grad, m, v]: [Tensor<Plain, 1>; 4],
+    step: kernels::AdamWStep,
+) -> [Tensor<Plain, 1>; 3] {
+    let (mut param, grad, mut m, mut v) = (unwrap(param), unwrap(grad), unwrap(m), unwrap(v));
+    kernels::adamw(
+        slice_mut(&mut param),
+        slice(&grad),
+        slice_mut(&mut m),
+        slice_mut(&mut v),
+        step,
+    );
+    [wrap(param), wrap(m), wrap(v)]
+}
+
 pub(super) fn layer_norm<const D: usize>(
     x: Tensor<Plain, D>,
     gamma: Tensor<Plain, 1>,
@@ -184,7 +220,7 @@ pub(super) mod tracked {
     use burn_ndarray::NdArrayTensor;
     use ndarray::{ArcArray, IxDyn};
 
-    use super::{array, heads, kernels, primitive, slice, slice_mut, Plain, Tracked};
+    use super::{array, dense, heads, kernels, primitive, slice, slice_mut, Plain, Tracked};
 
     type TrackedPrimitive = <Tracked as Backend>::FloatTensorPrimitive;
 
@@ -343,6 +379,90 @@ pub(super) mod tracked {
                 kernels::layer_norm_rows(slice_mut(&mut y), norm, None);
                 prep.finish(primitive(y))
             }
+        };
+        wrap(out)
+    }
+
+    #[derive(Debug)]
+    struct LinearBackward;
+
+    /// What the linear backward reads: its input and weight.
+    #[derive(Debug, Clone)]
+    struct LinearSaved {
+        x: NdArrayTensor,
+        weight: NdArrayTensor,
+    }
+
+    impl Backward<Plain, 3> for LinearBackward {
+        type State = LinearSaved;
+
+        fn backward(
+            self,
+            ops: Ops<Self::State, 3>,
+            grads: &mut Gradients,
+            _checkpointer: &mut Checkpointer,
+        ) {
+            let grad = array(grads.consume::<Plain>(&ops.node));
+            let (x, weight) = (array(ops.state.x), array(ops.state.weight));
+            let shape = super::dense_shape(&x, &weight);
+            let [x_node, weight_node, bias_node] = ops.parents;
+            let register =
+                |grads: &mut Gradients, node: burn_autodiff::NodeId, values, dims: &[usize]| {
+                    let values = ArcArray::from_shape_vec(IxDyn(dims), values)
+                        .unwrap_or_else(|_| unreachable!("linear: gradients match their shapes"));
+                    grads.register::<Plain>(node, primitive(values));
+                };
+            if let Some(node) = x_node {
+                let d_x = dense::input_grad(slice(&grad), slice(&weight), shape);
+                register(grads, node.id, d_x, &[shape.rows, shape.d_in]);
+            }
+            if let Some(node) = weight_node {
+                let d_weight = dense::weight_grad(slice(&grad), slice(&x), shape);
+                register(grads, node.id, d_weight, &[shape.d_in, shape.d_out]);
+            }
+            if let Some(node) = bias_node {
+                register(
+                    grads,
+                    node.id,
+                    dense::bias_grad(slice(&grad), shape),
+                    &[shape.d_out],
+                );
+            }
+        }
+    }
+
+    pub(in super::super) fn linear(
+        x: Tensor<Tracked, 2>,
+        weight: Tensor<Tracked, 2>,
+        bias: Tensor<Tracked, 1>,
+    ) -> Tensor<Tracked, 2> {
+        let (x, weight, bias) = (unwrap(x), unwrap(weight), unwrap(bias));
+        let nodes = [x.node.clone(), weight.node.clone(), bias.node.clone()];
+        let (x_values, weight_values) =
+            (array(x.primitive.clone()), array(weight.primitive.clone()));
+        let shape = super::dense_shape(&x_values, &weight_values);
+        let y = dense::forward(
+            slice(&x_values),
+            slice(&weight_values),
+            slice(&array(bias.primitive)),
+            shape,
+        );
+        let y = super::owned(y, [shape.rows, shape.d_out])
+            .into_primitive()
+            .tensor();
+        let out = match LinearBackward
+            .prepare::<NoCheckpointing>(nodes)
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let saved = LinearSaved {
+                    x: x.primitive,
+                    weight: weight.primitive,
+                };
+                prep.finish(saved, y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(y),
         };
         wrap(out)
     }

@@ -444,6 +444,66 @@ fn gelu_backward_block_generic(grad: &mut [f32], x: &[f32]) {
     }
 }
 
+/// One AdamW step's scalars, each already in the form the composed update uses (see
+/// `qa_train::optim`): products and quotients with these are the same `f32` operations in the
+/// same order, so the fused step equals the composed one bit for bit.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AdamWStep {
+    /// Multiplies the gradient first (loss-scale undo and clipping folded together).
+    pub grad_scale: f32,
+    pub beta1: f32,
+    pub one_minus_beta1: f32,
+    pub beta2: f32,
+    pub one_minus_beta2: f32,
+    /// 1 − lr · weight decay, or `None` for parameters without decay.
+    pub decay: Option<f32>,
+    /// √(1 − β₂ᵗ).
+    pub sqrt_bias2: f32,
+    pub epsilon: f32,
+    /// lr / (1 − β₁ᵗ).
+    pub step_size: f32,
+}
+
+/// AdamW in place: m ← β₁m + (1−β₁)g, v ← β₂v + (1−β₂)g², p ← p·(1 − lr·wd),
+/// p ← p − m / (√v / √(1−β₂ᵗ) + ε) · lr/(1−β₁ᵗ), with g = grad · grad_scale.
+pub fn adamw(param: &mut [f32], grad: &[f32], m: &mut [f32], v: &mut [f32], step: AdamWStep) {
+    param
+        .par_chunks_mut(TASK_ELEMENTS)
+        .zip(grad.par_chunks(TASK_ELEMENTS))
+        .zip(m.par_chunks_mut(TASK_ELEMENTS))
+        .zip(v.par_chunks_mut(TASK_ELEMENTS))
+        .for_each(|(((param, grad), m), v)| adamw_block(param, grad, m, v, step));
+}
+
+multiversioned!(fn adamw_block = adamw_block_generic(
+    param: &mut [f32], grad: &[f32], m: &mut [f32], v: &mut [f32], step: AdamWStep
+));
+
+#[inline(always)]
+fn adamw_block_generic(
+    param: &mut [f32],
+    grad: &[f32],
+    m: &mut [f32],
+    v: &mut [f32],
+    step: AdamWStep,
+) {
+    for (((p, g), m), v) in param
+        .iter_mut()
+        .zip(grad)
+        .zip(m.iter_mut())
+        .zip(v.iter_mut())
+    {
+        let g = g * step.grad_scale;
+        *m = *m * step.beta1 + g * step.one_minus_beta1;
+        *v = *v * step.beta2 + g * g * step.one_minus_beta2;
+        if let Some(decay) = step.decay {
+            *p *= decay;
+        }
+        let denom = v.sqrt() / step.sqrt_bias2 + step.epsilon;
+        *p -= *m / denom * step.step_size;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

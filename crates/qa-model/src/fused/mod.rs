@@ -42,6 +42,75 @@ pub(crate) fn tensor_from_vec<B: Backend, const D: usize>(
     Tensor::from_data(burn::tensor::TensorData::new(values, shape), device)
 }
 
+/// x·W + b over the last dimension of `x` (a `burn::nn::Linear` with a bias) when the host
+/// backend runs it fused; `Err(x)` gives the input back to compose otherwise.
+///
+/// # Shapes
+///
+/// - x: `[rows, d_in]`; weight: `[d_in, d_out]`; bias: `[d_out]`; output: `[rows, d_out]`
+pub(crate) fn linear<B: Backend>(
+    x: Tensor<B, 2>,
+    weight: &Param<Tensor<B, 2>>,
+    bias: &Param<Tensor<B, 1>>,
+) -> Result<Tensor<B, 2>, Tensor<B, 2>> {
+    #[cfg(feature = "cpu")]
+    if host::is_f32(&x) {
+        match host::form::<B>() {
+            Some(host::Form::Plain) => {
+                return Ok(host::retype(host::linear(
+                    host::retype(x),
+                    host::retype(weight.val()),
+                    host::retype(bias.val()),
+                )))
+            }
+            Some(host::Form::Tracked) => {
+                return Ok(host::retype(host::tracked::linear(
+                    host::retype(x),
+                    host::retype(weight.val()),
+                    host::retype(bias.val()),
+                )))
+            }
+            None => {}
+        }
+    }
+    let _ = (weight, bias);
+    Err(x)
+}
+
+pub use kernels::AdamWStep;
+
+/// Whether [`adamw`] runs fused on backend `B` (the host backend, without autodiff: optimizers
+/// update the inner tensors).
+pub fn fuses_adamw<B: Backend>() -> bool {
+    #[cfg(feature = "cpu")]
+    {
+        matches!(host::form::<B>(), Some(host::Form::Plain))
+    }
+    #[cfg(not(feature = "cpu"))]
+    {
+        false
+    }
+}
+
+/// One AdamW step over flat `f32` tensors in one pass, for backends [`fuses_adamw`] accepts
+/// (the composed update is a dozen passes, each allocating a tensor the size of the model).
+/// Returns the new (parameter, m, v).
+///
+/// # Shapes
+///
+/// - param, grad, m, v: `[n]`
+pub fn adamw<B: Backend>(
+    [param, grad, m, v]: [Tensor<B, 1>; 4],
+    step: AdamWStep,
+) -> [Tensor<B, 1>; 3] {
+    #[cfg(feature = "cpu")]
+    if fuses_adamw::<B>() {
+        return host::adamw([param, grad, m, v].map(host::retype), step).map(host::retype);
+    }
+    let _ = (param, grad, m, v, step);
+    unreachable!("fused::adamw without fuses_adamw")
+}
+
 /// Whether [`attention`] runs fused for these inputs: on the host backend, in `f32`, with a
 /// `[batch, 1, 1, seq]` key mask and heads that divide the width.
 pub(crate) fn fuses_attention<B: Backend>(
@@ -197,6 +266,8 @@ pub(crate) fn gelu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> 
 #[cfg(feature = "cpu")]
 pub(crate) mod attention;
 pub(crate) mod kernels;
+#[cfg(feature = "cpu")]
+pub(crate) mod linear;
 
 #[cfg(feature = "cpu")]
 mod host;
@@ -382,6 +453,56 @@ mod tests {
             &want,
             1e-5,
         );
+    }
+
+    #[test]
+    fn fused_linear_and_its_backward_equal_burns_composition() {
+        let (rows, d_in, d_out) = (7, 5, 6);
+        let x = random(&[rows, d_in], 21);
+        let weight = random(&[d_in, d_out], 22);
+        let bias = random(&[d_out], 23);
+        let weights = random(&[rows, d_out], 24);
+        fn op<B: Backend>(x: Vec<Tensor<B, 1>>, [rows, d_in, d_out]: [usize; 3]) -> Tensor<B, 2> {
+            // `Param::initialized` keeps the reshaped weight on the leaf's graph (`from_tensor`
+            // would make a new leaf of it).
+            use burn::module::{Param, ParamId};
+            let layer = burn::nn::Linear {
+                weight: Param::initialized(ParamId::new(), x[1].clone().reshape([d_in, d_out])),
+                bias: Some(Param::initialized(ParamId::new(), x[2].clone())),
+            };
+            let x3 = x[0].clone().reshape([1, rows, d_in]);
+            crate::layers::linear(&layer, x3, None).reshape([rows, d_out])
+        }
+        let dims = [rows, d_in, d_out];
+        let inputs = || [&x[..], &weight[..], &bias[..]];
+        let (got, got_grads) = run::<Fused, 2, 3>(inputs(), &weights, |x| op(x, dims));
+        let (want, want_grads) = run::<Composed, 2, 3>(inputs(), &weights, |x| op(x, dims));
+        assert_close("y", &got, &want, 1e-5);
+        for (name, (g, w)) in ["d x", "d weight", "d bias"]
+            .iter()
+            .zip(got_grads.iter().zip(&want_grads))
+        {
+            assert_close(name, g, w, 1e-5);
+        }
+        let plain = op::<HostCompute>(
+            vec![
+                tensor(&x, [x.len()]),
+                tensor(&weight, [weight.len()]),
+                tensor(&bias, [d_out]),
+            ],
+            dims,
+        );
+        assert_close("y in inference", &values(plain), &want, 1e-5);
+        // The fused path ran: it hands the input back only when it does not apply.
+        let layer_weight =
+            burn::module::Param::from_tensor(tensor::<HostCompute, 2>(&weight, [d_in, d_out]));
+        let layer_bias = burn::module::Param::from_tensor(tensor::<HostCompute, 1>(&bias, [d_out]));
+        assert!(linear(
+            tensor::<HostCompute, 2>(&x, [rows, d_in]),
+            &layer_weight,
+            &layer_bias
+        )
+        .is_ok());
     }
 
     #[test]
