@@ -173,7 +173,7 @@ pub(super) fn linear(
 
 pub(super) fn adamw(
     [param, grad, m, v]: [Tensor<Plain, 1>; 4],
-    step: kernels::AdamWStep,
+    step: super::AdamWStep,
 ) -> [Tensor<Plain, 1>; 3] {
     let (mut param, grad, mut m, mut v) = (unwrap(param), unwrap(grad), unwrap(m), unwrap(v));
     kernels::adamw(

@@ -8,6 +8,8 @@
 
 use rayon::prelude::*;
 
+use super::AdamWStep;
+
 /// Independent accumulators in reductions: two AVX-512 or four AVX2 registers' worth.
 const LANES: usize = 32;
 
@@ -442,26 +444,6 @@ fn gelu_backward_block_generic(grad: &mut [f32], x: &[f32]) {
         let pdf = FRAC_1_SQRT_2PI * exp(-0.5 * v * v);
         *g *= cdf + v * pdf;
     }
-}
-
-/// One AdamW step's scalars, each already in the form the composed update uses (see
-/// `qa_train::optim`): products and quotients with these are the same `f32` operations in the
-/// same order, so the fused step equals the composed one bit for bit.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct AdamWStep {
-    /// Multiplies the gradient first (loss-scale undo and clipping folded together).
-    pub grad_scale: f32,
-    pub beta1: f32,
-    pub one_minus_beta1: f32,
-    pub beta2: f32,
-    pub one_minus_beta2: f32,
-    /// 1 − lr · weight decay, or `None` for parameters without decay.
-    pub decay: Option<f32>,
-    /// √(1 − β₂ᵗ).
-    pub sqrt_bias2: f32,
-    pub epsilon: f32,
-    /// lr / (1 − β₁ᵗ).
-    pub step_size: f32,
 }
 
 /// AdamW in place: m ← β₁m + (1−β₁)g, v ← β₂v + (1−β₂)g², p ← p·(1 − lr·wd),

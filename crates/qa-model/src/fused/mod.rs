@@ -77,7 +77,25 @@ pub(crate) fn linear<B: Backend>(
     Err(x)
 }
 
-pub use kernels::AdamWStep;
+/// One AdamW step's scalars, each already in the form the composed update uses (see
+/// `qa_train::optim`): products and quotients with these are the same `f32` operations in the
+/// same order, so the fused step equals the composed one bit for bit.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AdamWStep {
+    /// Multiplies the gradient first (loss-scale undo and clipping folded together).
+    pub grad_scale: f32,
+    pub beta1: f32,
+    pub one_minus_beta1: f32,
+    pub beta2: f32,
+    pub one_minus_beta2: f32,
+    /// 1 − lr · weight decay, or `None` for parameters without decay.
+    pub decay: Option<f32>,
+    /// √(1 − β₂ᵗ).
+    pub sqrt_bias2: f32,
+    pub epsilon: f32,
+    /// lr / (1 − β₁ᵗ).
+    pub step_size: f32,
+}
 
 /// Whether [`adamw`] runs fused on backend `B` (the host backend, without autodiff: optimizers
 /// update the inner tensors).
@@ -265,6 +283,7 @@ pub(crate) fn gelu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> 
 
 #[cfg(feature = "cpu")]
 pub(crate) mod attention;
+#[cfg(feature = "cpu")]
 pub(crate) mod kernels;
 #[cfg(feature = "cpu")]
 pub(crate) mod linear;
@@ -341,6 +360,26 @@ mod tests {
         (values(out), grads)
     }
 
+    /// Runs `fused` and `composed` on the same inputs (see [`run`]) and asserts that their
+    /// outputs and every input's gradient (named by `names`) agree within `tolerance`; returns
+    /// (fused, composed) outputs.
+    fn assert_agree<const D: usize, const N: usize>(
+        what: &str,
+        (inputs, names): ([&[f32]; N], [&str; N]),
+        weights: &[f32],
+        tolerance: f32,
+        fused: impl Fn(Vec<Tensor<Fused, 1>>) -> Tensor<Fused, D>,
+        composed: impl Fn(Vec<Tensor<Composed, 1>>) -> Tensor<Composed, D>,
+    ) -> (Vec<f32>, Vec<f32>) {
+        let (got, got_grads) = run::<Fused, D, N>(inputs, weights, fused);
+        let (want, want_grads) = run::<Composed, D, N>(inputs, weights, composed);
+        assert_close(what, &got, &want, tolerance);
+        for ((name, g), w) in names.iter().zip(&got_grads).zip(&want_grads) {
+            assert_close(&format!("{name} ({what})"), g, w, tolerance);
+        }
+        (got, want)
+    }
+
     #[test]
     fn attention_softmax_and_its_backward_equal_burns_composition() {
         let [b, h, q, k] = [2, 3, 5, 7];
@@ -361,12 +400,14 @@ mod tests {
             attention_probs(x[0].clone().reshape(shape), mask, d)
         }
         let shape = [b, h, q, k];
-        let (got, got_grads) =
-            run::<Fused, 4, 1>([&scores], &weights, |x| op(x, &mask, shape, divisor));
-        let (want, want_grads) =
-            run::<Composed, 4, 1>([&scores], &weights, |x| op(x, &mask, shape, divisor));
-        assert_close("probs", &got, &want, 1e-6);
-        assert_close("d scores", &got_grads[0], &want_grads[0], 1e-6);
+        let (got, want) = assert_agree(
+            "probs",
+            ([&scores], ["d scores"]),
+            &weights,
+            1e-6,
+            |x| op(x, &mask, shape, divisor),
+            |x| op(x, &mask, shape, divisor),
+        );
         // Masked keys get nothing; rows sum to one.
         assert!(
             got[k - 1] < 1e-30
@@ -420,18 +461,15 @@ mod tests {
         ));
         let mut outputs = Vec::new();
         for p in [0.0, 0.3] {
-            let (got, got_grads) =
-                run::<Fused, 3, 3>([&q, &k, &v], &weights, |x| op(x, &mask, dims, p));
-            outputs.push(got.clone());
-            let (want, want_grads) =
-                run::<Composed, 3, 3>([&q, &k, &v], &weights, |x| op(x, &mask, dims, p));
-            assert_close(&format!("output, dropout {p}"), &got, &want, 1e-5);
-            for (name, (g, w)) in ["d query", "d key", "d value"]
-                .iter()
-                .zip(got_grads.iter().zip(&want_grads))
-            {
-                assert_close(&format!("{name}, dropout {p}"), g, w, 1e-5);
-            }
+            let (got, _) = assert_agree(
+                &format!("output, dropout {p}"),
+                ([&q, &k, &v], ["d query", "d key", "d value"]),
+                &weights,
+                1e-5,
+                |x| op(x, &mask, dims, p),
+                |x| op(x, &mask, dims, p),
+            );
+            outputs.push(got);
         }
         assert!(
             outputs[0]
@@ -474,16 +512,14 @@ mod tests {
             crate::layers::linear(&layer, x3, None).reshape([rows, d_out])
         }
         let dims = [rows, d_in, d_out];
-        let inputs = || [&x[..], &weight[..], &bias[..]];
-        let (got, got_grads) = run::<Fused, 2, 3>(inputs(), &weights, |x| op(x, dims));
-        let (want, want_grads) = run::<Composed, 2, 3>(inputs(), &weights, |x| op(x, dims));
-        assert_close("y", &got, &want, 1e-5);
-        for (name, (g, w)) in ["d x", "d weight", "d bias"]
-            .iter()
-            .zip(got_grads.iter().zip(&want_grads))
-        {
-            assert_close(name, g, w, 1e-5);
-        }
+        let (_, want) = assert_agree(
+            "y",
+            ([&x, &weight, &bias], ["d x", "d weight", "d bias"]),
+            &weights,
+            1e-5,
+            |x| op(x, dims),
+            |x| op(x, dims),
+        );
         let plain = op::<HostCompute>(
             vec![
                 tensor(&x, [x.len()]),
@@ -506,6 +542,48 @@ mod tests {
     }
 
     #[test]
+    fn fused_adamw_equals_the_composed_update_bit_for_bit() {
+        let n = 40_000;
+        let [p, g, m] = [31, 32, 33].map(|seed| random(&[n], seed));
+        let v: Vec<f32> = random(&[n], 34).iter().map(|x| x * x).collect();
+        let (lr, beta1, beta2, eps, wd, scale, t) = (3e-4, 0.9, 0.999, 1e-8, 0.01, 0.5, 3);
+        let (bias1, bias2) = (1.0 - f64::powi(beta1, t), 1.0 - f64::powi(beta2, t));
+        let t1 = |x: &[f32]| tensor::<HostCompute, 1>(x, [n]);
+        for decay in [None, Some(1.0 - lr * wd)] {
+            // As `qa_train::optim` composes it.
+            let grad = t1(&g).mul_scalar(scale);
+            let m_want = t1(&m).mul_scalar(beta1) + grad.clone().mul_scalar(1.0 - beta1);
+            let v_want = t1(&v).mul_scalar(beta2) + (grad.clone() * grad).mul_scalar(1.0 - beta2);
+            let p_start = match decay {
+                Some(d) => t1(&p).mul_scalar(d),
+                None => t1(&p),
+            };
+            let denom = v_want
+                .clone()
+                .sqrt()
+                .div_scalar(bias2.sqrt())
+                .add_scalar(eps);
+            let p_want = p_start - (m_want.clone() / denom).mul_scalar(lr / bias1);
+            let step = AdamWStep {
+                grad_scale: scale as f32,
+                beta1: beta1 as f32,
+                one_minus_beta1: (1.0 - beta1) as f32,
+                beta2: beta2 as f32,
+                one_minus_beta2: (1.0 - beta2) as f32,
+                decay: decay.map(|d| d as f32),
+                sqrt_bias2: bias2.sqrt() as f32,
+                epsilon: eps as f32,
+                step_size: (lr / bias1) as f32,
+            };
+            assert!(fuses_adamw::<HostCompute>());
+            let [p_got, m_got, v_got] = adamw([t1(&p), t1(&g), t1(&m), t1(&v)], step);
+            assert_eq!(values(p_got), values(p_want), "parameters, decay {decay:?}");
+            assert_eq!(values(m_got), values(m_want), "first moments");
+            assert_eq!(values(v_got), values(v_want), "second moments");
+        }
+    }
+
+    #[test]
     fn layer_norm_and_its_backward_equal_burns_composition() {
         let (rows, width) = (6, 33);
         let x = random(&[rows, width], 3);
@@ -520,16 +598,14 @@ mod tests {
             };
             norm.forward(x[0].clone().reshape([2, rows / 2, width]))
         }
-        let inputs = || [&x[..], &gamma[..], &beta[..]];
-        let (got, got_grads) = run::<Fused, 3, 3>(inputs(), &weights, |x| op(x, rows, width));
-        let (want, want_grads) = run::<Composed, 3, 3>(inputs(), &weights, |x| op(x, rows, width));
-        assert_close("y", &got, &want, 1e-5);
-        for (name, (g, w)) in ["d x", "d gamma", "d beta"]
-            .iter()
-            .zip(got_grads.iter().zip(&want_grads))
-        {
-            assert_close(name, g, w, 1e-5);
-        }
+        let (_, want) = assert_agree(
+            "y",
+            ([&x, &gamma, &beta], ["d x", "d gamma", "d beta"]),
+            &weights,
+            1e-5,
+            |x| op(x, rows, width),
+            |x| op(x, rows, width),
+        );
         let plain = op::<HostCompute>(
             vec![
                 tensor(&x, [x.len()]),
@@ -546,15 +622,19 @@ mod tests {
     fn gelu_and_its_exact_derivative_equal_the_erf_formula() {
         let x = random(&[4, 129], 7);
         let weights = random(&[4, 129], 8);
-        let (got, got_grads) =
-            run::<Fused, 2, 1>([&x], &weights, |x| gelu(x[0].clone().reshape([4, 129])));
-        // x/2 · (1 + erf(x/√2)), differentiated by autodiff through erf (exact), in f64.
-        let (want, want_grads) = run::<Composed, 2, 1>([&x], &weights, |x| {
-            let x = x[0].clone().reshape([4, 129]);
-            x.clone().mul_scalar(0.5) * x.div_scalar(std::f64::consts::SQRT_2).erf().add_scalar(1.0)
-        });
-        assert_close("gelu", &got, &want, 1e-6);
-        assert_close("d x", &got_grads[0], &want_grads[0], 1e-6);
+        // Against x/2 · (1 + erf(x/√2)) differentiated by autodiff through erf (exact), in f64.
+        let (_, want) = assert_agree(
+            "gelu",
+            ([&x], ["d x"]),
+            &weights,
+            1e-6,
+            |x| gelu(x[0].clone().reshape([4, 129])),
+            |x| {
+                let x = x[0].clone().reshape([4, 129]);
+                let erf = x.clone().div_scalar(std::f64::consts::SQRT_2).erf();
+                x.mul_scalar(0.5) * erf.add_scalar(1.0)
+            },
+        );
         let plain = gelu(tensor::<HostCompute, 2>(&x, [4, 129]));
         assert_close("gelu in inference", &values(plain), &want, 1e-6);
     }
