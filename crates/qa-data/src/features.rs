@@ -212,11 +212,7 @@ pub fn build_features(
     // post-processor, which `example_windows` runs on each window.
     let mut encoder = tokenizer.clone();
     encoder.with_post_processor(None::<tokenizers::PostProcessorWrapper>);
-    let token_strings = if reads_token_strings(&tokenizer) {
-        TokenStrings::Keep
-    } else {
-        TokenStrings::Drop
-    };
+    let token_strings = TokenStrings::needed_by(&tokenizer);
 
     // Contexts are whole articles (tens of KB in COVID-QA): hashed with aHash, not SipHash.
     let mut context_index: ahash::AHashMap<&str, usize> = ahash::AHashMap::new();
@@ -321,15 +317,17 @@ enum TokenStrings {
     Drop,
 }
 
-/// Whether `tokenizer`'s post-processor reads token strings. BERT's and template processors
-/// only move them around, and windows keep ids, types, masks and offsets, never the strings;
-/// cloning a `String` per context token per window was a fifth of `qa features`.
-fn reads_token_strings(tokenizer: &Tokenizer) -> bool {
-    use tokenizers::PostProcessorWrapper as Processor;
-    !matches!(
-        tokenizer.get_post_processor(),
-        None | Some(Processor::Bert(_)) | Some(Processor::Template(_))
-    )
+impl TokenStrings {
+    /// What `tokenizer`'s post-processor needs. BERT's and template processors only move token
+    /// strings around, and windows keep ids, types, masks and offsets, never the strings;
+    /// cloning a `String` per context token per window was a fifth of `qa features`.
+    fn needed_by(tokenizer: &Tokenizer) -> Self {
+        use tokenizers::PostProcessorWrapper as Processor;
+        match tokenizer.get_post_processor() {
+            None | Some(Processor::Bert(_)) | Some(Processor::Template(_)) => Self::Drop,
+            Some(_) => Self::Keep,
+        }
+    }
 }
 
 /// `enc` with every token string empty.

@@ -24,7 +24,7 @@ pub struct Heads {
 }
 
 impl Heads {
-    fn hidden(&self) -> usize {
+    pub fn hidden(&self) -> usize {
         self.heads * self.head_dim
     }
 

@@ -71,12 +71,16 @@ pub(super) fn primitive(array: ArcArray<f32, IxDyn>) -> NdArrayTensor {
     NdArrayTensor::from(array)
 }
 
-/// `values` in `shape` as an owned array (see [`super::tensor_from_vec`]).
-pub(super) fn owned<const D: usize>(values: Vec<f32>, shape: [usize; D]) -> Tensor<Plain, D> {
-    match ArcArray::from_shape_vec(IxDyn(&shape), values) {
-        Ok(array) => wrap(array),
-        Err(e) => unreachable!("fused: parameter values do not fill their shape: {e}"),
+/// `values` (row-major) in `shape` as an owned array (see [`super::tensor_from_vec`]).
+pub(super) fn values_primitive(values: Vec<f32>, shape: &[usize]) -> NdArrayTensor {
+    match ArcArray::from_shape_vec(IxDyn(shape), values) {
+        Ok(array) => primitive(array),
+        Err(e) => unreachable!("fused: values do not fill their shape: {e}"),
     }
+}
+
+pub(super) fn owned<const D: usize>(values: Vec<f32>, shape: [usize; D]) -> Tensor<Plain, D> {
+    Tensor::from_primitive(TensorPrimitive::Float(values_primitive(values, &shape)))
 }
 
 fn unwrap<const D: usize>(x: Tensor<Plain, D>) -> ArcArray<f32, IxDyn> {
@@ -122,14 +126,25 @@ pub(super) fn attention_probs(
     wrap(scores)
 }
 
-/// The key mask `[batch, 1, 1, seq]` as `[batch, seq]` values, and the attention's sizes.
-fn attention_dims(query: &ArcArray<f32, IxDyn>, heads: usize) -> heads::Heads {
+/// The attention's inputs over contiguous `[batch, seq, hidden]` projections and the
+/// `[batch, 1, 1, seq]` key mask (read as `[batch, seq]`).
+fn attention_inputs<'a>(
+    [query, key, value]: [&'a ArcArray<f32, IxDyn>; 3],
+    key_mask: &'a ArcArray<f32, IxDyn>,
+    heads: usize,
+) -> heads::Inputs<'a> {
     let shape = query.shape();
-    heads::Heads {
-        batch: shape[0],
-        seq: shape[1],
-        heads,
-        head_dim: shape[2] / heads,
+    heads::Inputs {
+        query: slice(query),
+        key: slice(key),
+        value: slice(value),
+        key_mask: slice(key_mask),
+        dims: heads::Heads {
+            batch: shape[0],
+            seq: shape[1],
+            heads,
+            head_dim: shape[2] / heads,
+        },
     }
 }
 
@@ -139,16 +154,12 @@ pub(super) fn attention(
     heads: usize,
 ) -> Tensor<Plain, 3> {
     let (query, key, value, mask) = (unwrap(query), unwrap(key), unwrap(value), unwrap(mask_bias));
-    let dims = attention_dims(&query, heads);
-    let inputs = heads::Inputs {
-        query: slice(&query),
-        key: slice(&key),
-        value: slice(&value),
-        key_mask: slice(&mask),
-        dims,
-    };
+    let inputs = attention_inputs([&query, &key, &value], &mask, heads);
     let out = heads::forward(inputs, None, None);
-    owned(out, [dims.batch, dims.seq, dims.heads * dims.head_dim])
+    owned(
+        out,
+        [inputs.dims.batch, inputs.dims.seq, inputs.dims.hidden()],
+    )
 }
 
 /// The sizes of x `[rows, d_in]` through weight `[d_in, d_out]`.
@@ -220,7 +231,9 @@ pub(super) mod tracked {
     use burn_ndarray::NdArrayTensor;
     use ndarray::{ArcArray, IxDyn};
 
-    use super::{array, dense, heads, kernels, primitive, slice, slice_mut, Plain, Tracked};
+    use super::{
+        array, dense, heads, kernels, primitive, slice, slice_mut, values_primitive, Plain, Tracked,
+    };
 
     type TrackedPrimitive = <Tracked as Backend>::FloatTensorPrimitive;
 
@@ -320,10 +333,7 @@ pub(super) mod tracked {
             );
             let vector = |v: Vec<f32>| {
                 let width = v.len();
-                primitive(
-                    ArcArray::from_shape_vec(IxDyn(&[width]), v)
-                        .unwrap_or_else(|_| unreachable!("fused: one dimension")),
-                )
+                values_primitive(v, &[width])
             };
             let [x_node, gamma_node, beta_node] = ops.parents;
             if let Some(node) = x_node {
@@ -408,9 +418,7 @@ pub(super) mod tracked {
             let [x_node, weight_node, bias_node] = ops.parents;
             let register =
                 |grads: &mut Gradients, node: burn_autodiff::NodeId, values, dims: &[usize]| {
-                    let values = ArcArray::from_shape_vec(IxDyn(dims), values)
-                        .unwrap_or_else(|_| unreachable!("linear: gradients match their shapes"));
-                    grads.register::<Plain>(node, primitive(values));
+                    grads.register::<Plain>(node, values_primitive(values, dims));
                 };
             if let Some(node) = x_node {
                 let d_x = dense::input_grad(slice(&grad), slice(&weight), shape);
@@ -447,9 +455,7 @@ pub(super) mod tracked {
             slice(&array(bias.primitive)),
             shape,
         );
-        let y = super::owned(y, [shape.rows, shape.d_out])
-            .into_primitive()
-            .tensor();
+        let y = values_primitive(y, &[shape.rows, shape.d_out]);
         let out = match LinearBackward
             .prepare::<NoCheckpointing>(nodes)
             .compute_bound()
@@ -496,25 +502,18 @@ pub(super) mod tracked {
             let grad_out = array(grads.consume::<Plain>(&ops.node));
             let (query, key, value) = (array(saved.query), array(saved.key), array(saved.value));
             let key_mask = array(saved.key_mask);
-            let dims = super::attention_dims(&query, saved.heads);
-            let inputs = heads::Inputs {
-                query: slice(&query),
-                key: slice(&key),
-                value: slice(&value),
-                key_mask: slice(&key_mask),
-                dims,
-            };
+            let inputs = super::attention_inputs([&query, &key, &value], &key_mask, saved.heads);
+            let dims = inputs.dims;
             let (d_query, d_key, d_value) = heads::backward(
                 inputs,
                 slice(&grad_out),
                 &saved.probs,
                 saved.dropout.as_deref().map(Vec::as_slice),
             );
-            let shape = [dims.batch, dims.seq, dims.heads * dims.head_dim];
+            let shape = [dims.batch, dims.seq, dims.hidden()];
             for (node, grad) in ops.parents.into_iter().zip([d_query, d_key, d_value]) {
                 if let Some(node) = node {
-                    let grad = super::owned(grad, shape).into_primitive().tensor();
-                    grads.register::<Plain>(node.id, grad);
+                    grads.register::<Plain>(node.id, values_primitive(grad, &shape));
                 }
             }
         }
@@ -535,15 +534,9 @@ pub(super) mod tracked {
             array(value.primitive.clone()),
             array(key_mask.clone()),
         );
-        let dims = super::attention_dims(&q, heads);
-        let inputs = heads::Inputs {
-            query: slice(&q),
-            key: slice(&k),
-            value: slice(&v),
-            key_mask: slice(&m),
-            dims,
-        };
-        let shape = [dims.batch, dims.seq, dims.heads * dims.head_dim];
+        let inputs = super::attention_inputs([&q, &k, &v], &m, heads);
+        let dims = inputs.dims;
+        let shape = [dims.batch, dims.seq, dims.hidden()];
         let out = match AttentionBackward
             .prepare::<NoCheckpointing>(nodes)
             .compute_bound()
@@ -561,11 +554,11 @@ pub(super) mod tracked {
                     dropout: dropout.map(std::sync::Arc::new),
                     heads,
                 };
-                prep.finish(saved, super::owned(out, shape).into_primitive().tensor())
+                prep.finish(saved, values_primitive(out, &shape))
             }
             OpsKind::UnTracked(prep) => {
                 let out = heads::forward(inputs, dropout.as_deref(), None);
-                prep.finish(super::owned(out, shape).into_primitive().tensor())
+                prep.finish(values_primitive(out, &shape))
             }
         };
         wrap(out)

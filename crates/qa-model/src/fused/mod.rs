@@ -1,12 +1,15 @@
-//! One-pass kernels for the host (NdArray) backend: the attention softmax (scale and padding
-//! mask included), LayerNorm and the exact GELU, each with its own backward under autodiff.
+//! The CPU engine's fast path: on the host (NdArray) backend, multi-head attention (per head,
+//! in cache), linear layers, LayerNorm, the exact GELU and the attention softmax run as fused
+//! kernels with their own backward under autodiff, AdamW as one pass, and parameters and dropout
+//! masks are built as owned arrays ([`tensor_from_vec`]).
 //!
-//! Why: Burn composes each of these from 4–9 element-wise ops, and on the CPU every op is a
-//! pass over memory into a freshly allocated tensor. Those passes, and the kernel zeroing the
-//! pages of their new allocations, cost more than the matrix products
-//! (`bench/results/cpu-engine-profile-2core.md`). Here each is one parallel pass forward and one
-//! backward, saving only what the backward reads; in inference the output overwrites the input
-//! when nothing else holds it.
+//! Why: Burn composes each of these from 4–12 ops, and on the CPU every op is a pass over memory
+//! into a freshly allocated tensor (its matmul also copies operands that are not contiguous).
+//! Those passes, copies and the kernel zeroing the pages of new allocations cost more than the
+//! matrix products (`bench/results/cpu-engine-profile-2core.md`). Here each is one parallel pass
+//! forward and one backward, saving only what the backward reads; in inference the output
+//! overwrites the input when nothing else holds it. Which backend a generic `B` is gets decided
+//! by `TypeId` (`host.rs`), so model code stays generic over `B: Backend`.
 //!
 //! Other backends keep Burn's composition (CUDA's fusion compiles it into kernels). That
 //! composition is also what the kernels are tested against.
@@ -29,13 +32,8 @@ pub(crate) fn tensor_from_vec<B: Backend, const D: usize>(
     match host::form::<B>() {
         Some(host::Form::Plain) => return host::retype(host::owned::<D>(values, shape)),
         Some(host::Form::Tracked) => {
-            use burn::tensor::backend::AutodiffBackend;
             let inner = host::owned::<D>(values, shape);
-            return host::retype(Tensor::<host::Tracked, D>::from_primitive(
-                burn::tensor::TensorPrimitive::Float(host::Tracked::from_inner(
-                    inner.into_primitive().tensor(),
-                )),
-            ));
+            return host::retype(Tensor::<host::Tracked, D>::from_inner(inner));
         }
         None => {}
     }
