@@ -11,8 +11,15 @@ import sys
 
 # (family, pattern on the symbol), first match wins.
 FAMILIES = [
-    ("GEMM kernel (matrixmultiply sgemm)", r"sgemm_kernel|gemm"),
+    # The fused kernels' products go through the `gemm` crate (`gemm_f32::microkernel`);
+    # before them, Burn's matmul went through matrixmultiply (`sgemm_kernel`, `packing::pack`).
+    ("GEMM kernel (gemm crate / matrixmultiply)", r"sgemm_kernel|gemm"),
     ("GEMM packing", r"packing::pack"),
+    ("fused kernels (softmax, LayerNorm, GELU, AdamW, attention glue)", r"qa_model::fused::"),
+    # The dropout mask loop (`streams::fill_chunks`) is inlined into rayon's fold_with
+    # (seen with `perf annotate`: xoshiro's shifts and rotates, two stores per draw).
+    ("dropout masks (RNG)", r"Producer::fold_with|Xoshiro|Uniform"),
+    ("weight initialisation (Normal draws)", r"Normal"),
     ("kernel zeroing fresh pages (allocation churn)", r"clear_page|page_fault|do_anonymous|alloc_pages|__handle_mm|mi_page|mi_malloc|mi_free|_mi_"),
     ("copies (memmove/memset: layout changes, contiguous())", r"memmove|memset|memcpy"),
     ("exp/erf/tanh/pow (softmax, GELU, LayerNorm)", r"expf|expm1|erf|tanh|powf|__exp|__log"),
@@ -20,7 +27,7 @@ FAMILIES = [
     ("ndarray iteration (mapv, zip, to_vec_mapped)", r"ndarray::|to_vec_mapped|mapv"),
     ("thread pool spinning (rayon yield)", r"sched_yield|__schedule|finish_task_switch|do_syscall|rayon|crossbeam"),
     ("autodiff bookkeeping, tensor data (burn)", r"burn_|TensorData"),
-    ("dropout masks (RNG)", r"rand|Normal|Uniform|Xoshiro"),
+    ("random numbers (other)", r"rand"),
 ]
 
 def main():

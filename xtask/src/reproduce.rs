@@ -197,14 +197,14 @@ const PRESETS: &[Preset] = &[
 ];
 
 /// Flags that shrink the CPU default to a run of under 10 minutes on a 2-core machine whose F1
-/// is compared with the HF Trainer's on the same slice (`cpu_reference`).
+/// is compared with the HF Trainer's on the same slice (`cpu_reference`). Training is cut;
+/// evaluation is not: on the whole dev file (155 questions) one question moves F1 by under a
+/// point, where 16 questions let one question move it by six.
 const CPU_SLICE: &[&str] = &[
     "--max-train-samples",
     "400",
     "--train-windows",
     "with-answer",
-    "--max-eval-samples",
-    "16",
     "--learning-rate",
     "3e-4",
     "--num-train-epochs",
@@ -293,9 +293,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         cmd.args(&slice_flags);
         eprintln!(
             "CPU backend: training on the first {} training questions for one epoch, evaluating \
-             on the first {} dev questions (pass --full for the whole recipe)",
+             on the whole dev file (pass --full for the whole recipe)",
             flag_value(&slice_flags, "--max-train-samples").unwrap_or("?"),
-            flag_value(&slice_flags, "--max-eval-samples").unwrap_or("?"),
         );
     } else {
         cmd.args(preset.train_flags);
@@ -1087,8 +1086,9 @@ mod tests {
         assert_eq!(value("--num-train-epochs"), Some("1"));
         assert_eq!(value("--max-seq-length"), Some("384"));
         assert_eq!(value("--doc-stride"), Some("128"));
-        // Ten settings pass; the seed (set per run) and --logging-steps do not.
-        assert_eq!(peer.len(), 2 * 10, "{peer:?}");
+        assert_eq!(value("--max-eval-samples"), None);
+        // Nine settings pass; the seed (set per run) and --logging-steps do not.
+        assert_eq!(peer.len(), 2 * 9, "{peer:?}");
     }
 
     #[test]

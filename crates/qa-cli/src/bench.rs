@@ -50,6 +50,21 @@ fn model_config(args: &Args) -> anyhow::Result<ModelConfig> {
     }
 }
 
+/// Environment variable with the wall-clock time (Unix seconds) at which `cargo xtask bench`
+/// launched this process, so the time to the first step can include start-up, as a user waits
+/// for it (the PyTorch peer reads the same variable).
+const LAUNCHED_AT: &str = "QA_BENCH_LAUNCHED_AT";
+
+/// Seconds from the launch ([`LAUNCHED_AT`]) to `moment`; `None` outside `cargo xtask bench`.
+fn seconds_since_launch(moment: std::time::SystemTime) -> Option<f64> {
+    let launched: f64 = std::env::var(LAUNCHED_AT).ok()?.parse().ok()?;
+    let at = moment
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_secs_f64();
+    Some(at - launched)
+}
+
 /// Peak resident memory of this process (Linux `VmHWM`), in MiB.
 fn peak_rss_mib() -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -84,6 +99,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         "products": args.products,
         "windows_per_second": times.windows_per_second,
         "time_to_first_step_s": times.time_to_first_step_s,
+        "first_step_from_launch_s": seconds_since_launch(times.first_step_done),
         "peak_rss_mib": peak_rss_mib(),
     });
     println!("{result}");

@@ -212,7 +212,7 @@ pub fn build_features(
     // post-processor, which `example_windows` runs on each window.
     let mut encoder = tokenizer.clone();
     encoder.with_post_processor(None::<tokenizers::PostProcessorWrapper>);
-    let token_strings = TokenStrings::needed_by(&tokenizer);
+    let layout = PairLayout::of(&tokenizer);
 
     // Contexts are whole articles (tens of KB in COVID-QA): hashed with aHash, not SipHash.
     let mut context_index: ahash::AHashMap<&str, usize> = ahash::AHashMap::new();
@@ -232,7 +232,7 @@ pub fn build_features(
         "contexts",
         config.progress,
     );
-    let context_tokens: Vec<std::result::Result<Encoding, String>> = contexts
+    let context_tokens: Vec<std::result::Result<ContextTokens, String>> = contexts
         .par_iter()
         .progress_with(contexts_bar.clone())
         .map(|c| {
@@ -241,10 +241,7 @@ pub fn build_features(
                 .map_err(|e| format!("tokenizing the context failed: {e}"))?;
             // As the second sequence of a pair.
             enc.set_type_ids(vec![1; enc.len()]);
-            Ok(match token_strings {
-                TokenStrings::Keep => enc,
-                TokenStrings::Drop => without_token_strings(&enc),
-            })
+            Ok(ContextTokens::new(enc))
         })
         .collect();
     contexts_bar.finish_and_clear();
@@ -263,8 +260,19 @@ pub fn build_features(
             let context = context_tokens[context_of[i]]
                 .as_ref()
                 .map_err(String::clone)?;
-            let tokenizers = (&encoder, &tokenizer);
-            example_windows(tokenizers, i, ex, context, specials, config, pad_id)
+            let assembly = match &layout {
+                Some(layout) => Assembly::Layout(layout),
+                None => Assembly::PostProcessor(&tokenizer),
+            };
+            example_windows(
+                (&encoder, assembly),
+                i,
+                ex,
+                context,
+                specials,
+                config,
+                pad_id,
+            )
         })
         .collect();
     examples_bar.finish_and_clear();
@@ -308,41 +316,208 @@ fn window_ranges(len: usize, piece: usize, stride: usize) -> Vec<(usize, usize)>
     }
 }
 
-/// Whether the windows' token strings must be kept.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum TokenStrings {
-    /// The post-processor reads them (RoBERTa's and byte-level's offset trimming).
-    Keep,
-    /// Nothing reads them: windows carry empty strings, which cost no allocation per token.
-    Drop,
+/// How a fixed post-processor (BERT's, or a `TemplateProcessing` such as BERT-style
+/// `tokenizer.json` files carry) lays out a (question, context) pair: its special tokens and the
+/// two sequences, in order. Windows are then assembled directly from the question's and the
+/// context's tokens, as the processor would assemble them; building and merging `Encoding`s per
+/// window (token strings, offsets, sequence ranges) was over half of `qa features`.
+#[derive(Debug, Clone, PartialEq)]
+struct PairLayout(Vec<PairPart>);
+
+#[derive(Debug, Clone, PartialEq)]
+enum PairPart {
+    Special {
+        ids: Vec<u32>,
+        type_id: u32,
+    },
+    /// The question's tokens; `type_id` replaces theirs when the processor sets it.
+    Question {
+        type_id: Option<u32>,
+    },
+    /// The window's context tokens, likewise.
+    Context {
+        type_id: Option<u32>,
+    },
 }
 
-impl TokenStrings {
-    /// What `tokenizer`'s post-processor needs. BERT's and template processors only move token
-    /// strings around, and windows keep ids, types, masks and offsets, never the strings;
-    /// cloning a `String` per context token per window was a fifth of `qa features`.
-    fn needed_by(tokenizer: &Tokenizer) -> Self {
+/// How a window gets its special tokens.
+#[derive(Clone, Copy)]
+enum Assembly<'a> {
+    /// Put together here from the processor's [`PairLayout`].
+    Layout(&'a PairLayout),
+    /// Any other processor (RoBERTa's and byte-level's trim offsets, reading token strings):
+    /// `tokenizers` runs it on each window.
+    PostProcessor(&'a Tokenizer),
+}
+
+impl PairLayout {
+    /// The layout of `tokenizer`'s post-processor, when it is a fixed one.
+    fn of(tokenizer: &Tokenizer) -> Option<Self> {
         use tokenizers::PostProcessorWrapper as Processor;
-        match tokenizer.get_post_processor() {
-            None | Some(Processor::Bert(_)) | Some(Processor::Template(_)) => Self::Drop,
-            Some(_) => Self::Keep,
+        match tokenizer.get_post_processor()? {
+            Processor::Bert(bert) => Some(Self(vec![
+                PairPart::Special {
+                    ids: vec![bert.cls.1],
+                    type_id: 0,
+                },
+                PairPart::Question { type_id: None },
+                PairPart::Special {
+                    ids: vec![bert.sep.1],
+                    type_id: 0,
+                },
+                PairPart::Context { type_id: None },
+                PairPart::Special {
+                    ids: vec![bert.sep.1],
+                    type_id: 1,
+                },
+            ])),
+            // The template's pieces are private; its serialised form (tokenizer.json's) is not.
+            Processor::Template(template) => {
+                Self::from_template(&serde_json::to_value(template).ok()?)
+            }
+            _ => None,
         }
+    }
+
+    /// From a serialised `TemplateProcessing`: its `pair` pieces, each special token's ids
+    /// looked up in `special_tokens`. `None` for anything unexpected (then `tokenizers` runs it).
+    fn from_template(template: &serde_json::Value) -> Option<Self> {
+        let type_id = |piece: &serde_json::Value| piece["type_id"].as_u64()?.try_into().ok();
+        let mut parts = Vec::new();
+        for piece in template["pair"].as_array()? {
+            if let Some(special) = piece.get("SpecialToken") {
+                let name = special["id"].as_str()?;
+                let ids = template["special_tokens"][name]["ids"]
+                    .as_array()?
+                    .iter()
+                    .map(|id| id.as_u64()?.try_into().ok())
+                    .collect::<Option<Vec<u32>>>()?;
+                parts.push(PairPart::Special {
+                    ids,
+                    type_id: type_id(special)?,
+                });
+            } else {
+                let sequence = piece.get("Sequence")?;
+                let type_id = Some(type_id(sequence)?);
+                parts.push(match sequence["id"].as_str()? {
+                    "A" => PairPart::Question { type_id },
+                    "B" => PairPart::Context { type_id },
+                    _ => return None,
+                });
+            }
+        }
+        // Each sequence exactly once, the question first (as `tokenizers` orders a pair).
+        let question = |p: &PairPart| matches!(p, PairPart::Question { .. });
+        let context = |p: &PairPart| matches!(p, PairPart::Context { .. });
+        let places = |is: &dyn Fn(&PairPart) -> bool| {
+            let places: Vec<usize> = (0..parts.len()).filter(|&i| is(&parts[i])).collect();
+            places
+        };
+        match (places(&question).as_slice(), places(&context).as_slice()) {
+            ([q], [c]) if q < c => Some(Self(parts)),
+            _ => None,
+        }
+    }
+
+    /// The window of `question` and `context[start..stop]`, as the processor would lay it out.
+    fn window(
+        &self,
+        question: &Encoding,
+        context: &Encoding,
+        (start, stop): (usize, usize),
+        keep_word_ids: bool,
+    ) -> WindowTokens {
+        let len = self
+            .0
+            .iter()
+            .map(|part| match part {
+                PairPart::Special { ids, .. } => ids.len(),
+                PairPart::Question { .. } => question.len(),
+                PairPart::Context { .. } => stop - start,
+            })
+            .sum();
+        let mut w = WindowTokens {
+            ids: Vec::with_capacity(len),
+            type_ids: Vec::with_capacity(len),
+            attention_mask: vec![1; len],
+            offsets: Vec::with_capacity(len),
+            word_ids: Vec::with_capacity(if keep_word_ids { len } else { 0 }),
+        };
+        for part in &self.0 {
+            // (ids, their own type ids, the type id the processor sets, whether context)
+            let (ids, own_types, type_id, context_part): (&[u32], &[u32], Option<u32>, bool) =
+                match part {
+                    PairPart::Special { ids, type_id } => (ids, &[], Some(*type_id), false),
+                    PairPart::Question { type_id } => {
+                        (question.get_ids(), question.get_type_ids(), *type_id, false)
+                    }
+                    PairPart::Context { type_id } => (
+                        &context.get_ids()[start..stop],
+                        &context.get_type_ids()[start..stop],
+                        *type_id,
+                        true,
+                    ),
+                };
+            let n = ids.len();
+            w.ids.extend_from_slice(ids);
+            match type_id {
+                Some(t) => w.type_ids.extend(std::iter::repeat_n(t, n)),
+                None => w.type_ids.extend_from_slice(own_types),
+            }
+            if context_part {
+                let offsets = &context.get_offsets()[start..stop];
+                w.offsets.extend(offsets.iter().map(|&o| Some(o)));
+                if keep_word_ids {
+                    w.word_ids
+                        .extend_from_slice(&context.get_word_ids()[start..stop]);
+                }
+            } else {
+                w.offsets.extend(std::iter::repeat_n(None, n));
+                if keep_word_ids {
+                    w.word_ids.extend(std::iter::repeat_n(None, n));
+                }
+            }
+        }
+        w
     }
 }
 
-/// `enc` with every token string empty.
-fn without_token_strings(enc: &Encoding) -> Encoding {
-    Encoding::new(
-        enc.get_ids().to_vec(),
-        enc.get_type_ids().to_vec(),
-        vec![String::new(); enc.len()],
-        enc.get_word_ids().to_vec(),
-        enc.get_offsets().to_vec(),
-        enc.get_special_tokens_mask().to_vec(),
-        enc.get_attention_mask().to_vec(),
-        Vec::new(),
-        ahash::AHashMap::default(),
-    )
+/// One window's tokens, however they were assembled: what [`window_feature`] labels.
+struct WindowTokens {
+    ids: Vec<u32>,
+    type_ids: Vec<u32>,
+    attention_mask: Vec<u32>,
+    /// Char offsets of context tokens; `None` for question and special tokens.
+    offsets: Vec<Option<(usize, usize)>>,
+    /// Word index of context tokens, `None` elsewhere; empty unless asked for.
+    word_ids: Vec<Option<u32>>,
+}
+
+impl WindowTokens {
+    /// From an encoding `tokenizers` post-processed: context tokens are sequence 1's.
+    fn from_encoding(enc: &Encoding, keep_word_ids: bool) -> Self {
+        let sequence_ids = enc.get_sequence_ids();
+        let context = |seq: &Option<usize>| *seq == Some(1);
+        Self {
+            ids: enc.get_ids().to_vec(),
+            type_ids: enc.get_type_ids().to_vec(),
+            attention_mask: enc.get_attention_mask().to_vec(),
+            offsets: sequence_ids
+                .iter()
+                .zip(enc.get_offsets())
+                .map(|(seq, &off)| context(seq).then_some(off))
+                .collect(),
+            word_ids: if keep_word_ids {
+                sequence_ids
+                    .iter()
+                    .zip(enc.get_word_ids())
+                    .map(|(seq, &w)| if context(seq) { w } else { None })
+                    .collect()
+            } else {
+                Vec::new()
+            },
+        }
+    }
 }
 
 fn slice_encoding(enc: &Encoding, (start, stop): (usize, usize)) -> Encoding {
@@ -359,16 +534,40 @@ fn slice_encoding(enc: &Encoding, (start, stop): (usize, usize)) -> Encoding {
     )
 }
 
-/// `encoder` tokenizes the question (no post-processor); `tokenizer` adds the special tokens.
+/// A context tokenized once for all its questions.
+struct ContextTokens {
+    encoding: Encoding,
+    /// Per token, the first token with the same char offsets: the max-context rule keys tokens
+    /// by their offsets, so tokens that share offsets share one best window.
+    same_offsets_as: Vec<u32>,
+}
+
+impl ContextTokens {
+    fn new(encoding: Encoding) -> Self {
+        let mut first: ahash::AHashMap<(usize, usize), u32> =
+            ahash::AHashMap::with_capacity(encoding.len());
+        let same_offsets_as = (0u32..)
+            .zip(encoding.get_offsets())
+            .map(|(i, &off)| *first.entry(off).or_insert(i))
+            .collect();
+        Self {
+            encoding,
+            same_offsets_as,
+        }
+    }
+}
+
+/// `encoder` tokenizes the question (no post-processor); `assembly` adds the special tokens.
 fn example_windows(
-    (encoder, tokenizer): (&Tokenizer, &Tokenizer),
+    (encoder, assembly): (&Tokenizer, Assembly),
     example_index: usize,
     example: &Example,
-    context: &Encoding,
+    context_tokens: &ContextTokens,
     specials: usize,
     config: &FeatureConfig,
     pad_id: u32,
 ) -> std::result::Result<Vec<Feature>, String> {
+    let context = &context_tokens.encoding;
     let question = encoder
         .encode_char_offsets(example.question.as_str(), false)
         .map_err(|e| format!("tokenizing the question failed: {e}"))?;
@@ -388,16 +587,32 @@ fn example_windows(
         window_ranges(context.len(), piece, config.stride)
     };
     let mut features = ranges
-        .into_iter()
+        .iter()
+        .copied()
         .enumerate()
         .map(|(window, range)| {
-            let enc = tokenizer
-                .post_process(question.clone(), Some(slice_encoding(context, range)), true)
-                .map_err(|e| format!("adding special tokens failed: {e}"))?;
-            window_feature(example_index, window, example, &enc, config)
+            let tokens = match assembly {
+                Assembly::Layout(layout) => {
+                    layout.window(&question, context, range, config.word_ids)
+                }
+                Assembly::PostProcessor(tokenizer) => {
+                    let enc = tokenizer
+                        .post_process(question.clone(), Some(slice_encoding(context, range)), true)
+                        .map_err(|e| format!("adding special tokens failed: {e}"))?;
+                    WindowTokens::from_encoding(&enc, config.word_ids)
+                }
+            };
+            window_feature(example_index, window, example, tokens, config)
         })
         .collect::<std::result::Result<Vec<_>, _>>()?;
-    mark_max_context(&mut features);
+    match assembly {
+        // Window offsets are the context's own: tokens are known by their index.
+        Assembly::Layout(_) => {
+            mark_max_context_by_index(&mut features, &ranges, &context_tokens.same_offsets_as)
+        }
+        // The processor may have changed offsets (RoBERTa trims them): key by the window's.
+        Assembly::PostProcessor(_) => mark_max_context(&mut features),
+    }
     if config.padding == Padding::MaxLength {
         for f in &mut features {
             pad_feature(f, config.max_length, pad_id);
@@ -410,17 +625,12 @@ fn window_feature(
     example_index: usize,
     window: usize,
     example: &Example,
-    enc: &Encoding,
+    tokens: WindowTokens,
     config: &FeatureConfig,
 ) -> std::result::Result<Feature, String> {
-    let sequence_ids = enc.get_sequence_ids();
-    let offsets: Vec<Option<(usize, usize)>> = sequence_ids
-        .iter()
-        .zip(enc.get_offsets())
-        .map(|(seq, &off)| (*seq == Some(1)).then_some(off))
-        .collect();
-    let ctx_first = sequence_ids.iter().position(|s| *s == Some(1));
-    let ctx_last = sequence_ids.iter().rposition(|s| *s == Some(1));
+    let offsets = tokens.offsets;
+    let ctx_first = offsets.iter().position(Option::is_some);
+    let ctx_last = offsets.iter().rposition(Option::is_some);
     let (Some(ctx_first), Some(ctx_last)) = (ctx_first, ctx_last) else {
         return Err(format!(
             "the question leaves no room for context in {} tokens",
@@ -447,19 +657,11 @@ fn window_feature(
     Ok(Feature {
         example_index,
         window,
-        input_ids: enc.get_ids().to_vec(),
-        token_type_ids: enc.get_type_ids().to_vec(),
-        attention_mask: enc.get_attention_mask().to_vec(),
+        input_ids: tokens.ids,
+        token_type_ids: tokens.type_ids,
+        attention_mask: tokens.attention_mask,
         max_context: vec![false; offsets.len()],
-        word_ids: if config.word_ids {
-            sequence_ids
-                .iter()
-                .zip(enc.get_word_ids())
-                .map(|(seq, &w)| if *seq == Some(1) { w } else { None })
-                .collect()
-        } else {
-            Vec::new()
-        },
+        word_ids: tokens.word_ids,
         offsets,
         start_position,
         end_position,
@@ -518,6 +720,35 @@ fn mark_max_context(features: &mut [Feature]) {
     for (w, f) in features.iter_mut().enumerate() {
         for (flag, off) in f.max_context.iter_mut().zip(&f.offsets) {
             *flag = off.is_some_and(|o| best.get(&o).is_some_and(|&(_, bw)| bw == w));
+        }
+    }
+}
+
+/// [`mark_max_context`] for windows whose context tokens are `context[start..stop]` with the
+/// context's own offsets: the same marks, with tokens known by [`ContextTokens::same_offsets_as`]
+/// instead of hashed offsets (hashing every token of every window was a fifth of windowing).
+fn mark_max_context_by_index(
+    features: &mut [Feature],
+    ranges: &[(usize, usize)],
+    same_offsets_as: &[u32],
+) {
+    let mut best = vec![(f64::NEG_INFINITY, 0usize); same_offsets_as.len()];
+    for (w, &(start, stop)) in ranges.iter().enumerate() {
+        let n = stop - start;
+        for (p, &token) in same_offsets_as[start..stop].iter().enumerate() {
+            let score = p.min(n - 1 - p) as f64 + 0.01 * n as f64;
+            let entry = &mut best[token as usize];
+            if score > entry.0 {
+                *entry = (score, w);
+            }
+        }
+    }
+    for ((w, f), &(start, stop)) in features.iter_mut().enumerate().zip(ranges) {
+        // Context tokens are one run in the window, from its first context token on.
+        let first = f.offsets.iter().position(Option::is_some).unwrap_or(0);
+        let flags = &mut f.max_context[first..first + (stop - start)];
+        for (flag, &token) in flags.iter_mut().zip(&same_offsets_as[start..stop]) {
+            *flag = best[token as usize].1 == w;
         }
     }
 }
@@ -616,6 +847,65 @@ pub fn write_features_jsonl<W: Write>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Windows assembled from the processor's layout equal the ones `tokenizers` post-processes,
+    /// for BERT's processor (a `vocab.txt` tokenizer) and a template (`tokenizer.json`): ids,
+    /// types, offsets, labels, word ids and max-context marks, on long COVID-QA contexts.
+    #[test]
+    fn layout_windows_equal_post_processed_ones() {
+        let shared = qa_testkit::shared_dir();
+        let model = shared.join("models/all-MiniLM-L6-v2");
+        let data = crate::load(
+            shared.join("data/covid-qa/dev.json"),
+            &crate::LoadOptions::default(),
+        )
+        .unwrap();
+        let config = FeatureConfig {
+            word_ids: true,
+            progress: Progress::Hidden,
+            ..Default::default()
+        };
+        for tokenizer in [model.join("vocab.txt"), model.clone()] {
+            // As `build_features` sets it up: windows are cut here, never by the tokenizer.
+            let mut tokenizer = crate::load_tokenizer(&tokenizer).unwrap();
+            tokenizer.with_truncation(None).unwrap().with_padding(None);
+            let layout = PairLayout::of(&tokenizer).expect("a fixed layout");
+            let mut encoder = tokenizer.clone();
+            encoder.with_post_processor(None::<tokenizers::PostProcessorWrapper>);
+            let specials = tokenizer.get_post_processor().unwrap().added_tokens(true);
+            let mut windows = 0;
+            for (i, example) in data.examples.iter().take(8).enumerate() {
+                let mut context = encoder
+                    .encode_char_offsets(example.context.as_str(), false)
+                    .unwrap();
+                context.set_type_ids(vec![1; context.len()]);
+                let context = ContextTokens::new(context);
+                let build = |assembly| {
+                    example_windows(
+                        (&encoder, assembly),
+                        i,
+                        example,
+                        &context,
+                        specials,
+                        &config,
+                        0,
+                    )
+                    .unwrap()
+                };
+                let assembled = build(Assembly::Layout(&layout));
+                assert_eq!(
+                    assembled,
+                    build(Assembly::PostProcessor(&tokenizer)),
+                    "example {i}"
+                );
+                windows += assembled.len();
+            }
+            assert!(
+                windows > 8 * 5,
+                "long contexts give several windows: {windows}"
+            );
+        }
+    }
 
     #[test]
     fn train_windows_with_answer_keep_only_labelled_spans() {

@@ -9,10 +9,6 @@ use burn::nn::Dropout;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, Tensor};
 use rand::{RngCore, SeedableRng};
-use rayon::prelude::*;
-
-/// Elements per RNG stream: large enough to amortise seeding, small enough to spread over cores.
-const CHUNK: usize = 1 << 16;
 
 pub fn dropout<B: Backend, const D: usize>(layer: &Dropout, x: Tensor<B, D>) -> Tensor<B, D> {
     let (dims, device) = (x.dims(), x.device());
@@ -68,26 +64,23 @@ pub fn mask(n: usize, keep: f64, seed: u64) -> Vec<f32> {
     // Keep when a uniform u32 falls below keep · 2³².
     let threshold = (keep * 4_294_967_296.0).min(u32::MAX as f64) as u32;
     let mut out = vec![0f32; n];
-    out.par_chunks_mut(CHUNK)
-        .enumerate()
-        .for_each(|(i, chunk)| {
-            let stream = seed ^ (i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-            let mut rng = rand::rngs::SmallRng::seed_from_u64(stream);
-            for pair in chunk.chunks_mut(2) {
-                let bits = rng.next_u64();
-                for (j, v) in pair.iter_mut().enumerate() {
-                    if ((bits >> (32 * j)) as u32) < threshold {
-                        *v = scale;
-                    }
+    crate::streams::fill_chunks(&mut out, seed, |chunk, rng| {
+        for pair in chunk.chunks_mut(2) {
+            let bits = rng.next_u64();
+            for (j, v) in pair.iter_mut().enumerate() {
+                if ((bits >> (32 * j)) as u32) < threshold {
+                    *v = scale;
                 }
             }
-        });
+        }
+    });
     out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::streams::CHUNK;
 
     #[test]
     fn mask_keeps_the_right_share_scaled_and_depends_on_the_seed() {

@@ -15,11 +15,12 @@
 //! * [`checkpoint`] loads HF tensors into the model, and saves a fine-tuned model as an HF
 //!   directory that `transformers` loads unchanged.
 //! * [`backend`] is the one place where the Burn backend is chosen (cargo feature `cpu`/`cuda`).
-//! * [`fused`] runs the attention softmax, LayerNorm and GELU as one-pass kernels with their
-//!   own backward on the CPU backend, where Burn's composition of them costs more than the
-//!   matrix products.
-//! * [`dropout`] is Burn's dropout with CPU masks drawn in parallel; [`infer`] batches windows
-//!   by length for inference; [`error`] holds the typed errors, each naming its file.
+//! * [`fused`] runs attention, LayerNorm, GELU, linear layers and AdamW as one-pass kernels
+//!   with their own backward on the CPU backend, where Burn's composition of them costs more
+//!   than the matrix products.
+//! * [`dropout`] is Burn's dropout with CPU masks drawn in parallel, in the seeded streams of
+//!   [`streams`] (which fresh weights are drawn in too); [`infer`] batches windows by length for
+//!   inference; [`error`] holds the typed errors, each naming its file.
 
 pub mod albert;
 pub mod backend;
@@ -36,6 +37,7 @@ pub mod infer;
 pub mod layers;
 pub mod model;
 pub mod roberta;
+pub mod streams;
 pub mod weights;
 
 pub use checkpoint::{load_pretrained, save_pretrained, LoadReport};

@@ -46,6 +46,9 @@ pub struct BenchTimes {
     pub windows_per_second: f64,
     /// From the start (model built at random) to the end of the first step.
     pub time_to_first_step_s: f64,
+    /// When the first step ended, on the wall clock (to time it from the process's launch).
+    #[serde(skip)]
+    pub first_step_done: std::time::SystemTime,
 }
 
 /// Random full windows of ids in `1000..vocab`, with random labels (seeded: every run times
@@ -90,7 +93,10 @@ pub fn run_workload<AB: AutodiffBackend>(
     let mut step_done = |step: usize, t: Instant| {
         eprintln!("step {step}: {:.3}s", t.elapsed().as_secs_f64());
         if step == 0 {
-            first_step = Some(started.elapsed().as_secs_f64());
+            first_step = Some((
+                started.elapsed().as_secs_f64(),
+                std::time::SystemTime::now(),
+            ));
             timed_from = Some(Instant::now());
         }
     };
@@ -136,6 +142,7 @@ pub fn run_workload<AB: AutodiffBackend>(
     let timed = timed_from.expect("step 0 ran").elapsed().as_secs_f64();
     Ok(BenchTimes {
         windows_per_second: (spec.batch * spec.steps) as f64 / timed.max(1e-9),
-        time_to_first_step_s: first_step.expect("step 0 ran"),
+        time_to_first_step_s: first_step.expect("step 0 ran").0,
+        first_step_done: first_step.expect("step 0 ran").1,
     })
 }

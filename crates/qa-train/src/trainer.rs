@@ -65,10 +65,15 @@ pub struct TrainResults {
     pub epoch: f64,
     pub global_step: usize,
     pub train_loss: f64,
+    /// The whole run, evaluations inside the loop included (as HF's).
     pub train_runtime: f64,
     pub train_samples: usize,
+    /// Windows per second of training: unlike HF's, evaluation inside the loop is left out, so
+    /// the rate is the engine's whatever the eval set's size.
     pub train_samples_per_second: f64,
     pub train_steps_per_second: f64,
+    /// Seconds of `train_runtime` spent evaluating inside the loop.
+    pub eval_runtime: f64,
     pub time_to_first_step: f64,
     pub resumed_from: Option<PathBuf>,
     pub interrupted: bool,
@@ -239,6 +244,15 @@ struct Clock {
     first_step_at: Option<f64>,
     steps_run: usize,
     windows_seen: usize,
+    /// Seconds spent evaluating inside the loop: left out of the training rates.
+    eval_seconds: f64,
+}
+
+impl Clock {
+    /// Seconds since `from`, less the evaluation time since the run started.
+    fn training_seconds(&self, from: Instant) -> f64 {
+        (from.elapsed().as_secs_f64() - self.eval_seconds).max(1e-9)
+    }
 }
 
 /// `train_log.jsonl`: one JSON object per logged step or evaluation.
@@ -403,6 +417,7 @@ impl<'a, B: AutodiffBackend> Run<'a, B> {
                 first_step_at: None,
                 steps_run: 0,
                 windows_seen: 0,
+                eval_seconds: 0.0,
             },
             loss_since_log: (0.0, 0),
             last_metrics: None,
@@ -499,8 +514,8 @@ impl<'a, B: AutodiffBackend> Run<'a, B> {
         self.clock
             .first_step_at
             .get_or_insert_with(|| started.elapsed().as_secs_f64());
-        let rate = self.clock.windows_seen as f64
-            / self.clock.loop_started.elapsed().as_secs_f64().max(1e-9);
+        let rate =
+            self.clock.windows_seen as f64 / self.clock.training_seconds(self.clock.loop_started);
         self.progress.set_position(self.state.global_step as u64);
         self.progress.set_message(format!(
             "loss {:.4} lr {lr:.2e} {rate:.1} windows/s",
@@ -543,7 +558,9 @@ impl<'a, B: AutodiffBackend> Run<'a, B> {
             .job
             .eval
             .expect("evaluation is scheduled only with an eval set");
+        let evaluating = Instant::now();
         let metrics = evaluate_on_peers(&self.model, eval, self.cfg, self.peer)?;
+        self.clock.eval_seconds += evaluating.elapsed().as_secs_f64();
         let mut entry = serde_json::json!({
             "step": self.state.global_step,
             "epoch": self.plan.epoch(&self.state),
@@ -600,14 +617,16 @@ impl<'a, B: AutodiffBackend> Run<'a, B> {
 
     fn results(&self, end: RunEnd) -> TrainResults {
         let runtime = self.clock.started.elapsed().as_secs_f64();
+        let training = self.clock.training_seconds(self.clock.started);
         TrainResults {
             epoch: self.plan.epoch(&self.state),
             global_step: self.state.global_step,
             train_loss: self.state.loss_sum / self.state.global_step.max(1) as f64,
             train_runtime: runtime,
             train_samples: self.plan.windows,
-            train_samples_per_second: self.clock.windows_seen as f64 / runtime.max(1e-9),
-            train_steps_per_second: self.clock.steps_run as f64 / runtime.max(1e-9),
+            train_samples_per_second: self.clock.windows_seen as f64 / training,
+            train_steps_per_second: self.clock.steps_run as f64 / training,
+            eval_runtime: self.clock.eval_seconds,
             time_to_first_step: self.clock.first_step_at.unwrap_or(0.0),
             resumed_from: self.resumed_from.clone(),
             interrupted: end == RunEnd::Interrupted,

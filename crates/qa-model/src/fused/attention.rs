@@ -8,9 +8,10 @@
 //! softmax, dropout and the second product, and writes its columns of the output. Training keeps
 //! only the probabilities (and the dropout mask) for the backward.
 
-use ndarray::linalg::general_mat_mul;
 use ndarray::{s, ArrayView2, ArrayView3, ArrayViewMut2, Axis};
 use rayon::prelude::*;
+
+use super::product::{product, Threads};
 
 use super::kernels;
 
@@ -132,23 +133,25 @@ pub fn forward(
     let head = |task: usize, probs: &mut [f32], out: ArrayViewMut2<f32>| {
         let mut out = out;
         let (seq, block) = (dims.seq, dims.block());
-        general_mat_mul(
+        product(
             1.0,
             &inputs.head(inputs.query, task),
             &inputs.head(inputs.key, task).t(),
             0.0,
             &mut square_mut(probs, seq),
+            Threads::Caller,
         );
         kernels::softmax_rows_one_mask(probs, inputs.key_mask_row(task), dims.divisor());
         let mask = dropout.map(|m| &m[task * block..(task + 1) * block]);
         let mut scratch = Vec::new();
         let weights = dropped(probs, mask, &mut scratch);
-        general_mat_mul(
+        product(
             1.0,
             &square(weights, seq),
             &inputs.head(inputs.value, task),
             0.0,
             &mut out,
+            Threads::Caller,
         );
     };
     match saved_probs {
@@ -194,14 +197,22 @@ pub fn backward(
             let mut scratch = Vec::new();
             // out = P'·v with P' = P·mask: d v = P'ᵀ·d out, d P' = d out·vᵀ.
             let weights = dropped(probs, mask, &mut scratch);
-            general_mat_mul(1.0, &square(weights, seq).t(), &grad_out, 0.0, &mut d_value);
+            product(
+                1.0,
+                &square(weights, seq).t(),
+                &grad_out,
+                0.0,
+                &mut d_value,
+                Threads::Caller,
+            );
             let mut d_probs = vec![0f32; block];
-            general_mat_mul(
+            product(
                 1.0,
                 &grad_out,
                 &inputs.head(inputs.value, task).t(),
                 0.0,
                 &mut square_mut(&mut d_probs, seq),
+                Threads::Caller,
             );
             if let Some(mask) = mask {
                 d_probs.iter_mut().zip(mask).for_each(|(g, m)| *g *= m);
@@ -209,19 +220,21 @@ pub fn backward(
             // Through the softmax (and its 1/√d): d scores. Then scores = q·kᵀ/√d.
             kernels::softmax_rows_backward_one_task(&mut d_probs, probs, seq, 1.0);
             let d_scores = square(&d_probs, seq);
-            general_mat_mul(
+            product(
                 scale,
                 &d_scores,
                 &inputs.head(inputs.key, task),
                 0.0,
                 &mut d_query,
+                Threads::Caller,
             );
-            general_mat_mul(
+            product(
                 scale,
                 &d_scores.t(),
                 &inputs.head(inputs.query, task),
                 0.0,
                 &mut d_key,
+                Threads::Caller,
             );
         });
     (d_query, d_key, d_value)

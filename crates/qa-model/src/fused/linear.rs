@@ -2,11 +2,12 @@
 //! slices.
 //!
 //! Burn's NdArray matmul copies any operand that is not in standard layout, so its backward
-//! (x·Wᵀ-style products with a transposed operand) copied x or W at every step; `general_mat_mul`
+//! (x·Wᵀ-style products with a transposed operand) copied x or W at every step; [`product`]
 //! reads the transposed views in place. The bias is added by starting the product from it.
 
-use ndarray::linalg::general_mat_mul;
 use ndarray::{ArrayView2, ArrayViewMut2, Axis};
+
+use super::product::{product, Threads};
 
 /// The sizes of one linear layer applied to `rows` rows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,12 +33,13 @@ pub fn forward(x: &[f32], weight: &[f32], bias: &[f32], shape: Shape) -> Vec<f32
     for _ in 0..shape.rows {
         y.extend_from_slice(bias);
     }
-    general_mat_mul(
+    product(
         1.0,
         &matrix(x, shape.rows, shape.d_in),
         &matrix(weight, shape.d_in, shape.d_out),
         1.0,
         &mut matrix_mut(&mut y, shape.rows, shape.d_out),
+        Threads::Pool,
     );
     y
 }
@@ -45,12 +47,13 @@ pub fn forward(x: &[f32], weight: &[f32], bias: &[f32], shape: Shape) -> Vec<f32
 /// d loss / d x = grad · Wᵀ, `[rows, d_in]`.
 pub fn input_grad(grad: &[f32], weight: &[f32], shape: Shape) -> Vec<f32> {
     let mut d_x = vec![0f32; shape.rows * shape.d_in];
-    general_mat_mul(
+    product(
         1.0,
         &matrix(grad, shape.rows, shape.d_out),
         &matrix(weight, shape.d_in, shape.d_out).t(),
         0.0,
         &mut matrix_mut(&mut d_x, shape.rows, shape.d_in),
+        Threads::Pool,
     );
     d_x
 }
@@ -58,12 +61,13 @@ pub fn input_grad(grad: &[f32], weight: &[f32], shape: Shape) -> Vec<f32> {
 /// d loss / d W = xᵀ · grad, `[d_in, d_out]`.
 pub fn weight_grad(grad: &[f32], x: &[f32], shape: Shape) -> Vec<f32> {
     let mut d_weight = vec![0f32; shape.d_in * shape.d_out];
-    general_mat_mul(
+    product(
         1.0,
         &matrix(x, shape.rows, shape.d_in).t(),
         &matrix(grad, shape.rows, shape.d_out),
         0.0,
         &mut matrix_mut(&mut d_weight, shape.d_in, shape.d_out),
+        Threads::Pool,
     );
     d_weight
 }

@@ -285,6 +285,8 @@ pub(crate) mod attention;
 pub(crate) mod kernels;
 #[cfg(feature = "cpu")]
 pub(crate) mod linear;
+#[cfg(feature = "cpu")]
+pub(crate) mod product;
 
 #[cfg(feature = "cpu")]
 mod host;
