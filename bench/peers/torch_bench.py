@@ -2,10 +2,12 @@
 (transformers BertForQuestionAnswering built from a config, random weights).
 Prints one JSON line per workload.
 
-Usage: python3 torch_bench.py WORKLOAD(infer|train) CONFIG(minilm|bert-base|DIR) SEQ BATCH STEPS
+Usage: python3 torch_bench.py WORKLOAD(infer|train) CONFIG(minilm|bert-base|DIR) SEQ BATCH STEPS [LAUNCHED_AT]
+
+LAUNCHED_AT (Unix seconds, as `cargo xtask bench` passes it, and `qa bench --launched-at`)
+also times the first step from launch, interpreter start and imports included.
 """
 import json
-import os
 import resource
 import sys
 import time
@@ -18,10 +20,9 @@ SIZES = {"minilm": (384, 6, 12, 1536), "bert-base": (768, 12, 12, 3072)}
 
 def main():
     # Timed from here (the imports done, the model not yet built), as `qa bench` times from
-    # before it builds its model; QA_BENCH_LAUNCHED_AT (set by `cargo xtask bench`) also counts
-    # interpreter start and imports, as a user waits for them.
+    # before it builds its model; LAUNCHED_AT also counts interpreter start and imports.
     began = time.perf_counter()
-    launched = float(os.environ.get("QA_BENCH_LAUNCHED_AT", "nan"))
+    launched = float(sys.argv[6]) if len(sys.argv) > 6 else float("nan")
     workload, name, seq, batch, steps = sys.argv[1], sys.argv[2], *map(int, sys.argv[3:6])
     if name in SIZES:
         h, layers, heads, inter = SIZES[name]

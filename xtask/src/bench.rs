@@ -184,7 +184,7 @@ fn model_rows(
                     "384",
                 ])
                 .args(["--batch", &batch.to_string(), "--steps", &steps.to_string()])
-                .env(LAUNCHED_AT, unix_now())
+                .args(["--launched-at", &unix_now()])
                 .output()
                 .context("running qa bench")?;
             let ours = json_line(&out);
@@ -203,8 +203,8 @@ fn model_rows(
                         "384",
                         &batch.to_string(),
                         &steps.to_string(),
+                        &unix_now(),
                     ])
-                    .env(LAUNCHED_AT, unix_now())
                     .output()?;
                 json_line(&o)
             } else {
@@ -237,10 +237,8 @@ fn model_rows(
     Ok(())
 }
 
-/// The variable `qa bench` and the PyTorch peer read their launch time from (Unix seconds), so
-/// both time the first step from the moment a user would start waiting.
-const LAUNCHED_AT: &str = "QA_BENCH_LAUNCHED_AT";
-
+/// Now, in Unix seconds: the launch time `qa bench --launched-at` and the PyTorch peer's last
+/// argument take, so both time the first step from the moment a user would start waiting.
 fn unix_now() -> String {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
     format!("{:.6}", now.map_or(0.0, |d| d.as_secs_f64()))

@@ -31,6 +31,10 @@ pub struct Args {
     products: Precision,
     #[arg(long, default_value = "auto")]
     device: String,
+    /// When the caller launched this process (Unix seconds, as `cargo xtask bench` passes it):
+    /// the first step is then also timed from launch, start-up included, as a user waits for it.
+    #[arg(long)]
+    launched_at: Option<f64>,
 }
 
 /// Model sizes the benchmark knows without a folder.
@@ -50,19 +54,13 @@ fn model_config(args: &Args) -> anyhow::Result<ModelConfig> {
     }
 }
 
-/// Environment variable with the wall-clock time (Unix seconds) at which `cargo xtask bench`
-/// launched this process, so the time to the first step can include start-up, as a user waits
-/// for it (the PyTorch peer reads the same variable).
-const LAUNCHED_AT: &str = "QA_BENCH_LAUNCHED_AT";
-
-/// Seconds from the launch ([`LAUNCHED_AT`]) to `moment`; `None` outside `cargo xtask bench`.
-fn seconds_since_launch(moment: std::time::SystemTime) -> Option<f64> {
-    let launched: f64 = std::env::var(LAUNCHED_AT).ok()?.parse().ok()?;
+/// Seconds from `launched_at` (Unix seconds) to `moment`.
+fn seconds_since(launched_at: f64, moment: std::time::SystemTime) -> Option<f64> {
     let at = moment
         .duration_since(std::time::UNIX_EPOCH)
         .ok()?
         .as_secs_f64();
-    Some(at - launched)
+    Some(at - launched_at)
 }
 
 /// Peak resident memory of this process (Linux `VmHWM`), in MiB.
@@ -99,7 +97,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         "products": args.products,
         "windows_per_second": times.windows_per_second,
         "time_to_first_step_s": times.time_to_first_step_s,
-        "first_step_from_launch_s": seconds_since_launch(times.first_step_done),
+        "first_step_from_launch_s": args
+            .launched_at
+            .and_then(|launched| seconds_since(launched, times.first_step_done)),
         "peak_rss_mib": peak_rss_mib(),
     });
     println!("{result}");

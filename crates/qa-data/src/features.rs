@@ -213,6 +213,10 @@ pub fn build_features(
     let mut encoder = tokenizer.clone();
     encoder.with_post_processor(None::<tokenizers::PostProcessorWrapper>);
     let layout = PairLayout::of(&tokenizer);
+    let assembly = match &layout {
+        Some(layout) => Assembly::Layout(layout),
+        None => Assembly::PostProcessor(&tokenizer),
+    };
 
     // Contexts are whole articles (tens of KB in COVID-QA): hashed with aHash, not SipHash.
     let mut context_index: ahash::AHashMap<&str, usize> = ahash::AHashMap::new();
@@ -260,10 +264,6 @@ pub fn build_features(
             let context = context_tokens[context_of[i]]
                 .as_ref()
                 .map_err(String::clone)?;
-            let assembly = match &layout {
-                Some(layout) => Assembly::Layout(layout),
-                None => Assembly::PostProcessor(&tokenizer),
-            };
             example_windows(
                 (&encoder, assembly),
                 i,
