@@ -9,8 +9,11 @@ use crate::{build_qa, repo_root, shared_dir};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Which part: features, model, or all; `serve` (only when named) load-tests `qa serve`.
-    #[arg(default_value = "all", value_parser = ["all", "features", "model", "serve"])]
+    /// Which part: features, model, or all; `serve` (only when named) load-tests `qa serve`;
+    /// `precision` (only when named) times inference in f32, bf16 and int8 beside the CPU
+    /// peers a user would pick (PyTorch bf16 autocast and dynamic int8, ONNX Runtime fp32 and
+    /// dynamic int8 per channel).
+    #[arg(default_value = "all", value_parser = ["all", "features", "model", "serve", "precision"])]
     what: String,
     /// Skip the Python peers (PyTorch, Python tokenizers).
     #[arg(long)]
@@ -67,6 +70,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let qa = build_qa()?;
     if args.what == "serve" {
         return serve_bench(&qa, &args);
+    }
+    if args.what == "precision" {
+        let mut rows = Vec::new();
+        let mut raw = Vec::new();
+        precision_rows(&qa, &args, &mut rows, &mut raw)?;
+        return write_table(&args, &rows, &raw);
     }
     let mut rows = Vec::new();
     let mut raw = Vec::new();
@@ -231,6 +240,112 @@ fn model_rows(
                 notes,
             });
             raw.extend(ours);
+            raw.extend(peer);
+        }
+    }
+    Ok(())
+}
+
+/// Our precisions and the CPU peer each is compared with (PyTorch eager fp32 is the baseline
+/// users leave; ONNX Runtime int8 is the one to beat).
+const PRECISION_PAIRS: [(&str, &str); 5] = [
+    ("f32", "torch-f32"),
+    ("f32", "ort-f32"),
+    ("bf16", "torch-bf16"),
+    ("int8", "torch-int8"),
+    ("int8", "ort-int8"),
+];
+
+/// `cargo xtask bench precision`: inference at seq 384 in each `--precision`, beside
+/// `bench/peers/cpu_infer_peers.py`, one process each, one after the other, in the same run.
+fn precision_rows(
+    qa: &std::path::Path,
+    args: &Args,
+    rows: &mut Vec<Row>,
+    raw: &mut Vec<serde_json::Value>,
+) -> anyhow::Result<()> {
+    let peers_installed = !args.skip_peers
+        && ["torch", "transformers", "onnxruntime", "onnx"]
+            .iter()
+            .all(|m| python_has(m));
+    if !args.skip_peers && !peers_installed {
+        eprintln!(
+            "peers not run: python3 lacks torch, transformers, onnxruntime or onnx \
+             (pip install torch transformers==4.57.6 onnxruntime==1.31.1 onnx)"
+        );
+    }
+    // (config, batch, timed steps)
+    let sizes: &[(&str, usize, usize)] = if args.quick {
+        &[("minilm", 2, 1)]
+    } else {
+        &[("minilm", 8, 4), ("bert-base", 8, 2)]
+    };
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    for &(config, batch, steps) in sizes {
+        let mut ours = std::collections::HashMap::new();
+        for precision in ["f32", "bf16", "int8"] {
+            let out = Command::new(qa)
+                .args([
+                    "bench",
+                    "--workload",
+                    "infer",
+                    "--config",
+                    config,
+                    "--seq",
+                    "384",
+                ])
+                .args(["--batch", &batch.to_string(), "--steps", &steps.to_string()])
+                .args(["--precision", precision])
+                .output()
+                .context("running qa bench")?;
+            let result = json_line(&out);
+            if result.is_none() {
+                eprintln!(
+                    "qa bench infer {config} --precision {precision} failed: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            raw.extend(result.clone());
+            ours.insert(precision, result);
+        }
+        for (precision, peer_name) in PRECISION_PAIRS {
+            let peer = if peers_installed {
+                let o = Command::new("python3")
+                    .arg(repo_root().join("bench/peers/cpu_infer_peers.py"))
+                    .args([
+                        peer_name,
+                        config,
+                        "384",
+                        &batch.to_string(),
+                        &steps.to_string(),
+                    ])
+                    .arg(threads.to_string())
+                    .output()?;
+                let result = json_line(&o);
+                if result.is_none() {
+                    eprintln!(
+                        "peer {peer_name} {config} failed: {}",
+                        String::from_utf8_lossy(&o.stderr)
+                    );
+                }
+                result
+            } else {
+                None
+            };
+            let ours = ours[precision].as_ref();
+            rows.push(Row {
+                what: format!("infer {config} seq 384 {precision} windows/s"),
+                ours: ours.and_then(|v| v["windows_per_second"].as_f64()),
+                peer: peer.as_ref().and_then(|v| v["windows_per_second"].as_f64()),
+                peer_name: peer
+                    .as_ref()
+                    .and_then(|v| v["peer"].as_str().map(str::to_string))
+                    .unwrap_or_else(|| format!("{peer_name} (not run)")),
+                notes: match ours {
+                    Some(v) => model_notes(batch, v, peer.as_ref()),
+                    None => "failed".into(),
+                },
+            });
             raw.extend(peer);
         }
     }
@@ -534,6 +649,13 @@ fn serve_bench(qa: &std::path::Path, args: &Args) -> anyhow::Result<()> {
     ours.arg("serve").arg("--model").arg(&model);
     let soak = if args.quick { Soak::Skip } else { Soak::Run };
     runs.push(measure("qa-serve", &mut ours, soak)?);
+    // The same server answering in int8 (`--precision int8`): its rate against f32's above.
+    let mut int8 = Command::new(qa);
+    int8.arg("serve")
+        .arg("--model")
+        .arg(&model)
+        .args(["--precision", "int8"]);
+    runs.push(measure("qa-serve --precision int8", &mut int8, Soak::Skip)?);
     if !args.quick {
         // Dynamic batching off: one window per forward pass.
         let mut unbatched = Command::new(qa);

@@ -29,6 +29,8 @@ pub struct Args {
     /// mixed-precision casts on the CPU).
     #[arg(long, default_value = "f32")]
     products: Precision,
+    #[command(flatten)]
+    precision: crate::common::PrecisionArg,
     #[arg(long, default_value = "auto")]
     device: String,
     /// When the caller launched this process (Unix seconds, as `cargo xtask bench` passes it):
@@ -80,6 +82,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         batch: args.batch,
         steps: args.steps,
         products: args.products,
+        precision: args.precision.precision,
     };
     let times = run_workload::<Train>(&config, spec, &device)?;
     let result = serde_json::json!({
@@ -95,6 +98,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         "steps": args.steps,
         "backend": BACKEND_NAME,
         "products": args.products,
+        "precision": args.precision.precision,
         "windows_per_second": times.windows_per_second,
         "time_to_first_step_s": times.time_to_first_step_s,
         "first_step_from_launch_s": args

@@ -8,6 +8,7 @@ use qa_data::hub::{self, DatasetFiles, HubSettings, Split};
 use qa_data::{Columns, DataFormat, DataSource, FeatureConfig, LoadOptions, PreparedData, Sample};
 use qa_eval::DecodeConfig;
 use qa_model::backend::{parse_device, Device};
+use qa_model::InferencePrecision;
 use qa_train::Origin;
 
 /// Which revision of a Hub model to use (a branch, tag or commit; run_qa's `--model_revision`).
@@ -96,6 +97,17 @@ pub fn split_source(files: &DatasetFiles, split: Split) -> anyhow::Result<DataSo
 
 pub fn device(spec: &str) -> anyhow::Result<Device> {
     Ok(parse_device(spec)?)
+}
+
+/// The precision a model answers in.
+#[derive(clap::Args, Clone, Copy)]
+pub struct PrecisionArg {
+    /// Precision of the linear layers' products: f32, bf16 (bf16 operands, f32 accumulation)
+    /// or int8 (dynamic quantization: int8 weights per output channel, u8 activations per
+    /// token, as torch `quantize_dynamic` / ONNX Runtime `quantize_dynamic(per_channel=True)`).
+    /// Embeddings, LayerNorm, softmax, attention and the QA head stay f32.
+    #[arg(long, default_value_t = InferencePrecision::F32)]
+    pub precision: InferencePrecision,
 }
 
 /// How examples are cut into windows.

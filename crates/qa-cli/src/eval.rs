@@ -3,6 +3,8 @@
 
 use std::path::PathBuf;
 
+use anyhow::Context;
+
 use qa_eval::evaluate::{evaluate_prepared, EvalKind};
 use qa_eval::Predictor;
 use qa_model::backend::Compute;
@@ -10,7 +12,9 @@ use qa_model::backend::Compute;
 use qa_data::hub::Split;
 use qa_data::DataSource;
 
-use crate::common::{self, DataArgs, DatasetArgs, DecodeArgs, RevisionArg, WindowArgs};
+use crate::common::{
+    self, DataArgs, DatasetArgs, DecodeArgs, PrecisionArg, RevisionArg, WindowArgs,
+};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -37,6 +41,13 @@ pub struct Args {
     data_format: DataArgs,
     #[command(flatten)]
     decode: DecodeArgs,
+    #[command(flatten)]
+    precision: PrecisionArg,
+    /// Instead of the usual outputs, answer the data in f32 and in this precision too (repeat
+    /// for several) and write what each costs — EM/F1, the share of answers identical to f32's,
+    /// the largest logit error — to precision_comparison.json and .md.
+    #[arg(long, conflicts_with = "precision")]
+    compare_precision: Vec<qa_model::InferencePrecision>,
     #[arg(long, default_value_t = 32)]
     batch_size: usize,
     #[arg(long)]
@@ -54,7 +65,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         (None, None) => anyhow::bail!("give --data FILE or --dataset-name NAME"),
     };
     let predictor =
-        Predictor::<Compute>::load(&model_dir, args.windows.config(), args.batch_size, &device)?;
+        Predictor::<Compute>::load(&model_dir, args.windows.config(), args.batch_size, &device)?
+            .with_precision(args.precision.precision)?;
     let data = common::prepare(
         &source,
         &args.data_format,
@@ -62,6 +74,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         args.max_eval_samples,
         &predictor.tokenizer,
     )?;
+    if !args.compare_precision.is_empty() {
+        return compare(predictor, &data, &args);
+    }
     let (kind, results) =
         evaluate_prepared(&predictor, &data, &args.decode.config(), &args.output_dir)?;
     if kind == EvalKind::Predict {
@@ -71,5 +86,34 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         );
     }
     println!("{}", serde_json::to_string_pretty(&results)?);
+    Ok(())
+}
+
+/// `--compare-precision`: the same windows in f32 and in each precision asked for.
+fn compare(
+    predictor: Predictor<Compute>,
+    data: &qa_data::PreparedData,
+    args: &Args,
+) -> anyhow::Result<()> {
+    if !data.labelled {
+        anyhow::bail!(
+            "{}: --compare-precision needs gold answers to score",
+            data.report.path.display()
+        );
+    }
+    let rows = qa_eval::precision::compare_precisions(
+        &predictor,
+        data,
+        &args.decode.config(),
+        &args.compare_precision,
+    )?;
+    let table = qa_eval::precision::markdown_table(&rows);
+    std::fs::create_dir_all(&args.output_dir)
+        .with_context(|| format!("{}: cannot create", args.output_dir.display()))?;
+    qa_eval::decode::write_json(&args.output_dir.join("precision_comparison.json"), &rows)?;
+    qa_data::atomic::write_atomically(&args.output_dir.join("precision_comparison.md"), |out| {
+        std::io::Write::write_all(out, table.as_bytes())
+    })?;
+    print!("{table}");
     Ok(())
 }

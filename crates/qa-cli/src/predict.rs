@@ -19,7 +19,7 @@ use qa_eval::pipeline::answer_json;
 use qa_eval::{PipelineConfig, Predictor};
 use qa_model::backend::Compute;
 
-use crate::common::{self, WindowArgs};
+use crate::common::{self, PrecisionArg, WindowArgs};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -84,6 +84,8 @@ pub struct Args {
     no_align_to_words: bool,
     #[command(flatten)]
     windows: WindowArgs,
+    #[command(flatten)]
+    precision: PrecisionArg,
     #[arg(long, default_value_t = 32)]
     batch_size: usize,
     /// Print JSON instead of text.
@@ -119,12 +121,10 @@ fn load_predictor(args: &Args, model: &str) -> anyhow::Result<Predictor<Compute>
         progress: Progress::Hidden,
         ..args.windows.config()
     };
-    Ok(Predictor::<Compute>::load(
-        &model_dir,
-        windows,
-        args.batch_size,
-        &device,
-    )?)
+    Ok(
+        Predictor::<Compute>::load(&model_dir, windows, args.batch_size, &device)?
+            .with_precision(args.precision.precision)?,
+    )
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {

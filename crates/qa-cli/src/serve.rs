@@ -11,7 +11,7 @@ use qa_eval::{PipelineConfig, Predictor};
 use qa_model::backend::Compute;
 use qa_serve::{BatchConfig, ServeConfig};
 
-use crate::common::{self, WindowArgs};
+use crate::common::{self, PrecisionArg, WindowArgs};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -55,6 +55,8 @@ pub struct Args {
     no_align_to_words: bool,
     #[command(flatten)]
     windows: WindowArgs,
+    #[command(flatten)]
+    precision: PrecisionArg,
     #[arg(long, default_value = "auto")]
     device: String,
 }
@@ -83,7 +85,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             align_to_words: !args.no_align_to_words,
         },
     };
-    let load = move || Predictor::<Compute>::load(&model_dir, windows, batch_size, &device);
+    let precision = args.precision.precision;
+    let load = move || {
+        Predictor::<Compute>::load(&model_dir, windows, batch_size, &device)?
+            .with_precision(precision)
+    };
     qa_serve::run(SocketAddr::new(args.host, args.port), load, config)?;
     Ok(())
 }

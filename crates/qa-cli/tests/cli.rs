@@ -609,3 +609,114 @@ fn train_refuses_a_validation_file_without_gold_answers() {
     assert_fails_with(&o, "test.json: no gold answers, so it cannot be evaluated");
     assert!(!out.join("model.safetensors").exists());
 }
+
+#[test]
+fn eval_compares_precisions_against_its_own_f32_scores() {
+    let dir = tempfile::tempdir().unwrap();
+    let common = [
+        "eval".to_string(),
+        "--model".into(),
+        shared("golden/tiny-bert-qa"),
+        "--data".into(),
+        shared("data/covid-qa/dev.json"),
+        "--max-eval-samples".into(),
+        "12".into(),
+    ];
+    let plain = dir.path().join("plain");
+    let o = qa(&[
+        &common[..],
+        &["--output-dir".into(), plain.display().to_string()],
+    ]
+    .concat());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let results: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(plain.join("eval_results.json")).unwrap())
+            .unwrap();
+    let compared = dir.path().join("compared");
+    let o = qa(&[
+        &common[..],
+        &[
+            "--output-dir".into(),
+            compared.display().to_string(),
+            "--compare-precision".into(),
+            "bf16".into(),
+            "--compare-precision".into(),
+            "int8".into(),
+        ],
+    ]
+    .concat());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let rows: Vec<serde_json::Value> = serde_json::from_str(
+        &std::fs::read_to_string(compared.join("precision_comparison.json")).unwrap(),
+    )
+    .unwrap();
+    let names: Vec<&str> = rows
+        .iter()
+        .map(|r| r["precision"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["f32", "bf16", "int8"]);
+    // The f32 row is the plain evaluation's own scores, with nothing to differ from.
+    assert_eq!(rows[0]["exact_match"], results["eval_exact_match"]);
+    assert_eq!(rows[0]["f1"], results["eval_f1"]);
+    assert_eq!(rows[0]["top1_identical"], 1.0);
+    assert_eq!(rows[0]["max_logit_error"], 0.0);
+    for row in &rows[1..] {
+        let error = row["max_logit_error"].as_f64().unwrap();
+        assert!(error > 0.0 && error < 1.0, "{row}");
+        let share = row["top1_identical"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&share), "{row}");
+        let change = row["f1"].as_f64().unwrap() - rows[0]["f1"].as_f64().unwrap();
+        assert!(
+            (row["f1_change"].as_f64().unwrap() - change).abs() < 1e-9,
+            "{row}"
+        );
+    }
+    assert!(compared.join("precision_comparison.md").is_file());
+}
+
+#[test]
+fn predict_in_int8_answers_in_the_same_shape_and_bad_precisions_are_refused() {
+    let answer = |precision: &str| {
+        let o = qa(&[
+            "predict",
+            "--model",
+            &shared("golden/tiny-bert-qa"),
+            "--question",
+            "What causes COVID-19?",
+            "--context",
+            "COVID-19 is caused by the coronavirus SARS-CoV-2, first identified in Wuhan.",
+            "--top-k",
+            "3",
+            "--json",
+            "--precision",
+            precision,
+        ]);
+        assert!(o.status.success(), "{precision}: {}", stderr(&o));
+        serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()
+    };
+    let (f32, int8) = (answer("f32"), answer("int8"));
+    let (f32, int8) = (f32.as_array().unwrap(), int8.as_array().unwrap());
+    assert_eq!(f32.len(), 3);
+    assert_eq!(int8.len(), 3);
+    for (a, b) in f32.iter().zip(int8) {
+        let keys =
+            |v: &serde_json::Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
+        assert_eq!(keys(a), keys(b));
+    }
+    assert_ne!(f32, int8, "int8 scores equal f32's");
+    let o = qa(&[
+        "predict",
+        "--model",
+        &shared("golden/tiny-bert-qa"),
+        "--question",
+        "q",
+        "--context",
+        "c",
+        "--precision",
+        "fp16",
+    ]);
+    assert_fails_with(
+        &o,
+        "unknown precision \"fp16\" (expected f32, bf16 or int8)",
+    );
+}

@@ -36,6 +36,8 @@ pub enum EvalError {
     Write(#[from] qa_data::atomic::WriteError),
     #[error(transparent)]
     Model(#[from] qa_model::ModelError),
+    #[error(transparent)]
+    Precision(#[from] qa_model::model::PrecisionError),
 }
 
 impl EvalError {

@@ -14,6 +14,7 @@
 //! * [`predictor`] loads a fine-tuned model folder once and answers examples with it (logits,
 //!   pipeline answers, per-window decoding): what `qa predict` and `qa eval` run.
 //! * [`evaluate`] is `qa eval`'s run: predict a prepared file, decode, write, score.
+//! * [`precision`] compares answers in bf16/int8 with f32's (`qa eval --compare-precision`).
 //! * [`score`] scores prediction files against data files (`qa score`).
 //! * [`error`]: typed errors naming the file involved.
 
@@ -27,6 +28,7 @@ pub mod evaluate;
 pub mod metrics;
 pub mod normalize;
 pub mod pipeline;
+pub mod precision;
 pub mod predictor;
 pub mod score;
 pub mod squad;

@@ -9,14 +9,15 @@ use qa_data::progress::Progress;
 use qa_data::tokenizer::pad_token_id;
 use qa_data::{build_features, load_tokenizer, Example, Feature, FeatureConfig};
 use qa_model::infer::{predict_logits, WindowLogits};
-use qa_model::{ModelConfig, QaModel};
+use qa_model::{InferencePrecision, ModelConfig, QaModel};
 use tokenizers::Tokenizer;
 
 use crate::decode::{decode, DecodeConfig, ExampleDecoding};
 use crate::error::{EvalError, Result};
 use crate::pipeline::{pipeline_answers, PipelineAnswer, PipelineConfig};
 
-/// A model folder, loaded for inference.
+/// A model folder, loaded for inference. Clones share the model's tensors.
+#[derive(Clone)]
 pub struct Predictor<B: Backend> {
     pub model: QaModel<B>,
     pub config: ModelConfig,
@@ -86,6 +87,23 @@ impl<B: Backend> Predictor<B> {
             has_qa_head,
             device: device.clone(),
         })
+    }
+
+    /// The predictor answering with its linear layers in `precision` (`--precision`): int8 and
+    /// bf16 weights are prepared here, once, and the f32 ones they replace released (so convert
+    /// an f32 predictor, or a clone of one, not an int8 one).
+    pub fn with_precision(self, precision: InferencePrecision) -> Result<Self> {
+        if precision == self.model.precision() {
+            return Ok(self);
+        }
+        let started = std::time::Instant::now();
+        let model = self.model.with_precision(precision, &self.device)?;
+        tracing::info!(
+            "{}: answering in {precision} (weights prepared in {:.2} s)",
+            self.model_dir.display(),
+            started.elapsed().as_secs_f64()
+        );
+        Ok(Self { model, ..self })
     }
 
     /// The windows of `examples` and their logits.

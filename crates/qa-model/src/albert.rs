@@ -17,7 +17,7 @@ use crate::error::{ConfigError, Result};
 use crate::hf_params::{HfParams, ParamVisitor};
 use crate::layers::{
     attention_mask_bias, dropout_layer, layer_norm, linear, scaled_dot_product_attention,
-    zero_linear, HiddenAct, LayerNorm, MatmulDtype,
+    zero_linear, HiddenAct, LayerNorm, Products,
 };
 
 /// The encoder's attribute in `AlbertForQuestionAnswering`: the prefix of its tensor names.
@@ -170,18 +170,18 @@ impl<B: Backend> AlbertAttention<B> {
         &self,
         hidden_states: Tensor<B, 3>,
         mask_bias: Tensor<B, 4>,
-        dtype: MatmulDtype,
+        products: Products<'_>,
     ) -> Tensor<B, 3> {
         let context = scaled_dot_product_attention(
-            linear(&self.query, hidden_states.clone(), dtype),
-            linear(&self.key, hidden_states.clone(), dtype),
-            linear(&self.value, hidden_states.clone(), dtype),
+            linear(&self.query, hidden_states.clone(), products),
+            linear(&self.key, hidden_states.clone(), products),
+            linear(&self.value, hidden_states.clone(), products),
             mask_bias,
             self.num_attention_heads,
             &self.attention_dropout,
-            dtype,
+            products,
         );
-        let projected = dropout(&self.output_dropout, linear(&self.dense, context, dtype));
+        let projected = dropout(&self.output_dropout, linear(&self.dense, context, products));
         self.layer_norm.forward(hidden_states + projected)
     }
 }
@@ -220,13 +220,13 @@ impl<B: Backend> AlbertLayer<B> {
         &self,
         hidden_states: Tensor<B, 3>,
         mask_bias: Tensor<B, 4>,
-        dtype: MatmulDtype,
+        products: Products<'_>,
     ) -> Tensor<B, 3> {
-        let attended = self.attention.forward(hidden_states, mask_bias, dtype);
+        let attended = self.attention.forward(hidden_states, mask_bias, products);
         let expanded = self
             .activation
-            .forward(linear(&self.ffn, attended.clone(), dtype));
-        let ffn_output = linear(&self.ffn_output, expanded, dtype);
+            .forward(linear(&self.ffn, attended.clone(), products));
+        let ffn_output = linear(&self.ffn_output, expanded, products);
         self.full_layer_layer_norm.forward(ffn_output + attended)
     }
 }
@@ -259,10 +259,10 @@ impl<B: Backend> AlbertLayerGroup<B> {
         &self,
         hidden_states: Tensor<B, 3>,
         mask_bias: Tensor<B, 4>,
-        dtype: MatmulDtype,
+        products: Products<'_>,
     ) -> Tensor<B, 3> {
         self.albert_layers.iter().fold(hidden_states, |x, layer| {
-            layer.forward(x, mask_bias.clone(), dtype)
+            layer.forward(x, mask_bias.clone(), products)
         })
     }
 }
@@ -301,11 +301,11 @@ impl<B: Backend> AlbertTransformer<B> {
         &self,
         hidden_states: Tensor<B, 3>,
         mask_bias: Tensor<B, 4>,
-        dtype: MatmulDtype,
+        products: Products<'_>,
     ) -> Tensor<B, 3> {
-        let mapped = linear(&self.embedding_hidden_mapping_in, hidden_states, dtype);
+        let mapped = linear(&self.embedding_hidden_mapping_in, hidden_states, products);
         (0..self.num_hidden_layers).fold(mapped, |x, layer| {
-            self.albert_layer_groups[self.group_of(layer)].forward(x, mask_bias.clone(), dtype)
+            self.albert_layer_groups[self.group_of(layer)].forward(x, mask_bias.clone(), products)
         })
     }
 }
@@ -377,11 +377,11 @@ impl<B: Backend> AlbertModel<B> {
         input_ids: Tensor<B, 2, Int>,
         token_type_ids: Tensor<B, 2, Int>,
         attention_mask: Tensor<B, 2, Int>,
-        dtype: MatmulDtype,
+        products: Products<'_>,
     ) -> Tensor<B, 3> {
         let embedded = self.embeddings.forward(input_ids, token_type_ids);
         self.encoder
-            .forward(embedded, attention_mask_bias(attention_mask), dtype)
+            .forward(embedded, attention_mask_bias(attention_mask), products)
     }
 }
 

@@ -14,7 +14,7 @@ use crate::error::{ConfigError, Result};
 use crate::hf_params::{visit_embedding, HfParams, Init, ParamVisitor};
 use crate::layers::{
     attention_mask_bias, dropout_layer, layer_norm, linear, scaled_dot_product_attention,
-    zero_embedding, zero_linear, HiddenAct, LayerNorm, MatmulDtype,
+    zero_embedding, zero_linear, HiddenAct, LayerNorm, Products,
 };
 
 /// The encoder's attribute in `BertForQuestionAnswering`: the prefix of its tensor names.
@@ -215,16 +215,16 @@ impl<B: Backend> BertSelfAttention<B> {
         &self,
         hidden_states: Tensor<B, 3>,
         mask_bias: Tensor<B, 4>,
-        dtype: MatmulDtype,
+        products: Products<'_>,
     ) -> Tensor<B, 3> {
         scaled_dot_product_attention(
-            linear(&self.query, hidden_states.clone(), dtype),
-            linear(&self.key, hidden_states.clone(), dtype),
-            linear(&self.value, hidden_states, dtype),
+            linear(&self.query, hidden_states.clone(), products),
+            linear(&self.key, hidden_states.clone(), products),
+            linear(&self.value, hidden_states, products),
             mask_bias,
             self.num_attention_heads,
             &self.dropout,
-            dtype,
+            products,
         )
     }
 }
@@ -257,9 +257,9 @@ impl<B: Backend> BertSelfOutput<B> {
         &self,
         hidden_states: Tensor<B, 3>,
         input_tensor: Tensor<B, 3>,
-        dtype: MatmulDtype,
+        products: Products<'_>,
     ) -> Tensor<B, 3> {
-        let projected = dropout(&self.dropout, linear(&self.dense, hidden_states, dtype));
+        let projected = dropout(&self.dropout, linear(&self.dense, hidden_states, products));
         self.layer_norm.forward(projected + input_tensor)
     }
 }
@@ -291,12 +291,12 @@ impl<B: Backend> BertAttention<B> {
         &self,
         hidden_states: Tensor<B, 3>,
         mask_bias: Tensor<B, 4>,
-        dtype: MatmulDtype,
+        products: Products<'_>,
     ) -> Tensor<B, 3> {
         let context = self
             .self_attention
-            .forward(hidden_states.clone(), mask_bias, dtype);
-        self.output.forward(context, hidden_states, dtype)
+            .forward(hidden_states.clone(), mask_bias, products);
+        self.output.forward(context, hidden_states, products)
     }
 }
 
@@ -322,9 +322,9 @@ impl<B: Backend> BertIntermediate<B> {
     ///
     /// - hidden_states: `[batch, seq, hidden]`
     /// - output: `[batch, seq, intermediate]`
-    pub fn forward(&self, hidden_states: Tensor<B, 3>, dtype: MatmulDtype) -> Tensor<B, 3> {
+    pub fn forward(&self, hidden_states: Tensor<B, 3>, products: Products<'_>) -> Tensor<B, 3> {
         self.activation
-            .forward(linear(&self.dense, hidden_states, dtype))
+            .forward(linear(&self.dense, hidden_states, products))
     }
 }
 
@@ -355,9 +355,9 @@ impl<B: Backend> BertOutput<B> {
         &self,
         hidden_states: Tensor<B, 3>,
         input_tensor: Tensor<B, 3>,
-        dtype: MatmulDtype,
+        products: Products<'_>,
     ) -> Tensor<B, 3> {
-        let projected = dropout(&self.dropout, linear(&self.dense, hidden_states, dtype));
+        let projected = dropout(&self.dropout, linear(&self.dense, hidden_states, products));
         self.layer_norm.forward(projected + input_tensor)
     }
 }
@@ -389,11 +389,11 @@ impl<B: Backend> BertLayer<B> {
         &self,
         hidden_states: Tensor<B, 3>,
         mask_bias: Tensor<B, 4>,
-        dtype: MatmulDtype,
+        products: Products<'_>,
     ) -> Tensor<B, 3> {
-        let attended = self.attention.forward(hidden_states, mask_bias, dtype);
-        let expanded = self.intermediate.forward(attended.clone(), dtype);
-        self.output.forward(expanded, attended, dtype)
+        let attended = self.attention.forward(hidden_states, mask_bias, products);
+        let expanded = self.intermediate.forward(attended.clone(), products);
+        self.output.forward(expanded, attended, products)
     }
 }
 
@@ -457,10 +457,10 @@ impl<B: Backend> BertEncoder<B> {
         &self,
         hidden_states: Tensor<B, 3>,
         mask_bias: Tensor<B, 4>,
-        dtype: MatmulDtype,
+        products: Products<'_>,
     ) -> Tensor<B, 3> {
         self.layer.iter().fold(hidden_states, |x, layer| {
-            layer.forward(x, mask_bias.clone(), dtype)
+            layer.forward(x, mask_bias.clone(), products)
         })
     }
 }
@@ -499,11 +499,11 @@ impl<B: Backend> BertModel<B> {
         input_ids: Tensor<B, 2, Int>,
         token_type_ids: Tensor<B, 2, Int>,
         attention_mask: Tensor<B, 2, Int>,
-        dtype: MatmulDtype,
+        products: Products<'_>,
     ) -> Tensor<B, 3> {
         let embedded = self.embeddings.forward(input_ids, token_type_ids);
         self.encoder
-            .forward(embedded, attention_mask_bias(attention_mask), dtype)
+            .forward(embedded, attention_mask_bias(attention_mask), products)
     }
 }
 

@@ -306,8 +306,15 @@ pub fn save_pretrained<B: Backend>(
     dir: &Path,
     tokenizer_dir: Option<&Path>,
 ) -> Result<()> {
-    std::fs::create_dir_all(dir).map_err(|e| ModelError::io(dir, e))?;
     let weights_path = dir.join("model.safetensors");
+    // An int8/bf16 model has handed its f32 linear weights over to the prepared table.
+    if model.precision() != crate::InferencePrecision::F32 {
+        return Err(ModelError::LowPrecisionSave {
+            path: weights_path,
+            precision: model.precision(),
+        });
+    }
+    std::fs::create_dir_all(dir).map_err(|e| ModelError::io(dir, e))?;
     let tensors = export_tensors(model, config);
     // A NaN model would answer garbage without a word: never write one.
     if let Some((name, _)) = tensors

@@ -15,7 +15,7 @@ use crate::error::{ConfigError, Result};
 use crate::hf_params::{visit_embedding, HfParams, Init, ParamVisitor};
 use crate::layers::{
     attention_mask_bias, dropout_layer, layer_norm, linear, scaled_dot_product_attention,
-    zero_embedding, zero_linear, HiddenAct, LayerNorm, MatmulDtype,
+    zero_embedding, zero_linear, HiddenAct, LayerNorm, Products,
 };
 
 /// The encoder's attribute in `DistilBertForQuestionAnswering`: the prefix of its tensor names.
@@ -191,18 +191,18 @@ impl<B: Backend> MultiHeadSelfAttention<B> {
         &self,
         hidden_states: Tensor<B, 3>,
         mask_bias: Tensor<B, 4>,
-        dtype: MatmulDtype,
+        products: Products<'_>,
     ) -> Tensor<B, 3> {
         let context = scaled_dot_product_attention(
-            linear(&self.q_lin, hidden_states.clone(), dtype),
-            linear(&self.k_lin, hidden_states.clone(), dtype),
-            linear(&self.v_lin, hidden_states, dtype),
+            linear(&self.q_lin, hidden_states.clone(), products),
+            linear(&self.k_lin, hidden_states.clone(), products),
+            linear(&self.v_lin, hidden_states, products),
             mask_bias,
             self.n_heads,
             &self.dropout,
-            dtype,
+            products,
         );
-        linear(&self.out_lin, context, dtype)
+        linear(&self.out_lin, context, products)
     }
 }
 
@@ -230,9 +230,9 @@ impl<B: Backend> FFN<B> {
     ///
     /// - input: `[batch, seq, dim]`
     /// - output: `[batch, seq, dim]`
-    pub fn forward(&self, input: Tensor<B, 3>, dtype: MatmulDtype) -> Tensor<B, 3> {
-        let expanded = gelu(linear(&self.lin1, input, dtype));
-        dropout(&self.dropout, linear(&self.lin2, expanded, dtype))
+    pub fn forward(&self, input: Tensor<B, 3>, products: Products<'_>) -> Tensor<B, 3> {
+        let expanded = gelu(linear(&self.lin1, input, products));
+        dropout(&self.dropout, linear(&self.lin2, expanded, products))
     }
 }
 
@@ -265,11 +265,11 @@ impl<B: Backend> TransformerBlock<B> {
         &self,
         x: Tensor<B, 3>,
         mask_bias: Tensor<B, 4>,
-        dtype: MatmulDtype,
+        products: Products<'_>,
     ) -> Tensor<B, 3> {
-        let attended = self.attention.forward(x.clone(), mask_bias, dtype);
+        let attended = self.attention.forward(x.clone(), mask_bias, products);
         let sa_output = self.sa_layer_norm.forward(attended + x);
-        let ffn_output = self.ffn.forward(sa_output.clone(), dtype);
+        let ffn_output = self.ffn.forward(sa_output.clone(), products);
         self.output_layer_norm.forward(ffn_output + sa_output)
     }
 }
@@ -301,11 +301,11 @@ impl<B: Backend> Transformer<B> {
         &self,
         x: Tensor<B, 3>,
         mask_bias: Tensor<B, 4>,
-        dtype: MatmulDtype,
+        products: Products<'_>,
     ) -> Tensor<B, 3> {
         self.layer
             .iter()
-            .fold(x, |x, layer| layer.forward(x, mask_bias.clone(), dtype))
+            .fold(x, |x, layer| layer.forward(x, mask_bias.clone(), products))
     }
 }
 
@@ -370,11 +370,11 @@ impl<B: Backend> DistilBertModel<B> {
         &self,
         input_ids: Tensor<B, 2, Int>,
         attention_mask: Tensor<B, 2, Int>,
-        dtype: MatmulDtype,
+        products: Products<'_>,
     ) -> Tensor<B, 3> {
         let embedded = self.embeddings.forward(input_ids);
         self.transformer
-            .forward(embedded, attention_mask_bias(attention_mask), dtype)
+            .forward(embedded, attention_mask_bias(attention_mask), products)
     }
 }
 

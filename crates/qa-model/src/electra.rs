@@ -14,7 +14,7 @@ use crate::bert::{BertEmbeddings, BertEncoder};
 use crate::config::{parse_hidden_act, require_supported, Architecture, ModelConfig};
 use crate::error::{ConfigError, Result};
 use crate::hf_params::{HfParams, ParamVisitor};
-use crate::layers::{attention_mask_bias, linear, zero_linear, MatmulDtype};
+use crate::layers::{attention_mask_bias, linear, zero_linear, Products};
 
 /// The encoder's attribute in `ElectraForQuestionAnswering`: the prefix of its tensor names.
 pub const PREFIX: &str = "electra";
@@ -150,14 +150,14 @@ impl<B: Backend> ElectraModel<B> {
         input_ids: Tensor<B, 2, Int>,
         token_type_ids: Tensor<B, 2, Int>,
         attention_mask: Tensor<B, 2, Int>,
-        dtype: MatmulDtype,
+        products: Products<'_>,
     ) -> Tensor<B, 3> {
         let mut embedded = self.embeddings.forward(input_ids, token_type_ids);
         if let Some(project) = &self.embeddings_project {
-            embedded = linear(project, embedded, dtype);
+            embedded = linear(project, embedded, products);
         }
         self.encoder
-            .forward(embedded, attention_mask_bias(attention_mask), dtype)
+            .forward(embedded, attention_mask_bias(attention_mask), products)
     }
 }
 

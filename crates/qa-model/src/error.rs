@@ -34,6 +34,14 @@ pub enum ModelError {
          refusing to use it"
     )]
     NonFinite { path: PathBuf, name: String },
+    #[error(
+        "{path}: a model answering in {precision} cannot be saved (its linear layers hold only \
+         their {precision} form): save the f32 model it was loaded from"
+    )]
+    LowPrecisionSave {
+        path: PathBuf,
+        precision: crate::InferencePrecision,
+    },
     #[error(transparent)]
     Write(#[from] qa_data::atomic::WriteError),
     #[error(

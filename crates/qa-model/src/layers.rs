@@ -10,11 +10,42 @@ use burn::tensor::{FloatDType, Int, Tensor};
 use crate::dropout::dropout;
 use crate::fused;
 use crate::model::MASKED;
+use crate::precision::PreparedWeights;
 
 /// Mixed precision: the dtype that matrix products run in (`None`: the backend's own, f32).
 /// Weights stay f32 ("master weights"); inputs and weights are cast for each product and the
 /// result cast back, so softmax, LayerNorm, GELU and the loss stay in f32.
 pub type MatmulDtype = Option<FloatDType>;
+
+/// How one forward pass computes its products: what every family's `forward` passes down to
+/// [`linear`] and [`scaled_dot_product_attention`], the one place where products happen.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Products<'a> {
+    /// The dtype Burn's own products are cast to (training's mixed precision).
+    pub dtype: MatmulDtype,
+    /// Linear layers' weights prepared for the host's int8 or bf16 kernels (inference with
+    /// `--precision`; see [`crate::precision`]).
+    pub prepared: Option<&'a PreparedWeights>,
+}
+
+impl From<MatmulDtype> for Products<'_> {
+    fn from(dtype: MatmulDtype) -> Self {
+        Products {
+            dtype,
+            prepared: None,
+        }
+    }
+}
+
+impl Products<'_> {
+    /// The same products without prepared weights: the layers that stay in f32 (the QA head).
+    pub fn in_f32_weights(self) -> Self {
+        Products {
+            prepared: None,
+            ..self
+        }
+    }
+}
 
 /// `a @ b`, in `dtype` when given (result back in `a`'s dtype).
 pub(crate) fn matmul<B: Backend, const D: usize>(
@@ -31,7 +62,8 @@ pub(crate) fn matmul<B: Backend, const D: usize>(
     }
 }
 
-/// A linear layer on `[batch, seq, d_in]`, its product in `dtype` when given.
+/// A linear layer on `[batch, seq, d_in]`, its product as `products` says: with prepared
+/// int8/bf16 weights when given, else in `products.dtype`.
 ///
 /// Batch and sequence are flattened into one `[batch·seq, d_in] × [d_in, d_out]` product: one
 /// large matrix product parallelises inside itself (batch 1 included), where Burn's broadcast
@@ -39,12 +71,16 @@ pub(crate) fn matmul<B: Backend, const D: usize>(
 pub(crate) fn linear<B: Backend>(
     layer: &Linear<B>,
     x: Tensor<B, 3>,
-    dtype: MatmulDtype,
+    products: Products<'_>,
 ) -> Tensor<B, 3> {
     let [batch, seq, d_in] = x.dims();
     let x = x.reshape([batch * seq, d_in]);
-    let fused = match (&layer.bias, dtype) {
-        (Some(bias), None) => fused::linear(x, &layer.weight, bias),
+    let dtype = products.dtype;
+    let fused = match (products.prepared, &layer.bias, dtype) {
+        (Some(prepared), bias, _) => {
+            fused::prepared_linear(x, &layer.weight, bias.as_ref(), prepared)
+        }
+        (None, Some(bias), None) => fused::linear(x, &layer.weight, bias),
         _ => Err(x),
     };
     let y = fused.unwrap_or_else(|x| {
@@ -88,8 +124,9 @@ pub(crate) fn scaled_dot_product_attention<B: Backend>(
     mask_bias: Tensor<B, 4>,
     heads: usize,
     probs_dropout: &Dropout,
-    dtype: MatmulDtype,
+    products: Products<'_>,
 ) -> Tensor<B, 3> {
+    let dtype = products.dtype;
     if dtype.is_none() && fused::fuses_attention(&query, &mask_bias, heads) {
         return fused::attention([query, key, value], mask_bias, heads, probs_dropout);
     }

@@ -10,6 +10,8 @@
 //! * [`model`] is HF's `*ForQuestionAnswering` head over one family's encoder.
 //! * [`layers`] holds what the families share: mixed-precision products, attention, skeleton
 //!   layers.
+//! * [`precision`] is inference's `--precision f32|bf16|int8` and the table of linear-layer
+//!   weights prepared for the host's int8/bf16 kernels.
 //! * [`hf_params`] is the walk over HF parameter names that loading, saving and the optimizer's
 //!   weight-decay groups all use.
 //! * [`checkpoint`] loads HF tensors into the model, and saves a fine-tuned model as an HF
@@ -36,6 +38,7 @@ pub mod hf_params;
 pub mod infer;
 pub mod layers;
 pub mod model;
+pub mod precision;
 pub mod roberta;
 pub mod streams;
 pub mod weights;
@@ -45,3 +48,4 @@ pub use config::{Architecture, ModelConfig};
 pub use error::{check_vocabulary, ConfigError, ModelError, Result};
 pub use hf_params::{hf_param_names, HfParam};
 pub use model::{QaModel, QaOutput};
+pub use precision::InferencePrecision;

@@ -3,7 +3,9 @@
 //! [`crate::distilbert`], [`crate::roberta`], [`crate::electra`], [`crate::albert`]); this file
 //! only picks one and applies the head.
 
-use burn::module::Module;
+use std::sync::Arc;
+
+use burn::module::{Ignored, Module, ModuleMapper, Param};
 use burn::nn::{Dropout, Linear};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
@@ -16,7 +18,8 @@ use crate::dropout::dropout;
 use crate::electra::ElectraModel;
 use crate::error::Result;
 use crate::hf_params::{HfParams, ParamVisitor};
-use crate::layers::{dropout_layer, linear, zero_linear};
+use crate::layers::{dropout_layer, linear, zero_linear, Products};
+use crate::precision::{InferencePrecision, PreparedWeights};
 use crate::roberta::RobertaModel;
 
 pub use crate::layers::MatmulDtype;
@@ -70,7 +73,7 @@ impl<B: Backend> Encoder<B> {
     ///
     /// - batch: `[batch, seq]` each
     /// - output: `[batch, seq, hidden]`
-    pub fn forward(&self, batch: &QaBatch<B>, dtype: MatmulDtype) -> Tensor<B, 3> {
+    pub fn forward(&self, batch: &QaBatch<B>, products: Products<'_>) -> Tensor<B, 3> {
         let input_ids = batch.input_ids.clone();
         let attention_mask = batch.attention_mask.clone();
         match self {
@@ -78,24 +81,26 @@ impl<B: Backend> Encoder<B> {
                 input_ids,
                 batch.token_type_ids.clone(),
                 attention_mask,
-                dtype,
+                products,
             ),
             // DistilBERT has no token types; RoBERTa's tokenizers return none (type 0 is used).
-            Encoder::DistilBert(distilbert) => distilbert.forward(input_ids, attention_mask, dtype),
+            Encoder::DistilBert(distilbert) => {
+                distilbert.forward(input_ids, attention_mask, products)
+            }
             Encoder::Roberta(roberta) | Encoder::XlmRoberta(roberta) => {
-                roberta.forward(input_ids, attention_mask, dtype)
+                roberta.forward(input_ids, attention_mask, products)
             }
             Encoder::Electra(electra) => electra.forward(
                 input_ids,
                 batch.token_type_ids.clone(),
                 attention_mask,
-                dtype,
+                products,
             ),
             Encoder::Albert(albert) => albert.forward(
                 input_ids,
                 batch.token_type_ids.clone(),
                 attention_mask,
-                dtype,
+                products,
             ),
         }
     }
@@ -128,6 +133,62 @@ pub struct QaModel<B: Backend> {
     /// DistilBERT's `dropout` (`qa_dropout`) before the head; probability 0 for the others.
     pub qa_dropout: Dropout,
     pub qa_outputs: Linear<B>,
+    /// How [`QaModel::forward`] computes: f32, or the precision [`QaModel::with_precision`] set.
+    pub inference: Ignored<Inference>,
+}
+
+/// The products of inference forward passes ([`QaModel::forward`]).
+#[derive(Debug, Clone, Default)]
+pub struct Inference {
+    pub precision: InferencePrecision,
+    /// The cast Burn's products run in (bf16 on a GPU backend).
+    dtype: MatmulDtype,
+    /// Weights prepared for the host's int8/bf16 kernels.
+    prepared: Option<Arc<PreparedWeights>>,
+}
+
+impl Inference {
+    fn products(&self) -> Products<'_> {
+        Products {
+            dtype: self.dtype,
+            prepared: self.prepared.as_deref(),
+        }
+    }
+}
+
+/// Replaces every float parameter the table has prepared with a 0-element tensor.
+struct ReleasePrepared<'a> {
+    prepared: &'a PreparedWeights,
+}
+
+impl<B: Backend> ModuleMapper<B> for ReleasePrepared<'_> {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+        let (id, tensor, mapper) = param.consume();
+        let tensor = if self.prepared.contains(id) {
+            Tensor::empty([0; D], &tensor.device())
+        } else {
+            tensor
+        };
+        Param::from_mapped_value(id, tensor, mapper)
+    }
+}
+
+/// Why a model cannot answer in a `--precision`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PrecisionError {
+    #[error("--precision {precision} needs {needs}")]
+    Unavailable {
+        precision: InferencePrecision,
+        needs: &'static str,
+    },
+    #[error(
+        "this model already answers in {from} (its f32 linear weights are released): \
+         convert the f32 model to {to} instead"
+    )]
+    AlreadyConverted {
+        from: InferencePrecision,
+        to: InferencePrecision,
+    },
 }
 
 /// Start and end logits, `[batch, seq]`; padded positions hold [`MASKED`].
@@ -166,7 +227,74 @@ impl<B: Backend> QaModel<B> {
             encoder: Encoder::skeleton(config, device),
             qa_dropout: dropout_layer(config.qa_dropout),
             qa_outputs: zero_linear(config.hidden_size, 2, device),
+            inference: Ignored(Inference::default()),
         }
+    }
+
+    /// The model answering in `precision` from now on ([`Self::forward`]; training's
+    /// [`Self::forward_with`] is unchanged). On the host backend int8 and bf16 prepare every
+    /// linear layer's weight here, by one forward pass over a two-token window; on a GPU
+    /// backend bf16 casts Burn's products, and int8 is refused.
+    pub fn with_precision(
+        mut self,
+        precision: InferencePrecision,
+        device: &B::Device,
+    ) -> std::result::Result<Self, PrecisionError> {
+        if precision == self.precision() {
+            return Ok(self);
+        }
+        if self.precision() != InferencePrecision::F32 {
+            return Err(PrecisionError::AlreadyConverted {
+                from: self.precision(),
+                to: precision,
+            });
+        }
+        let mut inference = Inference {
+            precision,
+            ..Inference::default()
+        };
+        if precision != InferencePrecision::F32 {
+            if crate::fused::runs_on_host::<B>() {
+                #[cfg(feature = "cpu")]
+                {
+                    inference.prepared = PreparedWeights::new(precision).map(Arc::new);
+                }
+            } else if precision == InferencePrecision::Bf16
+                && B::supports_dtype(device, burn::tensor::DType::BF16)
+            {
+                inference.dtype = Some(burn::tensor::FloatDType::BF16);
+            } else {
+                return Err(PrecisionError::Unavailable {
+                    precision,
+                    needs: "the CPU backend (int8 and bf16 kernels) or, for bf16, a GPU with bf16",
+                });
+            }
+        }
+        self.inference = Ignored(inference);
+        // Prepare every weight now rather than in the first request.
+        let padded = qa_data::features::PaddedBatch {
+            batch: 1,
+            seq_len: 2,
+            input_ids: vec![0, 0],
+            token_type_ids: vec![0, 0],
+            attention_mask: vec![1, 1],
+            start_positions: Vec::new(),
+            end_positions: Vec::new(),
+        };
+        let _ = self.forward(&QaBatch::from_padded(&padded, device));
+        // The prepared weights replace the f32 ones, which are released (as 0-element tensors),
+        // so int8 and bf16 models hold less memory than f32 ones, never more.
+        if let Some(prepared) = self.inference.prepared.clone() {
+            self = self.map(&mut ReleasePrepared {
+                prepared: &prepared,
+            });
+        }
+        Ok(self)
+    }
+
+    /// The precision [`Self::forward`] answers in.
+    pub fn precision(&self) -> InferencePrecision {
+        self.inference.precision
     }
 
     /// Last hidden states `[batch, seq, hidden]` (what HF `BertModel` returns first).
@@ -176,11 +304,12 @@ impl<B: Backend> QaModel<B> {
 
     /// [`Self::encode`] with matrix products in `dtype` (mixed precision).
     pub fn encode_with(&self, batch: &QaBatch<B>, dtype: MatmulDtype) -> Tensor<B, 3> {
-        self.encoder.forward(batch, dtype)
+        self.encoder.forward(batch, dtype.into())
     }
 
+    /// Inference: start and end logits with the products of [`Self::with_precision`].
     pub fn forward(&self, batch: &QaBatch<B>) -> QaOutput<B> {
-        self.forward_with(batch, None)
+        self.forward_products(batch, self.inference.products())
     }
 
     /// [`Self::forward`] with matrix products in `dtype` (mixed precision).
@@ -190,9 +319,18 @@ impl<B: Backend> QaModel<B> {
     /// - batch: `[batch, seq]` each
     /// - output: start and end logits, `[batch, seq]` each
     pub fn forward_with(&self, batch: &QaBatch<B>, dtype: MatmulDtype) -> QaOutput<B> {
-        let hidden = self.encode_with(batch, dtype);
+        self.forward_products(batch, dtype.into())
+    }
+
+    /// The QA head stays in f32 weights whatever the encoder's products.
+    fn forward_products(&self, batch: &QaBatch<B>, products: Products<'_>) -> QaOutput<B> {
+        let hidden = self.encoder.forward(batch, products);
         let [b, s, _] = hidden.dims();
-        let logits = linear(&self.qa_outputs, dropout(&self.qa_dropout, hidden), dtype);
+        let logits = linear(
+            &self.qa_outputs,
+            dropout(&self.qa_dropout, hidden),
+            products.in_f32_weights(),
+        );
         let padded = batch.attention_mask.clone().equal_elem(0);
         let pick = |i: usize| {
             logits

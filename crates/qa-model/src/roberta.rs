@@ -15,7 +15,7 @@ use crate::dropout::dropout;
 use crate::error::{ConfigError, Result};
 use crate::hf_params::{visit_embedding, HfParams, Init, ParamVisitor};
 use crate::layers::{
-    attention_mask_bias, dropout_layer, layer_norm, zero_embedding, LayerNorm, MatmulDtype,
+    attention_mask_bias, dropout_layer, layer_norm, zero_embedding, LayerNorm, Products,
 };
 
 /// The encoder's attribute in `RobertaForQuestionAnswering` and
@@ -232,11 +232,11 @@ impl<B: Backend> RobertaModel<B> {
         &self,
         input_ids: Tensor<B, 2, Int>,
         attention_mask: Tensor<B, 2, Int>,
-        dtype: MatmulDtype,
+        products: Products<'_>,
     ) -> Tensor<B, 3> {
         let embedded = self.embeddings.forward(input_ids);
         self.encoder
-            .forward(embedded, attention_mask_bias(attention_mask), dtype)
+            .forward(embedded, attention_mask_bias(attention_mask), products)
     }
 }
 

@@ -13,7 +13,7 @@ use qa_model::checkpoint::{build_model, export_tensors, load_pretrained, save_pr
 use qa_model::config::Architecture;
 use qa_model::model::{QaBatch, MASKED};
 use qa_model::weights::WeightFile;
-use qa_model::ModelConfig;
+use qa_model::{InferencePrecision, ModelConfig};
 
 type B = Compute;
 
@@ -132,6 +132,68 @@ fn logits_match_pytorch_within_1e5_for_every_family() {
         for (i, &m) in mask.iter().enumerate() {
             if m == 0 {
                 assert_eq!((start[i], end[i]), (MASKED, MASKED), "{family}");
+            }
+        }
+    }
+}
+
+/// Every family's fixture, BERT's and DistilBERT's included (from `../shared/golden`).
+fn every_family_fixture() -> Vec<(String, PathBuf)> {
+    let mut dirs: Vec<(String, PathBuf)> = FAMILIES
+        .iter()
+        .map(|(family, _)| (family.to_string(), fixture(family)))
+        .collect();
+    for tiny in ["tiny-bert-qa", "tiny-distilbert-qa"] {
+        dirs.push((
+            tiny.into(),
+            qa_testkit::shared_dir().join("golden").join(tiny),
+        ));
+    }
+    dirs
+}
+
+#[test]
+fn int8_and_bf16_logits_stay_near_pytorch_for_every_family() {
+    let device = default_device();
+    for (family, dir) in every_family_fixture() {
+        let golden = read_golden(&dir.join("golden_logits.safetensors"));
+        let (model, _, _) = load_pretrained::<B>(&dir, None, 0, &device).unwrap();
+        let batch = QaBatch::from_padded(&golden.batch, &device);
+        let mask = &golden.batch.attention_mask;
+        let scale = golden.floats["start_logits"]
+            .iter()
+            .chain(&golden.floats["end_logits"])
+            .fold(0f32, |m, v| m.max(v.abs()));
+        let f32_out = model.forward(&batch);
+        let f32_logits = [host(f32_out.start_logits), host(f32_out.end_logits)].concat();
+        // Bounds relative to the largest logit: int8's rounding (1/255 of each row's range,
+        // 1/254 of each column's) and bf16's (2⁻⁹ relative) compound over the layers; a
+        // transposed, stale or skipped weight is off by the logits' own size.
+        for (precision, bound) in [
+            (InferencePrecision::Bf16, 0.02),
+            (InferencePrecision::Int8, 0.06),
+        ] {
+            let low = model.clone().with_precision(precision, &device).unwrap();
+            assert_eq!(low.precision(), precision);
+            let out = low.forward(&batch);
+            let (start, end) = (host(out.start_logits), host(out.end_logits));
+            let err = max_error(&start, &golden.floats["start_logits"], mask).max(max_error(
+                &end,
+                &golden.floats["end_logits"],
+                mask,
+            ));
+            eprintln!("{family} {precision}: max logit error {err:.5} (max |logit| {scale:.3})");
+            assert!(
+                err <= bound * scale,
+                "{family} {precision}: error {err} of {scale}"
+            );
+            // The low-precision products did run.
+            let ours = [start.clone(), end.clone()].concat();
+            assert_ne!(ours, f32_logits, "{family} {precision}: logits equal f32's");
+            for (i, &m) in mask.iter().enumerate() {
+                if m == 0 {
+                    assert_eq!((start[i], end[i]), (MASKED, MASKED), "{family}");
+                }
             }
         }
     }

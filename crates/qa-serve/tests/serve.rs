@@ -9,6 +9,7 @@ use qa_data::requests::request_example;
 use qa_data::{ExampleId, FeatureConfig};
 use qa_eval::{PipelineAnswer, PipelineConfig, Predictor};
 use qa_model::backend::Compute;
+use qa_model::InferencePrecision;
 use qa_serve::{BatchConfig, ServeConfig, ServeError, Server};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -29,6 +30,11 @@ fn windows() -> FeatureConfig {
 
 fn load() -> Result<Predictor<Compute>, qa_eval::EvalError> {
     Predictor::<Compute>::load(&model_dir(), windows(), 32, &Default::default())
+}
+
+/// `qa serve --precision int8`'s loader.
+fn load_int8() -> Result<Predictor<Compute>, qa_eval::EvalError> {
+    load()?.with_precision(InferencePrecision::Int8)
 }
 
 /// COVID-QA questions about its shorter articles (each context is several windows long),
@@ -117,6 +123,13 @@ fn assert_same_answer(got: &Value, want: &Value, what: &str) {
 }
 
 async fn start(config: ServeConfig) -> Server {
+    start_with(load, config).await
+}
+
+async fn start_with(
+    load: fn() -> Result<Predictor<Compute>, qa_eval::EvalError>,
+    config: ServeConfig,
+) -> Server {
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
         .expect("loopback port");
@@ -548,6 +561,57 @@ async fn concurrent_requests_share_passes_and_never_mix() {
         sample(&text, "qa_serve_requests_total{code=\"200\"}"),
         24.0 + earlier_polls
     );
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_int8_server_answers_concurrent_requests_as_int8_qa_predict_does() {
+    // Windows of several requests and lengths share passes: int8 quantizes each token's row
+    // on its own, so a window's answer does not depend on its batch.
+    let server = start_with(
+        load_int8,
+        ServeConfig {
+            batching: BatchConfig {
+                max_windows: 8,
+                max_wait: Duration::from_millis(20),
+                max_padding: 1.0,
+            },
+            ..ServeConfig::default()
+        },
+    )
+    .await;
+    let (base, client) = (base(&server), client());
+    let (int8, f32) = (load_int8().unwrap(), load().unwrap());
+    let questions = questions();
+    let options = PipelineConfig {
+        top_k: 2,
+        ..PipelineConfig::default()
+    };
+    let wants: Vec<Value> = questions
+        .iter()
+        .map(|qc| predict_json(&reference(&int8, qc, &options), 2))
+        .collect();
+    let f32_answers: Vec<Value> = questions
+        .iter()
+        .map(|qc| predict_json(&reference(&f32, qc, &options), 2))
+        .collect();
+    assert_ne!(
+        wants, f32_answers,
+        "int8 scores equal f32's: int8 is not in use"
+    );
+    let tasks: Vec<_> = questions
+        .iter()
+        .map(|(q, c)| {
+            let (client, base) = (client.clone(), base.clone());
+            let body = json!({"question": q, "context": c, "top_k": 2}).to_string();
+            tokio::spawn(async move { post(&client, &base, body).await })
+        })
+        .collect();
+    for (i, (task, want)) in tasks.into_iter().zip(&wants).enumerate() {
+        let (status, got) = task.await.unwrap();
+        assert_eq!(status, StatusCode::OK, "request {i}: {got}");
+        assert_same_answer(&got, want, &format!("request {i}: {}", questions[i].0));
+    }
     server.shutdown().await.unwrap();
 }
 

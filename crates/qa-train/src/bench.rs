@@ -7,12 +7,12 @@ use burn::tensor::backend::AutodiffBackend;
 use qa_data::features::PaddedBatch;
 use qa_model::checkpoint::build_model;
 use qa_model::model::QaBatch;
-use qa_model::ModelConfig;
+use qa_model::{InferencePrecision, ModelConfig};
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
 use crate::config::{Precision, TrainConfig};
-use crate::error::Result;
+use crate::error::{ConfigError, Result};
 use crate::loss_scaler::LossScaler;
 use crate::optim::{AdamW, AdamWConfig};
 use crate::step::{train_step, MicroBatch, Update};
@@ -36,8 +36,10 @@ pub struct BenchSpec {
     pub batch: usize,
     /// Timed iterations after the first (the first is reported as time to first step).
     pub steps: usize,
-    /// Precision of the matrix products.
+    /// Precision of the matrix products (Burn's own, as training casts them).
     pub products: Precision,
+    /// Inference only: the precision of the linear layers (`--precision`; int8/bf16 kernels).
+    pub precision: InferencePrecision,
 }
 
 /// What a timing run measured.
@@ -103,15 +105,23 @@ pub fn run_workload<AB: AutodiffBackend>(
     match spec.workload {
         Workload::Infer => {
             let (model, _) = build_model::<AB::InnerBackend>(config, None, 0, device)?;
+            let model = model.with_precision(spec.precision, device)?;
             let batch = QaBatch::<AB::InnerBackend>::from_padded(&padded, device);
             for step in 0..=spec.steps {
                 let t = Instant::now();
+                let output = match spec.precision {
+                    InferencePrecision::F32 => model.forward_with(&batch, dtype),
+                    _ => model.forward(&batch),
+                };
                 // Reading the logits back waits for the device.
-                let _ = model.forward_with(&batch, dtype).start_logits.into_data();
+                let _ = output.start_logits.into_data();
                 step_done(step, t);
             }
         }
         Workload::Train => {
+            if spec.precision != InferencePrecision::F32 {
+                return Err(ConfigError::InferencePrecisionInTraining(spec.precision).into());
+            }
             let training = TrainConfig::new(".");
             let (mut model, _) = build_model::<AB>(config, None, 0, device)?;
             let mut update = Update::<AB::InnerBackend> {

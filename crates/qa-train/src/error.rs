@@ -15,6 +15,8 @@ pub enum TrainError {
     #[error(transparent)]
     Model(#[from] qa_model::ModelError),
     #[error(transparent)]
+    Precision(#[from] qa_model::model::PrecisionError),
+    #[error(transparent)]
     Eval(#[from] qa_eval::EvalError),
     #[error(transparent)]
     Write(#[from] qa_data::atomic::WriteError),
@@ -117,6 +119,8 @@ pub enum CheckpointProblem {
 /// Settings that cannot train, refused before any work starts.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ConfigError {
+    #[error("--precision {0} is for inference; training steps take --products")]
+    InferencePrecisionInTraining(qa_model::InferencePrecision),
     #[error("batch size and gradient_accumulation_steps must be at least 1")]
     ZeroBatch,
     #[error("{name} must be a positive finite number, got {value}")]

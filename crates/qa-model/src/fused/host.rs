@@ -182,6 +182,36 @@ pub(super) fn linear(
     owned(y, [shape.rows, shape.d_out])
 }
 
+/// x·W + b through the weight `prepared` holds for parameter `id` (prepared from `weight()` on
+/// first use).
+pub(super) fn prepared_linear(
+    x: Tensor<Plain, 2>,
+    id: burn::module::ParamId,
+    weight: impl FnOnce() -> Tensor<Plain, 2>,
+    bias: Option<Tensor<Plain, 1>>,
+    prepared: &crate::precision::PreparedWeights,
+) -> Tensor<Plain, 2> {
+    let layer = prepared.get_or_prepare(id, || {
+        let weight = unwrap(weight());
+        let (d_in, d_out) = (weight.shape()[0], weight.shape()[1]);
+        (slice(&weight).to_vec(), d_in, d_out)
+    });
+    let [rows, d_in] = x.dims();
+    let d_out = layer.d_out();
+    assert_eq!(
+        d_in,
+        layer.d_in(),
+        "prepared_linear: input width of parameter {id}"
+    );
+    let x = unwrap(x);
+    let bias = match bias {
+        Some(bias) => slice(&unwrap(bias)).to_vec(),
+        None => vec![0.0; d_out],
+    };
+    let shape = dense::Shape { rows, d_in, d_out };
+    owned(layer.forward(slice(&x), &bias, shape), [rows, d_out])
+}
+
 pub(super) fn adamw(
     [param, grad, m, v]: [Tensor<Plain, 1>; 4],
     step: super::AdamWStep,

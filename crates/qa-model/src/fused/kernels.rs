@@ -11,7 +11,7 @@ use rayon::prelude::*;
 use super::AdamWStep;
 
 /// Independent accumulators in reductions: two AVX-512 or four AVX2 registers' worth.
-const LANES: usize = 32;
+pub(super) const LANES: usize = 32;
 
 /// Elements (or whole rows of about this many) handed to one rayon task: enough work to amortise
 /// the task, small enough to balance the cores.
@@ -54,6 +54,8 @@ macro_rules! multiversioned {
         }
     };
 }
+
+pub(super) use multiversioned;
 
 #[inline(always)]
 fn sum(x: &[f32]) -> f32 {

@@ -75,6 +75,33 @@ pub(crate) fn linear<B: Backend>(
     Err(x)
 }
 
+/// x·W + b with W as `prepared` holds it (int8 or bf16, prepared on first use), on the host
+/// backend without autodiff (inference only); `Err(x)` gives the input back to compose
+/// otherwise. A layer without a bias adds zeros.
+///
+/// # Shapes
+///
+/// - x: `[rows, d_in]`; weight: `[d_in, d_out]`; bias: `[d_out]`; output: `[rows, d_out]`
+pub(crate) fn prepared_linear<B: Backend>(
+    x: Tensor<B, 2>,
+    weight: &Param<Tensor<B, 2>>,
+    bias: Option<&Param<Tensor<B, 1>>>,
+    prepared: &crate::precision::PreparedWeights,
+) -> Result<Tensor<B, 2>, Tensor<B, 2>> {
+    #[cfg(feature = "cpu")]
+    if host::is_f32(&x) && matches!(host::form::<B>(), Some(host::Form::Plain)) {
+        return Ok(host::retype(host::prepared_linear(
+            host::retype(x),
+            weight.id,
+            || host::retype(weight.val()),
+            bias.map(|b| host::retype(b.val())),
+            prepared,
+        )));
+    }
+    let _ = (weight, bias, prepared);
+    Err(x)
+}
+
 /// One AdamW step's scalars, each already in the form the composed update uses (see
 /// `qa_train::optim`): products and quotients with these are the same `f32` operations in the
 /// same order, so the fused step equals the composed one bit for bit.
@@ -93,6 +120,11 @@ pub struct AdamWStep {
     pub epsilon: f32,
     /// lr / (1 − β₁ᵗ).
     pub step_size: f32,
+}
+
+/// Whether `B` is the host backend without autodiff: where inference's int8/bf16 kernels run.
+pub fn runs_on_host<B: Backend>() -> bool {
+    fuses_adamw::<B>()
 }
 
 /// Whether [`adamw`] runs fused on backend `B` (the host backend, without autodiff: optimizers
@@ -286,6 +318,8 @@ pub(crate) mod kernels;
 #[cfg(feature = "cpu")]
 pub(crate) mod linear;
 #[cfg(feature = "cpu")]
+pub mod low_precision;
+#[cfg(feature = "cpu")]
 pub(crate) mod product;
 
 #[cfg(feature = "cpu")]
@@ -298,6 +332,7 @@ mod tests {
 
     use super::*;
     use crate::backend::HostCompute;
+    use crate::layers::Products;
 
     type Fused = burn::backend::Autodiff<HostCompute>;
     /// Burn's composition in f64: a backend the kernels do not take over.
@@ -450,7 +485,7 @@ mod tests {
                 tensor::<B, 4>(mask, [batch, 1, 1, seq]),
                 heads,
                 &dropout,
-                None,
+                Products::default(),
             )
         }
         let dims = [batch, seq, heads, head_dim];
@@ -509,7 +544,7 @@ mod tests {
                 bias: Some(Param::initialized(ParamId::new(), x[2].clone())),
             };
             let x3 = x[0].clone().reshape([1, rows, d_in]);
-            crate::layers::linear(&layer, x3, None).reshape([rows, d_out])
+            crate::layers::linear(&layer, x3, Products::default()).reshape([rows, d_out])
         }
         let dims = [rows, d_in, d_out];
         let (_, want) = assert_agree(

@@ -1,0 +1,513 @@
+//! Linear layers in int8 and bf16 on the host, for inference (`--precision int8|bf16`).
+//!
+//! **int8** is dynamic quantization as PyTorch's `quantize_dynamic` and ONNX Runtime's
+//! `quantize_dynamic(per_channel=True)` do it:
+//! - each weight column (output channel) symmetric int8, scale = max |w| / 127, once at load;
+//! - each activation row (token) asymmetric u8 on the fly: its range [min(0, x), max(0, x)]
+//!   spread over 0..=255 with a zero point, so 0 stays exact;
+//! - Σ a·w accumulated in i32 by `rten-gemm`'s u8×i8 kernels (AVX-512 VNNI `vpdpbusd`, else
+//!   AVX2 `vpmaddubsw`, else portable), chosen by that crate at run time;
+//! - the zero point taken out (− zero · Σ w per column), dequantization (row scale × column
+//!   scale) and the bias in one parallel pass over the i32 product.
+//!
+//! AVX2's `vpmaddubsw` adds two u8×i8 products in a saturating i16: with 8-bit activations
+//! 2·255·127 overflows it. When the chosen kernel may saturate, activations get 7 bits
+//! (0..=127, as ONNX Runtime's `reduce_range` does for the same instruction), so the sum fits
+//! and the result is never wrong.
+//!
+//! **bf16** rounds the weights to bf16 once at load and each activation row per product
+//! (round to nearest even), then multiplies in f32: a bf16·bf16 product is exact in f32, so
+//! this is bf16 products with f32 accumulation, as `vdpbf16ps` computes them.
+
+use rayon::prelude::*;
+use std::mem::MaybeUninit;
+
+use rten_gemm::{GemmExecutor, GemmInputA, GemmInputB, GemmUninitOptions, PackedBMatrix};
+use rten_tensor::NdTensorView;
+
+use super::kernels::{multiversioned, LANES};
+use super::linear::{self as dense, Shape};
+
+thread_local! {
+    /// The u8×i8→i32 product. Its kernel is a fact of the CPU (every thread detects the same
+    /// one, so weights packed on one thread multiply on any); one per thread because the
+    /// executor is `Sync` but not `Send`.
+    static INT8_GEMM: GemmExecutor<u8, i8, i32> = GemmExecutor::default();
+}
+
+fn with_int8_gemm<R>(f: impl FnOnce(&GemmExecutor<u8, i8, i32>) -> R) -> R {
+    INT8_GEMM.with(f)
+}
+
+/// The name of the int8 kernel this CPU runs (for logs and benchmark notes).
+pub fn int8_kernel_name() -> String {
+    with_int8_gemm(|gemm| gemm.kernel_name().to_string())
+}
+
+/// The largest activation code (u8, so 0..=255).
+const ACTIVATION_LEVELS: u8 = 255;
+
+/// The largest weight code: 127, or 63 where the kernel adds two u8×i8 products in a
+/// saturating i16 (AVX2's `vpmaddubsw`: 2·255·63 fits, 2·255·127 does not). Weights lose the
+/// bit rather than activations, as ONNX Runtime's `reduce_range` does: each weight column has
+/// its own scale, while activations carry the outliers.
+fn weight_levels() -> f32 {
+    if with_int8_gemm(|gemm| gemm.may_saturate()) {
+        63.0
+    } else {
+        127.0
+    }
+}
+
+/// A linear layer's weight `[d_in, d_out]` prepared once for one precision.
+pub struct PreparedWeight {
+    d_in: usize,
+    d_out: usize,
+    values: Prepared,
+}
+
+enum Prepared {
+    Int8(Int8Weight),
+    /// Kept in f32 (row-major `[d_in, d_out]`): a layer int8 would cost too much accuracy.
+    F32(Vec<f32>),
+    /// Row-major `[d_in, d_out]`, each value rounded to bf16.
+    Bf16(Vec<f32>),
+}
+
+/// A weight quantized per output channel and packed for the int8 kernel.
+pub struct Int8Weight {
+    packed: PackedBMatrix<i8>,
+    /// One scale per output column: w ≈ scale · q.
+    scales: Vec<f32>,
+    /// Σₖ q[k][c] per output column: the activations' zero points are taken out with these
+    /// (Σ (a − z)·q = Σ a·q − z·Σ q) rather than by `rten-gemm`, whose packing of per-row
+    /// zero points (0.27) gives every row panel after a block's first the first panel's.
+    column_sums: Vec<i32>,
+}
+
+/// Symmetric int8 codes and scales, per column of a row-major `[d_in, d_out]` weight.
+pub fn quantize_columns(weight: &[f32], d_in: usize, d_out: usize) -> (Vec<i8>, Vec<f32>) {
+    let top = weight_levels();
+    let mut max_abs = vec![0f32; d_out];
+    for row in weight.chunks_exact(d_out).take(d_in) {
+        for (m, &w) in max_abs.iter_mut().zip(row) {
+            *m = m.max(w.abs());
+        }
+    }
+    let scales: Vec<f32> = max_abs
+        .iter()
+        .map(|&m| if m > 0.0 { m / top } else { 1.0 })
+        .collect();
+    let codes = weight
+        .chunks_exact(d_out)
+        .flat_map(|row| {
+            row.iter()
+                .zip(&scales)
+                .map(|(&w, &s)| (w / s).round().clamp(-top, top) as i8)
+        })
+        .collect();
+    (codes, scales)
+}
+
+/// Activation rows quantized to u8 with a scale and zero point each.
+pub struct QuantizedRows {
+    pub codes: Vec<u8>,
+    pub scales: Vec<f32>,
+    pub zero_points: Vec<u8>,
+}
+
+/// Quantizes each row of `x` (`[rows, width]`) onto 0..=`levels`: x ≈ scale · (code − zero).
+pub fn quantize_rows(x: &[f32], width: usize, levels: u8) -> QuantizedRows {
+    let width = width.max(1);
+    let mut codes = vec![0u8; x.len()];
+    let mut params = vec![(1f32, 0u8); x.len() / width];
+    let rows_per_task = (TASK_ELEMENTS / width).max(1);
+    codes
+        .par_chunks_mut(width * rows_per_task)
+        .zip(x.par_chunks(width * rows_per_task))
+        .zip(params.par_chunks_mut(rows_per_task))
+        .for_each(|((out, rows), params)| {
+            for ((out, row), param) in out
+                .chunks_exact_mut(width)
+                .zip(rows.chunks_exact(width))
+                .zip(params)
+            {
+                *param = quantize_row(row, out, f32::from(levels));
+            }
+        });
+    let (scales, zero_points) = params.into_iter().unzip();
+    QuantizedRows {
+        codes,
+        scales,
+        zero_points,
+    }
+}
+
+/// Elements (or whole rows of about this many) handed to one rayon task.
+const TASK_ELEMENTS: usize = 16_384;
+
+/// Rounds to the nearest integer, ties to even, for |v| < 2²²: adding 1.5·2²³ leaves no
+/// fraction bits, so the FPU's own rounding does it (and the loop vectorises, where `round` is a
+/// libm call on baseline x86-64).
+#[inline(always)]
+fn round_small(v: f32) -> f32 {
+    const SHIFT: f32 = 12_582_912.0;
+    (v + SHIFT) - SHIFT
+}
+
+multiversioned!(fn quantize_row = quantize_row_generic(row: &[f32], out: &mut [u8], top: f32) -> (f32, u8));
+
+/// One row onto 0..=top; returns its (scale, zero point). The range always holds 0, so 0 is
+/// exact (padding and ReLU-like zeros stay zero).
+#[inline(always)]
+fn quantize_row_generic(row: &[f32], out: &mut [u8], top: f32) -> (f32, u8) {
+    // Comparisons written as selects, so the loops vectorise (`f32::min` also orders NaNs).
+    let (mut low, mut high) = ([0f32; LANES], [0f32; LANES]);
+    let chunks = row.chunks_exact(LANES);
+    let (mut tail_low, mut tail_high) = (0f32, 0f32);
+    for &v in chunks.remainder() {
+        tail_low = if v < tail_low { v } else { tail_low };
+        tail_high = if v > tail_high { v } else { tail_high };
+    }
+    for chunk in chunks {
+        for ((l, h), &v) in low.iter_mut().zip(high.iter_mut()).zip(chunk) {
+            *l = if v < *l { v } else { *l };
+            *h = if v > *h { v } else { *h };
+        }
+    }
+    let low = low.iter().fold(tail_low, |m, &v| m.min(v));
+    let high = high.iter().fold(tail_high, |m, &v| m.max(v));
+    let scale = if high > low { (high - low) / top } else { 1.0 };
+    let inverse = 1.0 / scale;
+    let zero = round_small(-low * inverse).clamp(0.0, top);
+    for (code, &v) in out.iter_mut().zip(row) {
+        *code = small_code((v * inverse + zero).clamp(0.0, top));
+    }
+    (scale, zero as u8)
+}
+
+/// `round(v)` as a byte, for 0 ≤ v ≤ 255: after adding 1.5·2²³ the integer part is the low
+/// mantissa bits (ties to even), read with no float-to-int conversion.
+#[inline(always)]
+fn small_code(v: f32) -> u8 {
+    (v + 12_582_912.0).to_bits() as u8
+}
+
+/// One activation row's quantization: x ≈ scale · (code − zero).
+#[derive(Clone, Copy)]
+struct RowParams {
+    scale: f32,
+    zero: i32,
+}
+
+multiversioned!(fn dequantize_row = dequantize_row_generic(
+    row: &mut [f32], params: RowParams, weight: &Int8Weight, bias: &[f32]
+));
+
+/// One row of the product, which holds the i32 sums Σ code·q in its bytes, turned in place
+/// into (Σ code·q − zero·Σ q) · row scale · column scale + bias.
+#[inline(always)]
+fn dequantize_row_generic(row: &mut [f32], params: RowParams, weight: &Int8Weight, bias: &[f32]) {
+    for (((o, &s), &column_sum), &b) in row
+        .iter_mut()
+        .zip(&weight.scales)
+        .zip(&weight.column_sums)
+        .zip(bias)
+    {
+        let sum = o.to_bits() as i32 - params.zero * column_sum;
+        *o = sum as f32 * (params.scale * s) + b;
+    }
+}
+
+/// `value` rounded to the nearest bf16 (ties to even), as an f32.
+fn round_bf16(value: f32) -> f32 {
+    half::bf16::from_f32(value).to_f32()
+}
+
+/// Every value rounded to bf16, in parallel.
+pub fn rounded_bf16(values: &[f32]) -> Vec<f32> {
+    values.par_iter().map(|&v| round_bf16(v)).collect()
+}
+
+impl PreparedWeight {
+    /// int8 codes packed for the kernel, with their per-column scales.
+    pub fn int8(weight: &[f32], d_in: usize, d_out: usize) -> Self {
+        let (codes, scales) = quantize_columns(weight, d_in, d_out);
+        let mut column_sums = vec![0i32; d_out];
+        for row in codes.chunks_exact(d_out.max(1)) {
+            for (sum, &q) in column_sums.iter_mut().zip(row) {
+                *sum += i32::from(q);
+            }
+        }
+        let view = NdTensorView::from_data([d_in, d_out], codes.as_slice());
+        let values = Prepared::Int8(Int8Weight {
+            packed: with_int8_gemm(|gemm| gemm.prepack_b(view)),
+            scales,
+            column_sums,
+        });
+        PreparedWeight {
+            d_in,
+            d_out,
+            values,
+        }
+    }
+
+    /// The weight as it is, in f32.
+    pub fn f32(weight: Vec<f32>, d_in: usize, d_out: usize) -> Self {
+        let values = Prepared::F32(weight);
+        PreparedWeight {
+            d_in,
+            d_out,
+            values,
+        }
+    }
+
+    /// The weight rounded to bf16.
+    pub fn bf16(weight: &[f32], d_in: usize, d_out: usize) -> Self {
+        let values = Prepared::Bf16(rounded_bf16(weight));
+        PreparedWeight {
+            d_in,
+            d_out,
+            values,
+        }
+    }
+
+    pub fn d_in(&self) -> usize {
+        self.d_in
+    }
+
+    pub fn d_out(&self) -> usize {
+        self.d_out
+    }
+
+    /// x·W + b, `[rows, d_out]`, for x `[rows, d_in]`.
+    pub fn forward(&self, x: &[f32], bias: &[f32], shape: Shape) -> Vec<f32> {
+        match &self.values {
+            Prepared::Int8(weight) => int8_forward(weight, x, bias, shape),
+            Prepared::F32(weight) => dense::forward(x, weight, bias, shape),
+            Prepared::Bf16(weight) => dense::forward(&rounded_bf16(x), weight, bias, shape),
+        }
+    }
+}
+
+fn int8_forward(weight: &Int8Weight, x: &[f32], bias: &[f32], shape: Shape) -> Vec<f32> {
+    let Shape { rows, d_in, d_out } = shape;
+    if rows == 0 || d_out == 0 {
+        return Vec::new();
+    }
+    let rows_q = quantize_rows(x, d_in, ACTIVATION_LEVELS);
+    let a = NdTensorView::from_data([rows, d_in], rows_q.codes.as_slice());
+    // The i32 product is written into the output's own (uninitialised) buffer and dequantized
+    // in place: one allocation of `rows × d_out`, and no pass that only zeroes or copies it.
+    let mut y: Vec<f32> = Vec::with_capacity(rows * d_out);
+    let spare = &mut y.spare_capacity_mut()[..rows * d_out];
+    // SAFETY: `MaybeUninit<f32>` and `MaybeUninit<i32>` have the same size and alignment and
+    // no validity requirement, and the new slice covers exactly the spare capacity borrowed.
+    let sums = unsafe {
+        std::slice::from_raw_parts_mut(spare.as_mut_ptr().cast::<MaybeUninit<i32>>(), spare.len())
+    };
+    with_int8_gemm(|gemm| {
+        gemm.gemm_uninit(
+            sums,
+            GemmInputA::Unpacked(a),
+            GemmInputB::Packed(&weight.packed),
+            GemmUninitOptions::default(),
+        )
+        .map(|_| ())
+    })
+    .unwrap_or_else(|e| unreachable!("int8 product of checked shapes: {e:?}"));
+    // SAFETY: `gemm_uninit` returned Ok, so it initialised all `rows × d_out` elements, and
+    // every bit pattern is a valid f32 (these hold i32 sums until dequantized below).
+    unsafe { y.set_len(rows * d_out) };
+    let rows_per_task = (TASK_ELEMENTS / d_out).max(1);
+    y.par_chunks_mut(d_out * rows_per_task)
+        .zip(rows_q.scales.par_chunks(rows_per_task))
+        .zip(rows_q.zero_points.par_chunks(rows_per_task))
+        .for_each(|((block, row_scales), zero_points)| {
+            for ((row, &row_scale), &zero) in block
+                .chunks_exact_mut(d_out)
+                .zip(row_scales)
+                .zip(zero_points)
+            {
+                let row_params = RowParams {
+                    scale: row_scale,
+                    zero: i32::from(zero),
+                };
+                dequantize_row(row, row_params, weight, bias);
+            }
+        });
+    y
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(n: usize, seed: usize) -> Vec<f32> {
+        (0..n)
+            .map(|i| (((i * 7919 + seed * 104_729) % 2003) as f32 - 1001.0) / 500.0)
+            .collect()
+    }
+
+    /// x·W + b in f64 from the same operands.
+    fn reference(x: &[f32], w: &[f32], b: &[f32], shape: Shape) -> Vec<f64> {
+        let Shape { rows, d_in, d_out } = shape;
+        let mut y = vec![0f64; rows * d_out];
+        for r in 0..rows {
+            for c in 0..d_out {
+                let dot: f64 = (0..d_in)
+                    .map(|k| f64::from(x[r * d_in + k]) * f64::from(w[k * d_out + c]))
+                    .sum();
+                y[r * d_out + c] = dot + f64::from(b[c]);
+            }
+        }
+        y
+    }
+
+    /// Shapes that are not multiples of any tile size, a single row and a single column.
+    const SHAPES: [Shape; 4] = [
+        Shape {
+            rows: 37,
+            d_in: 70,
+            d_out: 45,
+        },
+        Shape {
+            rows: 1,
+            d_in: 33,
+            d_out: 17,
+        },
+        Shape {
+            rows: 130,
+            d_in: 129,
+            d_out: 1,
+        },
+        Shape {
+            rows: 9,
+            d_in: 3,
+            d_out: 66,
+        },
+    ];
+
+    #[test]
+    fn int8_products_equal_the_dequantized_operands_product() {
+        for shape in SHAPES {
+            let (x, w, b) = (
+                values(shape.rows * shape.d_in, 1),
+                values(shape.d_in * shape.d_out, 2),
+                values(shape.d_out, 3),
+            );
+            let got = PreparedWeight::int8(&w, shape.d_in, shape.d_out).forward(&x, &b, shape);
+            // The exact product of the operands as the kernel sees them (scale · (code − zero)),
+            // so only the i32 sum and the epilogue are under test, exactly.
+            let (codes, scales) = quantize_columns(&w, shape.d_in, shape.d_out);
+            let w_seen: Vec<f32> = codes
+                .iter()
+                .enumerate()
+                .map(|(i, &q)| f32::from(q) * scales[i % shape.d_out])
+                .collect();
+            let rows_q = quantize_rows(&x, shape.d_in, ACTIVATION_LEVELS);
+            let x_seen: Vec<f32> = rows_q
+                .codes
+                .iter()
+                .enumerate()
+                .map(|(i, &q)| {
+                    let r = i / shape.d_in;
+                    (f32::from(q) - f32::from(rows_q.zero_points[r])) * rows_q.scales[r]
+                })
+                .collect();
+            let want = reference(&x_seen, &w_seen, &b, shape);
+            let worst = got
+                .iter()
+                .zip(&want)
+                .map(|(&g, &w)| (f64::from(g) - w).abs() / (1.0 + w.abs()))
+                .fold(0.0, f64::max);
+            assert!(
+                worst < 1e-5,
+                "{shape:?} ({}): off by {worst}",
+                int8_kernel_name()
+            );
+            // And the quantization itself stays close to the f32 product.
+            let exact = reference(&x, &w, &b, shape);
+            let scale = exact.iter().map(|v| v.abs()).fold(1.0, f64::max);
+            let error = got
+                .iter()
+                .zip(&exact)
+                .map(|(&g, &e)| (f64::from(g) - e).abs())
+                .fold(0.0, f64::max);
+            assert!(
+                error < 0.05 * scale,
+                "{shape:?}: int8 off by {error} of {scale}"
+            );
+        }
+    }
+
+    #[test]
+    fn rows_quantize_onto_their_range_with_zero_exact() {
+        let x = [
+            -1.0, 0.0, 3.0, 0.5, /* all positive */ 2.0, 4.0, 1.0, 3.0,
+        ];
+        for levels in [127u8, 255] {
+            let q = quantize_rows(&x, 4, levels);
+            for r in 0..2 {
+                let row = &x[r * 4..r * 4 + 4];
+                let zero = q.zero_points[r];
+                for (k, &v) in row.iter().enumerate() {
+                    let code = q.codes[r * 4 + k];
+                    assert!(code <= levels);
+                    let back = (f32::from(code) - f32::from(zero)) * q.scales[r];
+                    assert!(
+                        (back - v).abs() <= q.scales[r] / 2.0 + 1e-6,
+                        "{v} -> {back}"
+                    );
+                }
+            }
+            // The second row is all positive: its range starts at 0, so its zero point is 0.
+            assert_eq!(q.zero_points[1], 0);
+        }
+    }
+
+    #[test]
+    fn a_zero_row_and_a_zero_column_stay_zero() {
+        let shape = Shape {
+            rows: 2,
+            d_in: 5,
+            d_out: 3,
+        };
+        let mut x = values(10, 4);
+        x[..5].fill(0.0);
+        let mut w = values(15, 5);
+        for k in 0..5 {
+            w[k * 3 + 1] = 0.0;
+        }
+        let b = [0.0; 3];
+        let y = PreparedWeight::int8(&w, 5, 3).forward(&x, &b, shape);
+        assert_eq!(&y[..3], &[0.0; 3]);
+        assert_eq!((y[1], y[4]), (0.0, 0.0));
+    }
+
+    #[test]
+    fn bf16_products_equal_the_rounded_operands_product() {
+        for shape in SHAPES {
+            let (x, w, b) = (
+                values(shape.rows * shape.d_in, 6),
+                values(shape.d_in * shape.d_out, 7),
+                values(shape.d_out, 8),
+            );
+            let got = PreparedWeight::bf16(&w, shape.d_in, shape.d_out).forward(&x, &b, shape);
+            let rounded = |v: &[f32]| -> Vec<f32> {
+                v.iter()
+                    .map(|&v| half::bf16::from_f32(v).to_f32())
+                    .collect()
+            };
+            let want = reference(&rounded(&x), &rounded(&w), &b, shape);
+            let worst = got
+                .iter()
+                .zip(&want)
+                .map(|(&g, &w)| (f64::from(g) - w).abs() / (1.0 + w.abs()))
+                .fold(0.0, f64::max);
+            assert!(worst < 1e-5, "{shape:?}: off by {worst}");
+            // The rounding is real: some operand changed.
+            assert_ne!(rounded(&x), x);
+        }
+    }
+}
