@@ -77,8 +77,9 @@ impl FromStr for InferencePrecision {
     }
 }
 
-/// The precisions that prepare weights.
+/// The precisions that prepare weights (made only on the host backend).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(not(feature = "cpu"), allow(dead_code))]
 enum LowPrecision {
     Bf16,
     Int8,
