@@ -10,10 +10,10 @@
 //! - the zero point taken out (− zero · Σ w per column), dequantization (row scale × column
 //!   scale) and the bias in one parallel pass over the i32 product.
 //!
-//! AVX2's `vpmaddubsw` adds two u8×i8 products in a saturating i16: with 8-bit activations
-//! 2·255·127 overflows it. When the chosen kernel may saturate, activations get 7 bits
-//! (0..=127, as ONNX Runtime's `reduce_range` does for the same instruction), so the sum fits
-//! and the result is never wrong.
+//! AVX2's `vpmaddubsw` adds two u8×i8 products in a saturating i16: with 8-bit weights
+//! 2·255·127 overflows it. When the chosen kernel may saturate, weights get 7 bits (±63, as
+//! ONNX Runtime's `reduce_range` does for the same instruction) and activations keep 8, so the
+//! sum fits and the result is never wrong.
 //!
 //! **bf16** rounds the weights to bf16 once at load and each activation row per product
 //! (round to nearest even), then multiplies in f32: a bf16·bf16 product is exact in f32, so
@@ -364,6 +364,23 @@ mod tests {
         y
     }
 
+    /// x `[rows, d_in]`, W `[d_in, d_out]` and b `[d_out]` of one shape, from `seed`.
+    fn operands(shape: Shape, seed: usize) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+        (
+            values(shape.rows * shape.d_in, seed),
+            values(shape.d_in * shape.d_out, seed + 1),
+            values(shape.d_out, seed + 2),
+        )
+    }
+
+    /// The largest |got − want| / (1 + |want|).
+    fn worst_relative(got: &[f32], want: &[f64]) -> f64 {
+        got.iter()
+            .zip(want)
+            .map(|(&g, &w)| (f64::from(g) - w).abs() / (1.0 + w.abs()))
+            .fold(0.0, f64::max)
+    }
+
     /// Shapes that are not multiples of any tile size, a single row and a single column.
     const SHAPES: [Shape; 4] = [
         Shape {
@@ -391,11 +408,7 @@ mod tests {
     #[test]
     fn int8_products_equal_the_dequantized_operands_product() {
         for shape in SHAPES {
-            let (x, w, b) = (
-                values(shape.rows * shape.d_in, 1),
-                values(shape.d_in * shape.d_out, 2),
-                values(shape.d_out, 3),
-            );
+            let (x, w, b) = operands(shape, 1);
             let got = PreparedWeight::int8(&w, shape.d_in, shape.d_out).forward(&x, &b, shape);
             // The exact product of the operands as the kernel sees them (scale · (code − zero)),
             // so only the i32 sum and the epilogue are under test, exactly.
@@ -416,11 +429,7 @@ mod tests {
                 })
                 .collect();
             let want = reference(&x_seen, &w_seen, &b, shape);
-            let worst = got
-                .iter()
-                .zip(&want)
-                .map(|(&g, &w)| (f64::from(g) - w).abs() / (1.0 + w.abs()))
-                .fold(0.0, f64::max);
+            let worst = worst_relative(&got, &want);
             assert!(
                 worst < 1e-5,
                 "{shape:?} ({}): off by {worst}",
@@ -488,11 +497,7 @@ mod tests {
     #[test]
     fn bf16_products_equal_the_rounded_operands_product() {
         for shape in SHAPES {
-            let (x, w, b) = (
-                values(shape.rows * shape.d_in, 6),
-                values(shape.d_in * shape.d_out, 7),
-                values(shape.d_out, 8),
-            );
+            let (x, w, b) = operands(shape, 6);
             let got = PreparedWeight::bf16(&w, shape.d_in, shape.d_out).forward(&x, &b, shape);
             let rounded = |v: &[f32]| -> Vec<f32> {
                 v.iter()
@@ -500,11 +505,7 @@ mod tests {
                     .collect()
             };
             let want = reference(&rounded(&x), &rounded(&w), &b, shape);
-            let worst = got
-                .iter()
-                .zip(&want)
-                .map(|(&g, &w)| (f64::from(g) - w).abs() / (1.0 + w.abs()))
-                .fold(0.0, f64::max);
+            let worst = worst_relative(&got, &want);
             assert!(worst < 1e-5, "{shape:?}: off by {worst}");
             // The rounding is real: some operand changed.
             assert_ne!(rounded(&x), x);
