@@ -38,6 +38,13 @@ impl From<MatmulDtype> for Products<'_> {
 }
 
 impl Products<'_> {
+    /// What the fused attention's products compute in: bf16 where the prepared precision asks
+    /// for it (see [`PreparedWeights::attention_products`]), else f32.
+    pub fn attention(&self) -> fused::AttentionProducts {
+        self.prepared
+            .map_or(fused::AttentionProducts::F32, |p| p.attention_products())
+    }
+
     /// The same products without prepared weights: the layers that stay in f32 (the QA head).
     pub fn in_f32_weights(self) -> Self {
         Products {
@@ -74,7 +81,7 @@ pub(crate) fn linear<B: Backend>(
     products: Products<'_>,
 ) -> Tensor<B, 3> {
     let [batch, seq, d_in] = x.dims();
-    let x = x.reshape([batch * seq, d_in]);
+    let x = fused::reshape(x, [batch * seq, d_in]);
     let dtype = products.dtype;
     let fused = match (products.prepared, &layer.bias, dtype) {
         (Some(prepared), bias, _) => {
@@ -91,7 +98,7 @@ pub(crate) fn linear<B: Backend>(
         }
     });
     let d_out = y.dims()[1];
-    y.reshape([batch, seq, d_out])
+    fused::reshape(y, [batch, seq, d_out])
 }
 
 /// What attention adds to its scores: 0 at attended keys, [`MASKED`] at padded ones.
@@ -128,7 +135,14 @@ pub(crate) fn scaled_dot_product_attention<B: Backend>(
 ) -> Tensor<B, 3> {
     let dtype = products.dtype;
     if dtype.is_none() && fused::fuses_attention(&query, &mask_bias, heads) {
-        return fused::attention([query, key, value], mask_bias, heads, probs_dropout);
+        let attention_products = products.attention();
+        return fused::attention(
+            [query, key, value],
+            mask_bias,
+            heads,
+            probs_dropout,
+            attention_products,
+        );
     }
     let [batch, seq, hidden] = query.dims();
     let head_dim = hidden / heads;

@@ -42,6 +42,18 @@ pub enum Encoder<B: Backend> {
 }
 
 impl<B: Backend> Encoder<B> {
+    /// Entries of the word-embedding table (token ids below this are valid inputs).
+    pub fn vocab_size(&self) -> usize {
+        let table = match self {
+            Encoder::Bert(m) => &m.embeddings.word_embeddings,
+            Encoder::DistilBert(m) => &m.embeddings.word_embeddings,
+            Encoder::Roberta(m) | Encoder::XlmRoberta(m) => &m.embeddings.word_embeddings,
+            Encoder::Electra(m) => &m.embeddings.word_embeddings,
+            Encoder::Albert(m) => &m.embeddings.word_embeddings,
+        };
+        table.weight.dims()[0]
+    }
+
     /// The family's encoder with zero parameters, for the checkpoint loader to fill.
     pub fn skeleton(config: &ModelConfig, device: &B::Device) -> Self {
         match config.architecture {
@@ -157,15 +169,33 @@ impl Inference {
 }
 
 /// Replaces every float parameter the table has prepared with a 0-element tensor.
-struct ReleasePrepared<'a> {
+/// Tokens of the load-time discovery pass ([`QaModel::discovery_window`]).
+const DISCOVERY_TOKENS: usize = 64;
+
+/// Prepares each linear weight the discovery pass met and releases its f32 values (as a
+/// 0-element tensor) before the next: the model never holds both forms of every weight.
+#[cfg(feature = "cpu")]
+struct PrepareAndRelease<'a> {
     prepared: &'a PreparedWeights,
+    /// Each linear weight's largest |input| per input channel, as the discovery pass saw them.
+    linear: &'a std::collections::HashMap<burn::module::ParamId, Vec<f32>>,
 }
 
-impl<B: Backend> ModuleMapper<B> for ReleasePrepared<'_> {
+#[cfg(feature = "cpu")]
+impl<B: Backend> ModuleMapper<B> for PrepareAndRelease<'_> {
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
         let (id, tensor, mapper) = param.consume();
-        let tensor = if self.prepared.contains(id) {
-            Tensor::empty([0; D], &tensor.device())
+        let dims = tensor.dims();
+        let tensor = if let (2, Some(input_max)) = (D, self.linear.get(&id)) {
+            let device = tensor.device();
+            let values = tensor
+                .into_data()
+                .convert::<f32>()
+                .into_vec::<f32>()
+                .unwrap_or_else(|e| unreachable!("f32 data reads as f32: {e:?}"));
+            self.prepared
+                .prepare(id, values, dims[0], dims[1], input_max);
+            Tensor::empty([0; D], &device)
         } else {
             tensor
         };
@@ -270,26 +300,46 @@ impl<B: Backend> QaModel<B> {
                 });
             }
         }
+        let prepared = inference.prepared.clone();
         self.inference = Ignored(inference);
-        // Prepare every weight now rather than in the first request.
-        let padded = qa_data::features::PaddedBatch {
-            batch: 1,
-            seq_len: 2,
-            input_ids: vec![0, 0],
-            token_type_ids: vec![0, 0],
-            attention_mask: vec![1, 1],
-            start_positions: Vec::new(),
-            end_positions: Vec::new(),
+        let Some(prepared) = prepared else {
+            return Ok(self);
         };
-        let _ = self.forward(&QaBatch::from_padded(&padded, device));
-        // The prepared weights replace the f32 ones, which are released (as 0-element tensors),
-        // so int8 and bf16 models hold less memory than f32 ones, never more.
-        if let Some(prepared) = self.inference.prepared.clone() {
-            self = self.map(&mut ReleasePrepared {
+        // Prepare every weight now rather than in the first request: a tiny forward pass finds
+        // the linear layers' weights (every family's, through `layers::linear`), then each is
+        // prepared and its f32 values released in turn, so int8 and bf16 models never hold
+        // more than the f32 one.
+        #[cfg(feature = "cpu")]
+        prepared.begin_discovery();
+        let _ = self.forward(&QaBatch::from_padded(&self.discovery_window(), device));
+        #[cfg(feature = "cpu")]
+        {
+            let linear = prepared.end_discovery();
+            self = self.map(&mut PrepareAndRelease {
                 prepared: &prepared,
+                linear: &linear,
             });
         }
         Ok(self)
+    }
+
+    /// The discovery pass's input: one window of [`DISCOVERY_TOKENS`] token ids spread over
+    /// the vocabulary (no data needed), long enough that every hidden channel shows its usual
+    /// range to the int8 smoothing ([`crate::precision::PreparedWeights::begin_discovery`]).
+    fn discovery_window(&self) -> qa_data::features::PaddedBatch {
+        let vocab = self.encoder.vocab_size().max(1) as i64;
+        let input_ids = (0..DISCOVERY_TOKENS as i64)
+            .map(|i| (i * 7_919 + 1_000) % vocab)
+            .collect();
+        qa_data::features::PaddedBatch {
+            batch: 1,
+            seq_len: DISCOVERY_TOKENS,
+            input_ids,
+            token_type_ids: vec![0; DISCOVERY_TOKENS],
+            attention_mask: vec![1; DISCOVERY_TOKENS],
+            start_positions: Vec::new(),
+            end_positions: Vec::new(),
+        }
     }
 
     /// The precision [`Self::forward`] answers in.

@@ -19,7 +19,7 @@ use std::str::FromStr;
 #[cfg(feature = "cpu")]
 use std::{
     collections::HashMap,
-    sync::{Arc, RwLock},
+    sync::{Arc, Mutex, RwLock},
 };
 
 #[cfg(feature = "cpu")]
@@ -93,6 +93,11 @@ pub struct PreparedWeights {
     precision: LowPrecision,
     #[cfg(feature = "cpu")]
     weights: RwLock<HashMap<ParamId, Arc<PreparedWeight>>>,
+    /// While the load's discovery pass runs ([`Self::begin_discovery`]): the linear weights it
+    /// met (which then run in f32 and are prepared afterwards, one at a time) and the largest
+    /// |input| each saw per input channel.
+    #[cfg(feature = "cpu")]
+    discovered: Mutex<Option<HashMap<ParamId, Vec<f32>>>>,
 }
 
 impl fmt::Debug for PreparedWeights {
@@ -113,6 +118,7 @@ impl PreparedWeights {
         Some(PreparedWeights {
             precision,
             weights: RwLock::new(HashMap::new()),
+            discovered: Mutex::new(None),
         })
     }
 
@@ -121,6 +127,17 @@ impl PreparedWeights {
             LowPrecision::Bf16 => InferencePrecision::Bf16,
             LowPrecision::Int8 => InferencePrecision::Int8,
         }
+    }
+
+    /// What the attention's q·kᵀ and p·v compute in: bf16 (in int8 inference too, as the
+    /// issue's "attention products may use bf16" allows) where the CPU has AVX512-BF16, else
+    /// f32 (an emulation would be slower than f32).
+    pub fn attention_products(&self) -> crate::fused::AttentionProducts {
+        #[cfg(feature = "cpu")]
+        if crate::fused::bf16_gemm::available() {
+            return crate::fused::AttentionProducts::Bf16;
+        }
+        crate::fused::AttentionProducts::F32
     }
 
     /// How many weights are prepared.
@@ -155,6 +172,60 @@ impl PreparedWeights {
         }
     }
 
+    /// Starts the discovery pass: until [`Self::end_discovery`], linear layers multiply in f32
+    /// and report their weight and input ([`Self::observe`]) instead of preparing the weight.
+    /// The model then prepares each weight and releases its f32 values before the next (its
+    /// peak memory stays that of the f32 model), and int8 smooths each layer's input channels
+    /// by what the pass saw ([`crate::fused::low_precision::smoothing`]).
+    #[cfg(feature = "cpu")]
+    pub(crate) fn begin_discovery(&self) {
+        *self.discovered.lock().unwrap_or_else(|e| e.into_inner()) = Some(HashMap::new());
+    }
+
+    /// Ends the discovery pass; returns each linear weight it met with the largest |input| per
+    /// input channel.
+    #[cfg(feature = "cpu")]
+    pub(crate) fn end_discovery(&self) -> HashMap<ParamId, Vec<f32>> {
+        let mut discovered = self.discovered.lock().unwrap_or_else(|e| e.into_inner());
+        discovered.take().unwrap_or_default()
+    }
+
+    /// Whether the discovery pass is running.
+    #[cfg(feature = "cpu")]
+    pub(crate) fn discovering(&self) -> bool {
+        self.discovered
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
+    }
+
+    /// During the discovery pass, records that weight `id` multiplied inputs whose largest
+    /// |value| per input channel is `input_max`.
+    #[cfg(feature = "cpu")]
+    pub(crate) fn observe(&self, id: ParamId, input_max: Vec<f32>) {
+        let mut discovered = self.discovered.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(seen) = discovered.as_mut() {
+            let seen = seen.entry(id).or_insert_with(|| vec![0.0; input_max.len()]);
+            for (s, m) in seen.iter_mut().zip(input_max) {
+                *s = s.max(m);
+            }
+        }
+    }
+
+    /// Prepares parameter `id` from its row-major `[d_in, d_out]` values, unless it already is;
+    /// `input_max` is what [`Self::end_discovery`] returned for it.
+    #[cfg(feature = "cpu")]
+    pub(crate) fn prepare(
+        &self,
+        id: ParamId,
+        values: Vec<f32>,
+        d_in: usize,
+        d_out: usize,
+        input_max: &[f32],
+    ) {
+        let _ = self.get_or_prepare_seen(id, || (values, d_in, d_out), Some(input_max));
+    }
+
     /// The weight of parameter `id`, prepared from `weight()` (its row-major values, d_in and
     /// d_out) the first time it is asked for.
     #[cfg(feature = "cpu")]
@@ -162,6 +233,18 @@ impl PreparedWeights {
         &self,
         id: ParamId,
         weight: impl FnOnce() -> (Vec<f32>, usize, usize),
+    ) -> Arc<PreparedWeight> {
+        self.get_or_prepare_seen(id, weight, None)
+    }
+
+    /// [`Self::get_or_prepare`], with the inputs' per-channel maxima when the discovery pass
+    /// saw them (int8 then smooths the layer's input channels).
+    #[cfg(feature = "cpu")]
+    fn get_or_prepare_seen(
+        &self,
+        id: ParamId,
+        weight: impl FnOnce() -> (Vec<f32>, usize, usize),
+        input_max: Option<&[f32]>,
     ) -> Arc<PreparedWeight> {
         // A poisoned lock only means a panic elsewhere mid-insert; the map itself is whole.
         if let Some(found) = self
@@ -175,10 +258,12 @@ impl PreparedWeights {
         let (values, d_in, d_out) = weight();
         let prepared = Arc::new(match self.precision {
             // The products that contract (d_in > d_out: the feed-forward's second product, fed
-            // by GELU's long-tailed outputs) stay f32: in int8 they moved MiniLM's COVID-QA
-            // answers most (bench/results/precision-cpu-2core.md).
-            LowPrecision::Int8 if d_in > d_out => PreparedWeight::f32(values, d_in, d_out),
-            LowPrecision::Int8 => PreparedWeight::int8(&values, d_in, d_out),
+            // by GELU's long-tailed outputs) stay out of int8: in int8 they moved MiniLM's
+            // COVID-QA answers most (bench/results/precision-cpu-2core.md).
+            LowPrecision::Int8 if d_in > d_out => {
+                PreparedWeight::int8_contracting(values, d_in, d_out)
+            }
+            LowPrecision::Int8 => PreparedWeight::int8(&values, d_in, d_out, input_max),
             LowPrecision::Bf16 => PreparedWeight::bf16(&values, d_in, d_out),
         });
         self.weights

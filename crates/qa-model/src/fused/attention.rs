@@ -11,7 +11,10 @@
 use ndarray::{s, ArrayView2, ArrayView3, ArrayViewMut2, Axis};
 use rayon::prelude::*;
 
+use super::bf16_gemm::{self, PackedBf16};
+use super::packed_gemm::Output;
 use super::product::{product, Threads};
+use super::AttentionProducts;
 
 use super::kernels;
 
@@ -122,14 +125,29 @@ fn square_mut(values: &mut [f32], seq: usize) -> ArrayViewMut2<'_, f32> {
 /// The forward pass: returns the `[batch, seq, hidden]` output. `dropout` is the
 /// `[batch, heads, seq, seq]` mask (already scaled by 1/(1 − p)); `saved_probs`, when given
 /// (`probs_len()` elements), receives the probabilities before dropout for the backward.
+///
+/// `products` says what q·kᵀ and p·v compute in: bf16 only in inference (no dropout, nothing
+/// saved), where the CPU has AVX512-BF16.
 pub fn forward(
     inputs: Inputs,
     dropout: Option<&[f32]>,
     saved_probs: Option<&mut [f32]>,
+    products: AttentionProducts,
 ) -> Vec<f32> {
     let dims = inputs.dims;
     let mut out = vec![0f32; dims.batch * dims.seq * dims.hidden()];
     let columns = dims.columns_mut(&mut out);
+    let in_bf16 = products == AttentionProducts::Bf16
+        && dropout.is_none()
+        && saved_probs.is_none()
+        && bf16_gemm::available();
+    if in_bf16 {
+        columns.into_par_iter().enumerate().for_each(|(task, out)| {
+            let mut probs = vec![0f32; dims.block()];
+            head_in_bf16(inputs, task, &mut probs, out)
+        });
+        return out;
+    }
     let head = |task: usize, probs: &mut [f32], out: ArrayViewMut2<f32>| {
         let mut out = out;
         let (seq, block) = (dims.seq, dims.block());
@@ -166,6 +184,66 @@ pub fn forward(
         }),
     }
     out
+}
+
+/// One head's softmax(q·kᵀ/√d + mask)·v with both products on bf16 operands (f32 sums),
+/// into `out`; `probs` is its `seq × seq` scratch.
+fn head_in_bf16(inputs: Inputs, task: usize, probs: &mut [f32], mut out: ArrayViewMut2<f32>) {
+    let Heads { seq, head_dim, .. } = inputs.dims;
+    let (query, key, value) = (
+        inputs.head(inputs.query, task),
+        inputs.head(inputs.key, task),
+        inputs.head(inputs.value, task),
+    );
+    // q·kᵀ: q's rows as bf16 words, kᵀ packed (element (k, c) is key c's k-th value).
+    let keys = PackedBf16::from_columns(head_dim, seq, |c| contiguous(key.row(c)));
+    let q_words = bf16_rows(seq, keys.depth(), |i| query.row(i));
+    let scores = Output {
+        start: probs.as_mut_ptr(),
+        stride: seq,
+    };
+    // SAFETY: `probs` is seq × seq floats, borrowed mutably here.
+    unsafe { keys.multiply_into(&q_words, seq, &vec![0.0; seq], scores, Threads::Caller) };
+    kernels::softmax_rows_one_mask(probs, inputs.key_mask_row(task), inputs.dims.divisor());
+    // p·v: p's rows as bf16 words, v packed as it is.
+    let values = PackedBf16::from_rows(seq, head_dim, |k| contiguous(value.row(k)));
+    let p_words = bf16_rows(seq, values.depth(), |i| {
+        square(probs, seq).index_axis_move(Axis(0), i)
+    });
+    let out_rows = Output {
+        start: out.as_mut_ptr(),
+        stride: out.strides()[0] as usize,
+    };
+    // SAFETY: `out` is this task's seq × head_dim columns of the output (row stride `hidden`),
+    // borrowed mutably here; no other task writes these columns.
+    unsafe {
+        values.multiply_into(
+            &p_words,
+            seq,
+            &vec![0.0; head_dim],
+            out_rows,
+            Threads::Caller,
+        )
+    };
+}
+
+/// A head's row (its `head_dim` values of one position) as a slice.
+fn contiguous(row: ndarray::ArrayView1<'_, f32>) -> &[f32] {
+    row.to_slice()
+        .unwrap_or_else(|| unreachable!("attention: head rows are contiguous"))
+}
+
+/// `rows` rows as bf16 words, `depth` words each.
+fn bf16_rows<'a>(
+    rows: usize,
+    depth: usize,
+    row: impl Fn(usize) -> ndarray::ArrayView1<'a, f32>,
+) -> Vec<u32> {
+    let mut words = vec![0u32; rows * depth];
+    for (i, words) in words.chunks_exact_mut(depth.max(1)).enumerate() {
+        bf16_gemm::convert_row(contiguous(row(i)), words);
+    }
+    words
 }
 
 /// The backward pass: from d loss / d output (`[batch, seq, hidden]`) and what the forward saved,
@@ -238,4 +316,99 @@ pub fn backward(
             );
         });
     (d_query, d_key, d_value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round(v: f32) -> f64 {
+        f64::from(half::bf16::from_f32(v).to_f32())
+    }
+
+    /// softmax(r(q)·r(k)ᵀ/√d + mask)·r(v) in f64, the probabilities rounded to bf16 before the
+    /// second product (r: round to bf16), as the bf16 heads compute it.
+    fn reference(inputs: Inputs) -> Vec<f64> {
+        let Heads {
+            batch,
+            seq,
+            heads,
+            head_dim,
+        } = inputs.dims;
+        let hidden = heads * head_dim;
+        let at = |values: &[f32], b: usize, i: usize, h: usize, d: usize| {
+            round(values[(b * seq + i) * hidden + h * head_dim + d])
+        };
+        let mut out = vec![0f64; batch * seq * hidden];
+        for b in 0..batch {
+            for h in 0..heads {
+                for i in 0..seq {
+                    let scores: Vec<f64> = (0..seq)
+                        .map(|j| {
+                            let dot: f64 = (0..head_dim)
+                                .map(|d| at(inputs.query, b, i, h, d) * at(inputs.key, b, j, h, d))
+                                .sum();
+                            dot / (head_dim as f64).sqrt() + f64::from(inputs.key_mask[b * seq + j])
+                        })
+                        .collect();
+                    let top = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                    let total: f64 = scores.iter().map(|s| (s - top).exp()).sum();
+                    for d in 0..head_dim {
+                        out[(b * seq + i) * hidden + h * head_dim + d] = (0..seq)
+                            .map(|j| {
+                                let p = round(((scores[j] - top).exp() / total) as f32);
+                                p * at(inputs.value, b, j, h, d)
+                            })
+                            .sum();
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn bf16_heads_equal_the_attention_of_their_rounded_operands() {
+        // Sizes that are no multiple of the tile (8 rows), the panel (32 columns) or a word
+        // (an odd head size), and a batch entry with masked keys.
+        let dims = Heads {
+            batch: 2,
+            seq: 41,
+            heads: 3,
+            head_dim: 5,
+        };
+        let len = dims.batch * dims.seq * dims.hidden();
+        let values = |seed: usize| -> Vec<f32> {
+            (0..len)
+                .map(|i| (((i * 7919 + seed * 104_729) % 2003) as f32 - 1001.0) / 400.0)
+                .collect()
+        };
+        let (query, key, value) = (values(1), values(2), values(3));
+        let mut key_mask = vec![0f32; dims.batch * dims.seq];
+        key_mask[dims.seq + 30..].fill(crate::model::MASKED);
+        let inputs = Inputs {
+            query: &query,
+            key: &key,
+            value: &value,
+            key_mask: &key_mask,
+            dims,
+        };
+        let in_f32 = forward(inputs, None, None, AttentionProducts::F32);
+        let in_bf16 = forward(inputs, None, None, AttentionProducts::Bf16);
+        if !bf16_gemm::available() {
+            // Without AVX512-BF16 the heads stay in f32.
+            assert_eq!(in_bf16, in_f32);
+            return;
+        }
+        let want = reference(inputs);
+        let worst = in_bf16
+            .iter()
+            .zip(&want)
+            .map(|(&g, &w)| (f64::from(g) - w).abs() / (1.0 + w.abs()))
+            .fold(0.0, f64::max);
+        // Only a probability whose f32 value lies within rounding of a bf16 tie can round the
+        // other way (one bf16 step of one term).
+        assert!(worst < 1e-3, "bf16 attention off by {worst}");
+        assert_ne!(in_bf16, in_f32, "the bf16 heads ran");
+    }
 }

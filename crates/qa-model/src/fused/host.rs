@@ -91,6 +91,20 @@ fn wrap<const D: usize>(array: ArcArray<f32, IxDyn>) -> Tensor<Plain, D> {
     Tensor::from_primitive(TensorPrimitive::Float(primitive(array)))
 }
 
+/// `x` in `shape`, sharing its elements: burn-ndarray 0.20's reshape copies them (its
+/// `to_shape(..).into_shared()` turns even a contiguous view into a new array).
+pub(super) fn reshape<const D1: usize, const D2: usize>(
+    x: Tensor<Plain, D1>,
+    shape: [usize; D2],
+) -> Tensor<Plain, D2> {
+    let array = unwrap(x);
+    let from = array.shape().to_vec();
+    match array.into_shape_with_order(IxDyn(&shape)) {
+        Ok(array) => wrap(array),
+        Err(e) => panic!("reshape {from:?} to {shape:?}: {e}"),
+    }
+}
+
 /// Row-major `f32` elements of a contiguous array (see [`array`]).
 pub(super) fn slice(array: &ArcArray<f32, IxDyn>) -> &[f32] {
     array
@@ -152,10 +166,11 @@ pub(super) fn attention(
     [query, key, value]: [Tensor<Plain, 3>; 3],
     mask_bias: Tensor<Plain, 4>,
     heads: usize,
+    products: super::AttentionProducts,
 ) -> Tensor<Plain, 3> {
     let (query, key, value, mask) = (unwrap(query), unwrap(key), unwrap(value), unwrap(mask_bias));
     let inputs = attention_inputs([&query, &key, &value], &mask, heads);
-    let out = heads::forward(inputs, None, None);
+    let out = heads::forward(inputs, None, None, products);
     owned(
         out,
         [inputs.dims.batch, inputs.dims.seq, inputs.dims.hidden()],
@@ -180,6 +195,19 @@ pub(super) fn linear(
     let shape = dense_shape(&x, &weight);
     let y = dense::forward(slice(&x), slice(&weight), slice(&bias), shape);
     owned(y, [shape.rows, shape.d_out])
+}
+
+/// The largest |value| of each column of a `[rows, width]` tensor.
+pub(super) fn column_max_abs(x: &Tensor<Plain, 2>) -> Vec<f32> {
+    let [_, width] = x.dims();
+    let array = array(x.clone().into_primitive().tensor());
+    let mut max = vec![0f32; width];
+    for row in slice(&array).chunks_exact(width.max(1)) {
+        for (m, &v) in max.iter_mut().zip(row) {
+            *m = m.max(v.abs());
+        }
+    }
+    max
 }
 
 /// x·W + b through the weight `prepared` holds for parameter `id` (prepared from `weight()` on
@@ -574,7 +602,12 @@ pub(super) mod tracked {
         {
             OpsKind::Tracked(prep) => {
                 let mut probs = vec![0f32; dims.probs_len()];
-                let out = heads::forward(inputs, dropout.as_deref(), Some(&mut probs));
+                let out = heads::forward(
+                    inputs,
+                    dropout.as_deref(),
+                    Some(&mut probs),
+                    crate::fused::AttentionProducts::F32,
+                );
                 let saved = AttentionSaved {
                     query: query.primitive,
                     key: key.primitive,
@@ -587,7 +620,12 @@ pub(super) mod tracked {
                 prep.finish(saved, values_primitive(out, &shape))
             }
             OpsKind::UnTracked(prep) => {
-                let out = heads::forward(inputs, dropout.as_deref(), None);
+                let out = heads::forward(
+                    inputs,
+                    dropout.as_deref(),
+                    None,
+                    crate::fused::AttentionProducts::F32,
+                );
                 prep.finish(values_primitive(out, &shape))
             }
         };

@@ -70,22 +70,6 @@ fn sum(x: &[f32]) -> f32 {
     acc.iter().sum::<f32>() + tail
 }
 
-#[inline(always)]
-fn max(x: &[f32]) -> f32 {
-    let mut acc = [f32::NEG_INFINITY; LANES];
-    let chunks = x.chunks_exact(LANES);
-    let tail = chunks
-        .remainder()
-        .iter()
-        .fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-    for chunk in chunks {
-        for (a, v) in acc.iter_mut().zip(chunk) {
-            *a = a.max(*v);
-        }
-    }
-    acc.iter().fold(tail, |m, &v| m.max(v))
-}
-
 /// Σ a·b.
 #[inline(always)]
 fn dot(a: &[f32], b: &[f32]) -> f32 {
@@ -208,21 +192,58 @@ multiversioned!(fn softmax_block = softmax_block_generic(block: &mut [f32], mask
 #[inline(always)]
 fn softmax_block_generic(block: &mut [f32], masks: MaskRows, divisor: f32) {
     let keys = masks.keys;
+    let scale = 1.0 / divisor;
     for (r, row) in block.chunks_exact_mut(keys).enumerate() {
         let mask_row = (masks.first_row + r) / masks.rows_per_mask;
         let mask = &masks.mask[mask_row * keys..(mask_row + 1) * keys];
-        for (s, m) in row.iter_mut().zip(mask) {
-            *s = *s / divisor + m;
-        }
-        let top = max(row);
-        for s in row.iter_mut() {
-            *s = exp(*s - top);
-        }
-        let inverse = 1.0 / sum(row);
+        // Three passes over the row (it stays in L1): scores and their maximum, exponentials
+        // and their sum, the normalisation.
+        let top = scaled_masked_max(row, mask, scale);
+        let inverse = 1.0 / exp_sum(row, top);
         for s in row.iter_mut() {
             *s *= inverse;
         }
     }
+}
+
+/// Each score becomes score · `scale` + mask, in place; returns their maximum.
+#[inline(always)]
+fn scaled_masked_max(row: &mut [f32], mask: &[f32], scale: f32) -> f32 {
+    let mut acc = [f32::NEG_INFINITY; LANES];
+    let mut chunks = row.chunks_exact_mut(LANES);
+    let mut masks = mask.chunks_exact(LANES);
+    for (chunk, mask) in (&mut chunks).zip(&mut masks) {
+        for ((s, &m), a) in chunk.iter_mut().zip(mask).zip(acc.iter_mut()) {
+            let v = *s * scale + m;
+            *s = v;
+            *a = if v > *a { v } else { *a };
+        }
+    }
+    let mut top = acc.iter().fold(f32::NEG_INFINITY, |t, &v| t.max(v));
+    for (s, &m) in chunks.into_remainder().iter_mut().zip(masks.remainder()) {
+        *s = *s * scale + m;
+        top = top.max(*s);
+    }
+    top
+}
+
+/// Each value v becomes exp(v − `top`), in place; returns their sum.
+#[inline(always)]
+fn exp_sum(row: &mut [f32], top: f32) -> f32 {
+    let mut acc = [0f32; LANES];
+    let mut chunks = row.chunks_exact_mut(LANES);
+    for chunk in &mut chunks {
+        for (s, a) in chunk.iter_mut().zip(acc.iter_mut()) {
+            *s = exp(*s - top);
+            *a += *s;
+        }
+    }
+    let mut total: f32 = acc.iter().sum();
+    for s in chunks.into_remainder() {
+        *s = exp(*s - top);
+        total += *s;
+    }
+    total
 }
 
 /// In place: `grad` (d loss / d probs) becomes d loss / d scores for [`softmax_rows`]:
@@ -514,7 +535,19 @@ mod tests {
         let x: Vec<f32> = (0..77).map(|i| (i as f32 - 40.0) * 0.5).collect();
         let y: Vec<f32> = (0..77).map(|i| i as f32 * 0.25).collect();
         assert_eq!(sum(&x), x.iter().sum::<f32>());
-        assert_eq!(max(&x), 18.0);
+        // The softmax's fused passes, over 2 full chunks and a tail.
+        let mask: Vec<f32> = (0..77)
+            .map(|i| if i % 5 == 0 { -10_000.0 } else { 0.0 })
+            .collect();
+        let mut row = x.clone();
+        let top = scaled_masked_max(&mut row, &mask, 0.5);
+        let scaled: Vec<f32> = x.iter().zip(&mask).map(|(v, m)| v * 0.5 + m).collect();
+        assert_eq!(row, scaled);
+        assert_eq!(top, 9.0); // 18 · 0.5, at i = 76 (not masked)
+        let total = exp_sum(&mut row, top);
+        let exps: Vec<f32> = scaled.iter().map(|v| exp(v - top)).collect();
+        assert_eq!(row, exps);
+        assert!((total - exps.iter().sum::<f32>()).abs() < 1e-5);
         let want_dot: f32 = x.iter().zip(&y).map(|(a, b)| a * b).sum();
         assert!((dot(&x, &y) - want_dot).abs() < 1e-3);
         let mean = sum(&x) / 77.0;

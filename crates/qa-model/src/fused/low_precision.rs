@@ -5,10 +5,13 @@
 //! - each weight column (output channel) symmetric int8, scale = max |w| / 127, once at load;
 //! - each activation row (token) asymmetric u8 on the fly: its range [min(0, x), max(0, x)]
 //!   spread over 0..=255 with a zero point, so 0 stays exact;
-//! - Σ a·w accumulated in i32 by `rten-gemm`'s u8×i8 kernels (AVX-512 VNNI `vpdpbusd`, else
-//!   AVX2 `vpmaddubsw`, else portable), chosen by that crate at run time;
-//! - the zero point taken out (− zero · Σ w per column), dequantization (row scale × column
-//!   scale) and the bias in one parallel pass over the i32 product.
+//! - Σ a·w accumulated in i32: on AVX-512 VNNI by our `vpdpbusd` kernel
+//!   ([`super::int8_gemm`]), which takes the zero point out (− zero · Σ w per column),
+//!   dequantizes (row scale × column scale) and adds the bias as it stores each tile; elsewhere
+//!   by `rten-gemm`'s u8×i8 kernels (AVX2 `vpmaddubsw`, else portable), followed by that
+//!   epilogue as one parallel pass over the i32 product;
+//! - the products that contract (d_in > d_out: the feed-forward's second product, the published
+//!   outlier layer) in bf16 where the CPU has AVX512-BF16, else in f32.
 //!
 //! AVX2's `vpmaddubsw` adds two u8×i8 products in a saturating i16: with 8-bit weights
 //! 2·255·127 overflows it. When the chosen kernel may saturate, weights get 7 bits (±63, as
@@ -16,8 +19,9 @@
 //! sum fits and the result is never wrong.
 //!
 //! **bf16** rounds the weights to bf16 once at load and each activation row per product
-//! (round to nearest even), then multiplies in f32: a bf16·bf16 product is exact in f32, so
-//! this is bf16 products with f32 accumulation, as `vdpbf16ps` computes them.
+//! (round to nearest even) and accumulates the products in f32: by `vdpbf16ps` where the CPU has
+//! AVX512-BF16 ([`super::bf16_gemm`]), else exactly emulated on the f32 kernels (a bf16·bf16
+//! product is exact in f32).
 
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
@@ -25,6 +29,8 @@ use std::mem::MaybeUninit;
 use rten_gemm::{GemmExecutor, GemmInputA, GemmInputB, GemmUninitOptions, PackedBMatrix};
 use rten_tensor::NdTensorView;
 
+use super::bf16_gemm::{self, PackedBf16};
+use super::int8_gemm::{self, PackedInt8, QuantizedWords};
 use super::kernels::{multiversioned, LANES};
 use super::linear::{self as dense, Shape};
 
@@ -41,23 +47,30 @@ fn with_int8_gemm<R>(f: impl FnOnce(&GemmExecutor<u8, i8, i32>) -> R) -> R {
 
 /// The name of the int8 kernel this CPU runs (for logs and benchmark notes).
 pub fn int8_kernel_name() -> String {
-    with_int8_gemm(|gemm| gemm.kernel_name().to_string())
+    if int8_gemm::available() {
+        "avx512-vnni (qa)".to_string()
+    } else {
+        with_int8_gemm(|gemm| gemm.kernel_name().to_string())
+    }
 }
 
 /// The largest activation code (u8, so 0..=255).
 const ACTIVATION_LEVELS: u8 = 255;
 
-/// The largest weight code: 127, or 63 where the kernel adds two u8×i8 products in a
-/// saturating i16 (AVX2's `vpmaddubsw`: 2·255·63 fits, 2·255·127 does not). Weights lose the
-/// bit rather than activations, as ONNX Runtime's `reduce_range` does: each weight column has
-/// its own scale, while activations carry the outliers.
-fn weight_levels() -> f32 {
+/// The largest weight code for `rten-gemm`'s kernel: 127, or 63 where it adds two u8×i8
+/// products in a saturating i16 (AVX2's `vpmaddubsw`: 2·255·63 fits, 2·255·127 does not).
+/// Weights lose the bit rather than activations, as ONNX Runtime's `reduce_range` does: each
+/// weight column has its own scale, while activations carry the outliers.
+fn rten_weight_levels() -> f32 {
     if with_int8_gemm(|gemm| gemm.may_saturate()) {
         63.0
     } else {
-        127.0
+        FULL_WEIGHT_LEVELS
     }
 }
+
+/// The largest weight code where products never saturate (`vpdpbusd` sums in i32).
+const FULL_WEIGHT_LEVELS: f32 = 127.0;
 
 /// A linear layer's weight `[d_in, d_out]` prepared once for one precision.
 pub struct PreparedWeight {
@@ -67,11 +80,61 @@ pub struct PreparedWeight {
 }
 
 enum Prepared {
-    Int8(Int8Weight),
-    /// Kept in f32 (row-major `[d_in, d_out]`): a layer int8 would cost too much accuracy.
+    /// Packed for our `vpdpbusd` kernel.
+    Int8Vnni(Int8Layer<PackedInt8>),
+    /// Packed for `rten-gemm` (CPUs without AVX-512 VNNI).
+    Int8(Int8Layer<Int8Weight>),
+    /// Kept in f32 (row-major `[d_in, d_out]`).
     F32(Vec<f32>),
-    /// Row-major `[d_in, d_out]`, each value rounded to bf16.
-    Bf16(Vec<f32>),
+    /// Packed for AVX512-BF16's `vdpbf16ps`.
+    Bf16(PackedBf16),
+    /// Row-major `[d_in, d_out]`, each value rounded to bf16, for CPUs without AVX512-BF16:
+    /// multiplied on the f32 kernels with the activations rounded too, the same products.
+    Bf16Emulated(Vec<f32>),
+}
+
+/// An int8 layer: its weight, packed for one kernel, and what each input channel is multiplied
+/// by before quantization (1/s, undoing the [`smoothing`] folded into the weight).
+struct Int8Layer<W> {
+    weight: W,
+    channel_scale: Vec<f32>,
+}
+
+/// SmoothQuant's per-input-channel factors (α = ½; Xiao et al., 2023): row k of a layer's weight
+/// is multiplied by s_k = √(max|x_k| / max_c |w_kc|) and channel k of its input divided by it,
+/// so x·W is unchanged while the few input channels with large values (LayerNorm outputs have
+/// them) no longer set every token's quantization step alone. max|x_k| is what the load's
+/// discovery pass saw (`input_max`); without it, and for empty channels, s = 1.
+pub fn smoothing(weight: &[f32], d_in: usize, d_out: usize, input_max: Option<&[f32]>) -> Vec<f32> {
+    let Some(input_max) = input_max.filter(|m| m.len() == d_in) else {
+        return vec![1.0; d_in];
+    };
+    weight
+        .chunks_exact(d_out.max(1))
+        .take(d_in)
+        .zip(input_max)
+        .map(|(row, &x)| {
+            let w = row.iter().fold(0f32, |m, v| m.max(v.abs()));
+            if w > 0.0 && x > 0.0 {
+                (x / w).sqrt().clamp(SMOOTHING_RANGE.0, SMOOTHING_RANGE.1)
+            } else {
+                1.0
+            }
+        })
+        .collect()
+}
+
+/// The smallest and largest smoothing factor (a bound on what one channel may move).
+const SMOOTHING_RANGE: (f32, f32) = (1e-3, 1e3);
+
+/// The weight with row k multiplied by `factors[k]`, and the inverses (the input's channel
+/// scales).
+fn smoothed(weight: &[f32], d_out: usize, factors: &[f32]) -> (Vec<f32>, Vec<f32>) {
+    let rows = weight.chunks_exact(d_out.max(1)).zip(factors);
+    let scaled = rows
+        .flat_map(|(row, &s)| row.iter().map(move |w| w * s))
+        .collect();
+    (scaled, factors.iter().map(|s| 1.0 / s).collect())
 }
 
 /// A weight quantized per output channel and packed for the int8 kernel.
@@ -85,9 +148,14 @@ pub struct Int8Weight {
     column_sums: Vec<i32>,
 }
 
-/// Symmetric int8 codes and scales, per column of a row-major `[d_in, d_out]` weight.
-pub fn quantize_columns(weight: &[f32], d_in: usize, d_out: usize) -> (Vec<i8>, Vec<f32>) {
-    let top = weight_levels();
+/// Symmetric int8 codes in -top..=top and scales, per column of a row-major `[d_in, d_out]`
+/// weight.
+pub fn quantize_columns(
+    weight: &[f32],
+    d_in: usize,
+    d_out: usize,
+    top: f32,
+) -> (Vec<i8>, Vec<f32>) {
     let mut max_abs = vec![0f32; d_out];
     for row in weight.chunks_exact(d_out).take(d_in) {
         for (m, &w) in max_abs.iter_mut().zip(row) {
@@ -116,31 +184,52 @@ pub struct QuantizedRows {
     pub zero_points: Vec<u8>,
 }
 
-/// Quantizes each row of `x` (`[rows, width]`) onto 0..=`levels`: x ≈ scale · (code − zero).
-pub fn quantize_rows(x: &[f32], width: usize, levels: u8) -> QuantizedRows {
-    let width = width.max(1);
+/// Quantizes each row of `x` (`[rows, width]`), its channels times `channel_scale`, onto
+/// 0..=`levels`: x · channel_scale ≈ scale · (code − zero).
+pub fn quantize_rows(x: &[f32], width: usize, channel_scale: &[f32], levels: u8) -> QuantizedRows {
     let mut codes = vec![0u8; x.len()];
-    let mut params = vec![(1f32, 0u8); x.len() / width];
-    let rows_per_task = (TASK_ELEMENTS / width).max(1);
-    codes
-        .par_chunks_mut(width * rows_per_task)
-        .zip(x.par_chunks(width * rows_per_task))
-        .zip(params.par_chunks_mut(rows_per_task))
-        .for_each(|((out, rows), params)| {
-            for ((out, row), param) in out
-                .chunks_exact_mut(width)
-                .zip(rows.chunks_exact(width))
-                .zip(params)
-            {
-                *param = quantize_row(row, out, f32::from(levels));
-            }
-        });
-    let (scales, zero_points) = params.into_iter().unzip();
+    let (scales, zero_points) =
+        quantize_rows_into(x, width, channel_scale, &mut codes, width, levels);
     QuantizedRows {
         codes,
         scales,
         zero_points,
     }
+}
+
+/// Quantizes each row of `x` (`[rows, width]`), its channels times `channel_scale`, onto
+/// 0..=`levels` into `codes`, row r at `r · stride` (bytes past `width` in a row are left as
+/// they are); returns each row's scale and zero point.
+pub fn quantize_rows_into(
+    x: &[f32],
+    width: usize,
+    channel_scale: &[f32],
+    codes: &mut [u8],
+    stride: usize,
+    levels: u8,
+) -> (Vec<f32>, Vec<u8>) {
+    let width = width.max(1);
+    let rows = x.len() / width;
+    assert!(
+        stride >= width && codes.len() == rows * stride && channel_scale.len() == width,
+        "quantize_rows_into: shapes"
+    );
+    let mut params = vec![(1f32, 0u8); rows];
+    let rows_per_task = (TASK_ELEMENTS / width).max(1);
+    codes
+        .par_chunks_mut(stride * rows_per_task)
+        .zip(x.par_chunks(width * rows_per_task))
+        .zip(params.par_chunks_mut(rows_per_task))
+        .for_each(|((out, rows), params)| {
+            for ((out, row), param) in out
+                .chunks_exact_mut(stride)
+                .zip(rows.chunks_exact(width))
+                .zip(params)
+            {
+                *param = quantize_row(row, channel_scale, &mut out[..width], f32::from(levels));
+            }
+        });
+    params.into_iter().unzip()
 }
 
 /// Elements (or whole rows of about this many) handed to one rayon task.
@@ -155,22 +244,27 @@ fn round_small(v: f32) -> f32 {
     (v + SHIFT) - SHIFT
 }
 
-multiversioned!(fn quantize_row = quantize_row_generic(row: &[f32], out: &mut [u8], top: f32) -> (f32, u8));
+multiversioned!(fn quantize_row = quantize_row_generic(
+    row: &[f32], channel_scale: &[f32], out: &mut [u8], top: f32
+) -> (f32, u8));
 
-/// One row onto 0..=top; returns its (scale, zero point). The range always holds 0, so 0 is
-/// exact (padding and ReLU-like zeros stay zero).
+/// One row, each value times its channel's scale, onto 0..=top; returns its (scale, zero point).
+/// The range always holds 0, so 0 is exact (padding and ReLU-like zeros stay zero).
 #[inline(always)]
-fn quantize_row_generic(row: &[f32], out: &mut [u8], top: f32) -> (f32, u8) {
+fn quantize_row_generic(row: &[f32], channel_scale: &[f32], out: &mut [u8], top: f32) -> (f32, u8) {
     // Comparisons written as selects, so the loops vectorise (`f32::min` also orders NaNs).
     let (mut low, mut high) = ([0f32; LANES], [0f32; LANES]);
     let chunks = row.chunks_exact(LANES);
+    let scale_chunks = channel_scale.chunks_exact(LANES);
     let (mut tail_low, mut tail_high) = (0f32, 0f32);
-    for &v in chunks.remainder() {
+    for (&v, &s) in chunks.remainder().iter().zip(scale_chunks.remainder()) {
+        let v = v * s;
         tail_low = if v < tail_low { v } else { tail_low };
         tail_high = if v > tail_high { v } else { tail_high };
     }
-    for chunk in chunks {
-        for ((l, h), &v) in low.iter_mut().zip(high.iter_mut()).zip(chunk) {
+    for (chunk, scales) in chunks.zip(scale_chunks) {
+        for (((l, h), &v), &s) in low.iter_mut().zip(high.iter_mut()).zip(chunk).zip(scales) {
+            let v = v * s;
             *l = if v < *l { v } else { *l };
             *h = if v > *h { v } else { *h };
         }
@@ -180,8 +274,8 @@ fn quantize_row_generic(row: &[f32], out: &mut [u8], top: f32) -> (f32, u8) {
     let scale = if high > low { (high - low) / top } else { 1.0 };
     let inverse = 1.0 / scale;
     let zero = round_small(-low * inverse).clamp(0.0, top);
-    for (code, &v) in out.iter_mut().zip(row) {
-        *code = small_code((v * inverse + zero).clamp(0.0, top));
+    for ((code, &v), &s) in out.iter_mut().zip(row).zip(channel_scale) {
+        *code = small_code((v * s * inverse + zero).clamp(0.0, top));
     }
     (scale, zero as u8)
 }
@@ -230,9 +324,32 @@ pub fn rounded_bf16(values: &[f32]) -> Vec<f32> {
 }
 
 impl PreparedWeight {
-    /// int8 codes packed for the kernel, with their per-column scales.
-    pub fn int8(weight: &[f32], d_in: usize, d_out: usize) -> Self {
-        let (codes, scales) = quantize_columns(weight, d_in, d_out);
+    /// int8 codes packed for this CPU's kernel (ours on AVX-512 VNNI, else `rten-gemm`'s), with
+    /// their per-column scales, smoothed by the inputs' per-channel maxima when known.
+    pub fn int8(weight: &[f32], d_in: usize, d_out: usize, input_max: Option<&[f32]>) -> Self {
+        if !int8_gemm::available() {
+            return Self::int8_rten(weight, d_in, d_out, input_max);
+        }
+        let factors = smoothing(weight, d_in, d_out, input_max);
+        let (weight, channel_scale) = smoothed(weight, d_out, &factors);
+        let (codes, scales) = quantize_columns(&weight, d_in, d_out, FULL_WEIGHT_LEVELS);
+        let layer = Int8Layer {
+            weight: PackedInt8::new(&codes, scales, d_in, d_out),
+            channel_scale,
+        };
+        PreparedWeight {
+            d_in,
+            d_out,
+            values: Prepared::Int8Vnni(layer),
+        }
+    }
+
+    /// int8 codes packed for `rten-gemm`'s kernel, whatever the CPU (the path CPUs without
+    /// AVX-512 VNNI take; tests run it beside ours).
+    pub fn int8_rten(weight: &[f32], d_in: usize, d_out: usize, input_max: Option<&[f32]>) -> Self {
+        let factors = smoothing(weight, d_in, d_out, input_max);
+        let (weight, channel_scale) = smoothed(weight, d_out, &factors);
+        let (codes, scales) = quantize_columns(&weight, d_in, d_out, rten_weight_levels());
         let mut column_sums = vec![0i32; d_out];
         for row in codes.chunks_exact(d_out.max(1)) {
             for (sum, &q) in column_sums.iter_mut().zip(row) {
@@ -240,15 +357,28 @@ impl PreparedWeight {
             }
         }
         let view = NdTensorView::from_data([d_in, d_out], codes.as_slice());
-        let values = Prepared::Int8(Int8Weight {
-            packed: with_int8_gemm(|gemm| gemm.prepack_b(view)),
-            scales,
-            column_sums,
+        let values = Prepared::Int8(Int8Layer {
+            weight: Int8Weight {
+                packed: with_int8_gemm(|gemm| gemm.prepack_b(view)),
+                scales,
+                column_sums,
+            },
+            channel_scale,
         });
         PreparedWeight {
             d_in,
             d_out,
             values,
+        }
+    }
+
+    /// For int8 inference, a product that contracts (d_in > d_out): in bf16 where the CPU has
+    /// AVX512-BF16 (twice the f32 rate), else in f32 (the emulation would be slower than f32).
+    pub fn int8_contracting(weight: Vec<f32>, d_in: usize, d_out: usize) -> Self {
+        if bf16_gemm::available() {
+            Self::bf16(&weight, d_in, d_out)
+        } else {
+            Self::f32(weight, d_in, d_out)
         }
     }
 
@@ -262,9 +392,25 @@ impl PreparedWeight {
         }
     }
 
-    /// The weight rounded to bf16.
+    /// The weight rounded to bf16: packed for `vdpbf16ps` where the CPU has AVX512-BF16, else
+    /// for the exact emulation on the f32 kernels.
     pub fn bf16(weight: &[f32], d_in: usize, d_out: usize) -> Self {
-        let values = Prepared::Bf16(rounded_bf16(weight));
+        let values = if bf16_gemm::available() {
+            Prepared::Bf16(PackedBf16::new(weight, d_in, d_out))
+        } else {
+            Prepared::Bf16Emulated(rounded_bf16(weight))
+        };
+        PreparedWeight {
+            d_in,
+            d_out,
+            values,
+        }
+    }
+
+    /// The weight rounded to bf16 for the emulation on the f32 kernels, whatever the CPU (the
+    /// path CPUs without AVX512-BF16 take; tests hold the kernel equal to it).
+    pub fn bf16_emulated(weight: &[f32], d_in: usize, d_out: usize) -> Self {
+        let values = Prepared::Bf16Emulated(rounded_bf16(weight));
         PreparedWeight {
             d_in,
             d_out,
@@ -283,19 +429,51 @@ impl PreparedWeight {
     /// x·W + b, `[rows, d_out]`, for x `[rows, d_in]`.
     pub fn forward(&self, x: &[f32], bias: &[f32], shape: Shape) -> Vec<f32> {
         match &self.values {
-            Prepared::Int8(weight) => int8_forward(weight, x, bias, shape),
+            Prepared::Int8Vnni(layer) => vnni_forward(layer, x, bias, shape),
+            Prepared::Int8(layer) => int8_forward(layer, x, bias, shape),
             Prepared::F32(weight) => dense::forward(x, weight, bias, shape),
-            Prepared::Bf16(weight) => dense::forward(&rounded_bf16(x), weight, bias, shape),
+            Prepared::Bf16(weight) => weight.forward(x, bias, shape.rows),
+            Prepared::Bf16Emulated(weight) => dense::forward(&rounded_bf16(x), weight, bias, shape),
         }
     }
 }
 
-fn int8_forward(weight: &Int8Weight, x: &[f32], bias: &[f32], shape: Shape) -> Vec<f32> {
+fn vnni_forward(layer: &Int8Layer<PackedInt8>, x: &[f32], bias: &[f32], shape: Shape) -> Vec<f32> {
+    let weight = &layer.weight;
+    let depth = weight.depth();
+    let mut words = vec![0u32; shape.rows * depth];
+    let bytes = as_bytes_mut(&mut words);
+    let stride = depth * int8_gemm::PER_WORD;
+    let (scales, zero_points) = quantize_rows_into(
+        x,
+        shape.d_in,
+        &layer.channel_scale,
+        bytes,
+        stride,
+        ACTIVATION_LEVELS,
+    );
+    let rows = QuantizedWords {
+        words: &words,
+        scales: &scales,
+        zero_points: &zero_points,
+    };
+    weight.forward(rows, bias, shape.rows)
+}
+
+/// The bytes of `words`, to write codes into.
+fn as_bytes_mut(words: &mut [u32]) -> &mut [u8] {
+    // SAFETY: u8 has no alignment or validity requirement, and the new slice covers exactly
+    // the memory of `words`, borrowed mutably for the result's lifetime.
+    unsafe { std::slice::from_raw_parts_mut(words.as_mut_ptr().cast::<u8>(), words.len() * 4) }
+}
+
+fn int8_forward(layer: &Int8Layer<Int8Weight>, x: &[f32], bias: &[f32], shape: Shape) -> Vec<f32> {
+    let weight = &layer.weight;
     let Shape { rows, d_in, d_out } = shape;
     if rows == 0 || d_out == 0 {
         return Vec::new();
     }
-    let rows_q = quantize_rows(x, d_in, ACTIVATION_LEVELS);
+    let rows_q = quantize_rows(x, d_in, &layer.channel_scale, ACTIVATION_LEVELS);
     let a = NdTensorView::from_data([rows, d_in], rows_q.codes.as_slice());
     // The i32 product is written into the output's own (uninitialised) buffer and dequantized
     // in place: one allocation of `rows × d_out`, and no pass that only zeroes or copies it.
@@ -405,47 +583,134 @@ mod tests {
         },
     ];
 
+    /// How an int8 path prepares a weight (with the inputs' per-channel maxima, if known).
+    type Prepare = fn(&[f32], usize, usize, Option<&[f32]>) -> PreparedWeight;
+
+    /// Every int8 path this CPU runs: its name, how it prepares a weight, its weight levels.
+    fn int8_paths() -> Vec<(&'static str, Prepare, f32)> {
+        let mut paths: Vec<(&str, Prepare, f32)> =
+            vec![("rten-gemm", PreparedWeight::int8_rten, rten_weight_levels())];
+        if int8_gemm::available() {
+            paths.push(("vpdpbusd", PreparedWeight::int8, FULL_WEIGHT_LEVELS));
+        }
+        paths
+    }
+
+    /// The largest |value| of each of `width` columns.
+    fn column_max(x: &[f32], width: usize) -> Vec<f32> {
+        let mut max = vec![0f32; width];
+        for row in x.chunks_exact(width) {
+            for (m, v) in max.iter_mut().zip(row) {
+                *m = m.max(v.abs());
+            }
+        }
+        max
+    }
+
+    /// x with channel 0 `factor` times larger: the outlier channel LayerNorm outputs have.
+    fn with_outlier_channel(mut x: Vec<f32>, width: usize, factor: f32) -> Vec<f32> {
+        for row in x.chunks_exact_mut(width) {
+            row[0] *= factor;
+        }
+        x
+    }
+
     #[test]
     fn int8_products_equal_the_dequantized_operands_product() {
-        for shape in SHAPES {
-            let (x, w, b) = operands(shape, 1);
-            let got = PreparedWeight::int8(&w, shape.d_in, shape.d_out).forward(&x, &b, shape);
-            // The exact product of the operands as the kernel sees them (scale · (code − zero)),
-            // so only the i32 sum and the epilogue are under test, exactly.
-            let (codes, scales) = quantize_columns(&w, shape.d_in, shape.d_out);
-            let w_seen: Vec<f32> = codes
-                .iter()
-                .enumerate()
-                .map(|(i, &q)| f32::from(q) * scales[i % shape.d_out])
-                .collect();
-            let rows_q = quantize_rows(&x, shape.d_in, ACTIVATION_LEVELS);
-            let x_seen: Vec<f32> = rows_q
-                .codes
-                .iter()
-                .enumerate()
-                .map(|(i, &q)| {
-                    let r = i / shape.d_in;
-                    (f32::from(q) - f32::from(rows_q.zero_points[r])) * rows_q.scales[r]
-                })
-                .collect();
-            let want = reference(&x_seen, &w_seen, &b, shape);
-            let worst = worst_relative(&got, &want);
-            assert!(
-                worst < 1e-5,
-                "{shape:?} ({}): off by {worst}",
-                int8_kernel_name()
-            );
-            // And the quantization itself stays close to the f32 product.
-            let exact = reference(&x, &w, &b, shape);
-            let scale = exact.iter().map(|v| v.abs()).fold(1.0, f64::max);
-            let error = got
+        // Beyond the shared shapes: several panels, depth slices (> 512 k), row blocks.
+        let large = Shape {
+            rows: 150,
+            d_in: 601,
+            d_out: 70,
+        };
+        for (path, prepare, levels) in int8_paths() {
+            for shape in SHAPES.into_iter().chain([large]) {
+                let (x, w, b) = operands(shape, 1);
+                let x = with_outlier_channel(x, shape.d_in, 20.0);
+                // Unsmoothed, and smoothed by the inputs' own channel maxima.
+                for input_max in [None, Some(column_max(&x, shape.d_in))] {
+                    let input_max = input_max.as_deref();
+                    let got =
+                        prepare(&w, shape.d_in, shape.d_out, input_max).forward(&x, &b, shape);
+                    // The exact product of the operands as the kernel sees them (scale · (code −
+                    // zero), the smoothing folded in), so only the i32 sum and the epilogue are
+                    // under test, exactly.
+                    let factors = smoothing(&w, shape.d_in, shape.d_out, input_max);
+                    let (w_smoothed, channel_scale) = smoothed(&w, shape.d_out, &factors);
+                    let (codes, scales) =
+                        quantize_columns(&w_smoothed, shape.d_in, shape.d_out, levels);
+                    let w_seen: Vec<f32> = codes
+                        .iter()
+                        .enumerate()
+                        .map(|(i, &q)| f32::from(q) * scales[i % shape.d_out])
+                        .collect();
+                    let rows_q = quantize_rows(&x, shape.d_in, &channel_scale, ACTIVATION_LEVELS);
+                    let x_seen: Vec<f32> = rows_q
+                        .codes
+                        .iter()
+                        .enumerate()
+                        .map(|(i, &q)| {
+                            let r = i / shape.d_in;
+                            (f32::from(q) - f32::from(rows_q.zero_points[r])) * rows_q.scales[r]
+                        })
+                        .collect();
+                    let want = reference(&x_seen, &w_seen, &b, shape);
+                    let worst = worst_relative(&got, &want);
+                    let smoothed = input_max.is_some();
+                    assert!(
+                        worst < 1e-5,
+                        "{shape:?} ({path}, smoothed {smoothed}): off by {worst}"
+                    );
+                    if !smoothed {
+                        // The outlier channel sets every row's step: the next test measures it.
+                        continue;
+                    }
+                    // Smoothed, the quantization stays close to the f32 product.
+                    let exact = reference(&x, &w, &b, shape);
+                    let scale = exact.iter().map(|v| v.abs()).fold(1.0, f64::max);
+                    let error = got
+                        .iter()
+                        .zip(&exact)
+                        .map(|(&g, &e)| (f64::from(g) - e).abs())
+                        .fold(0.0, f64::max);
+                    assert!(
+                        error < 0.05 * scale,
+                        "{shape:?} ({path}, smoothed): int8 off by {error} of {scale}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn smoothing_shrinks_the_error_an_outlier_channel_causes() {
+        let shape = Shape {
+            rows: 64,
+            d_in: 96,
+            d_out: 40,
+        };
+        let (x, w, b) = operands(shape, 11);
+        let x = with_outlier_channel(x, shape.d_in, 50.0);
+        let exact = reference(&x, &w, &b, shape);
+        let rms_error = |got: &[f32]| {
+            let squares: f64 = got
                 .iter()
                 .zip(&exact)
-                .map(|(&g, &e)| (f64::from(g) - e).abs())
-                .fold(0.0, f64::max);
+                .map(|(&g, &e)| (f64::from(g) - e).powi(2))
+                .sum();
+            (squares / got.len() as f64).sqrt()
+        };
+        let input_max = column_max(&x, shape.d_in);
+        let factors = smoothing(&w, shape.d_in, shape.d_out, Some(&input_max));
+        assert!(factors[0] > 2.0 * factors[1..].iter().fold(0f32, |m, &f| m.max(f)));
+        for (path, prepare, _) in int8_paths() {
+            let plain = prepare(&w, shape.d_in, shape.d_out, None).forward(&x, &b, shape);
+            let smoothed =
+                prepare(&w, shape.d_in, shape.d_out, Some(&input_max)).forward(&x, &b, shape);
+            let (plain, smoothed) = (rms_error(&plain), rms_error(&smoothed));
             assert!(
-                error < 0.05 * scale,
-                "{shape:?}: int8 off by {error} of {scale}"
+                smoothed < 0.7 * plain,
+                "{path}: rms error {smoothed} smoothed, {plain} not"
             );
         }
     }
@@ -456,7 +721,7 @@ mod tests {
             -1.0, 0.0, 3.0, 0.5, /* all positive */ 2.0, 4.0, 1.0, 3.0,
         ];
         for levels in [127u8, 255] {
-            let q = quantize_rows(&x, 4, levels);
+            let q = quantize_rows(&x, 4, &[1.0; 4], levels);
             for r in 0..2 {
                 let row = &x[r * 4..r * 4 + 4];
                 let zero = q.zero_points[r];
@@ -489,24 +754,42 @@ mod tests {
             w[k * 3 + 1] = 0.0;
         }
         let b = [0.0; 3];
-        let y = PreparedWeight::int8(&w, 5, 3).forward(&x, &b, shape);
-        assert_eq!(&y[..3], &[0.0; 3]);
-        assert_eq!((y[1], y[4]), (0.0, 0.0));
+        for (path, prepare, _) in int8_paths() {
+            let y = prepare(&w, 5, 3, None).forward(&x, &b, shape);
+            assert_eq!(&y[..3], &[0.0; 3], "{path}");
+            assert_eq!((y[1], y[4]), (0.0, 0.0), "{path}");
+        }
     }
 
     #[test]
     fn bf16_products_equal_the_rounded_operands_product() {
-        for shape in SHAPES {
+        // Beyond the shared shapes: several panels, k-slices, row blocks and an odd width.
+        let large = Shape {
+            rows: 150,
+            d_in: 301,
+            d_out: 70,
+        };
+        let prepare: [(&str, fn(&[f32], usize, usize) -> PreparedWeight); 2] = [
+            ("emulated", PreparedWeight::bf16_emulated),
+            ("this CPU's", PreparedWeight::bf16),
+        ];
+        for shape in SHAPES.into_iter().chain([large]) {
             let (x, w, b) = operands(shape, 6);
-            let got = PreparedWeight::bf16(&w, shape.d_in, shape.d_out).forward(&x, &b, shape);
             let rounded = |v: &[f32]| -> Vec<f32> {
                 v.iter()
                     .map(|&v| half::bf16::from_f32(v).to_f32())
                     .collect()
             };
             let want = reference(&rounded(&x), &rounded(&w), &b, shape);
-            let worst = worst_relative(&got, &want);
-            assert!(worst < 1e-5, "{shape:?}: off by {worst}");
+            for (path, prepare) in prepare {
+                let got = prepare(&w, shape.d_in, shape.d_out).forward(&x, &b, shape);
+                let worst = worst_relative(&got, &want);
+                assert!(
+                    worst < 1e-5,
+                    "{shape:?}, {path} bf16 (kernel {}): off by {worst}",
+                    bf16_gemm::available()
+                );
+            }
             // The rounding is real: some operand changed.
             assert_ne!(rounded(&x), x);
         }

@@ -40,6 +40,23 @@ pub(crate) fn tensor_from_vec<B: Backend, const D: usize>(
     Tensor::from_data(burn::tensor::TensorData::new(values, shape), device)
 }
 
+/// `x` in `shape` (as `Tensor::reshape`), without copying its elements on the host backend in
+/// inference (burn-ndarray 0.20 copies on every reshape; under autodiff Burn's own reshape
+/// keeps its backward).
+pub(crate) fn reshape<B: Backend, const D1: usize, const D2: usize>(
+    x: Tensor<B, D1>,
+    shape: [usize; D2],
+) -> Tensor<B, D2> {
+    #[cfg(feature = "cpu")]
+    if host::is_f32(&x) && matches!(host::form::<B>(), Some(host::Form::Plain)) {
+        return host::retype(host::reshape(
+            host::retype::<_, Tensor<crate::backend::HostCompute, D1>>(x),
+            shape,
+        ));
+    }
+    x.reshape(shape)
+}
+
 /// x·W + b over the last dimension of `x` (a `burn::nn::Linear` with a bias) when the host
 /// backend runs it fused; `Err(x)` gives the input back to compose otherwise.
 ///
@@ -90,6 +107,12 @@ pub(crate) fn prepared_linear<B: Backend>(
 ) -> Result<Tensor<B, 2>, Tensor<B, 2>> {
     #[cfg(feature = "cpu")]
     if host::is_f32(&x) && matches!(host::form::<B>(), Some(host::Form::Plain)) {
+        if prepared.discovering() {
+            // The load's discovery pass: report the input, multiply in f32.
+            let x: Tensor<crate::backend::HostCompute, 2> = host::retype(x);
+            prepared.observe(weight.id, host::column_max_abs(&x));
+            return Err(host::retype(x));
+        }
         return Ok(host::retype(host::prepared_linear(
             host::retype(x),
             weight.id,
@@ -182,6 +205,17 @@ pub(crate) fn fuses_attention<B: Backend>(
     }
 }
 
+/// What the fused attention's two products (q·kᵀ and p·v) compute in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AttentionProducts {
+    /// f32 (training, and inference in f32).
+    #[default]
+    F32,
+    /// bf16 operands with f32 sums (`vdpbf16ps`), for inference in bf16 or int8 where the CPU
+    /// has AVX512-BF16; elsewhere, and under autodiff, f32.
+    Bf16,
+}
+
 /// softmax(q·kᵀ/√d + mask_bias)·v over `heads` heads, with `probs_dropout` on the probabilities
 /// during training, for inputs [`fuses_attention`] accepts (callers compose it otherwise).
 ///
@@ -195,6 +229,7 @@ pub(crate) fn attention<B: Backend>(
     mask_bias: Tensor<B, 4>,
     heads: usize,
     probs_dropout: &burn::nn::Dropout,
+    products: AttentionProducts,
 ) -> Tensor<B, 3> {
     #[cfg(feature = "cpu")]
     {
@@ -203,7 +238,8 @@ pub(crate) fn attention<B: Backend>(
         match host::form::<B>() {
             Some(host::Form::Plain) => {
                 let inputs = [query, key, value].map(host::retype);
-                return host::retype(host::attention(inputs, host::retype(mask_bias), heads));
+                let mask_bias = host::retype(mask_bias);
+                return host::retype(host::attention(inputs, mask_bias, heads, products));
             }
             Some(host::Form::Tracked) => {
                 let probs = batch * heads * seq * seq;
@@ -219,7 +255,7 @@ pub(crate) fn attention<B: Backend>(
             None => {}
         }
     }
-    let _ = (query, key, value, mask_bias, heads, probs_dropout);
+    let _ = (query, key, value, mask_bias, heads, probs_dropout, products);
     unreachable!("fused::attention without fuses_attention")
 }
 
@@ -314,11 +350,17 @@ pub(crate) fn gelu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> 
 #[cfg(feature = "cpu")]
 pub(crate) mod attention;
 #[cfg(feature = "cpu")]
+pub mod bf16_gemm;
+#[cfg(feature = "cpu")]
+pub mod int8_gemm;
+#[cfg(feature = "cpu")]
 pub(crate) mod kernels;
 #[cfg(feature = "cpu")]
 pub(crate) mod linear;
 #[cfg(feature = "cpu")]
 pub mod low_precision;
+#[cfg(feature = "cpu")]
+pub(crate) mod packed_gemm;
 #[cfg(feature = "cpu")]
 pub(crate) mod product;
 
