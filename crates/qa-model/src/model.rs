@@ -42,16 +42,40 @@ pub enum Encoder<B: Backend> {
 }
 
 impl<B: Backend> Encoder<B> {
+    /// The word- and position-embedding tables.
+    fn embedding_tables(&self) -> [&burn::nn::Embedding<B>; 2] {
+        match self {
+            Encoder::Bert(m) => [
+                &m.embeddings.word_embeddings,
+                &m.embeddings.position_embeddings,
+            ],
+            Encoder::DistilBert(m) => [
+                &m.embeddings.word_embeddings,
+                &m.embeddings.position_embeddings,
+            ],
+            Encoder::Roberta(m) | Encoder::XlmRoberta(m) => [
+                &m.embeddings.word_embeddings,
+                &m.embeddings.position_embeddings,
+            ],
+            Encoder::Electra(m) => [
+                &m.embeddings.word_embeddings,
+                &m.embeddings.position_embeddings,
+            ],
+            Encoder::Albert(m) => [
+                &m.embeddings.word_embeddings,
+                &m.embeddings.position_embeddings,
+            ],
+        }
+    }
+
     /// Entries of the word-embedding table (token ids below this are valid inputs).
     pub fn vocab_size(&self) -> usize {
-        let table = match self {
-            Encoder::Bert(m) => &m.embeddings.word_embeddings,
-            Encoder::DistilBert(m) => &m.embeddings.word_embeddings,
-            Encoder::Roberta(m) | Encoder::XlmRoberta(m) => &m.embeddings.word_embeddings,
-            Encoder::Electra(m) => &m.embeddings.word_embeddings,
-            Encoder::Albert(m) => &m.embeddings.word_embeddings,
-        };
-        table.weight.dims()[0]
+        self.embedding_tables()[0].weight.dims()[0]
+    }
+
+    /// Entries of the position-embedding table (RoBERTa's first two are never used).
+    pub fn position_table_size(&self) -> usize {
+        self.embedding_tables()[1].weight.dims()[0]
     }
 
     /// The family's encoder with zero parameters, for the checkpoint loader to fill.
@@ -170,6 +194,7 @@ impl Inference {
 
 /// Replaces every float parameter the table has prepared with a 0-element tensor.
 /// Tokens of the load-time discovery pass ([`QaModel::discovery_window`]).
+#[cfg(feature = "cpu")]
 const DISCOVERY_TOKENS: usize = 64;
 
 /// Prepares each linear weight the discovery pass met and releases its f32 values (as a
@@ -302,41 +327,44 @@ impl<B: Backend> QaModel<B> {
         }
         let prepared = inference.prepared.clone();
         self.inference = Ignored(inference);
-        let Some(prepared) = prepared else {
-            return Ok(self);
-        };
-        // Prepare every weight now rather than in the first request: a tiny forward pass finds
-        // the linear layers' weights (every family's, through `layers::linear`), then each is
-        // prepared and its f32 values released in turn, so int8 and bf16 models never hold
-        // more than the f32 one.
+        // Prepare every weight now rather than in the first request: a discovery pass over one
+        // synthetic window finds the linear layers' weights and their inputs' channel ranges
+        // (every family's, through `layers::linear`), then each weight is prepared and its f32
+        // values released in turn, so int8 and bf16 models never hold more than the f32 one.
         #[cfg(feature = "cpu")]
-        prepared.begin_discovery();
-        let _ = self.forward(&QaBatch::from_padded(&self.discovery_window(), device));
-        #[cfg(feature = "cpu")]
-        {
+        if let Some(prepared) = prepared {
+            prepared.begin_discovery();
+            let _ = self.forward(&QaBatch::from_padded(&self.discovery_window(), device));
             let linear = prepared.end_discovery();
             self = self.map(&mut PrepareAndRelease {
                 prepared: &prepared,
                 linear: &linear,
             });
         }
+        // Only the host backend prepares weights.
+        #[cfg(not(feature = "cpu"))]
+        let _ = prepared;
         Ok(self)
     }
 
+    #[cfg(feature = "cpu")]
     /// The discovery pass's input: one window of [`DISCOVERY_TOKENS`] token ids spread over
     /// the vocabulary (no data needed), long enough that every hidden channel shows its usual
     /// range to the int8 smoothing ([`crate::precision::PreparedWeights::begin_discovery`]).
     fn discovery_window(&self) -> qa_data::features::PaddedBatch {
         let vocab = self.encoder.vocab_size().max(1) as i64;
-        let input_ids = (0..DISCOVERY_TOKENS as i64)
+        // Never longer than the model's positions (less RoBERTa's unused two).
+        let tokens = DISCOVERY_TOKENS.min(self.encoder.position_table_size().saturating_sub(2));
+        let tokens = tokens.max(1);
+        let input_ids = (0..tokens as i64)
             .map(|i| (i * 7_919 + 1_000) % vocab)
             .collect();
         qa_data::features::PaddedBatch {
             batch: 1,
-            seq_len: DISCOVERY_TOKENS,
+            seq_len: tokens,
             input_ids,
-            token_type_ids: vec![0; DISCOVERY_TOKENS],
-            attention_mask: vec![1; DISCOVERY_TOKENS],
+            token_type_ids: vec![0; tokens],
+            attention_mask: vec![1; tokens],
             start_positions: Vec::new(),
             end_positions: Vec::new(),
         }

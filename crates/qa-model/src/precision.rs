@@ -1,18 +1,21 @@
 //! Inference precision (`--precision f32|bf16|int8` of `qa eval`, `qa predict`, `qa serve` and
-//! `qa bench`): what the linear layers' products compute in when a model only answers.
+//! `qa bench`): what the linear layers' and the attention's products compute in when a model
+//! only answers.
 //!
 //! - `f32`: the backend's own products (the default; what training uses).
 //! - `int8`: dynamic quantization as `torch.ao.quantization.quantize_dynamic` and ONNX Runtime's
 //!   `quantize_dynamic` do it, at load time from any f32/f16/bf16 checkpoint: each linear layer's
 //!   weight symmetric int8 per output channel, activations asymmetric u8 per row (token) on the
-//!   fly, int32 accumulation, dequantization and bias in one pass over the product
-//!   ([`crate::fused::low_precision`]). Products that contract (d_in > d_out: the feed-forward's
-//!   second product, the published outlier layer) stay f32.
+//!   fly, int32 accumulation, dequantization and bias fused into the product
+//!   ([`crate::fused::low_precision`]), input channels smoothed (SmoothQuant) by what the load's
+//!   discovery pass saw. Products that contract (d_in > d_out: the feed-forward's second
+//!   product, the published outlier layer) run in bf16 where the CPU has AVX512-BF16, else f32.
 //! - `bf16`: each linear layer's product on bf16 operands with f32 accumulation, weights rounded
 //!   once at load.
 //!
-//! Embeddings, LayerNorm, softmax, the attention products (QKᵀ, PV) and the QA head stay in f32
-//! in both, as in PyTorch's dynamic quantization of `nn.Linear`.
+//! In both, the attention's q·kᵀ and p·v run on bf16 operands where the CPU has AVX512-BF16
+//! ([`PreparedWeights::attention_products`]); embeddings, LayerNorm, softmax and the QA head stay
+//! in f32, as in PyTorch's dynamic quantization of `nn.Linear`.
 
 use std::fmt;
 use std::str::FromStr;

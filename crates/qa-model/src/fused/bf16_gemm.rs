@@ -10,22 +10,17 @@
 
 use rayon::prelude::*;
 
-use super::packed_gemm::{Output, PackedPanels, Slice, Tile, TileKernel, PANEL_COLUMNS};
+use super::packed_gemm::{
+    has_avx512_base, Output, PackedPanels, Slice, Tile, TileKernel, PANEL_COLUMNS,
+};
 use super::product::Threads;
 
 /// Whether this CPU runs [`PackedBf16::forward`] (AVX-512 F/BW/VL and BF16).
 pub fn available() -> bool {
     #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx512f")
-            && std::arch::is_x86_feature_detected!("avx512bw")
-            && std::arch::is_x86_feature_detected!("avx512vl")
-            && std::arch::is_x86_feature_detected!("avx512bf16")
-    }
+    return has_avx512_base() && std::arch::is_x86_feature_detected!("avx512bf16");
     #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    false
 }
 
 /// `value`'s bf16 bits, rounded to nearest even (as `vcvtneps2bf16` and `half` compute them; a
@@ -33,7 +28,8 @@ pub fn available() -> bool {
 #[inline(always)]
 fn bf16_bits(value: f32) -> u32 {
     let bits = value.to_bits();
-    let rounded = (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16;
+    // Wrapping: a NaN with the sign bit may carry out of 32 bits; it takes the other branch.
+    let rounded = bits.wrapping_add(0x7FFF + ((bits >> 16) & 1)) >> 16;
     let quiet_nan = (bits >> 16) | 0x40;
     if bits & 0x7FFF_FFFF > 0x7F80_0000 {
         quiet_nan

@@ -12,22 +12,15 @@
 //!
 //! CPUs without VNNI are not served here ([`available`]); the caller uses `rten-gemm`.
 
-use super::packed_gemm::{PackedPanels, Slice, Tile, TileKernel};
+use super::packed_gemm::{has_avx512_base, PackedPanels, Slice, Tile, TileKernel};
 use super::product::Threads;
 
 /// Whether this CPU runs [`PackedInt8::forward`] (AVX-512 F/BW/VL and VNNI).
 pub fn available() -> bool {
     #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx512f")
-            && std::arch::is_x86_feature_detected!("avx512bw")
-            && std::arch::is_x86_feature_detected!("avx512vl")
-            && std::arch::is_x86_feature_detected!("avx512vnni")
-    }
+    return has_avx512_base() && std::arch::is_x86_feature_detected!("avx512vnni");
     #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    false
 }
 
 /// Bytes (k values) per word.

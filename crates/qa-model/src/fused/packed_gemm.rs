@@ -17,6 +17,21 @@ use rayon::prelude::*;
 
 use super::product::Threads;
 
+/// Whether this CPU has the AVX-512 subsets every tile kernel uses (F, BW, VL); each kernel also
+/// needs its dot-product instruction's own extension.
+pub fn has_avx512_base() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512bw")
+            && std::arch::is_x86_feature_detected!("avx512vl")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
 /// Output columns per packed panel: two 16-lane registers.
 pub const PANEL_COLUMNS: usize = 32;
 /// Rows of one register tile (16 accumulators).
