@@ -769,7 +769,8 @@ mod tests {
             d_in: 301,
             d_out: 70,
         };
-        let prepare: [(&str, fn(&[f32], usize, usize) -> PreparedWeight); 2] = [
+        type PrepareBf16 = fn(&[f32], usize, usize) -> PreparedWeight;
+        let prepare: [(&str, PrepareBf16); 2] = [
             ("emulated", PreparedWeight::bf16_emulated),
             ("this CPU's", PreparedWeight::bf16),
         ];
