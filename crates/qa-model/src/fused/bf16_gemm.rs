@@ -53,21 +53,10 @@ impl PackedBf16 {
     /// Packs a row-major `[d_in, d_out]` weight.
     pub fn new(weight: &[f32], d_in: usize, d_out: usize) -> Self {
         assert_eq!(weight.len(), d_in * d_out, "bf16 packing: weight shape");
-        Self::from_fn(d_in, d_out, |k, c| weight[k * d_out + c], Threads::Pool)
-    }
-
-    /// Packs the `[d_in, d_out]` matrix whose element (k, c) is `value(k, c)` (e.g. a transposed
-    /// or strided view), on `threads`.
-    pub fn from_fn(
-        d_in: usize,
-        d_out: usize,
-        value: impl Fn(usize, usize) -> f32 + Sync,
-        threads: Threads,
-    ) -> Self {
-        let at = |k: usize, c: usize| if k < d_in { value(k, c) } else { 0.0 };
+        let at = |k: usize, c: usize| if k < d_in { weight[k * d_out + c] } else { 0.0 };
         let word = |k, c| pair(at(k, c), at(k + 1, c));
         PackedBf16 {
-            panels: PackedPanels::new(d_in, d_out, 2, word, threads),
+            panels: PackedPanels::new(d_in, d_out, 2, word),
         }
     }
 

@@ -201,13 +201,7 @@ pub(super) fn linear(
 pub(super) fn column_max_abs(x: &Tensor<Plain, 2>) -> Vec<f32> {
     let [_, width] = x.dims();
     let array = array(x.clone().into_primitive().tensor());
-    let mut max = vec![0f32; width];
-    for row in slice(&array).chunks_exact(width.max(1)) {
-        for (m, &v) in max.iter_mut().zip(row) {
-            *m = m.max(v.abs());
-        }
-    }
-    max
+    super::low_precision::column_max_abs(slice(&array), width)
 }
 
 /// x·W + b through the weight `prepared` holds for parameter `id` (prepared from `weight()` on

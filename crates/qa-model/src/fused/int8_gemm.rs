@@ -13,7 +13,6 @@
 //! CPUs without VNNI are not served here ([`available`]); the caller uses `rten-gemm`.
 
 use super::packed_gemm::{has_avx512_base, PackedPanels, Slice, Tile, TileKernel};
-use super::product::Threads;
 
 /// Whether this CPU runs [`PackedInt8::forward`] (AVX-512 F/BW/VL and VNNI).
 pub fn available() -> bool {
@@ -33,6 +32,17 @@ pub struct PackedInt8 {
     scales: Vec<f32>,
     /// Σₖ q[k][c] per output column, to take out the activations' zero points.
     column_sums: Vec<i32>,
+}
+
+/// Σₖ q[k][c] of row-major `[d_in, d_out]` codes, per column.
+pub fn column_sums(codes: &[i8], d_out: usize) -> Vec<i32> {
+    let mut sums = vec![0i32; d_out];
+    for row in codes.chunks_exact(d_out.max(1)) {
+        for (sum, &q) in sums.iter_mut().zip(row) {
+            *sum += i32::from(q);
+        }
+    }
+    sums
 }
 
 /// One batch of activation rows quantized for [`PackedInt8::forward`]: each row's codes in
@@ -55,17 +65,10 @@ impl PackedInt8 {
             }
         };
         let word = |k, c| (0..PER_WORD).fold(0, |word, i| word | (at(k + i, c) << (8 * i)));
-        let panels = PackedPanels::new(d_in, d_out, PER_WORD, word, Threads::Pool);
-        let mut column_sums = vec![0i32; d_out];
-        for row in codes.chunks_exact(d_out.max(1)) {
-            for (sum, &q) in column_sums.iter_mut().zip(row) {
-                *sum += i32::from(q);
-            }
-        }
         PackedInt8 {
-            panels,
+            panels: PackedPanels::new(d_in, d_out, PER_WORD, word),
             scales,
-            column_sums,
+            column_sums: column_sums(codes, d_out),
         }
     }
 

@@ -45,15 +45,6 @@ fn with_int8_gemm<R>(f: impl FnOnce(&GemmExecutor<u8, i8, i32>) -> R) -> R {
     INT8_GEMM.with(f)
 }
 
-/// The name of the int8 kernel this CPU runs (for logs and benchmark notes).
-pub fn int8_kernel_name() -> String {
-    if int8_gemm::available() {
-        "avx512-vnni (qa)".to_string()
-    } else {
-        with_int8_gemm(|gemm| gemm.kernel_name().to_string())
-    }
-}
-
 /// The largest activation code (u8, so 0..=255).
 const ACTIVATION_LEVELS: u8 = 255;
 
@@ -122,6 +113,18 @@ pub fn smoothing(weight: &[f32], d_in: usize, d_out: usize, input_max: Option<&[
             }
         })
         .collect()
+}
+
+/// The largest |value| of each column of row-major `[rows, width]` values (what [`smoothing`]
+/// takes as `input_max`).
+pub fn column_max_abs(values: &[f32], width: usize) -> Vec<f32> {
+    let mut max = vec![0f32; width];
+    for row in values.chunks_exact(width.max(1)) {
+        for (m, &v) in max.iter_mut().zip(row) {
+            *m = m.max(v.abs());
+        }
+    }
+    max
 }
 
 /// The smallest and largest smoothing factor (a bound on what one channel may move).
@@ -350,12 +353,7 @@ impl PreparedWeight {
         let factors = smoothing(weight, d_in, d_out, input_max);
         let (weight, channel_scale) = smoothed(weight, d_out, &factors);
         let (codes, scales) = quantize_columns(&weight, d_in, d_out, rten_weight_levels());
-        let mut column_sums = vec![0i32; d_out];
-        for row in codes.chunks_exact(d_out.max(1)) {
-            for (sum, &q) in column_sums.iter_mut().zip(row) {
-                *sum += i32::from(q);
-            }
-        }
+        let column_sums = int8_gemm::column_sums(&codes, d_out);
         let view = NdTensorView::from_data([d_in, d_out], codes.as_slice());
         let values = Prepared::Int8(Int8Layer {
             weight: Int8Weight {
@@ -596,17 +594,6 @@ mod tests {
         paths
     }
 
-    /// The largest |value| of each of `width` columns.
-    fn column_max(x: &[f32], width: usize) -> Vec<f32> {
-        let mut max = vec![0f32; width];
-        for row in x.chunks_exact(width) {
-            for (m, v) in max.iter_mut().zip(row) {
-                *m = m.max(v.abs());
-            }
-        }
-        max
-    }
-
     /// x with channel 0 `factor` times larger: the outlier channel LayerNorm outputs have.
     fn with_outlier_channel(mut x: Vec<f32>, width: usize, factor: f32) -> Vec<f32> {
         for row in x.chunks_exact_mut(width) {
@@ -628,7 +615,7 @@ mod tests {
                 let (x, w, b) = operands(shape, 1);
                 let x = with_outlier_channel(x, shape.d_in, 20.0);
                 // Unsmoothed, and smoothed by the inputs' own channel maxima.
-                for input_max in [None, Some(column_max(&x, shape.d_in))] {
+                for input_max in [None, Some(column_max_abs(&x, shape.d_in))] {
                     let input_max = input_max.as_deref();
                     let got =
                         prepare(&w, shape.d_in, shape.d_out, input_max).forward(&x, &b, shape);
@@ -700,7 +687,7 @@ mod tests {
                 .sum();
             (squares / got.len() as f64).sqrt()
         };
-        let input_max = column_max(&x, shape.d_in);
+        let input_max = column_max_abs(&x, shape.d_in);
         let factors = smoothing(&w, shape.d_in, shape.d_out, Some(&input_max));
         assert!(factors[0] > 2.0 * factors[1..].iter().fold(0f32, |m, &f| m.max(f)));
         for (path, prepare, _) in int8_paths() {

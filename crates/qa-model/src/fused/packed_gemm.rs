@@ -52,33 +52,31 @@ pub struct PackedPanels {
 }
 
 impl PackedPanels {
-    /// Packs a weight: `word(k, c)` is the word of rows `k..k + per_word` in column `c` (both
-    /// in range; the padding words are 0).
+    /// Packs a weight once, at load, on the pool: `word(k, c)` is the word of rows
+    /// `k..k + per_word` in column `c` (both in range; the padding words are 0).
     pub fn new(
         d_in: usize,
         d_out: usize,
         per_word: usize,
         word: impl Fn(usize, usize) -> u32 + Sync,
-        threads: Threads,
     ) -> Self {
         let depth = d_in.div_ceil(per_word);
         let panels = d_out.div_ceil(PANEL_COLUMNS);
         let mut words = vec![0u32; panels * depth * PANEL_COLUMNS];
-        let pack = |(panel, block): (usize, &mut [u32])| {
-            for (p, row) in block.chunks_exact_mut(PANEL_COLUMNS).enumerate() {
-                for (j, w) in row.iter_mut().enumerate() {
-                    let c = panel * PANEL_COLUMNS + j;
-                    if c < d_out {
-                        *w = word(p * per_word, c);
+        let panel_len = (depth * PANEL_COLUMNS).max(1);
+        words
+            .par_chunks_mut(panel_len)
+            .enumerate()
+            .for_each(|(panel, block)| {
+                for (p, row) in block.chunks_exact_mut(PANEL_COLUMNS).enumerate() {
+                    for (j, w) in row.iter_mut().enumerate() {
+                        let c = panel * PANEL_COLUMNS + j;
+                        if c < d_out {
+                            *w = word(p * per_word, c);
+                        }
                     }
                 }
-            }
-        };
-        let panel_len = (depth * PANEL_COLUMNS).max(1);
-        match threads {
-            Threads::Caller => words.chunks_mut(panel_len).enumerate().for_each(pack),
-            Threads::Pool => words.par_chunks_mut(panel_len).enumerate().for_each(pack),
-        }
+            });
         PackedPanels {
             d_in,
             d_out,
