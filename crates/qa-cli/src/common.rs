@@ -119,6 +119,10 @@ pub struct WindowArgs {
     /// Context tokens shared by consecutive windows.
     #[arg(long, alias = "stride", default_value_t = 128)]
     pub doc_stride: usize,
+    /// Keep only each question's first this many tokens (the HF pipeline's max_question_len,
+    /// run_squad's max_query_length) [default: whole questions, as run_qa].
+    #[arg(long, alias = "max-question-len")]
+    pub max_question_length: Option<usize>,
 }
 
 impl WindowArgs {
@@ -126,6 +130,7 @@ impl WindowArgs {
         FeatureConfig {
             max_length: self.max_seq_length,
             stride: self.doc_stride,
+            max_question_tokens: self.max_question_length,
             ..Default::default()
         }
     }
@@ -223,4 +228,38 @@ pub fn prepare(
             name.display()
         ),
     })
+}
+
+/// `--null-score-diff-threshold` for answering (`qa predict`, `qa serve`).
+#[derive(clap::Args, Clone, Copy)]
+pub struct NullThresholdArg {
+    /// Answer "" when the null logit beats the best span's by more than this (run_qa's rule;
+    /// `qa eval`'s best_f1_thresh); turns no-answer handling on [default: the model folder's
+    /// null_threshold.json, if it has one].
+    #[arg(long, allow_hyphen_values = true)]
+    pub null_score_diff_threshold: Option<f32>,
+}
+
+impl NullThresholdArg {
+    /// The threshold to answer with: the flag's, else the one `qa eval --write-null-threshold`
+    /// left in `model_dir` (said in the log), else none.
+    pub fn resolve(&self, model_dir: &Path) -> anyhow::Result<Option<f32>> {
+        if let Some(threshold) = self.null_score_diff_threshold {
+            anyhow::ensure!(
+                threshold.is_finite(),
+                "--null-score-diff-threshold must be a finite number"
+            );
+            return Ok(Some(threshold));
+        }
+        let Some(file) = qa_eval::threshold::read(model_dir)? else {
+            return Ok(None);
+        };
+        tracing::info!(
+            "no-answer threshold {} from {}: \"\" is answered when the null logit beats the \
+             best span's by more than it (--null-score-diff-threshold overrides)",
+            file.null_score_diff_threshold,
+            model_dir.join(qa_eval::threshold::FILE_NAME).display()
+        );
+        Ok(Some(file.null_score_diff_threshold))
+    }
 }

@@ -48,6 +48,14 @@ pub struct Args {
     /// the largest logit error — to precision_comparison.json and .md.
     #[arg(long, conflicts_with = "precision")]
     compare_precision: Vec<qa_model::InferencePrecision>,
+    /// SQuAD v2.0: write the best_f1_thresh found into the model folder (null_threshold.json),
+    /// where `qa predict` and `qa serve` then answer "" by it.
+    #[arg(
+        long,
+        requires = "version_2_with_negative",
+        conflicts_with = "compare_precision"
+    )]
+    write_null_threshold: bool,
     #[arg(long, default_value_t = 32)]
     batch_size: usize,
     #[arg(long)]
@@ -85,7 +93,38 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             source.name().display()
         );
     }
+    if args.write_null_threshold {
+        write_null_threshold(&model_dir, &results, &source)?;
+    }
     println!("{}", serde_json::to_string_pretty(&results)?);
+    Ok(())
+}
+
+/// `--write-null-threshold`: the official best_f1_thresh, into the model folder.
+fn write_null_threshold(
+    model_dir: &std::path::Path,
+    results: &serde_json::Map<String, serde_json::Value>,
+    source: &DataSource,
+) -> anyhow::Result<()> {
+    let found = |key: &str| results.get(key).and_then(serde_json::Value::as_f64);
+    let threshold = found("eval_best_f1_thresh").with_context(|| {
+        format!(
+            "{}: no best_f1_thresh to write (the data has no gold answers)",
+            source.name().display()
+        )
+    })?;
+    let written = qa_eval::threshold::write(
+        model_dir,
+        &qa_eval::threshold::NullThreshold {
+            null_score_diff_threshold: threshold as f32,
+            best_f1: found("eval_best_f1"),
+            chosen_on: Some(source.name().display().to_string()),
+        },
+    )?;
+    eprintln!(
+        "wrote the no-answer threshold {threshold} to {} (qa predict and qa serve use it)",
+        written.display()
+    );
     Ok(())
 }
 

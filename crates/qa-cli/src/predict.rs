@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use qa_data::progress::Progress;
-use qa_data::requests::{read_requests, request_example};
+use qa_data::requests::{read_documents, read_requests, request_example};
 use qa_data::{ExampleId, FeatureConfig};
 use qa_eval::defnlp::{
     find_candidates, read_publications_lenient, write_findings, write_submission, DefnlpMode,
@@ -19,7 +19,7 @@ use qa_eval::pipeline::answer_json;
 use qa_eval::{PipelineConfig, Predictor};
 use qa_model::backend::Compute;
 
-use crate::common::{self, PrecisionArg, WindowArgs};
+use crate::common::{self, NullThresholdArg, PrecisionArg, WindowArgs};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -29,10 +29,16 @@ pub struct Args {
     model: Option<String>,
     #[command(flatten)]
     revision: common::RevisionArg,
-    #[arg(long, requires = "context", conflicts_with_all = ["input", "defnlp_dir"])]
+    /// One question: about --context, or over --documents.
+    #[arg(long, conflicts_with_all = ["input", "defnlp_dir"])]
     question: Option<String>,
     #[arg(long, requires = "question")]
     context: Option<String>,
+    /// JSON Lines of {"id"?, "text"}: --question is asked over all of them and the answers
+    /// ranked across them (start + end logit; score a probability over every document's
+    /// candidates).
+    #[arg(long, requires = "question", conflicts_with = "context")]
+    documents: Option<PathBuf>,
     /// JSON Lines of {"question", "context", "id"?}; answers go to stdout, one line each.
     #[arg(long, conflicts_with = "defnlp_dir")]
     input: Option<PathBuf>,
@@ -82,6 +88,8 @@ pub struct Args {
     /// (the pipeline's align_to_words=False).
     #[arg(long)]
     no_align_to_words: bool,
+    #[command(flatten)]
+    null_threshold: NullThresholdArg,
     #[command(flatten)]
     windows: WindowArgs,
     #[command(flatten)]
@@ -136,16 +144,23 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .as_ref()
         .context("--model is required: a fine-tuned Hugging Face QA model folder")?;
     let predictor = load_predictor(&args, model)?;
-    let examples = match (&args.question, &args.context, &args.input) {
-        (Some(q), Some(c), _) => vec![request_example(ExampleId::Number(0), q, c)],
-        (_, _, Some(path)) => read_requests(path)?,
-        _ => bail!("give --question and --context, --input FILE.jsonl, or --defnlp-dir DIR"),
-    };
+    let null_threshold = args.null_threshold.resolve(&predictor.model_dir)?;
     let config = PipelineConfig {
         top_k: args.top_k,
         max_answer_len: args.max_answer_length.unwrap_or(15),
-        handle_impossible_answer: args.handle_impossible_answer,
+        // A no-answer threshold is only for models that may answer "".
+        handle_impossible_answer: args.handle_impossible_answer || null_threshold.is_some(),
         align_to_words: !args.no_align_to_words,
+        null_threshold,
+    };
+    let examples = match (&args.question, &args.context, &args.input, &args.documents) {
+        (Some(q), Some(c), _, _) => vec![request_example(ExampleId::Number(0), q, c)],
+        (Some(q), None, _, Some(path)) => return documents(&predictor, q, path, &config, &args),
+        (_, _, Some(path), _) => read_requests(path)?,
+        _ => bail!(
+            "give --question and --context, --question and --documents FILE.jsonl, \
+             --input FILE.jsonl, or --defnlp-dir DIR"
+        ),
     };
     let progress = if examples.len() > 64 {
         Progress::Show
@@ -172,6 +187,47 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                     a.answer, a.score, a.start, a.end
                 )?;
             }
+        }
+    }
+    Ok(())
+}
+
+/// `--question Q --documents F.jsonl`: one ranking over every document.
+fn documents(
+    predictor: &Predictor<Compute>,
+    question: &str,
+    path: &Path,
+    config: &PipelineConfig,
+    args: &Args,
+) -> anyhow::Result<()> {
+    let documents = read_documents(path)?;
+    let progress = if documents.len() > 64 {
+        Progress::Show
+    } else {
+        Progress::Hidden
+    };
+    let answers = predictor.documents(question, &documents, config, progress)?;
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    if args.json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&answers)?)?;
+        return Ok(());
+    }
+    if answers.is_empty() {
+        writeln!(out, "(no answer)")?;
+    }
+    for a in &answers {
+        match &a.document {
+            Some(d) => writeln!(
+                out,
+                "{} (score {:.3}, document {}, chars {}..{})",
+                a.answer,
+                a.score,
+                d.id.clone().unwrap_or_else(|| format!("#{}", d.index)),
+                a.start,
+                a.end
+            )?,
+            None => writeln!(out, "(no answer) (score {:.3})", a.score)?,
         }
     }
     Ok(())

@@ -11,7 +11,7 @@ use qa_eval::{PipelineConfig, Predictor};
 use qa_model::backend::Compute;
 use qa_serve::{BatchConfig, ServeConfig};
 
-use crate::common::{self, PrecisionArg, WindowArgs};
+use crate::common::{self, NullThresholdArg, PrecisionArg, WindowArgs};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -54,6 +54,8 @@ pub struct Args {
     #[arg(long)]
     no_align_to_words: bool,
     #[command(flatten)]
+    null_threshold: NullThresholdArg,
+    #[command(flatten)]
     windows: WindowArgs,
     #[command(flatten)]
     precision: PrecisionArg,
@@ -70,6 +72,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         ..args.windows.config()
     };
     let batch_size = args.max_batch_windows;
+    let null_threshold = args.null_threshold.resolve(&model_dir)?;
     let config = ServeConfig {
         batching: BatchConfig {
             max_windows: args.max_batch_windows,
@@ -81,8 +84,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         answers: PipelineConfig {
             top_k: args.top_k,
             max_answer_len: args.max_answer_length,
-            handle_impossible_answer: args.handle_impossible_answer,
+            // A no-answer threshold is only for models that may answer "" (a request can
+            // still say handle_impossible_answer: false).
+            handle_impossible_answer: args.handle_impossible_answer || null_threshold.is_some(),
             align_to_words: !args.no_align_to_words,
+            null_threshold,
         },
     };
     let precision = args.precision.precision;

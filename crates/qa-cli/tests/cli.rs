@@ -720,3 +720,215 @@ fn predict_in_int8_answers_in_the_same_shape_and_bad_precisions_are_refused() {
         "unknown precision \"fp16\" (expected f32, bf16 or int8)",
     );
 }
+
+/// `qa predict` with the window flags answers as the HF pipeline does with the same task
+/// parameters (the server's golden file: `qa-serve/tests/fixtures/hf_parameters`).
+#[test]
+fn predict_window_flags_give_the_hf_pipeline_answers() {
+    let golden: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../qa-serve/tests/fixtures/hf_parameters/golden.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let inputs = golden["inputs"].as_array().unwrap();
+    let case = &golden["cases"][0];
+    assert_eq!(
+        case["settings"],
+        serde_json::json!({"max_seq_len": 128, "doc_stride": 32})
+    );
+    let cuts = golden["question_cuts"]["cases"].as_array().unwrap();
+    let runs = inputs
+        .iter()
+        .zip(case["answers"].as_array().unwrap())
+        .map(|(input, want)| (input, want, None))
+        .chain(cuts.iter().map(|c| {
+            let input = &inputs[c["input"].as_u64().unwrap() as usize];
+            (
+                input,
+                &c["answers"],
+                Some(c["max_question_len"].to_string()),
+            )
+        }));
+    for (input, want, max_question_len) in runs {
+        let mut args = vec![
+            "predict".to_string(),
+            "--model".into(),
+            shared("golden/tiny-bert-qa"),
+            "--question".into(),
+            input["question"].as_str().unwrap().into(),
+            "--context".into(),
+            input["context"].as_str().unwrap().into(),
+            "--max-seq-length".into(),
+            "128".into(),
+            "--doc-stride".into(),
+            "32".into(),
+            "--json".into(),
+        ];
+        if let Some(n) = &max_question_len {
+            args.extend(["--max-question-len".into(), n.clone()]);
+        }
+        let o = qa(&args);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let ours: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let (ours, want) = (&ours, &want[0]);
+        for key in ["answer", "start", "end"] {
+            assert_eq!(
+                ours[key], want[key],
+                "{max_question_len:?}: {ours} vs {want}"
+            );
+        }
+    }
+}
+
+/// `--question --documents`: one ranking over the file's documents, each answer naming its
+/// document and lying at its offsets there.
+#[test]
+fn predict_over_documents_ranks_answers_from_every_document() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("docs.jsonl");
+    let texts = [
+        "The report was written by Dr. Ada Byron and reviewed by the ethics board in March.",
+        "Influenza spreads mainly through droplets made when people cough, sneeze or talk.",
+        "COVID-19 is caused by the coronavirus SARS-CoV-2, first identified in Wuhan in 2019.",
+    ];
+    let lines: Vec<String> = texts
+        .iter()
+        .enumerate()
+        .map(|(i, t)| serde_json::json!({"id": format!("doc-{i}"), "text": t}).to_string())
+        .collect();
+    std::fs::write(&file, lines.join("\n")).unwrap();
+    let o = qa(&[
+        "predict",
+        "--model",
+        &shared("golden/tiny-bert-qa"),
+        "--question",
+        "Who wrote the report?",
+        "--documents",
+        file.to_str().unwrap(),
+        "--top-k",
+        "6",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let answers: Vec<serde_json::Value> = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(answers.len(), 6);
+    let mut documents = std::collections::HashSet::new();
+    let mut previous = f64::INFINITY;
+    for a in &answers {
+        let index = a["document"]["index"].as_u64().unwrap() as usize;
+        assert_eq!(a["document"]["id"], format!("doc-{index}"));
+        let (start, end) = (a["start"].as_u64().unwrap(), a["end"].as_u64().unwrap());
+        let text: String = texts[index]
+            .chars()
+            .skip(start as usize)
+            .take((end - start) as usize)
+            .collect();
+        assert_eq!(a["answer"], text, "{a}");
+        let score = a["score"].as_f64().unwrap();
+        assert!(score <= previous && score > 0.0, "{answers:?}");
+        previous = score;
+        documents.insert(index);
+    }
+    assert!(documents.len() > 1, "{answers:?}");
+
+    std::fs::write(&file, "{\"id\": \"a\", \"txt\": \"oops\"}\n").unwrap();
+    let o = qa(&[
+        "predict",
+        "--model",
+        &shared("golden/tiny-bert-qa"),
+        "--question",
+        "Who?",
+        "--documents",
+        file.to_str().unwrap(),
+    ]);
+    assert_fails_with(&o, "line 1: unknown field \"txt\"");
+}
+
+/// `qa eval --write-null-threshold` leaves the official best_f1_thresh in the model folder;
+/// `qa predict` then answers "" by it (saying so), and the flag overrides it.
+#[test]
+fn the_null_threshold_written_by_eval_is_used_by_predict() {
+    let model = tempfile::tempdir().unwrap();
+    let source = qa_testkit::shared_dir().join("golden/tiny-bert-qa");
+    for entry in std::fs::read_dir(&source).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "bin") {
+            std::fs::copy(&path, model.path().join(path.file_name().unwrap())).unwrap();
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data.json");
+    let qas = serde_json::json!([
+        {"id": "q1", "question": "Who won the 1990 cup?", "answers": [], "is_impossible": true},
+        {"id": "q2", "question": "What genome?", "answers": [
+            {"text": "positive-sense RNA",
+             "answer_start": CONTEXT.find("positive-sense RNA").unwrap()}]}]);
+    let file = serde_json::json!({"version": "v2.0", "data": [{"title": "t", "paragraphs": [{
+        "context": CONTEXT, "qas": qas}]}]});
+    std::fs::write(&data, file.to_string()).unwrap();
+    let eval = |extra: &[&str]| {
+        let mut args = vec![
+            "eval",
+            "--model",
+            model.path().to_str().unwrap(),
+            "--data",
+            data.to_str().unwrap(),
+            "--output-dir",
+            dir.path().to_str().unwrap(),
+        ];
+        args.extend(extra);
+        qa(&args)
+    };
+    assert_fails_with(
+        &eval(&["--write-null-threshold"]),
+        "--version-2-with-negative",
+    );
+    let o = eval(&["--version-2-with-negative", "--write-null-threshold"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let results: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let written: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(model.path().join("null_threshold.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        written["null_score_diff_threshold"].as_f64().unwrap() as f32,
+        results["eval_best_f1_thresh"].as_f64().unwrap() as f32
+    );
+
+    let predict = |threshold_file: f32, flag: Option<&str>| {
+        std::fs::write(
+            model.path().join("null_threshold.json"),
+            serde_json::json!({"null_score_diff_threshold": threshold_file}).to_string(),
+        )
+        .unwrap();
+        let mut args = vec![
+            "predict",
+            "--model",
+            model.path().to_str().unwrap(),
+            "--question",
+            "What genome?",
+            "--context",
+            CONTEXT,
+            "--json",
+        ];
+        if let Some(flag) = flag {
+            args.extend(["--null-score-diff-threshold", flag]);
+        }
+        let o = Command::new(env!("CARGO_BIN_EXE_qa"))
+            .args(&args)
+            .env("RUST_LOG", "info")
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+        let answer: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        (answer["answer"].as_str().unwrap().to_string(), stderr(&o))
+    };
+    let (answer, log) = predict(-1.0e6, None);
+    assert_eq!(answer, "");
+    assert!(log.contains("no-answer threshold -1000000"), "{log}");
+    assert!(!predict(1.0e6, None).0.is_empty());
+    assert!(!predict(-1.0e6, Some("1e6")).0.is_empty());
+}

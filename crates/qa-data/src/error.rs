@@ -93,6 +93,12 @@ pub enum DataError {
         line: usize,
         field: &'static str,
     },
+    #[error("{path}: line {line}: unknown field \"{field}\" (a document line holds \"id\"? and \"text\")")]
+    UnknownLineField {
+        path: PathBuf,
+        line: usize,
+        field: String,
+    },
     #[error("{path}: line {line}: id must be a string or an integer, found {found}")]
     InvalidLineId {
         path: PathBuf,

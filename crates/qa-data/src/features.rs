@@ -30,6 +30,10 @@ pub enum Padding {
 pub struct FeatureConfig {
     pub max_length: usize,
     pub stride: usize,
+    /// Keep only a question's first this many tokens (the HF pipeline's `max_question_len`,
+    /// run_squad's `max_query_length`); `None` keeps it whole, as run_qa and the pipeline with
+    /// a fast tokenizer do.
+    pub max_question_tokens: Option<usize>,
     pub padding: Padding,
     /// Label each window with the first answer wholly inside it, instead of run_qa's rule of
     /// "the first answer, or [CLS]". DEFNLP uses this: a dataset is usually named many times.
@@ -50,6 +54,7 @@ impl Default for FeatureConfig {
         Self {
             max_length: 384,
             stride: 128,
+            max_question_tokens: None,
             padding: Padding::None,
             label_any_answer: false,
             word_ids: false,
@@ -159,6 +164,11 @@ impl FeatureConfig {
                 "max_length {} is too small",
                 self.max_length
             )));
+        }
+        if self.max_question_tokens == Some(0) {
+            return Err(DataError::Config(
+                "max_question_len must be at least 1 token".into(),
+            ));
         }
         if self.stride >= self.max_length {
             return Err(DataError::Config(format!(
@@ -568,9 +578,14 @@ fn example_windows(
     pad_id: u32,
 ) -> std::result::Result<Vec<Feature>, String> {
     let context = &context_tokens.encoding;
-    let question = encoder
+    let mut question = encoder
         .encode_char_offsets(example.question.as_str(), false)
         .map_err(|e| format!("tokenizing the question failed: {e}"))?;
+    if let Some(keep) = config.max_question_tokens {
+        question.truncate(keep, 0, tokenizers::TruncationDirection::Right);
+        // The cut-off tokens would come back as extra windows.
+        question.take_overflowing();
+    }
     // tokenizers' OnlySecond truncation: the question stays whole, the context is cut.
     let budget = config.max_length.saturating_sub(specials);
     let piece = budget.saturating_sub(question.len());

@@ -49,6 +49,6 @@ pub use load::{load, load_files, DataFormat, LoadOptions, LoadReport, LoadedData
 pub use prepare::{prepare, DataSource, PreparedData, Sample};
 pub use progress::Progress;
 pub use record::Columns;
-pub use requests::read_requests;
+pub use requests::{read_documents, read_requests, Document};
 pub use subset::select_subset;
 pub use tokenizer::{load_tokenizer, pad_token_id};

@@ -1,5 +1,6 @@
 //! Prediction requests: JSON Lines of `{"question", "context", "id"?}`, one question per line,
-//! read into [`Example`]s without answers (or one built from `--question`/`--context`).
+//! read into [`Example`]s without answers (or one built from `--question`/`--context`); and
+//! the documents one question is asked over (`{"id"?, "text"}` per line).
 
 use std::path::Path;
 
@@ -58,6 +59,79 @@ pub fn read_requests(path: &Path) -> Result<Vec<Example>> {
     Ok(examples)
 }
 
+/// One retrieved passage a question is asked over.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Document {
+    /// The caller's name for it, echoed in answers.
+    pub id: Option<String>,
+    pub text: String,
+}
+
+/// Reads a JSON Lines file of documents, `{"id"?, "text"}` per line (blank lines skipped). A
+/// line with another field, a blank text or an id that is not a string or integer is an error
+/// naming the file and line; an empty file is [`DataError::EmptyFile`].
+pub fn read_documents(path: &Path) -> Result<Vec<Document>> {
+    let text = read_text(path)?;
+    let mut documents = Vec::new();
+    for (index, line) in text.lines().enumerate() {
+        let line_number = index + 1;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let value: serde_json::Map<String, serde_json::Value> = serde_json::from_str(line)
+            .map_err(|source| DataError::Json {
+                path: path.to_path_buf(),
+                line: Some(line_number),
+                source,
+            })?;
+        if let Some(field) = value.keys().find(|k| !["id", "text"].contains(&k.as_str())) {
+            return Err(DataError::UnknownLineField {
+                path: path.to_path_buf(),
+                line: line_number,
+                field: field.clone(),
+            });
+        }
+        let text = value.get("text").and_then(|v| v.as_str()).ok_or_else(|| {
+            DataError::MissingLineField {
+                path: path.to_path_buf(),
+                line: line_number,
+                field: "text",
+            }
+        })?;
+        if text.trim().is_empty() {
+            return Err(DataError::BlankLineField {
+                path: path.to_path_buf(),
+                line: line_number,
+                field: "text",
+            });
+        }
+        let id = match value.get("id") {
+            None | Some(serde_json::Value::Null) => None,
+            Some(serde_json::Value::String(id)) => Some(id.clone()),
+            Some(id @ serde_json::Value::Number(n)) if n.is_i64() || n.is_u64() => {
+                Some(id.to_string())
+            }
+            Some(id) => {
+                return Err(DataError::InvalidLineId {
+                    path: path.to_path_buf(),
+                    line: line_number,
+                    found: id.to_string(),
+                })
+            }
+        };
+        documents.push(Document {
+            id,
+            text: text.to_string(),
+        });
+    }
+    if documents.is_empty() {
+        return Err(DataError::EmptyFile {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(documents)
+}
+
 /// One question about one context, to predict on (no answers).
 pub fn request_example(id: ExampleId, question: &str, context: &str) -> Example {
     Example {
@@ -109,6 +183,42 @@ mod tests {
         assert!(examples
             .iter()
             .all(|e| e.answers.is_empty() && !e.is_impossible));
+    }
+
+    #[test]
+    fn documents_keep_their_ids_and_bad_lines_are_named() {
+        let (_dir, path) = requests_file(concat!(
+            r#"{"id": "a", "text": "Ann did."}"#,
+            "\n\n",
+            r#"{"text": "Bob did."}"#,
+            "\n",
+            r#"{"id": 7, "text": "Cy did."}"#,
+            "\n"
+        ));
+        let documents = read_documents(&path).unwrap();
+        let ids: Vec<Option<&str>> = documents.iter().map(|d| d.id.as_deref()).collect();
+        assert_eq!(ids, [Some("a"), None, Some("7")]);
+        assert_eq!(documents[1].text, "Bob did.");
+        for (bad, says) in [
+            (r#"{"id": "a", "txt": "x"}"#, "unknown field \"txt\""),
+            (r#"{"id": "a"}"#, "\"text\""),
+            (r#"{"text": "  "}"#, "text"),
+            (r#"{"id": [1], "text": "x"}"#, "id must be"),
+            ("", "empty"),
+        ] {
+            let (_dir, path) = requests_file(&format!("{{\"text\": \"ok\"}}\n{bad}\n"));
+            let path = if bad.is_empty() {
+                std::fs::write(&path, "\n").unwrap();
+                path
+            } else {
+                path
+            };
+            let msg = read_documents(&path).unwrap_err().to_string();
+            assert!(
+                msg.contains("requests.jsonl") && msg.contains(says),
+                "{bad}: {msg}"
+            );
+        }
     }
 
     #[test]

@@ -128,6 +128,50 @@ fn question_longer_than_the_window_is_skipped_and_reported() {
     assert_eq!(set.report.skipped[0].0, "e");
 }
 
+/// `max_question_tokens` keeps the question's first tokens: the windows equal those of the
+/// question written as just those tokens (cut at a word end, so both tokenize alike), and a
+/// question too long for the window becomes answerable.
+#[test]
+fn max_question_tokens_keeps_the_questions_first_tokens() {
+    let context = "The committee met in Geneva on Tuesday and approved the budget. ".repeat(12);
+    let long = example(
+        "Where did the committee meet when it approved the budget after a long debate",
+        &context,
+        None,
+    );
+    let short = example("Where did the committee meet", &context, None);
+    let truncated = FeatureConfig {
+        max_question_tokens: Some(5),
+        ..quiet(64, 16)
+    };
+    let cut = build_features(&tokenizer(), std::slice::from_ref(&long), &truncated).unwrap();
+    let whole = build_features(&tokenizer(), &[short], &quiet(64, 16)).unwrap();
+    assert!(cut.features.len() > 1, "several windows");
+    assert_eq!(cut.features, whole.features);
+    assert_ne!(
+        build_features(&tokenizer(), std::slice::from_ref(&long), &quiet(64, 16))
+            .unwrap()
+            .features,
+        cut.features
+    );
+    let cramped = build_features(&tokenizer(), std::slice::from_ref(&long), &quiet(24, 8)).unwrap();
+    assert_eq!(cramped.report.skipped.len(), 1);
+    let roomy = FeatureConfig {
+        max_question_tokens: Some(5),
+        ..quiet(24, 8)
+    };
+    assert!(!build_features(&tokenizer(), &[long], &roomy)
+        .unwrap()
+        .features
+        .is_empty());
+    let zero = FeatureConfig {
+        max_question_tokens: Some(0),
+        ..quiet(64, 16)
+    };
+    let err = build_features(&tokenizer(), &[example("q", "c", None)], &zero).unwrap_err();
+    assert!(err.to_string().contains("max_question_len"), "{err}");
+}
+
 #[test]
 fn bad_settings_are_errors() {
     let ex = example("q", "c", None);

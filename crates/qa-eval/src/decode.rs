@@ -124,7 +124,7 @@ pub(crate) fn windows_by_example(
 }
 
 /// Indices of the `k` largest values, largest first (ties: lower index first).
-fn top_k(values: &[f32], k: usize) -> Vec<usize> {
+pub(crate) fn top_k(values: &[f32], k: usize) -> Vec<usize> {
     let mut idx: Vec<usize> = (0..values.len()).collect();
     let by_value_desc = |a: &usize, b: &usize| values[*b].total_cmp(&values[*a]).then(a.cmp(b));
     if k < idx.len() {

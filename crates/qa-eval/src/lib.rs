@@ -13,6 +13,9 @@
 //!   matching ([`defnlp_match`]), with a QA model, or both merged ([`defnlp_merge`]).
 //! * [`predictor`] loads a fine-tuned model folder once and answers examples with it (logits,
 //!   pipeline answers, per-window decoding): what `qa predict` and `qa eval` run.
+//! * [`reader`] answers one question over many documents, ranked across them by the logit rule.
+//! * [`threshold`] reads and writes the model folder's no-answer threshold (`qa eval` picks it;
+//!   `qa predict` and `qa serve` use it).
 //! * [`evaluate`] is `qa eval`'s run: predict a prepared file, decode, write, score.
 //! * [`precision`] compares answers in bf16/int8 with f32's (`qa eval --compare-precision`).
 //! * [`score`] scores prediction files against data files (`qa score`).
@@ -30,8 +33,10 @@ pub mod normalize;
 pub mod pipeline;
 pub mod precision;
 pub mod predictor;
+pub mod reader;
 pub mod score;
 pub mod squad;
+pub mod threshold;
 
 pub use decode::{decode, DecodeConfig, Decoded, NBestEntry};
 pub use error::{EvalError, Result};
@@ -39,4 +44,5 @@ pub use metrics::{squad_metrics, Metric, Metrics, UnknownMetric};
 pub use normalize::{exact_match, f1_score, normalize_answer};
 pub use pipeline::{pipeline_answers, PipelineAnswer, PipelineConfig};
 pub use predictor::{Predictor, WindowScores};
+pub use reader::{document_answers, Document, DocumentAnswer};
 pub use squad::{evaluate_v1, evaluate_v2, Gold, SquadVersion};

@@ -6,7 +6,9 @@
 //! `p(start) · p(end)`; the best `2k + 10` spans of every window are widened to whole words;
 //! answers with the same text (ignoring case) are merged by adding their scores, across windows
 //! too. With `handle_impossible_answer`, "" competes with the smallest [CLS]·[CLS] probability
-//! of any window.
+//! of any window; with a `null_threshold` (run_qa's `null_score_diff_threshold`), the logit
+//! rule decides instead: "" comes first when `null logit − best span logit` exceeds it, and is
+//! left out otherwise.
 
 use serde::Serialize;
 
@@ -23,6 +25,11 @@ pub struct PipelineConfig {
     pub handle_impossible_answer: bool,
     /// Widen spans to whole words (needs features built with `FeatureConfig::word_ids`).
     pub align_to_words: bool,
+    /// With `handle_impossible_answer`: answer "" (first) when the smallest [CLS] start + end
+    /// logit of any window exceeds the best span's start + end logit by more than this, and
+    /// leave "" out otherwise (run_qa's `null_score_diff_threshold`, on the scale of `qa eval`'s
+    /// `best_f1_thresh`). `None`: "" competes by its probability, as in the pipeline.
+    pub null_threshold: Option<f32>,
 }
 
 impl Default for PipelineConfig {
@@ -32,6 +39,7 @@ impl Default for PipelineConfig {
             max_answer_len: 15,
             handle_impossible_answer: false,
             align_to_words: true,
+            null_threshold: None,
         }
     }
 }
@@ -90,7 +98,7 @@ pub fn pipeline_answers(
 
 /// Char span of the context words holding tokens `s` and `e`, as `word_to_chars` gives it
 /// (the words' tokens inside this window).
-fn word_span(feature: &Feature, s: usize, e: usize) -> Option<(usize, usize)> {
+pub(crate) fn word_span(feature: &Feature, s: usize, e: usize) -> Option<(usize, usize)> {
     let words = &feature.word_ids;
     let (ws, we) = (words.get(s).copied()??, words.get(e).copied()??);
     let mut first = s;
@@ -120,6 +128,9 @@ fn example_answers(
     // `answers[i].answer` lowercased: duplicates are found by this key.
     let mut keys: Vec<String> = Vec::new();
     let mut min_null = f32::INFINITY;
+    // The logit rule's two sides, for `null_threshold`.
+    let mut min_null_logit = f32::INFINITY;
+    let mut best_span_logit = f32::NEG_INFINITY;
     for &(feature, (start_logits, end_logits)) in windows {
         if config.align_to_words && feature.word_ids.is_empty() {
             return Err(EvalError::Decode(format!(
@@ -143,12 +154,14 @@ fn example_answers(
         };
         let (mut p_start, mut p_end) = (masked(start_logits), masked(end_logits));
         min_null = min_null.min(p_start[0] * p_end[0]);
+        min_null_logit = min_null_logit.min(start_logits[0] + end_logits[0]);
         p_start[0] = 0.0;
         p_end[0] = 0.0;
 
         let mut spans: Vec<(usize, usize, f32)> = Vec::new();
         for s in (1..n).filter(|&s| allowed[s]) {
             for e in (s..n.min(s + config.max_answer_len)).filter(|&e| allowed[e]) {
+                best_span_logit = best_span_logit.max(start_logits[s] + end_logits[e]);
                 let score = p_start[s] * p_end[e];
                 if score > 0.0 {
                     spans.push((s, e, score));
@@ -190,16 +203,28 @@ fn example_answers(
             }
         }
     }
-    if config.handle_impossible_answer && !windows.is_empty() {
-        answers.push(PipelineAnswer {
-            score: min_null as f64,
-            start: 0,
-            end: 0,
-            answer: String::new(),
-        });
+    let null = PipelineAnswer {
+        score: min_null as f64,
+        start: 0,
+        end: 0,
+        answer: String::new(),
+    };
+    let with_null = config.handle_impossible_answer && !windows.is_empty();
+    match config.null_threshold {
+        Some(threshold) if with_null => {
+            answers.sort_by(|a, b| b.score.total_cmp(&a.score));
+            if min_null_logit - best_span_logit > threshold {
+                answers.insert(0, null);
+            }
+        }
+        _ => {
+            if with_null {
+                answers.push(null);
+            }
+            // Stable, as Python's `sorted`.
+            answers.sort_by(|a, b| b.score.total_cmp(&a.score));
+        }
     }
-    // Stable, as Python's `sorted`.
-    answers.sort_by(|a, b| b.score.total_cmp(&a.score));
     answers.truncate(config.top_k);
     Ok(answers)
 }

@@ -15,6 +15,7 @@ use tokenizers::Tokenizer;
 use crate::decode::{decode, DecodeConfig, ExampleDecoding};
 use crate::error::{EvalError, Result};
 use crate::pipeline::{pipeline_answers, PipelineAnswer, PipelineConfig};
+use crate::reader::{document_answers, document_examples, Document, DocumentAnswer};
 
 /// A model folder, loaded for inference. Clones share the model's tensors.
 #[derive(Clone)]
@@ -138,22 +139,30 @@ impl<B: Backend> Predictor<B> {
         config: &PipelineConfig,
         progress: Progress,
     ) -> Result<Vec<Vec<PipelineAnswer>>> {
-        // The pipeline would answer a blank question with some span of the context.
-        for example in examples {
-            for (field, text) in [
-                ("question", &example.question),
-                ("context", &example.context),
-            ] {
-                if text.trim().is_empty() {
-                    return Err(EvalError::BlankInput {
-                        id: example.id.to_string(),
-                        field,
-                    });
-                }
-            }
-        }
+        check_not_blank(examples)?;
         let scores = self.logits(examples, progress)?;
         pipeline_answers(examples, &scores.features, &scores.logits, config)
+    }
+
+    /// The best answers to `question` over many `documents`, ranked across them
+    /// ([`crate::reader`]).
+    pub fn documents(
+        &self,
+        question: &str,
+        documents: &[Document],
+        config: &PipelineConfig,
+        progress: Progress,
+    ) -> Result<Vec<DocumentAnswer>> {
+        let examples = document_examples(question, documents);
+        check_not_blank(&examples)?;
+        let scores = self.logits(&examples, progress)?;
+        document_answers(
+            documents,
+            &examples,
+            &scores.features,
+            &scores.logits,
+            config,
+        )
     }
 
     /// run_qa's decoding of every window as an example of its own (DEFNLP collects answers
@@ -176,4 +185,22 @@ impl<B: Backend> Predictor<B> {
         }
         Ok(decode(&window_examples, &features, &logits, decode_config)?.examples)
     }
+}
+
+/// The pipeline would answer a blank question with some span of the context.
+fn check_not_blank(examples: &[Example]) -> Result<()> {
+    for example in examples {
+        for (field, text) in [
+            ("question", &example.question),
+            ("context", &example.context),
+        ] {
+            if text.trim().is_empty() {
+                return Err(EvalError::BlankInput {
+                    id: example.id.to_string(),
+                    field,
+                });
+            }
+        }
+    }
+    Ok(())
 }

@@ -57,7 +57,10 @@ impl Default for BatchConfig {
 #[derive(Debug)]
 pub struct Windowing {
     pub tokenizer: Tokenizer,
+    /// The server's window settings (a request may set its own).
     pub config: FeatureConfig,
+    /// The longest window the model's position table allows.
+    pub longest: usize,
 }
 
 /// The model thread's state, watched by the HTTP side.
@@ -155,6 +158,7 @@ where
                     progress: Progress::Hidden,
                     ..predictor.windows.clone()
                 },
+                longest: predictor.config.max_window_length(),
             };
             tracing::info!(
                 "model loaded from {}: batches of up to {} windows, waiting up to {:?}, \

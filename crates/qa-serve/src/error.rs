@@ -14,8 +14,15 @@ pub enum Field {
     Question,
     Context,
     TopK,
+    DocStride,
     MaxAnswerLen,
+    MaxSeqLen,
+    MaxQuestionLen,
     HandleImpossibleAnswer,
+    AlignToWords,
+    NullScoreDiffThreshold,
+    /// A document's text.
+    Text,
 }
 
 impl fmt::Display for Field {
@@ -24,26 +31,37 @@ impl fmt::Display for Field {
             Field::Question => "question",
             Field::Context => "context",
             Field::TopK => "top_k",
+            Field::DocStride => "doc_stride",
             Field::MaxAnswerLen => "max_answer_len",
+            Field::MaxSeqLen => "max_seq_len",
+            Field::MaxQuestionLen => "max_question_len",
             Field::HandleImpossibleAnswer => "handle_impossible_answer",
+            Field::AlignToWords => "align_to_words",
+            Field::NullScoreDiffThreshold => "null_score_diff_threshold",
+            Field::Text => "text",
         })
     }
 }
 
-/// Where in the body a field sits: top level, item `n` of an `inputs` list, or `parameters`.
+/// Where in the body a field sits: top level, the `inputs` object, item `n` of an `inputs`
+/// list, `parameters`, or document `n`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Place {
     Top(Field),
+    Input(Field),
     Item(usize, Field),
     Parameter(Field),
+    Document(usize, Field),
 }
 
 impl fmt::Display for Place {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Place::Top(field) => write!(f, "\"{field}\""),
+            Place::Input(field) => write!(f, "inputs.{field}"),
             Place::Item(index, field) => write!(f, "inputs[{index}].{field}"),
             Place::Parameter(field) => write!(f, "parameters.{field}"),
+            Place::Document(index, field) => write!(f, "documents[{index}].{field}"),
         }
     }
 }
@@ -59,10 +77,30 @@ pub enum RequestError {
     NotAnObject,
     #[error("{0}: {1}")]
     BadValue(Place, #[source] serde_json::Error),
-    #[error("missing field {0} (send \"question\" and \"context\", or \"inputs\")")]
+    #[error(
+        "missing field {0} (send \"question\" and \"context\", \"inputs\", or \"question\" and \"documents\")"
+    )]
     Missing(Place),
-    #[error("send either \"question\" and \"context\" or \"inputs\", not both")]
+    #[error("unknown field \"{field}\" (known here: {known})")]
+    UnknownField { field: String, known: String },
+    #[error(
+        "send one of: \"question\" and \"context\"; \"inputs\"; \"question\" and \"documents\""
+    )]
     Ambiguous,
+    #[error("\"{0}\" must be a boolean inside an \"options\" object")]
+    OptionsShape(String),
+    #[error("\"documents\" must be a list of {{\"id\"?, \"text\"}} objects")]
+    DocumentsShape,
+    #[error("\"documents\" is an empty list: there is nothing to search")]
+    NoDocuments,
+    #[error("{found} documents: at most {max} per request")]
+    TooManyDocuments { found: usize, max: usize },
+    #[error("documents[{0}].id must be a string or a number")]
+    DocumentId(usize),
+    #[error("{field}: {why}")]
+    OutOfRange { field: Field, why: String },
+    #[error("{0}")]
+    NoWindows(String),
     #[error("\"inputs\" must be an object {{\"question\", \"context\"}} or a list of them")]
     InputsShape,
     #[error("\"parameters\" must be an object")]
@@ -78,7 +116,7 @@ pub enum RequestError {
     #[error("the body is larger than {limit} bytes")]
     TooLarge { limit: usize },
     #[error("reading the body: {0}")]
-    Body(#[source] axum::extract::rejection::BytesRejection),
+    Body(#[source] axum::Error),
     #[error("the server is busy ({0} requests queued): retry later")]
     QueueFull(usize),
     #[error("the model is still loading: retry later")]
@@ -95,7 +133,9 @@ pub enum RequestError {
     Encode(#[source] serde_json::Error),
     #[error("a worker task failed")]
     Worker,
-    #[error("no such path: {0} (try POST /v1/answer, GET /health, GET /metrics)")]
+    #[error(
+        "no such path: {0} (try POST / or /v1/answer, GET /health, GET /metrics, GET /openapi.json)"
+    )]
     NotFound(String),
     #[error("method not allowed here")]
     MethodNotAllowed,
@@ -105,9 +145,26 @@ impl RequestError {
     pub fn status(&self) -> StatusCode {
         use RequestError::*;
         match self {
-            Json(_) | NotAnObject | BadValue(..) | Missing(_) | Ambiguous | InputsShape
-            | ParametersShape | Body(_) => StatusCode::BAD_REQUEST,
-            NoInputs | Blank(_) | TopK { .. } | MaxAnswerLen => StatusCode::UNPROCESSABLE_ENTITY,
+            Json(_)
+            | NotAnObject
+            | BadValue(..)
+            | Missing(_)
+            | UnknownField { .. }
+            | Ambiguous
+            | InputsShape
+            | ParametersShape
+            | OptionsShape(_)
+            | DocumentsShape
+            | DocumentId(_)
+            | Body(_) => StatusCode::BAD_REQUEST,
+            NoInputs
+            | NoDocuments
+            | TooManyDocuments { .. }
+            | Blank(_)
+            | TopK { .. }
+            | MaxAnswerLen
+            | OutOfRange { .. }
+            | NoWindows(_) => StatusCode::UNPROCESSABLE_ENTITY,
             TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             QueueFull(_) | Loading | ModelUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             ModelFailed | Windows(_) | Decode(_) | Encode(_) | Worker => {

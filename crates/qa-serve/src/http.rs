@@ -1,29 +1,46 @@
-//! The HTTP face: `POST /v1/answer`, `GET /health`, `GET /metrics`, and JSON errors for
-//! everything else. A request is read, admitted to the queue, tokenized on tokio's blocking
-//! pool, sent to the model thread as one job, and decoded from its own windows' logits.
+//! The HTTP face: the answer routes (`POST /v1/answer`, and `POST /` and `POST /predict` as
+//! Hugging Face Inference Endpoints call them), `GET /health` (and `GET /`, as the HF inference
+//! toolkit answers it), `GET /metrics`, `GET /openapi.json`, and JSON errors for everything else.
+//! A request is read, admitted to the queue, tokenized on tokio's blocking pool, sent to the
+//! model thread as one job, and decoded from its own windows' logits.
+//!
+//! An oversized body is read to its end and discarded, up to [`DRAIN_FACTOR`] times the limit
+//! (at least [`DRAIN_MIN_BYTES`]) or [`DRAIN_TIME`], before the 413 is sent, as nginx's
+//! lingering close does: a client that writes its whole body before reading (Python's
+//! `urllib`) would otherwise see a reset connection instead of the 413.
 
 use std::sync::mpsc::Sender;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::{header, HeaderValue, StatusCode, Uri};
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, Method, StatusCode, Uri};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
+use http_body_util::BodyExt;
 use qa_data::build_features;
-use qa_eval::pipeline_answers;
+use qa_eval::{document_answers, pipeline_answers};
 use serde_json::Value;
 use tokio::sync::{oneshot, watch};
 
 use crate::batcher::{Job, ModelState, Windowing};
 use crate::error::RequestError;
 use crate::metrics::{Metrics, QueueSlot, Readiness};
-use crate::request::AnswerRequest;
+use crate::request::{AnswerRequest, Answers, Input};
 use crate::ServeConfig;
+
+/// An oversized body is drained up to this many times the limit...
+pub const DRAIN_FACTOR: usize = 8;
+/// ...or this many bytes, whichever is more...
+pub const DRAIN_MIN_BYTES: usize = 32 << 20;
+/// ...for at most this long.
+pub const DRAIN_TIME: Duration = Duration::from_secs(5);
+
+/// The paths that answer questions.
+pub const ANSWER_PATHS: [&str; 3] = ["/v1/answer", "/", "/predict"];
 
 /// What the handlers share.
 pub struct AppState {
@@ -62,18 +79,20 @@ pub fn router(state: AppState) -> Router {
     let state = Arc::new(state);
     Router::new()
         .route("/v1/answer", post(answer))
+        .route("/predict", post(answer))
+        .route("/", post(answer).get(health))
         .route("/health", get(health))
         .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
         .layer(middleware::from_fn_with_state(state.clone(), count))
         .with_state(state)
 }
 
-/// Counts every response by status, and times `/v1/answer`.
+/// Counts every response by status, and times the answer routes.
 async fn count(State(app): State<Arc<AppState>>, request: Request, next: Next) -> Response {
-    let timed = request.uri().path() == "/v1/answer";
+    let timed = request.method() == Method::POST && ANSWER_PATHS.contains(&request.uri().path());
     let started = Instant::now();
     let response = next.run(request).await;
     app.metrics.response(response.status().as_u16());
@@ -83,45 +102,105 @@ async fn count(State(app): State<Arc<AppState>>, request: Request, next: Next) -
     response
 }
 
-async fn answer(State(app): State<Arc<AppState>>, body: Result<Bytes, BytesRejection>) -> Response {
-    match answer_body(&app, body).await {
+async fn answer(State(app): State<Arc<AppState>>, request: Request) -> Response {
+    let result = match read_body(request, app.config.max_body_bytes).await {
+        Ok(body) => answer_body(&app, body).await,
+        Err(err) => Err(err),
+    };
+    match result {
         Ok(value) => json_response(StatusCode::OK, &value),
+        Err(err @ RequestError::TooLarge { .. }) => {
+            let mut response = err.into_response();
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            response
+        }
         Err(err) => err.into_response(),
     }
 }
 
-async fn answer_body(
-    app: &AppState,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Value, RequestError> {
-    let body = body.map_err(|rejection| {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            RequestError::TooLarge {
-                limit: app.config.max_body_bytes,
+/// The body, at most `limit` bytes; a larger one is drained (read and discarded, within the
+/// bounds above) and refused.
+async fn read_body(request: Request, limit: usize) -> Result<Bytes, RequestError> {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    let drain_bound = limit.saturating_mul(DRAIN_FACTOR).max(DRAIN_MIN_BYTES);
+    let too_large = RequestError::TooLarge { limit };
+    if declared.is_some_and(|n| n > drain_bound as u64) {
+        // Not worth reading: refuse at once and close.
+        return Err(too_large);
+    }
+    let mut body: Body = request.into_body();
+    let mut data: Vec<u8> = Vec::new();
+    let mut seen = 0usize;
+    let mut over = declared.is_some_and(|n| n > limit as u64);
+    let deadline = tokio::time::Instant::now() + DRAIN_TIME;
+    loop {
+        let frame = if over {
+            match tokio::time::timeout_at(deadline, body.frame()).await {
+                Ok(frame) => frame,
+                Err(_) => break,
             }
         } else {
-            RequestError::Body(rejection)
+            body.frame().await
+        };
+        let Some(frame) = frame else { break };
+        let Ok(chunk) = frame.map_err(RequestError::Body)?.into_data() else {
+            continue;
+        };
+        seen = seen.saturating_add(chunk.len());
+        if !over && seen > limit {
+            over = true;
+            data = Vec::new();
         }
-    })?;
+        if over {
+            if seen > drain_bound {
+                break;
+            }
+        } else {
+            data.extend_from_slice(&chunk);
+        }
+    }
+    if over {
+        return Err(too_large);
+    }
+    Ok(Bytes::from(data))
+}
+
+async fn answer_body(app: &AppState, body: Bytes) -> Result<Value, RequestError> {
     let request = AnswerRequest::parse(&body, &app.config.answers)?;
     let windowing = app.windowing()?;
+    let windows = request
+        .windows
+        .resolve(&windowing.config, windowing.longest)?;
     let slot = QueueSlot::admit(&app.metrics, app.config.max_queue)
         .ok_or(RequestError::QueueFull(app.config.max_queue))?;
 
     let examples = request.examples();
+    let what = match request.input {
+        Input::Pairs { .. } => "question",
+        Input::Documents { .. } => "document",
+    };
     let (examples, features) = tokio::task::spawn_blocking(move || {
-        let set = build_features(&windowing.tokenizer, &examples, &windowing.config)?;
-        for (id, why) in &set.report.skipped {
-            tracing::debug!("question {id}: skipped: {why}");
+        let set = build_features(&windowing.tokenizer, &examples, &windows)
+            .map_err(RequestError::Windows)?;
+        // A question too long to leave room for context gets no window: say so rather than
+        // answer nothing.
+        if let Some((id, why)) = set.report.skipped.first() {
+            return Err(RequestError::NoWindows(format!(
+                "{what} {id} gets no window: {why} (shorten the question, or set max_seq_len, \
+                 doc_stride or max_question_len)"
+            )));
         }
-        Ok::<_, qa_data::DataError>((examples, set.features))
+        Ok((examples, set.features))
     })
     .await
-    .map_err(|_| RequestError::Worker)?
-    .map_err(RequestError::Windows)?;
+    .map_err(|_| RequestError::Worker)??;
 
     let features = Arc::new(features);
-    // A question too long to leave room for context has no windows (and no answers).
     let logits = if features.is_empty() {
         drop(slot);
         Vec::new()
@@ -141,14 +220,22 @@ async fn answer_body(
             .map_err(|_| RequestError::ModelFailed)?
     };
 
-    let options = request.options;
-    let answers = tokio::task::spawn_blocking(move || {
-        pipeline_answers(&examples, &features, &logits, &options)
+    let (request, answers) = tokio::task::spawn_blocking(move || {
+        let options = &request.options;
+        let answers = match &request.input {
+            Input::Pairs { .. } => {
+                pipeline_answers(&examples, &features, &logits, options).map(Answers::Pairs)
+            }
+            Input::Documents { documents, .. } => {
+                document_answers(documents, &examples, &features, &logits, options)
+                    .map(Answers::Documents)
+            }
+        };
+        (request, answers)
     })
     .await
-    .map_err(|_| RequestError::Worker)?
-    .map_err(RequestError::Decode)?;
-    request.reply(&answers)
+    .map_err(|_| RequestError::Worker)?;
+    answers.map_err(RequestError::Decode)?.reply(&request)
 }
 
 /// 200 once the model is loaded; 503 while it loads or when it failed.
@@ -172,6 +259,10 @@ async fn metrics(State(app): State<Arc<AppState>>) -> Response {
         app.metrics.render(readiness),
     )
         .into_response()
+}
+
+async fn openapi() -> Response {
+    json_response(StatusCode::OK, &crate::openapi::document())
 }
 
 async fn not_found(uri: Uri) -> RequestError {

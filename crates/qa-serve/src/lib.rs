@@ -1,13 +1,15 @@
 //! `qa-serve`: the HTTP question-answering server behind `qa serve`.
 //!
-//! * [`request`] reads a `POST /v1/answer` body (one question, a list, or the Hugging Face
-//!   Inference API shape) and shapes the answers as `qa predict --json` prints them.
+//! * [`request`] reads an answer body (one question, a list, the Hugging Face shapes, or one
+//!   question over many documents) with its options, refusing unknown fields, and shapes the
+//!   answers as `qa predict --json` prints them.
 //! * [`batcher`] is the model thread: it loads the model, then collects the windows of
 //!   concurrent requests into shared batches (dynamic batching), run in forward passes of
 //!   windows of similar length.
 //! * [`metrics`] counts responses, queue depth, batch sizes, forward passes and latency
 //!   (Prometheus text).
-//! * [`http`] is the axum router: `/v1/answer`, `/health`, `/metrics`.
+//! * [`http`] is the axum router: `/v1/answer` (and `/`, `/predict` as HF endpoints call
+//!   them), `/health`, `/metrics`, `/openapi.json` ([`openapi`]).
 //! * [`error`]: [`RequestError`] (one HTTP status each) and [`ServeError`] (the server's own).
 //!
 //! A request is tokenized on tokio's blocking pool, its windows go to the model thread, and its
@@ -30,11 +32,12 @@ pub mod batcher;
 pub mod error;
 pub mod http;
 pub mod metrics;
+pub mod openapi;
 pub mod request;
 
 pub use batcher::BatchConfig;
 pub use error::{RequestError, ServeError};
-pub use request::{answer_json, AnswerRequest, Question, Shape};
+pub use request::{answer_json, AnswerRequest, Answers, Input, Question, Shape, WindowOptions};
 
 use batcher::ModelState;
 use metrics::Metrics;
@@ -263,8 +266,8 @@ where
             .map_err(|source| ServeError::Bind { addr, source })?;
         let bound = listener.local_addr().map_err(ServeError::LocalAddr)?;
         tracing::info!(
-            "listening on http://{bound} (POST /v1/answer, GET /health, GET /metrics); \
-             loading the model"
+            "listening on http://{bound} (POST / or /v1/answer, GET /health, GET /metrics, \
+             GET /openapi.json); loading the model"
         );
         serve(listener, load, config, shutdown_signal()).await
     })?;

@@ -153,8 +153,13 @@ fn base(server: &Server) -> String {
 
 /// POSTs `body` (JSON text) to /v1/answer; the status and the parsed reply.
 async fn post(client: &reqwest::Client, base: &str, body: String) -> (StatusCode, Value) {
+    post_to(client, &format!("{base}/v1/answer"), body).await
+}
+
+/// POSTs `body` (JSON text) to `url`; the status and the parsed reply.
+async fn post_to(client: &reqwest::Client, url: &str, body: String) -> (StatusCode, Value) {
     let response = client
-        .post(format!("{base}/v1/answer"))
+        .post(url)
         .header("content-type", "application/json")
         .body(body)
         .send()
@@ -707,4 +712,335 @@ async fn health_is_503_until_the_model_loads_and_a_failed_load_stops_the_server(
     ));
     let ended = failing.shutdown().await;
     assert!(matches!(ended, Err(ServeError::Load(_))), "{ended:?}");
+}
+
+/// The answers the HF pipeline gave for each task parameter (`fixtures/hf_parameters`).
+fn hf_parameter_golden() -> Value {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/hf_parameters/golden.json");
+    serde_json::from_str(&std::fs::read_to_string(&path).expect("golden file")).expect("JSON")
+}
+
+/// Our answers equal the pipeline's: texts, char spans and order; scores within 1e-4 relative.
+fn assert_pipeline_answers(ours: &Value, hf: &Value, what: &str) {
+    let ours = match ours {
+        Value::Array(list) => list.clone(),
+        one => vec![one.clone()],
+    };
+    let hf = hf.as_array().expect("a list");
+    assert_eq!(ours.len(), hf.len(), "{what}: {ours:?} vs {hf:?}");
+    for (a, b) in ours.iter().zip(hf) {
+        for key in ["answer", "start", "end"] {
+            assert_eq!(a[key], b[key], "{what}: ours {a} vs pipeline {b}");
+        }
+        let (x, y) = (a["score"].as_f64().unwrap(), b["score"].as_f64().unwrap());
+        assert!((x - y).abs() <= 1e-4 * y.abs(), "{what}: {x} vs {y}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_hf_client_shape_and_route_answers_alike() {
+    let server = start(ServeConfig::default()).await;
+    let base = base(&server);
+    let predictor = load().unwrap();
+    let client = client();
+    let (question, context) = questions()[2].clone();
+    let options = PipelineConfig {
+        top_k: 2,
+        ..PipelineConfig::default()
+    };
+    let want = predict_json(
+        &reference(&predictor, &(question.clone(), context.clone()), &options),
+        2,
+    );
+    let parameters = json!({"top_k": 2});
+    let bodies = [
+        json!({"inputs": {"question": question, "context": context}, "parameters": parameters}),
+        json!({"question": question, "context": context, "parameters": parameters}),
+        json!({"inputs": null, "question": question, "context": context,
+               "parameters": parameters}),
+    ];
+    for path in ["/", "/predict", "/v1/answer"] {
+        for body in &bodies {
+            let (status, got) = post_to(&client, &format!("{base}{path}"), body.to_string()).await;
+            assert_eq!(status, StatusCode::OK, "{path} {got}");
+            assert!(got.is_array(), "top_k 2 answers with a list: {got}");
+            assert_same_answer(&got, &want, path);
+        }
+    }
+    // top_k 1: an object, as the pipeline returns it.
+    let (_, one) = post_to(
+        &client,
+        &format!("{base}/"),
+        json!({"inputs": {"question": question, "context": context}}).to_string(),
+    )
+    .await;
+    assert!(one.is_object(), "{one}");
+
+    // `GET /` is the HF inference toolkit's health check.
+    let health = client.get(format!("{base}/")).send().await.unwrap();
+    assert_eq!(health.status(), StatusCode::OK);
+    assert_eq!(health.json::<Value>().await.unwrap()["status"], "ready");
+    let openapi: Value = client
+        .get(format!("{base}/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        openapi["paths"]["/predict"]["post"].is_object(),
+        "{openapi}"
+    );
+
+    // Misspelled or unknown options and fields are refused, naming them.
+    for (body, named) in [
+        (
+            json!({"inputs": {"question": question, "context": context},
+                   "parameters": {"doc_strid": 64}}),
+            "parameters.doc_strid",
+        ),
+        (
+            json!({"question": question, "context": context, "topk": 3}),
+            "topk",
+        ),
+        (
+            json!({"inputs": {"question": question, "context": context, "title": "x"}}),
+            "inputs.title",
+        ),
+    ] {
+        let (status, got) = post_to(&client, &format!("{base}/"), body.to_string()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{got}");
+        let error = got["error"].as_str().unwrap();
+        assert!(error.contains(named), "{error}");
+    }
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_task_parameter_answers_as_the_hf_pipeline_does() {
+    let server = start(ServeConfig::default()).await;
+    let base = base(&server);
+    let client = client();
+    let golden = hf_parameter_golden();
+    let inputs = golden["inputs"].as_array().unwrap();
+    let mut compared = 0;
+    for case in golden["cases"].as_array().unwrap() {
+        let settings = &case["settings"];
+        for (i, (input, want)) in inputs
+            .iter()
+            .zip(case["answers"].as_array().unwrap())
+            .enumerate()
+        {
+            let body = json!({"inputs": input, "parameters": settings});
+            let (status, got) = post_to(&client, &format!("{base}/"), body.to_string()).await;
+            assert_eq!(status, StatusCode::OK, "{settings} input {i}: {got}");
+            assert_pipeline_answers(&got, want, &format!("{settings} input {i}"));
+            compared += 1;
+        }
+    }
+    let cuts = &golden["question_cuts"];
+    for case in cuts["cases"].as_array().unwrap() {
+        let input = &inputs[case["input"].as_u64().unwrap() as usize];
+        let mut parameters = cuts["window"].clone();
+        parameters["max_question_len"] = case["max_question_len"].clone();
+        let body = json!({"inputs": input, "parameters": parameters});
+        let (status, got) = post_to(&client, &format!("{base}/"), body.to_string()).await;
+        assert_eq!(status, StatusCode::OK, "{got}");
+        assert_pipeline_answers(&got, &case["answers"], &format!("max_question_len {case}"));
+        compared += 1;
+    }
+    assert_eq!(compared, 6 * 6 + 6);
+
+    // Out of range: refused with the field named (the tiny model has 512 positions).
+    let input = &inputs[0];
+    for (parameters, named) in [
+        (json!({"max_seq_len": 1000}), "max_seq_len"),
+        (json!({"doc_stride": 384}), "doc_stride"),
+        (json!({"max_seq_len": 128, "doc_stride": 128}), "doc_stride"),
+        (json!({"max_question_len": 0}), "max_question_len"),
+        (json!({"top_k": 0}), "top_k"),
+        (json!({"max_answer_len": 0}), "max_answer_len"),
+        (json!({"max_seq_len": 16, "doc_stride": 4}), "max_seq_len"),
+    ] {
+        let body = json!({"inputs": input, "parameters": parameters});
+        let (status, got) = post_to(&client, &format!("{base}/"), body.to_string()).await;
+        assert_eq!(
+            status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{parameters}: {got}"
+        );
+        let error = got["error"].as_str().unwrap();
+        assert!(error.contains(named), "{parameters}: {error}");
+    }
+    server.shutdown().await.unwrap();
+}
+
+/// Five documents (one several windows long): the server's ranking equals each document decoded
+/// alone by run_qa's rules (utils_qa's n-best), pooled and ranked by start + end logit, with
+/// overlapping spans and equal texts merged into the better one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_question_over_many_documents_ranks_as_pooled_logits() {
+    use qa_eval::{decode, normalize_answer, DecodeConfig};
+    let server = start(ServeConfig {
+        batching: BatchConfig {
+            max_windows: 4,
+            ..BatchConfig::default()
+        },
+        ..ServeConfig::default()
+    })
+    .await;
+    let base = base(&server);
+    let predictor = load().unwrap();
+    let client = client();
+    let questions = questions();
+    let question = questions[0].0.clone();
+    let texts: Vec<String> = [(0, 3000), (3, 800), (6, 400), (9, 1500), (12, 250)]
+        .iter()
+        .map(|&(i, n)| questions[i].1.chars().take(n).collect())
+        .collect();
+    let ids = ["a", "b", "c", "d", "e"];
+
+    // The reference: each document alone, decoded as utils_qa decodes one example.
+    let config = DecodeConfig {
+        max_answer_length: 15,
+        ..DecodeConfig::default()
+    };
+    // (logit, document, start, end, text), best first.
+    let mut pooled: Vec<(f32, usize, usize, usize, String)> = Vec::new();
+    for (d, text) in texts.iter().enumerate() {
+        let example = request_example(ExampleId::Number(0), &question, text);
+        let scores = predictor
+            .logits(std::slice::from_ref(&example), Progress::Hidden)
+            .unwrap();
+        let decoded = decode(&[example], &scores.features, &scores.logits, &config).unwrap();
+        for entry in &decoded.examples[0].nbest {
+            pooled.push((
+                entry.start_logit + entry.end_logit,
+                d,
+                entry.offsets[0],
+                entry.offsets[1],
+                entry.text.clone(),
+            ));
+        }
+    }
+    pooled.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let mut want: Vec<&(f32, usize, usize, usize, String)> = Vec::new();
+    for candidate in &pooled {
+        let (_, d, start, end, text) = candidate;
+        let duplicate = want.iter().any(|(_, kd, ks, ke, kt)| {
+            (kd == d && start < ke && ks < end) || normalize_answer(kt) == normalize_answer(text)
+        });
+        if !duplicate {
+            want.push(candidate);
+        }
+    }
+    let top_k = 4;
+    want.truncate(top_k);
+    assert!(
+        want.iter()
+            .map(|w| w.1)
+            .collect::<std::collections::HashSet<_>>()
+            .len()
+            > 1,
+        "answers come from several documents: {want:?}"
+    );
+
+    let documents: Vec<Value> = texts
+        .iter()
+        .zip(ids)
+        .map(|(text, id)| json!({"id": id, "text": text}))
+        .collect();
+    let body = json!({"question": question, "documents": documents,
+                      "parameters": {"top_k": top_k, "align_to_words": false}});
+    let (status, got) = post_to(&client, &format!("{base}/"), body.to_string()).await;
+    assert_eq!(status, StatusCode::OK, "{got}");
+    let got = got.as_array().expect("a ranking");
+    assert_eq!(got.len(), top_k, "{got:?}");
+    for (rank, (ours, (logit, d, start, end, text))) in got.iter().zip(&want).enumerate() {
+        assert_eq!(ours["document"]["index"], *d, "rank {rank}: {ours}");
+        assert_eq!(ours["document"]["id"], ids[*d], "rank {rank}: {ours}");
+        assert_eq!(
+            (&ours["start"], &ours["end"], &ours["answer"]),
+            (&json!(start), &json!(end), &json!(text)),
+            "rank {rank}"
+        );
+        // Scores are probabilities over one pool: their ratios are the logits' differences.
+        let ratio = ours["score"].as_f64().unwrap() / got[0]["score"].as_f64().unwrap();
+        let expected = f64::from(logit - want[0].0).exp();
+        assert!(
+            (ratio - expected).abs() <= 1e-3 * expected,
+            "rank {rank}: {ratio} vs {expected}"
+        );
+    }
+
+    // run_qa's threshold decides the no-answer across all documents.
+    for (threshold, null_first) in [(-1.0e6, true), (1.0e6, false)] {
+        let body = json!({"question": question, "documents": documents, "top_k": 2,
+                          "handle_impossible_answer": true,
+                          "null_score_diff_threshold": threshold});
+        let (status, got) = post_to(&client, &format!("{base}/"), body.to_string()).await;
+        assert_eq!(status, StatusCode::OK, "{got}");
+        let answers: Vec<&str> = got
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["answer"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            answers[0].is_empty(),
+            null_first,
+            "{threshold}: {answers:?}"
+        );
+        assert_eq!(
+            answers.iter().filter(|a| a.is_empty()).count(),
+            usize::from(null_first)
+        );
+    }
+    for (body, status) in [
+        (
+            json!({"question": question, "documents": []}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            json!({"question": question, "documents": [{"text": "x", "title": "t"}]}),
+            StatusCode::BAD_REQUEST,
+        ),
+    ] {
+        let (got, value) = post_to(&client, &format!("{base}/"), body.to_string()).await;
+        assert_eq!(got, status, "{value}");
+    }
+    server.shutdown().await.unwrap();
+}
+
+/// A client that writes a whole oversized body before reading (as Python's urllib does) gets
+/// the 413, not a reset connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_body_is_drained_and_refused_with_413() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = start(ServeConfig::default()).await;
+    let body = json!({"question": "Who?", "context": "word ".repeat(1_200_000)}).to_string();
+    assert!(body.len() > 6_000_000);
+    for path in ["/", "/v1/answer"] {
+        let mut stream = tokio::net::TcpStream::connect(server.local_addr())
+            .await
+            .unwrap();
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\n\r\n",
+            body.len()
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        stream
+            .write_all(body.as_bytes())
+            .await
+            .expect("the whole body is read");
+        let mut reply = Vec::new();
+        stream.read_to_end(&mut reply).await.unwrap();
+        let reply = String::from_utf8_lossy(&reply);
+        assert!(reply.starts_with("HTTP/1.1 413"), "{path}: {reply:.200}");
+        assert!(reply.contains("larger than"), "{reply:.400}");
+    }
+    server.shutdown().await.unwrap();
 }
