@@ -263,3 +263,31 @@ impl NullThresholdArg {
         Ok(Some(file.null_score_diff_threshold))
     }
 }
+
+/// Refuses to write `output` when it is one of `inputs` — the same file, however spelled
+/// (links, `..`, another relative path): writing would destroy the input.
+pub fn refuse_overwriting_inputs(output: &Path, inputs: &[&Path]) -> anyhow::Result<()> {
+    if let Some(input) = inputs.iter().find(|input| same_file(output, input)) {
+        anyhow::bail!(
+            "{}: this output is the input {}: writing it would destroy the input; write \
+             elsewhere",
+            output.display(),
+            input.display()
+        );
+    }
+    Ok(())
+}
+
+/// Whether two paths name one existing file (or folder).
+fn same_file(a: &Path, b: &Path) -> bool {
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        #[cfg(unix)]
+        (Ok(x), Ok(y)) => {
+            use std::os::unix::fs::MetadataExt;
+            x.dev() == y.dev() && x.ino() == y.ino()
+        }
+        #[cfg(not(unix))]
+        (Ok(_), Ok(_)) => a.canonicalize().ok() == b.canonicalize().ok(),
+        _ => false,
+    }
+}

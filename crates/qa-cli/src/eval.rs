@@ -72,6 +72,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         (None, Some(files)) => common::split_source(&files, Split::Validation)?,
         (None, None) => anyhow::bail!("give --data FILE or --dataset-name NAME"),
     };
+    if let Some(data) = &args.data {
+        // The files `evaluate_prepared` writes.
+        for kind in ["eval", "predict"] {
+            for file in ["predictions", "nbest_predictions", "null_odds", "results"] {
+                let output = args.output_dir.join(format!("{kind}_{file}.json"));
+                common::refuse_overwriting_inputs(&output, &[data])?;
+            }
+        }
+    }
     let predictor =
         Predictor::<Compute>::load(&model_dir, args.windows.config(), args.batch_size, &device)?
             .with_precision(args.precision.precision)?;

@@ -37,6 +37,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
+    crate::common::refuse_overwriting_inputs(&args.out, &[&args.data, &args.tokenizer])?;
     let options = args.data_format.load_options();
     let windowing = args.data_format.defnlp_windows;
     let data = match windowing {

@@ -30,9 +30,10 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 ///
 /// The options' numbers are fixed by mimalloc's stable C API (`mi_option_e`); `libmimalloc-sys`
 /// names no constants for these three.
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
 fn tune_allocator() {
     const MI_OPTION_ARENA_EAGER_COMMIT: libmimalloc_sys::mi_option_t = 4;
-    const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
     const MI_OPTION_ARENA_RESERVE: libmimalloc_sys::mi_option_t = 23;
     const ARENA_RESERVE_KIB: std::ffi::c_long = 4 << 20;
     // SAFETY: each call sets a process-wide integer option; any value is valid for mimalloc.
@@ -40,6 +41,17 @@ fn tune_allocator() {
         libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1);
         libmimalloc_sys::mi_option_set(MI_OPTION_ARENA_EAGER_COMMIT, 1);
         libmimalloc_sys::mi_option_set(MI_OPTION_ARENA_RESERVE, ARENA_RESERVE_KIB);
+    }
+}
+
+/// `qa serve` gives memory back a second after it was last used: a burst of long contexts
+/// must not keep the server at its peak for good, and a second still keeps the pages of the
+/// steady state's batches, which reuse them every few milliseconds.
+fn return_memory_after_bursts() {
+    const PURGE_DELAY_MS: std::ffi::c_long = 1000;
+    // SAFETY: as in `tune_allocator`; mimalloc reads the option each time it purges.
+    unsafe {
+        libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, PURGE_DELAY_MS);
     }
 }
 
@@ -122,7 +134,10 @@ fn main() -> ExitCode {
         Command::Train(args) => train::run(*args),
         Command::Eval(args) => eval::run(args),
         Command::Predict(args) => predict::run(args),
-        Command::Serve(args) => serve::run(*args),
+        Command::Serve(args) => {
+            return_memory_after_bursts();
+            serve::run(*args)
+        }
         Command::Bench(args) => bench::run(args),
     };
     match result {

@@ -238,6 +238,14 @@ fn defnlp(args: &Args, dir: &Path) -> anyhow::Result<()> {
         .out
         .as_ref()
         .context("--defnlp-dir needs --out submission.csv")?;
+    let mut inputs: Vec<&Path> = vec![dir];
+    inputs.extend(args.defnlp_labels.as_deref());
+    inputs.extend(args.known_datasets.as_deref());
+    common::refuse_overwriting_inputs(out_path, &inputs)?;
+    if let Some(findings) = &args.defnlp_findings {
+        inputs.push(out_path);
+        common::refuse_overwriting_inputs(findings, &inputs)?;
+    }
     let mode = DefnlpMode::from(args.defnlp_mode);
     let mut names = Vec::new();
     if let Some(csv) = &args.defnlp_labels {

@@ -43,6 +43,11 @@ fn parse_version(text: &str) -> Result<SquadVersion, String> {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
+    if let Some(out) = &args.out {
+        let mut inputs = vec![args.data.as_path(), args.predictions.as_path()];
+        inputs.extend(args.na_prob_file.as_deref());
+        crate::common::refuse_overwriting_inputs(out, &inputs)?;
+    }
     let result = if args.tune_merge {
         tune_merge_files(&args.data, &args.predictions)?
     } else if args.defnlp {

@@ -9,7 +9,7 @@ use qa_data::progress::Progress;
 use qa_data::FeatureConfig;
 use qa_eval::{PipelineConfig, Predictor};
 use qa_model::backend::Compute;
-use qa_serve::{BatchConfig, ServeConfig};
+use qa_serve::{BatchConfig, ConnectionLimits, ServeConfig};
 
 use crate::common::{self, NullThresholdArg, PrecisionArg, WindowArgs};
 
@@ -41,6 +41,18 @@ pub struct Args {
     /// Largest request body in bytes (larger ones get 413).
     #[arg(long, default_value_t = 1 << 20)]
     max_body_bytes: usize,
+    /// Request-body bytes waiting for the model before new requests get 503 (with
+    /// Retry-After); bounds the memory a burst of long contexts takes.
+    #[arg(long, default_value_t = 8 << 20)]
+    max_queued_bytes: usize,
+    /// Seconds a client may take to send a request's headers, or pause while sending its body;
+    /// also how long an idle keep-alive connection stays open.
+    #[arg(long, default_value_t = 30)]
+    read_timeout_s: u64,
+    /// On SIGTERM/Ctrl-C, seconds the requests already received get to be answered before
+    /// every connection is closed.
+    #[arg(long, default_value_t = 30)]
+    shutdown_grace_s: u64,
     /// Answers per question, unless a request sets top_k.
     #[arg(long, default_value_t = 1)]
     top_k: usize,
@@ -71,6 +83,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         progress: Progress::Hidden,
         ..args.windows.config()
     };
+    // Refused before listening: a server that reports ready and then fails every request
+    // helps no one.
+    // (The stride is left out: loading fits one that does not fit the window, as the
+    // pipeline does.)
+    FeatureConfig {
+        stride: 0,
+        ..windows.clone()
+    }
+    .validate()?;
     let batch_size = args.max_batch_windows;
     let null_threshold = args.null_threshold.resolve(&model_dir)?;
     let config = ServeConfig {
@@ -80,7 +101,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             max_padding: args.max_padding,
         },
         max_queue: args.max_queue,
+        max_queued_bytes: args.max_queued_bytes,
         max_body_bytes: args.max_body_bytes,
+        connections: ConnectionLimits {
+            header_read_timeout: Duration::from_secs(args.read_timeout_s),
+            body_read_timeout: Duration::from_secs(args.read_timeout_s),
+            shutdown_grace: Duration::from_secs(args.shutdown_grace_s),
+        },
         answers: PipelineConfig {
             top_k: args.top_k,
             max_answer_len: args.max_answer_length,

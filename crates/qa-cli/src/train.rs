@@ -172,6 +172,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
         _ => None,
     };
+    // Before any work: one run per output folder (only node 0 writes files).
+    let _lock = if args.distributed.node_rank == 0 {
+        Some(qa_train::lock::OutputLock::acquire(
+            &args.training.output_dir,
+        )?)
+    } else {
+        None
+    };
     let tokenizer = load_tokenizer(&model_dir)?;
     let mut config = args.training.clone();
     config.pad_token_id = pad_token_id(&tokenizer);

@@ -317,3 +317,142 @@ fn score_warns_about_no_answer_probabilities_it_lacks_or_ignores() {
         stderr(&o)
     );
 }
+
+/// A second `qa train` on a folder a run is writing into is refused at once, naming the holder;
+/// an output folder that is a file is refused before any tokenizing.
+#[test]
+fn a_second_train_on_one_output_folder_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = squad_file(dir.path(), "v1.1");
+    let out = dir.path().join("out");
+    let held = qa_train::lock::OutputLock::acquire(&out).unwrap();
+    let o = train(&data, &out, &["--max-steps", "1"]);
+    assert_fails_with(&o, "another qa train is writing into this folder");
+    assert!(
+        stderr(&o).contains(&format!("pid {}", std::process::id())),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!out.join("model.safetensors").exists());
+    drop(held);
+    let o = train(
+        &data,
+        &dir.path().join("data-v1.1.json"),
+        &["--max-steps", "1"],
+    );
+    assert_fails_with(&o, "the output folder is a file");
+}
+
+#[test]
+fn server_settings_no_window_fits_are_refused_before_listening() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_qa"))
+        .args([
+            "serve",
+            "--model",
+            &tiny_model(),
+            "--port",
+            "0",
+            "--max-seq-length",
+            "0",
+        ])
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > std::time::Duration::from_secs(60) {
+            let _ = child.kill();
+            panic!("qa serve --max-seq-length 0 kept running");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let o = child.wait_with_output().unwrap();
+    assert_fails_with(&o, "max_length 0 is too small");
+}
+
+/// A huge --max-answer-length means "any length": the answers of a window-long limit, never
+/// a wrap to none.
+#[test]
+fn a_huge_max_answer_length_answers_as_a_window_long_one() {
+    let answer = |limit: &str| {
+        let o = qa(&[
+            "predict",
+            "--model",
+            &tiny_model(),
+            "--question",
+            "What genome do coronaviruses have?",
+            "--context",
+            CONTEXT,
+            "--max-answer-length",
+            limit,
+            "--top-k",
+            "3",
+            "--json",
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let huge = answer(&u64::MAX.to_string());
+    assert!(huge.contains("\"answer\""), "{huge}");
+    assert_eq!(huge, answer("512"));
+}
+
+/// An output that names an input (also through a link) is refused before anything is written.
+#[test]
+fn outputs_that_are_inputs_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = squad_file(dir.path(), "v1.1");
+    let original = std::fs::read_to_string(&data).unwrap();
+    let link = dir.path().join("link.json");
+    std::os::unix::fs::symlink(&data, &link).unwrap();
+    let data_arg = data.display().to_string();
+    let o = qa(&[
+        "features",
+        "--data",
+        &data_arg,
+        "--tokenizer",
+        &tiny_model(),
+        "--out",
+        &link.display().to_string(),
+    ]);
+    assert_fails_with(&o, "writing it would destroy the input");
+    let o = qa(&["score", &data_arg, &data_arg, "--out", &data_arg]);
+    assert_fails_with(&o, "writing it would destroy the input");
+    let predictions = dir.path().join("eval_predictions.json");
+    std::fs::copy(&data, &predictions).unwrap();
+    let o = qa(&[
+        "eval",
+        "--model",
+        &tiny_model(),
+        "--data",
+        &predictions.display().to_string(),
+        "--output-dir",
+        &dir.path().display().to_string(),
+    ]);
+    assert_fails_with(&o, "writing it would destroy the input");
+    assert_eq!(std::fs::read_to_string(&data).unwrap(), original);
+    assert_eq!(std::fs::read_to_string(&predictions).unwrap(), original);
+}
+
+#[test]
+fn evaluating_during_training_without_a_validation_set_is_refused_up_front() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = squad_file(dir.path(), "v1.1");
+    let out = dir.path().join("out");
+    for flags in [
+        &[
+            "--load-best-model-at-end",
+            "--eval-strategy",
+            "epoch",
+            "--save-strategy",
+            "epoch",
+        ][..],
+        &["--eval-strategy", "steps", "--eval-steps", "1"][..],
+    ] {
+        let o = train(&data, &out, flags);
+        assert_fails_with(&o, "needs an evaluation set: give --validation-file");
+        assert!(!out.join("model.safetensors").exists());
+    }
+}

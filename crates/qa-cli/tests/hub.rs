@@ -546,3 +546,135 @@ fn online_downloads_only_what_is_missing_from_the_endpoint_with_the_token() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(requests.lock().unwrap().is_empty());
 }
+
+/// `qa` as [`qa`] does, killed and failed after 60 s: a hang fails instead of stalling.
+fn qa_bounded(args: &[&str], env: &[(&str, &str)]) -> Output {
+    use std::io::Read;
+    let mut command = Command::new(env!("CARGO_BIN_EXE_qa"));
+    command.args(args).env("RUST_LOG", "warn");
+    for var in [
+        "HF_HOME",
+        "HF_HUB_CACHE",
+        "HUGGINGFACE_HUB_CACHE",
+        "HF_HUB_OFFLINE",
+        "HF_ENDPOINT",
+        "HF_TOKEN",
+        "HF_TOKEN_PATH",
+    ] {
+        command.env_remove(var);
+    }
+    command
+        .envs(env.iter().copied())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let mut child = command.spawn().expect("qa runs");
+    let mut pipe = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = pipe.read_to_end(&mut bytes);
+        bytes
+    });
+    let start = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if start.elapsed() > std::time::Duration::from_secs(60) {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            panic!("qa {args:?} hung: killed after 60 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    Output {
+        status,
+        stdout: Vec::new(),
+        stderr: reader.join().unwrap(),
+    }
+}
+
+#[test]
+fn hostile_snapshot_links_and_refs_never_hang_and_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = hf_home(dir.path());
+    let offline = [("HF_HOME", home.to_str().unwrap()), ("HF_HUB_OFFLINE", "1")];
+    let squad = fixture("squad.json");
+    let out = dir.path().join("out");
+    let mut args = vec![
+        "eval",
+        "--model",
+        "org/tiny",
+        "--output-dir",
+        out.to_str().unwrap(),
+    ];
+    args.extend(["--data", squad.to_str().unwrap()]);
+    args.extend(WINDOWS);
+    let repo = home.join("hub/models--org--tiny");
+    let snapshot = repo.join("snapshots").join(MODEL_COMMIT);
+    // Loop links beside the model: not needed, not followed, the model loads.
+    std::os::unix::fs::symlink(".", snapshot.join("l1")).unwrap();
+    std::os::unix::fs::symlink(".", snapshot.join("l2")).unwrap();
+    std::os::unix::fs::symlink("../../../../..", snapshot.join("up")).unwrap();
+    let o = qa_bounded(&args, &offline);
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    // A needed file whose link loops, or leaves the repo's cache folder: named, one line.
+    let vocab = snapshot.join("vocab.txt");
+    std::fs::remove_file(&vocab).unwrap();
+    std::os::unix::fs::symlink("vocab.txt", &vocab).unwrap();
+    let o = qa_bounded(&args, &offline);
+    let e = stderr(&o);
+    assert!(
+        !o.status.success()
+            && e.contains(&format!("{} cannot be used", vocab.display()))
+            && e.contains("loops"),
+        "{e}"
+    );
+    std::fs::remove_file(&vocab).unwrap();
+    std::os::unix::fs::symlink(tiny_model().join("vocab.txt"), &vocab).unwrap();
+    let o = qa_bounded(&args, &offline);
+    let e = stderr(&o);
+    assert!(
+        !o.status.success()
+            && e.contains(&format!("{} cannot be used", vocab.display()))
+            && e.contains("points outside the repo's cache folder"),
+        "{e}"
+    );
+    std::fs::remove_file(&vocab).unwrap();
+
+    // refs/main: garbage, empty, a hash without a snapshot.
+    let refs_main = repo.join("refs/main");
+    for (bytes, says) in [
+        (
+            &b"hello\n"[..],
+            "does not hold a commit hash (40 hex digits) but \"hello\"",
+        ),
+        (
+            b"\x00\xfe\xff",
+            "does not hold a commit hash (40 hex digits) but \"\\x00\\xfe\\xff\"",
+        ),
+        (b"", "is empty"),
+    ] {
+        std::fs::write(&refs_main, bytes).unwrap();
+        let o = qa_bounded(&args, &offline);
+        let e = stderr(&o);
+        assert!(
+            !o.status.success()
+                && e.contains(&format!("{} {says}", refs_main.display()))
+                && !e.contains("not in the Hugging Face cache"),
+            "{bytes:?}: {e}"
+        );
+    }
+    std::fs::write(&refs_main, DATASET_COMMIT).unwrap();
+    let o = qa_bounded(&args, &offline);
+    let e = stderr(&o);
+    assert!(
+        !o.status.success()
+            && e.contains(&format!(
+                "{} names commit {DATASET_COMMIT}, but there is no snapshot folder {}",
+                refs_main.display(),
+                repo.join("snapshots").join(DATASET_COMMIT).display()
+            )),
+        "{e}"
+    );
+}

@@ -190,9 +190,10 @@ pub(crate) struct DefnlpRecords {
     pub labels_not_found: Vec<String>,
 }
 
-/// Reads the labels CSV and every publication it names, in CSV order. `csv_text` is the CSV
-/// when `load` has read it already (`path` is then the CSV itself, perhaps a pipe); for a
-/// folder it is `None` and `train.csv` inside is read here.
+/// Reads the labels CSV and every publication it names, in CSV order; a CSV without rows is
+/// [`DataError::NoExamples`]. `csv_text` is the CSV when `load` has read it already (`path` is
+/// then the CSV itself, perhaps a pipe); for a folder it is `None` and `train.csv` inside is
+/// read here.
 pub(crate) fn read(
     path: &Path,
     csv_text: Option<&str>,
@@ -233,6 +234,9 @@ pub(crate) fn read(
         }
     }
 
+    if order.is_empty() {
+        return Err(DataError::NoExamples { path: csv_path });
+    }
     let mut out = Vec::new();
     let mut labels_not_found = Vec::new();
     for pub_id in order {

@@ -89,7 +89,7 @@ fn locate(path: &Path, options: &DefnlpOptions) -> Result<(PathBuf, PathBuf)> {
 /// The seed's examples: one per CSV row × question, ids `{Id}_r{row}_q{question}` (row: the
 /// 0-based data row), the answer the row's `dataset_title` at its first exact occurrence, or
 /// none (unanswerable) when it does not occur; those rows' publication ids are listed in the
-/// report's `labels_not_found`.
+/// report's `labels_not_found`. A CSV without rows is [`DataError::NoExamples`].
 pub fn seed_examples(path: &Path, options: &DefnlpOptions) -> Result<LoadedDataset> {
     if options.questions.is_empty() {
         return Err(DataError::Config(
@@ -174,6 +174,9 @@ pub fn seed_examples(path: &Path, options: &DefnlpOptions) -> Result<LoadedDatas
                 answers,
             });
         }
+    }
+    if examples.is_empty() {
+        return Err(DataError::NoExamples { path: csv_path });
     }
     report.labels_not_found.dedup();
     report.examples = examples.len();

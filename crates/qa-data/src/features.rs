@@ -158,7 +158,9 @@ pub struct FeatureSet {
 }
 
 impl FeatureConfig {
-    fn validate(&self) -> Result<()> {
+    /// Refuses settings no window can be cut with (too short, a stride not below the window,
+    /// a zero question length).
+    pub fn validate(&self) -> Result<()> {
         if self.max_length < 8 {
             return Err(DataError::Config(format!(
                 "max_length {} is too small",
@@ -585,6 +587,23 @@ fn example_windows(
         question.truncate(keep, 0, tokenizers::TruncationDirection::Right);
         // The cut-off tokens would come back as extra windows.
         question.take_overflowing();
+    }
+    if context.is_empty() {
+        return Err("the context holds no tokens (only characters the tokenizer drops)".into());
+    }
+    // An answer made only of characters the tokenizer drops (zero-width or control characters)
+    // has no token: labelling would pick its neighbours.
+    if let Some((start, end)) = example.training_answer().filter(|_| !example.is_impossible) {
+        let covered = context
+            .get_offsets()
+            .iter()
+            .any(|&(s, e)| s < end && e > start);
+        if !covered {
+            return Err(format!(
+                "the answer (chars {start}..{end}) holds only characters the tokenizer drops: \
+                 no token to label"
+            ));
+        }
     }
     // tokenizers' OnlySecond truncation: the question stays whole, the context is cut.
     let budget = config.max_length.saturating_sub(specials);

@@ -9,6 +9,8 @@
 //! `HF_ENDPOINT` (a mirror) and `HF_TOKEN` (gated and private repos) are honoured.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::OsString;
+use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
 use hf_hub::api::sync::{ApiBuilder, ApiError, ApiRepo};
@@ -176,6 +178,48 @@ pub enum HubError {
     Cache {
         repo: RepoRef,
         cache: PathBuf,
+        what: String,
+    },
+    /// `refs/<revision>` is there but empty (or whitespace).
+    #[error(
+        "{repo}: {} is empty: it should hold the commit hash of the cached snapshot; the cache \
+         is damaged: run once online, or pass a local folder",
+        file.display()
+    )]
+    EmptyRef { repo: RepoRef, file: PathBuf },
+    /// `refs/<revision>` holds something other than a 40-hex commit hash; `found` is its start,
+    /// escaped.
+    #[error(
+        "{repo}: {} does not hold a commit hash (40 hex digits) but \"{found}\"; the cache is \
+         damaged: run once online, or pass a local folder",
+        file.display()
+    )]
+    BadRef {
+        repo: RepoRef,
+        file: PathBuf,
+        found: String,
+    },
+    /// `refs/<revision>` names a commit whose `snapshots/<commit>` folder is absent.
+    #[error(
+        "{repo}: {} names commit {}, but there is no snapshot folder {}; the cache is \
+         incomplete: run once online, or pass a local folder",
+        file.display(),
+        snapshot.file_name().unwrap_or_default().to_string_lossy(),
+        snapshot.display()
+    )]
+    SnapshotMissing {
+        repo: RepoRef,
+        /// The ref file.
+        file: PathBuf,
+        /// `snapshots/<commit>`.
+        snapshot: PathBuf,
+    },
+    /// A file or folder of the repo's cache folder that cannot be used: a link that loops or
+    /// leads out of the repo's cache folder, a fifo, a folder where a file belongs.
+    #[error("{repo}: the cached {} cannot be used: {what}", path.display())]
+    BadCacheEntry {
+        repo: RepoRef,
+        path: PathBuf,
         what: String,
     },
     #[error(
@@ -419,7 +463,7 @@ pub fn split_files(
 /// The split a data file belongs to: the last path part (file name without extension, then its
 /// folders) whose first word is a split word (`train-00000-of-00001.parquet`,
 /// `plain_text/validation/0000.parquet`, `data/dev.json`).
-fn split_of_path(file: &str) -> Option<Split> {
+pub(crate) fn split_of_path(file: &str) -> Option<Split> {
     let mut parts: Vec<&str> = file.split('/').collect();
     if let Some(name) = parts.last_mut() {
         *name = name.split_once('.').map_or(*name, |(stem, _)| stem);
@@ -499,40 +543,114 @@ impl Snapshot {
             Err(e) => return Self::unreachable(repo, settings, wanted, &endpoint, e),
         };
         let files: BTreeSet<String> = info.siblings.into_iter().map(|s| s.rfilename).collect();
-        let dir = snapshot_dir(settings, repo).join(&info.sha);
+        let snapshots = snapshot_dir(settings, repo);
+        let dir = snapshots.join(&info.sha);
+        let folder = snapshots.parent().unwrap_or(&snapshots).to_path_buf();
+        // Before the first download the repo's cache folder does not exist: all is missing.
+        let root = std::fs::canonicalize(&folder).ok();
         for file in wanted(&files)? {
-            if !dir.join(&file).is_file() {
-                download(&api_repo, repo, &file)?;
+            let rel = Path::new("snapshots").join(&info.sha).join(&file);
+            let found = match &root {
+                Some(root) => RepoCache {
+                    repo,
+                    root,
+                    folder: &folder,
+                }
+                .find(&rel)?,
+                None => Found::Missing,
+            };
+            match found {
+                Found::File => {}
+                Found::Missing => {
+                    download(&api_repo, repo, &file)?;
+                }
+                Found::Folder(_) | Found::Other => {
+                    return Err(HubError::BadCacheEntry {
+                        repo: repo.clone(),
+                        path: dir.join(&file),
+                        what: "it is not a regular file".to_string(),
+                    })
+                }
             }
         }
         Ok(Self { dir })
     }
 
     /// Offline: the snapshot `refs/<revision>` points at (or the folder named by a commit
-    /// revision), with every wanted file present.
+    /// revision), with every wanted file present. Links are followed only inside the repo's
+    /// cache folder (files) or the snapshot (folders), a bounded number of times.
     fn cached(
         repo: &RepoRef,
         settings: &HubSettings,
         wanted: impl FnOnce(&BTreeSet<String>) -> Result<Vec<String>>,
     ) -> Result<Self> {
         let snapshots = snapshot_dir(settings, repo);
-        let root = snapshots.parent().unwrap_or(&snapshots).to_path_buf();
-        let commit = match std::fs::read_to_string(root.join("refs").join(&repo.revision)) {
-            Ok(commit) => commit.trim().to_string(),
-            Err(_) => repo.revision.clone(),
-        };
-        let dir = snapshots.join(&commit);
-        if commit.is_empty() || commit.contains(['/', '\\']) || !dir.is_dir() {
-            return Err(HubError::NotCached {
-                repo: repo.clone(),
-                cache: settings.cache_dir.clone(),
-            });
-        }
-        let files = list_files(&dir).map_err(|e| HubError::Cache {
+        let folder = snapshots.parent().unwrap_or(&snapshots).to_path_buf();
+        let not_cached = || HubError::NotCached {
             repo: repo.clone(),
             cache: settings.cache_dir.clone(),
-            what: e.to_string(),
-        })?;
+        };
+        let Ok(root) = std::fs::canonicalize(&folder) else {
+            return Err(not_cached());
+        };
+        let cache = RepoCache {
+            repo,
+            root: &root,
+            folder: &folder,
+        };
+        // A revision is one plain path part: `..` or `a/../..` never reach out of `refs/`.
+        let single_part = |name: &str| {
+            let mut parts = Path::new(name).components();
+            matches!(
+                (parts.next(), parts.next()),
+                (Some(std::path::Component::Normal(_)), None)
+            ) && !name.contains('\\')
+        };
+        let plain_revision = Path::new(&repo.revision)
+            .components()
+            .all(|c| matches!(c, std::path::Component::Normal(_)))
+            && !repo.revision.contains('\\');
+        let ref_rel = Path::new("refs").join(&repo.revision);
+        let from_ref = match plain_revision {
+            true => cache.read_ref(&ref_rel)?,
+            false => None,
+        };
+        let snapshot_rel = |commit: &str| Path::new("snapshots").join(commit);
+        let commit = match from_ref {
+            Some(commit) => {
+                let rel = snapshot_rel(&commit);
+                match cache.find(&rel)? {
+                    Found::Folder(_) => commit,
+                    Found::Missing => {
+                        return Err(HubError::SnapshotMissing {
+                            repo: repo.clone(),
+                            file: folder.join(&ref_rel),
+                            snapshot: folder.join(rel),
+                        })
+                    }
+                    Found::File | Found::Other => {
+                        return Err(cache.bad(&rel, "it is not a folder".to_string()))
+                    }
+                }
+            }
+            // No ref: the revision may be a commit hash with a snapshot folder of its own.
+            None if single_part(&repo.revision) => {
+                match cache.find(&snapshot_rel(&repo.revision))? {
+                    Found::Folder(_) => repo.revision.clone(),
+                    _ => return Err(not_cached()),
+                }
+            }
+            None => return Err(not_cached()),
+        };
+        let dir = snapshots.join(&commit);
+        let listing = cache
+            .list(&snapshot_rel(&commit))
+            .map_err(|what| HubError::Cache {
+                repo: repo.clone(),
+                cache: settings.cache_dir.clone(),
+                what,
+            })?;
+        let files: BTreeSet<String> = listing.keys().cloned().collect();
         let wanted = wanted(&files).map_err(|e| match e {
             // The snapshot holds what was downloaded, not the whole repo: say what is missing.
             HubError::MissingInRepo { what, .. } => HubError::MissingOffline {
@@ -542,10 +660,20 @@ impl Snapshot {
             },
             other => other,
         })?;
-        let missing: Vec<String> = wanted
-            .into_iter()
-            .filter(|f| !dir.join(f).is_file())
-            .collect();
+        let mut missing = Vec::new();
+        for file in wanted {
+            match listing.get(&file) {
+                Some(None) => {}
+                Some(Some(why)) => {
+                    return Err(HubError::BadCacheEntry {
+                        repo: repo.clone(),
+                        path: dir.join(&file),
+                        what: why.clone(),
+                    })
+                }
+                None => missing.push(file),
+            }
+        }
         if !missing.is_empty() {
             return Err(HubError::MissingOffline {
                 repo: repo.clone(),
@@ -606,28 +734,260 @@ fn snapshot_dir(settings: &HubSettings, repo: &RepoRef) -> PathBuf {
     settings.cache_dir.join(folder).join("snapshots")
 }
 
-/// Every file under `dir`, as repo paths (`/`-separated, relative to `dir`).
-fn list_files(dir: &Path) -> std::io::Result<BTreeSet<String>> {
-    let mut out = BTreeSet::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(folder) = stack.pop() {
-        for entry in std::fs::read_dir(&folder)? {
-            let path = entry?.path();
-            // Snapshot entries are links into blobs/: follow them.
-            if path.is_dir() {
-                stack.push(path);
-            } else if path.is_file() {
-                if let Ok(rel) = path.strip_prefix(dir) {
-                    let parts: Vec<String> = rel
-                        .components()
-                        .map(|c| c.as_os_str().to_string_lossy().into_owned())
-                        .collect();
-                    out.insert(parts.join("/"));
+/// At most this many links are followed to reach one path, as Linux's `MAXSYMLINKS`.
+const MAX_LINKS: usize = 40;
+/// At most this many entries (files, folders, links) are looked at in one snapshot.
+const MAX_ENTRIES: usize = 100_000;
+/// At most this many bytes of a `refs/<revision>` file are read (a hash is 40).
+const MAX_REF_BYTES: u64 = 4096;
+
+/// What a path inside a repo's cache folder is, after following its links there.
+#[derive(Debug, PartialEq, Eq)]
+enum Found {
+    File,
+    /// A folder, as its link-free path parts under the repo's cache folder.
+    Folder(Vec<OsString>),
+    Missing,
+    /// A fifo, socket or device: never opened (reading a fifo would block).
+    Other,
+}
+
+/// A repo's cache folder (`models--org--name/`), read without ever leaving it.
+struct RepoCache<'a> {
+    repo: &'a RepoRef,
+    /// The folder, canonical (link-free).
+    root: &'a Path,
+    /// The folder as the settings name it, for messages.
+    folder: &'a Path,
+}
+
+impl RepoCache<'_> {
+    /// `rel` (a path under the folder) with its links followed, each one's target required to
+    /// stay inside the folder, at most [`MAX_LINKS`] of them; the error names the bad link.
+    fn resolve(&self, rel: &Path) -> std::result::Result<Found, String> {
+        use std::path::Component;
+        // Path parts still to walk, last first; `..` as its own part.
+        fn push_parts(todo: &mut Vec<OsString>, path: &Path) {
+            for part in path.components().rev() {
+                match part {
+                    Component::Normal(name) => todo.push(name.to_os_string()),
+                    Component::ParentDir => todo.push(OsString::from("..")),
+                    Component::CurDir | Component::RootDir | Component::Prefix(_) => {}
                 }
             }
         }
+        let shown = |at: &[OsString]| {
+            let mut path = self.folder.to_path_buf();
+            path.extend(at);
+            path.display().to_string()
+        };
+        let mut todo = Vec::new();
+        push_parts(&mut todo, rel);
+        let mut at: Vec<OsString> = Vec::new();
+        let mut links = 0;
+        let mut last_link: Option<(String, PathBuf)> = None;
+        let mut last_meta = None;
+        while let Some(part) = todo.pop() {
+            if part == ".." {
+                if at.pop().is_none() {
+                    return Err(match &last_link {
+                        Some((link, target)) => self.escapes(link, target),
+                        None => format!(
+                            "{} leads outside the repo's cache folder",
+                            self.folder.join(rel).display()
+                        ),
+                    });
+                }
+                last_meta = None;
+                continue;
+            }
+            let mut here = self.root.to_path_buf();
+            here.extend(&at);
+            here.push(&part);
+            let meta = match std::fs::symlink_metadata(&here) {
+                Ok(meta) => meta,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Found::Missing),
+                Err(e) => {
+                    at.push(part);
+                    return Err(format!("{}: {e}", shown(&at)));
+                }
+            };
+            if meta.file_type().is_symlink() {
+                at.push(part);
+                let link = shown(&at);
+                at.pop();
+                links += 1;
+                if links > MAX_LINKS {
+                    return Err(format!(
+                        "the symbolic link {link} loops (more than {MAX_LINKS} links deep)"
+                    ));
+                }
+                let target = std::fs::read_link(&here).map_err(|e| format!("{link}: {e}"))?;
+                if target.is_absolute() {
+                    // Absolute links count as inside when they name the folder by either path.
+                    let inside = target
+                        .strip_prefix(self.root)
+                        .or_else(|_| target.strip_prefix(self.folder))
+                        .map_err(|_| self.escapes(&link, &target))?;
+                    at.clear();
+                    push_parts(&mut todo, inside);
+                } else {
+                    push_parts(&mut todo, &target);
+                }
+                last_link = Some((link, target));
+                last_meta = None;
+            } else {
+                if !todo.is_empty() && !meta.is_dir() {
+                    // `file/more`: nothing is there.
+                    return Ok(Found::Missing);
+                }
+                at.push(part);
+                last_meta = Some(meta);
+            }
+        }
+        let is_dir = match last_meta {
+            Some(meta) if meta.is_file() => return Ok(Found::File),
+            Some(meta) => meta.is_dir(),
+            // Reached by `..` (or nothing at all): a folder the walk has been through.
+            None => true,
+        };
+        Ok(if is_dir {
+            Found::Folder(at)
+        } else {
+            Found::Other
+        })
     }
-    Ok(out)
+
+    fn escapes(&self, link: &str, target: &Path) -> String {
+        format!(
+            "the symbolic link {link} points outside the repo's cache folder {} (to {})",
+            self.folder.display(),
+            target.display()
+        )
+    }
+
+    /// A repo cache entry that cannot be used, as an error naming it.
+    fn bad(&self, rel: &Path, what: String) -> HubError {
+        HubError::BadCacheEntry {
+            repo: self.repo.clone(),
+            path: self.folder.join(rel),
+            what,
+        }
+    }
+
+    /// [`RepoCache::resolve`] with a bad link as an error naming `rel`.
+    fn find(&self, rel: &Path) -> Result<Found> {
+        self.resolve(rel).map_err(|what| self.bad(rel, what))
+    }
+
+    /// The commit hash `refs/<revision>` (`rel`) holds; `None` when there is no such ref.
+    fn read_ref(&self, rel: &Path) -> Result<Option<String>> {
+        match self.find(rel)? {
+            Found::File => {}
+            Found::Missing => return Ok(None),
+            Found::Folder(_) | Found::Other => {
+                return Err(self.bad(rel, "it is not a file".to_string()))
+            }
+        }
+        let file = self.folder.join(rel);
+        let mut bytes = Vec::new();
+        std::fs::File::open(&file)
+            .and_then(|f| f.take(MAX_REF_BYTES).read_to_end(&mut bytes))
+            .map_err(|e| self.bad(rel, format!("cannot read it: {e}")))?;
+        let text = bytes.trim_ascii();
+        if text.is_empty() {
+            return Err(HubError::EmptyRef {
+                repo: self.repo.clone(),
+                file,
+            });
+        }
+        if text.len() != 40 || !text.iter().all(u8::is_ascii_hexdigit) {
+            let mut found = text[..text.len().min(60)].escape_ascii().to_string();
+            if text.len() > 60 {
+                found.push('…');
+            }
+            return Err(HubError::BadRef {
+                repo: self.repo.clone(),
+                file,
+                found,
+            });
+        }
+        Ok(Some(String::from_utf8_lossy(text).into_owned()))
+    }
+
+    /// Every file of the snapshot folder `rel`, as repo paths (`/`-separated), each with why it
+    /// cannot be used (`None` when it can). A file link must stay inside the repo's cache folder
+    /// (snapshot files link into `blobs/`); a folder link must stay inside the snapshot and not
+    /// lead back to a folder it is in (a loop): such folders are left out, with a warning.
+    fn list(&self, rel: &Path) -> std::result::Result<BTreeMap<String, Option<String>>, String> {
+        let snapshot = match self.resolve(rel)? {
+            Found::Folder(parts) => parts,
+            _ => {
+                return Err(format!(
+                    "{} is not a folder",
+                    self.folder.join(rel).display()
+                ))
+            }
+        };
+        let mut out = BTreeMap::new();
+        let mut entries = 0usize;
+        // (repo path prefix, the folder's link-free parts, the link-free parts of the folders
+        // it is in, itself included).
+        let mut stack = vec![(String::new(), snapshot.clone(), vec![snapshot.clone()])];
+        while let Some((prefix, parts, chain)) = stack.pop() {
+            let mut real = self.root.to_path_buf();
+            real.extend(&parts);
+            let read = std::fs::read_dir(&real).map_err(|e| format!("{}: {e}", real.display()))?;
+            for entry in read {
+                let entry = entry.map_err(|e| format!("{}: {e}", real.display()))?;
+                entries += 1;
+                if entries > MAX_ENTRIES {
+                    return Err(format!(
+                        "{} holds more than {MAX_ENTRIES} entries (links included)",
+                        self.folder.join(rel).display()
+                    ));
+                }
+                let name = entry.file_name();
+                let path = format!("{prefix}{}", name.to_string_lossy());
+                let mut entry_rel: PathBuf = parts.iter().collect();
+                entry_rel.push(&name);
+                match self.resolve(&entry_rel) {
+                    Ok(Found::File) => {
+                        out.insert(path, None);
+                    }
+                    Ok(Found::Missing) => {} // A dangling link: the file is not there.
+                    Ok(Found::Other) => {
+                        out.insert(path, Some("it is not a regular file".to_string()));
+                    }
+                    Ok(Found::Folder(target)) => {
+                        let skip = if !target.starts_with(&snapshot) {
+                            Some("it is a link to a folder outside the snapshot")
+                        } else if chain.contains(&target) {
+                            Some("it is a link back to a folder it is in (a loop)")
+                        } else {
+                            None
+                        };
+                        match skip {
+                            Some(why) => tracing::warn!(
+                                "{}: {}/{path}: {why}; not followed",
+                                self.repo,
+                                self.folder.join(rel).display()
+                            ),
+                            None => {
+                                let mut chain = chain.clone();
+                                chain.push(target.clone());
+                                stack.push((format!("{path}/"), target, chain));
+                            }
+                        }
+                    }
+                    Err(why) => {
+                        out.insert(path, Some(why));
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
 }
 
 #[cfg(test)]

@@ -163,7 +163,13 @@ pub struct LoadedDataset {
 ///
 /// A file is read exactly once, into memory, and its format told from those bytes (and its
 /// extension when it has one), so a pipe (`/dev/stdin`, `<(…)` as `/dev/fd/63`, a FIFO) loads
-/// like a file. A UTF-8 byte-order mark is skipped; an empty file is [`DataError::EmptyFile`].
+/// like a file. A UTF-8 byte-order mark is skipped; an empty file is [`DataError::EmptyFile`],
+/// and one that reads fine but holds no examples (`"data": []`, a CSV header alone, a Parquet
+/// file of 0 rows) is [`DataError::NoExamples`].
+///
+/// A folder holding `*.parquet` (or `*.csv`, or `*.jsonl`) files and no `train.csv` is one
+/// dataset of those shards, read in file-name order (as [`load_files`] reads a Hub split's);
+/// any other folder is DEFNLP (`train.csv` beside a `train/` folder of publications).
 pub fn load(path: impl AsRef<Path>, options: &LoadOptions) -> Result<LoadedDataset> {
     let path = path.as_ref();
     let mut report = LoadReport {
@@ -189,6 +195,19 @@ pub fn load_files(paths: &[PathBuf], name: &Path, options: &LoadOptions) -> Resu
         path: name.to_path_buf(),
         ..Default::default()
     };
+    let raws = read_many(paths, options, &mut report)?;
+    let examples = validate(name, raws, options.alignment, &mut report)?;
+    tracing::debug!("{}", report.summary());
+    Ok(LoadedDataset { examples, report })
+}
+
+/// Reads the records of several files in order, numbering them as one file's (so duplicate ids
+/// across files name distinct positions), noting the first format and version in `report`.
+fn read_many(
+    paths: &[PathBuf],
+    options: &LoadOptions,
+    report: &mut LoadReport,
+) -> Result<Vec<RawExample>> {
     let mut raws = Vec::new();
     for path in paths {
         let mut file_report = LoadReport::default();
@@ -202,21 +221,103 @@ pub fn load_files(paths: &[PathBuf], name: &Path, options: &LoadOptions) -> Resu
                 }),
         );
         report.format = report.format.or(file_report.format);
-        report.version = report.version.or(file_report.version);
+        if report.version.is_none() {
+            report.version = file_report.version;
+        }
         report.labels_not_found.extend(file_report.labels_not_found);
     }
-    let examples = validate(name, raws, options.alignment, &mut report)?;
-    tracing::debug!("{}", report.summary());
-    Ok(LoadedDataset { examples, report })
+    Ok(raws)
 }
 
-/// Reads one file's (or DEFNLP folder's) records in its format, noting the format, SQuAD version
-/// and DEFNLP findings in `report`.
+/// File extensions of data shards a folder may hold (`.json` is not one: a DEFNLP
+/// publications folder holds `{Id}.json` files).
+const SHARD_EXTENSIONS: [&str; 4] = ["parquet", "csv", "jsonl", "ndjson"];
+
+/// The data shards of a folder, in file-name order: its `*.parquet` (or `*.csv`, or
+/// `*.jsonl`) files, hidden files left out (Spark's `.part-*.crc`). `None` for a DEFNLP folder
+/// (one holding `train.csv`) and for a folder without shards (read as DEFNLP, which names what
+/// is missing). Shards of several formats are [`DataError::MixedShards`]; file names that say
+/// several splits (`train-*` beside `validation-*`, as a Hub dataset's `data/` folder holds
+/// them) are [`DataError::SeveralSplits`].
+fn data_shards(dir: &Path) -> Result<Option<Vec<PathBuf>>> {
+    if dir.join("train.csv").is_file() {
+        return Ok(None);
+    }
+    let mut shards: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| DataError::io(dir, e))?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|p| {
+            let visible = p
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| !n.starts_with('.'));
+            visible && has_extension(p, &SHARD_EXTENSIONS) && p.is_file()
+        })
+        .collect();
+    if shards.is_empty() {
+        return Ok(None);
+    }
+    shards.sort();
+    let kind = |p: &PathBuf| {
+        let ext = p
+            .extension()
+            .and_then(|e| e.to_str())
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        if ext == "ndjson" {
+            "jsonl".to_string()
+        } else {
+            ext
+        }
+    };
+    let kinds: std::collections::BTreeSet<String> = shards.iter().map(kind).collect();
+    if kinds.len() > 1 {
+        return Err(DataError::MixedShards {
+            path: dir.to_path_buf(),
+            extensions: kinds
+                .iter()
+                .map(|k| format!(".{k}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+        });
+    }
+    let splits: std::collections::BTreeSet<crate::hub::Split> = shards
+        .iter()
+        .filter_map(|p| p.file_name().and_then(|n| n.to_str()))
+        .filter_map(crate::hub::split_of_path)
+        .collect();
+    if splits.len() > 1 {
+        return Err(DataError::SeveralSplits {
+            path: dir.to_path_buf(),
+            splits: splits
+                .iter()
+                .map(|s| s.to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+        });
+    }
+    Ok(Some(shards))
+}
+
+/// Reads one file's (or folder's) records in its format, noting the format, SQuAD version
+/// and DEFNLP findings in `report`. A folder of data shards ([`data_shards`]) is read as one
+/// file of all their records, in file-name order; any other folder is DEFNLP. A file (or
+/// shard) that holds no examples is [`DataError::NoExamples`].
 fn read_records(
     path: &Path,
     options: &LoadOptions,
     report: &mut LoadReport,
 ) -> Result<Vec<RawExample>> {
+    if path.is_dir() && options.format != Some(DataFormat::Defnlp) {
+        if let Some(shards) = data_shards(path)? {
+            tracing::info!(
+                "{}: reading its {} data files as one dataset, in file-name order",
+                path.display(),
+                shards.len()
+            );
+            return read_many(&shards, options, report);
+        }
+    }
     // A folder is DEFNLP (train.csv beside the publications); anything else is read now.
     let bytes = if path.is_dir() {
         None
@@ -241,34 +342,44 @@ fn read_records(
             }
             _ => Err(DataError::format(
                 path,
-                "is a folder; SQuAD, Hugging Face JSON, Parquet and CSV data are one file each",
+                "is a folder without data files (*.parquet, *.csv or *.jsonl shards); SQuAD and \
+                 Hugging Face JSON data are one file each",
             )),
         };
     };
-    if format == DataFormat::Parquet {
-        return tabular::parse_parquet(path, bytes, &options.columns);
-    }
-    let text = text_of(path, bytes)?;
-    let format = match options.format {
-        Some(f) => f,
-        None => detect_format_of(path, &text)?,
+    let records = if format == DataFormat::Parquet {
+        tabular::parse_parquet(path, bytes, &options.columns)?
+    } else {
+        let text = text_of(path, bytes)?;
+        let format = match options.format {
+            Some(f) => f,
+            None => detect_format_of(path, &text)?,
+        };
+        report.format = Some(format);
+        match format {
+            DataFormat::Squad => {
+                let file = squad::parse(path, &text)?;
+                report.version = file.version;
+                file.records
+            }
+            DataFormat::HfJson => hf_json::parse(path, &text, &options.columns)?,
+            DataFormat::Csv => tabular::parse_csv(path, &text, &options.columns)?,
+            DataFormat::Parquet => unreachable!("read above"),
+            DataFormat::Defnlp => {
+                // DEFNLP refuses a labels file without rows itself; publications whose labels
+                // are not in their text are warned about and counted.
+                let dataset = defnlp::read(path, Some(&text), &options.defnlp)?;
+                report.labels_not_found = dataset.labels_not_found;
+                return Ok(dataset.records);
+            }
+        }
     };
-    report.format = Some(format);
-    match format {
-        DataFormat::Squad => {
-            let file = squad::parse(path, &text)?;
-            report.version = file.version;
-            Ok(file.records)
-        }
-        DataFormat::HfJson => hf_json::parse(path, &text, &options.columns),
-        DataFormat::Csv => tabular::parse_csv(path, &text, &options.columns),
-        DataFormat::Parquet => unreachable!("read above"),
-        DataFormat::Defnlp => {
-            let dataset = defnlp::read(path, Some(&text), &options.defnlp)?;
-            report.labels_not_found = dataset.labels_not_found;
-            Ok(dataset.records)
-        }
+    if records.is_empty() {
+        return Err(DataError::NoExamples {
+            path: path.to_path_buf(),
+        });
     }
+    Ok(records)
 }
 
 fn has_extension(path: &Path, extensions: &[&str]) -> bool {
@@ -278,10 +389,15 @@ fn has_extension(path: &Path, extensions: &[&str]) -> bool {
 }
 
 /// Guesses the format of a file or folder (reading the file: for a pipe, use [`load`], which
-/// reads it once, or [`detect_format_of`] on its text).
+/// reads it once, or [`detect_format_of`] on its text). A folder of data shards has their
+/// format; any other folder is DEFNLP.
 pub fn detect_format(path: &Path) -> Result<DataFormat> {
     if path.is_dir() {
-        return Ok(DataFormat::Defnlp);
+        // A folder of shards has its shards' format; any other folder is DEFNLP.
+        return match data_shards(path)? {
+            Some(shards) => detect_format(&shards[0]),
+            None => Ok(DataFormat::Defnlp),
+        };
     }
     let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
     if bytes.starts_with(PARQUET_MAGIC) || has_extension(path, &["parquet"]) {

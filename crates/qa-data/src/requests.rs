@@ -10,12 +10,15 @@ use crate::record::read_text;
 
 /// Reads a JSON Lines request file (read once: a pipe works; a UTF-8 byte-order mark is
 /// skipped). Blank lines are skipped; a line without an `id` gets its 0-based line number as
-/// id, so answers can still be matched to lines. A request whose question or context is blank
+/// id, so answers can still be matched to lines. Two lines with the same id text (an explicit
+/// id equal to another line's number included) are refused, naming both lines. A request whose question or context is blank
 /// is refused (there is nothing to answer). Errors name the file and the 1-based line; an
 /// empty file is [`DataError::EmptyFile`].
 pub fn read_requests(path: &Path) -> Result<Vec<Example>> {
     let text = read_text(path)?;
     let mut examples = Vec::new();
+    // id text → the 1-based line that has it.
+    let mut lines_by_id: std::collections::HashMap<String, usize> = Default::default();
     for (index, line) in text.lines().enumerate() {
         let line_number = index + 1;
         if line.trim().is_empty() {
@@ -35,7 +38,7 @@ pub fn read_requests(path: &Path) -> Result<Vec<Example>> {
                     field,
                 }
             })?;
-            if text.trim().is_empty() {
+            if is_blank(text) {
                 return Err(DataError::BlankLineField {
                     path: path.to_path_buf(),
                     line: line_number,
@@ -54,9 +57,26 @@ pub fn read_requests(path: &Path) -> Result<Vec<Example>> {
                 found: id.to_string(),
             })?,
         };
+        if let Some(first) = lines_by_id.insert(id.to_string(), line_number) {
+            return Err(DataError::DuplicateLineId {
+                path: path.to_path_buf(),
+                id: id.to_string(),
+                first,
+                second: line_number,
+            });
+        }
         examples.push(request_example(id, question, context));
     }
     Ok(examples)
+}
+
+/// Whether a question, context or document holds nothing to read: only whitespace (NBSP
+/// included) and invisible format characters (zero-width spaces and joiners, word joiners,
+/// byte-order marks), which tokenizers drop.
+pub fn is_blank(text: &str) -> bool {
+    text.chars().all(|c| {
+        c.is_whitespace() || matches!(c, '\u{200B}'..='\u{200D}' | '\u{2060}' | '\u{FEFF}')
+    })
 }
 
 /// One retrieved passage a question is asked over.
@@ -98,7 +118,7 @@ pub fn read_documents(path: &Path) -> Result<Vec<Document>> {
                 field: "text",
             }
         })?;
-        if text.trim().is_empty() {
+        if is_blank(text) {
             return Err(DataError::BlankLineField {
                 path: path.to_path_buf(),
                 line: line_number,
@@ -183,6 +203,36 @@ mod tests {
         assert!(examples
             .iter()
             .all(|e| e.answers.is_empty() && !e.is_impossible));
+    }
+
+    #[test]
+    fn duplicate_ids_name_both_lines_even_a_generated_one() {
+        let (_dir, path) = requests_file(concat!(
+            r#"{"question": "q", "context": "c"}"#,
+            "\n",
+            r#"{"id": 0, "question": "q", "context": "c"}"#,
+            "\n"
+        ));
+        let msg = read_requests(&path).unwrap_err().to_string();
+        assert!(msg.contains("lines 1 and 2 both have id 0"), "{msg}");
+        let (_dir, path) = requests_file(concat!(
+            r#"{"id": "a", "question": "q", "context": "c"}"#,
+            "\n\n",
+            r#"{"id": "a", "question": "q2", "context": "c"}"#,
+            "\n"
+        ));
+        let msg = read_requests(&path).unwrap_err().to_string();
+        assert!(msg.contains("lines 1 and 3 both have id a"), "{msg}");
+    }
+
+    #[test]
+    fn invisible_characters_alone_are_blank() {
+        for blank in ["", " \n\t", "\u{A0}\u{200B}", "\u{FEFF}\u{2060}\u{200D}"] {
+            assert!(is_blank(blank), "{blank:?}");
+        }
+        for text in ["a", "\u{200B}x", "¿?"] {
+            assert!(!is_blank(text), "{text:?}");
+        }
     }
 
     #[test]

@@ -197,3 +197,26 @@ fn vocab_txt_fallback_matches_tokenizer_json() {
     let b = build_features(&fallback, ex, &quiet(384, 128)).unwrap();
     assert_eq!(a.features, b.features);
 }
+
+/// An answer the tokenizer drops entirely (zero-width and control characters) labels nothing:
+/// its example is skipped and reported, not labelled with the neighbouring tokens.
+#[test]
+fn an_answer_of_dropped_characters_is_skipped_not_labelled_with_its_neighbours() {
+    let context = "The virus binds ACE2\u{200B}\u{200B} receptors in the lung.";
+    let start = context.find('\u{200B}').unwrap();
+    let start = context[..start].chars().count();
+    let dropped = example(
+        "What does it bind?",
+        context,
+        Some(("\u{200B}\u{200B}", start)),
+    );
+    let kept = example("What does it bind?", context, Some(("ACE2", 16)));
+    let set = build_features(&tokenizer(), &[dropped, kept], &quiet(64, 16)).unwrap();
+    assert_eq!(set.report.skipped.len(), 1, "{:?}", set.report.skipped);
+    assert!(set.report.skipped[0]
+        .1
+        .contains("only characters the tokenizer drops"));
+    assert_eq!(set.features.len(), 1);
+    assert_eq!(set.features[0].example_index, 1);
+    assert!(set.features[0].start_position > 0);
+}

@@ -737,6 +737,334 @@ fn other_hostile_records_are_named_errors_or_counted() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// 10. Tabular data as other tools write it: binary strings, empty files, folders of shards
+
+/// One row of a Parquet file whose strings are `binary` columns (no UTF-8 annotation), as Spark
+/// writes them: id, question, context, answers (text, start), and a `blob` column the loader
+/// does not read.
+struct BinaryRow<'a> {
+    id: &'a [u8],
+    question: &'a [u8],
+    context: &'a [u8],
+    answers: Vec<(&'a [u8], i32)>,
+    blob: &'a [u8],
+}
+
+/// Writes `rows` to a Parquet file at `path` with every string column `binary` (Spark's
+/// nullable three-level lists inside an `answers` struct); no rows writes the schema alone.
+fn write_binary_parquet(path: &Path, rows: &[BinaryRow]) {
+    use parquet::data_type::{ByteArray, ByteArrayType, Int32Type};
+    use parquet::file::properties::WriterProperties;
+    use parquet::file::writer::SerializedFileWriter;
+    const SCHEMA: &str = "message spark_schema {
+        OPTIONAL BYTE_ARRAY id;
+        OPTIONAL BYTE_ARRAY question;
+        OPTIONAL BYTE_ARRAY context;
+        OPTIONAL group answers {
+            OPTIONAL group text (LIST) { REPEATED group list { OPTIONAL BYTE_ARRAY element; } }
+            OPTIONAL group answer_start (LIST) { REPEATED group list { OPTIONAL INT32 element; } }
+        }
+        OPTIONAL BYTE_ARRAY blob;
+    }";
+    let schema = Arc::new(parquet::schema::parser::parse_message_type(SCHEMA).unwrap());
+    let file = std::fs::File::create(path).unwrap();
+    let props = Arc::new(WriterProperties::builder().build());
+    let mut writer = SerializedFileWriter::new(file, schema, props).unwrap();
+    if !rows.is_empty() {
+        let bytes = |b: &[u8]| ByteArray::from(b.to_vec());
+        let flat = |column: usize| -> Vec<ByteArray> {
+            rows.iter()
+                .map(|r| bytes([r.id, r.question, r.context, r.blob][column]))
+                .collect()
+        };
+        // Answers: a present element is at definition level 4; an empty list stops at 2.
+        let (mut defs, mut reps) = (Vec::new(), Vec::new());
+        for row in rows {
+            if row.answers.is_empty() {
+                defs.push(2);
+                reps.push(0);
+            }
+            for i in 0..row.answers.len() {
+                defs.push(4);
+                reps.push(i16::from(i > 0));
+            }
+        }
+        let texts: Vec<ByteArray> = rows
+            .iter()
+            .flat_map(|r| r.answers.iter().map(|(t, _)| bytes(t)))
+            .collect();
+        let starts: Vec<i32> = rows
+            .iter()
+            .flat_map(|r| r.answers.iter().map(|(_, s)| *s))
+            .collect();
+        let present = vec![1i16; rows.len()];
+        let mut group = writer.next_row_group().unwrap();
+        let mut index = 0;
+        while let Some(mut column) = group.next_column().unwrap() {
+            match index {
+                3 => column
+                    .typed::<ByteArrayType>()
+                    .write_batch(&texts, Some(&defs), Some(&reps)),
+                4 => column
+                    .typed::<Int32Type>()
+                    .write_batch(&starts, Some(&defs), Some(&reps)),
+                _ => {
+                    let values = flat(index.min(3));
+                    column
+                        .typed::<ByteArrayType>()
+                        .write_batch(&values, Some(&present), None)
+                }
+            }
+            .unwrap();
+            column.close().unwrap();
+            index += 1;
+        }
+        group.close().unwrap();
+    }
+    writer.close().unwrap();
+}
+
+/// Two answerable-or-not rows with non-ASCII text, ids `{prefix}0` and `{prefix}1`.
+fn binary_rows(ids: &[&'static str; 2]) -> Vec<BinaryRow<'static>> {
+    vec![
+        BinaryRow {
+            id: ids[0].as_bytes(),
+            question: "Où est le café ?".as_bytes(),
+            context: "Le café est à Paris, près du fleuve.".as_bytes(),
+            answers: vec![(b"Paris", 14), (b"fleuve", 29)],
+            blob: b"\xff\x00\xfe",
+        },
+        BinaryRow {
+            id: ids[1].as_bytes(),
+            question: b"Who?",
+            context: b"Nobody knows.",
+            answers: vec![],
+            blob: b"",
+        },
+    ]
+}
+
+/// The examples of [`binary_rows`] as JSON Lines (string columns), for comparison.
+fn binary_rows_as_jsonl(ids: &[&str; 2]) -> String {
+    format!(
+        "{}\n{}\n",
+        json!({"id": ids[0], "question": "Où est le café ?",
+               "context": "Le café est à Paris, près du fleuve.",
+               "answers": {"text": ["Paris", "fleuve"], "answer_start": [14, 29]}}),
+        json!({"id": ids[1], "question": "Who?", "context": "Nobody knows.",
+               "answers": {"text": [], "answer_start": []}}),
+    )
+}
+
+#[test]
+fn binary_parquet_strings_are_read_as_text_with_one_warning_per_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("spark.parquet");
+    write_binary_parquet(&path, &binary_rows(&["s0", "s1"]));
+    let reference = write(
+        dir.path(),
+        "same.jsonl",
+        binary_rows_as_jsonl(&["s0", "s1"]),
+    );
+    let reference = load(&reference, &LoadOptions::default()).unwrap();
+    let (data, warnings) = warnings_of(|| load(&path, &LoadOptions::default()));
+    let data = data.unwrap();
+    assert_eq!(data.report.format, Some(DataFormat::Parquet));
+    assert_eq!(data.examples, reference.examples);
+    assert_eq!(data.examples[0].question, "Où est le café ?");
+    assert_eq!(data.examples[0].training_answer(), Some((14, 19)));
+    assert!(data.report.repaired.is_empty() && data.report.unrepairable.is_empty());
+    // One warning per binary column read (the unread `blob`, not UTF-8, is left alone).
+    let lines: Vec<&str> = warnings.lines().collect();
+    assert_eq!(lines.len(), 4, "{warnings}");
+    for (line, column) in lines
+        .iter()
+        .zip(["answers.text", "context", "id", "question"])
+    {
+        assert!(
+            line.ends_with(&format!(
+                "{}: Parquet column \"{column}\" is stored as binary, not string; read as \
+                 UTF-8 text",
+                path.display()
+            )),
+            "{line}"
+        );
+    }
+}
+
+#[test]
+fn binary_parquet_strings_that_are_not_utf8_name_the_column_and_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("latin1.parquet");
+    let mut rows = binary_rows(&["s0", "s1"]);
+    rows[1].context = b"Caf\xe9 ferm\xe9.";
+    write_binary_parquet(&path, &rows);
+    let err = load(&path, &LoadOptions::default()).unwrap_err();
+    assert!(
+        matches!(err, DataError::BinaryNotUtf8 { row: 1, .. }),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "{}: row #1: binary column \"context\" is not UTF-8 text (invalid byte at offset 3)",
+            path.display()
+        )
+    );
+    // Inside the answers struct, the column is named by its path.
+    let mut rows = binary_rows(&["s0", "s1"]);
+    rows[0].answers[1].0 = b"\xc3(";
+    write_binary_parquet(&path, &rows);
+    assert_eq!(
+        load(&path, &LoadOptions::default())
+            .unwrap_err()
+            .to_string(),
+        format!(
+            "{}: row #0: binary column \"answers.text\" is not UTF-8 text (invalid byte at \
+             offset 0)",
+            path.display()
+        )
+    );
+}
+
+#[test]
+fn files_without_examples_are_named_not_loaded_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    let no_rows = dir.path().join("no_rows.parquet");
+    write_binary_parquet(&no_rows, &[]);
+    let header_only = write(dir.path(), "header.csv", "id,question,context,answers\n");
+    let squad = write(
+        dir.path(),
+        "squad.json",
+        r#"{"version": "1.1", "data": []}"#,
+    );
+    let no_paragraphs = write(
+        dir.path(),
+        "no_qas.json",
+        r#"{"data": [{"title": "T", "paragraphs": [{"context": "c", "qas": []}]}]}"#,
+    );
+    let hf_list = write(dir.path(), "hf.json", "[]");
+    let hf_data = write(dir.path(), "hf_data.json", r#"{"data": []}"#);
+    for path in [
+        &no_rows,
+        &header_only,
+        &squad,
+        &no_paragraphs,
+        &hf_list,
+        &hf_data,
+    ] {
+        let err = load(path, &LoadOptions::default()).unwrap_err();
+        assert!(matches!(err, DataError::NoExamples { .. }), "{err:?}");
+        assert_eq!(
+            err.to_string(),
+            format!("{}: the file holds no examples", path.display())
+        );
+    }
+    // A DEFNLP labels file of a header alone names the CSV (folder and file alike).
+    let defnlp = defnlp_dir(
+        dir.path(),
+        "Id,pub_title,dataset_title,dataset_label,cleaned_label\n",
+        PUBLICATION.as_bytes(),
+    );
+    let csv = defnlp.join("train.csv");
+    for path in [&defnlp, &csv] {
+        assert_eq!(
+            load(path, &LoadOptions::default()).unwrap_err().to_string(),
+            format!("{}: the file holds no examples", csv.display())
+        );
+    }
+    // Rows that are all skipped are not this error: each is warned about and counted.
+    let skipped = write(
+        dir.path(),
+        "skipped.jsonl",
+        r#"{"id": "e", "question": " ", "context": "c", "answers": {"text": [], "answer_start": []}}"#,
+    );
+    let data = load(&skipped, &LoadOptions::default()).unwrap();
+    assert_eq!(data.examples.len(), 0);
+    assert_eq!(
+        data.report.skipped,
+        vec![("e".to_string(), "empty question".to_string())]
+    );
+}
+
+#[test]
+fn a_folder_of_shards_loads_as_one_dataset_in_file_name_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let shards = dir.path().join("shards");
+    std::fs::create_dir(&shards).unwrap();
+    // Written out of order, with Spark's litter beside them.
+    write_binary_parquet(
+        &shards.join("part-00001.parquet"),
+        &binary_rows(&["b2", "b3"]),
+    );
+    write_binary_parquet(
+        &shards.join("part-00000.parquet"),
+        &binary_rows(&["b0", "b1"]),
+    );
+    write(&shards, "_SUCCESS", "");
+    write(&shards, ".part-00000.parquet.crc", "junk");
+    let data = load(&shards, &LoadOptions::default()).unwrap();
+    assert_eq!(data.report.format, Some(DataFormat::Parquet));
+    assert_eq!(data.report.path, shards);
+    let ids: Vec<String> = data.examples.iter().map(|e| e.id.to_string()).collect();
+    assert_eq!(ids, ["b0", "b1", "b2", "b3"]);
+    assert_eq!(
+        qa_data::load::detect_format(&shards).unwrap(),
+        DataFormat::Parquet
+    );
+    // JSON Lines shards too; an id in two shards is a duplicate naming the folder.
+    let lines = dir.path().join("lines");
+    std::fs::create_dir(&lines).unwrap();
+    write(&lines, "b.jsonl", binary_rows_as_jsonl(&["x2", "x1"]));
+    write(&lines, "a.jsonl", binary_rows_as_jsonl(&["x0", "x1"]));
+    let err = load(&lines, &LoadOptions::default()).unwrap_err();
+    assert!(matches!(err, DataError::DuplicateId { .. }), "{err:?}");
+    assert!(
+        err.to_string().starts_with(&format!(
+            "{}: duplicate example id x1: example #1 (id \"x1\") and example #3",
+            lines.display()
+        )),
+        "{err}"
+    );
+    // Shards of two formats, or of two splits, are refused.
+    write(&shards, "extra.csv", "id,question,context,answers\n");
+    assert_eq!(
+        load(&shards, &LoadOptions::default())
+            .unwrap_err()
+            .to_string(),
+        format!(
+            "{}: this folder holds data files of several formats (.csv, .parquet); shards of \
+             one dataset share one format: pass one file, or a folder of one format's shards",
+            shards.display()
+        )
+    );
+    let hub = dir.path().join("data");
+    std::fs::create_dir(&hub).unwrap();
+    for name in [
+        "train-00000-of-00001.parquet",
+        "validation-00000-of-00001.parquet",
+    ] {
+        write_binary_parquet(&hub.join(name), &binary_rows(&["h0", "h1"]));
+    }
+    let err = load(&hub, &LoadOptions::default()).unwrap_err();
+    assert!(matches!(err, DataError::SeveralSplits { .. }), "{err:?}");
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "{}: this folder holds the files of several splits (train, validation); pass one \
+             split's file, or a folder holding one split's shards",
+            hub.display()
+        )
+    );
+    // A DEFNLP folder (train.csv beside train/) is still DEFNLP, with its CSV beside shards.
+    let defnlp = defnlp_dir(dir.path(), DEFNLP_CSV, PUBLICATION.as_bytes());
+    write_binary_parquet(&defnlp.join("x.parquet"), &binary_rows(&["d0", "d1"]));
+    let data = load(&defnlp, &LoadOptions::default()).unwrap();
+    assert_eq!(data.report.format, Some(DataFormat::Defnlp));
+    assert_eq!(data.examples.len(), 2);
+}
+
+// ---------------------------------------------------------------------------------------------
 // Fuzz: the checks every outcome must pass
 
 /// An error must be one line naming one of `files`; record-level errors name the record.

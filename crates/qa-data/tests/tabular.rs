@@ -127,3 +127,133 @@ fn bad_tabular_files_are_one_clear_error() {
         DataFormat::Defnlp
     );
 }
+
+/// A CSV data file in `dir` with `text`.
+fn csv_file(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+const CSV_ROW: &str =
+    "q1,Who ran?,\"Ann ran, then; rested.\",\"{'text': ['Ann'], 'answer_start': [0]}\"\n";
+
+#[test]
+fn a_column_read_twice_in_a_csv_header_is_refused_and_others_keep_the_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let twice = csv_file(
+        dir.path(),
+        "twice.csv",
+        &format!(
+            "id,question,context,answers,question\n{}",
+            CSV_ROW.replace('\n', ",Why?\n")
+        ),
+    );
+    let err = load(&twice, &LoadOptions::default()).unwrap_err();
+    assert!(
+        matches!(err, qa_data::DataError::DuplicateColumn { .. }),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "{}: column \"question\" appears twice in the CSV header (fields 2 and 5); rename \
+             or drop one",
+            twice.display()
+        )
+    );
+    // `id` is read too.
+    let ids = csv_file(
+        dir.path(),
+        "ids.csv",
+        &format!(
+            "id,question,context,answers,id\n{}",
+            CSV_ROW.replace('\n', ",q2\n")
+        ),
+    );
+    assert!(load(&ids, &LoadOptions::default())
+        .unwrap_err()
+        .to_string()
+        .contains("column \"id\" appears twice in the CSV header (fields 1 and 5)"));
+    // A repeated column the loader does not read: loaded, the read columns untouched.
+    let note = csv_file(
+        dir.path(),
+        "note.csv",
+        &format!(
+            "note,id,question,context,answers,note\n{}",
+            CSV_ROW
+                .replace("q1,", "first,q1,")
+                .replace('\n', ",second\n")
+        ),
+    );
+    let plain = csv_file(
+        dir.path(),
+        "plain.csv",
+        &format!("id,question,context,answers\n{CSV_ROW}"),
+    );
+    let want = examples(&plain, &LoadOptions::default());
+    assert_eq!(want.len(), 1);
+    assert_eq!(want[0].context, "Ann ran, then; rested.");
+    assert_eq!(examples(&note, &LoadOptions::default()), want);
+}
+
+#[test]
+fn a_semicolon_or_tab_delimited_csv_is_named_as_such() {
+    let dir = tempfile::tempdir().unwrap();
+    let expects_commas = "the CSV reader expects commas (save it comma-separated, e.g. pandas \
+                          `to_csv` without `sep`)";
+    for (name, delimiter, said) in [
+        ("semi.csv", ";", "';'-delimited"),
+        ("tabs.csv", "\t", "tab-delimited"),
+        ("pipes.csv", "|", "'|'-delimited"),
+    ] {
+        let header = ["id", "question", "context", "answers"].join(delimiter);
+        let row = [
+            "q1",
+            "Who?",
+            "Ann ran.",
+            "{'text': ['Ann'], 'answer_start': [0]}",
+        ]
+        .join(delimiter);
+        let path = csv_file(dir.path(), name, &format!("{header}\n{row}\n"));
+        let err = load(&path, &LoadOptions::default()).unwrap_err();
+        assert!(
+            matches!(err, qa_data::DataError::MissingColumns { .. }),
+            "{err:?}"
+        );
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "{}: the CSV header has no \"question\", \"context\", \"answers\" columns: the \
+                 file looks {said}, but {expects_commas}",
+                path.display()
+            )
+        );
+    }
+    // Comma-separated but a column misnamed: no delimiter hint, the header and the flags.
+    let renamed = csv_file(
+        dir.path(),
+        "renamed.csv",
+        &format!("id,question,passage,answers\n{CSV_ROW}"),
+    );
+    assert_eq!(
+        load(&renamed, &LoadOptions::default())
+            .unwrap_err()
+            .to_string(),
+        format!(
+            "{}: the CSV header has no \"context\" column (it has \"id\", \"question\", \
+             \"passage\", \"answers\"); name the columns with --question-column-name, \
+             --context-column-name and --answer-column-name",
+            renamed.display()
+        )
+    );
+    // Commas and semicolons inside quoted fields are text, not delimiters.
+    let quoted = csv_file(
+        dir.path(),
+        "quoted.csv",
+        &format!("id,question,context,answers\n{CSV_ROW}"),
+    );
+    let loaded = examples(&quoted, &LoadOptions::default());
+    assert_eq!(loaded[0].context, "Ann ran, then; rested.");
+    assert_eq!(loaded[0].answers[0].text, "Ann");
+}

@@ -160,7 +160,8 @@ fn example_answers(
 
         let mut spans: Vec<(usize, usize, f32)> = Vec::new();
         for s in (1..n).filter(|&s| allowed[s]) {
-            for e in (s..n.min(s + config.max_answer_len)).filter(|&e| allowed[e]) {
+            // Saturating: a huge max_answer_len means "any length", never a wrap to nothing.
+            for e in (s..n.min(s.saturating_add(config.max_answer_len))).filter(|&e| allowed[e]) {
                 best_span_logit = best_span_logit.max(start_logits[s] + end_logits[e]);
                 let score = p_start[s] * p_end[e];
                 if score > 0.0 {

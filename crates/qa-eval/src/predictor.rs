@@ -68,6 +68,7 @@ impl<B: Backend> Predictor<B> {
             stride,
             ..windows
         };
+        windows.validate()?;
         qa_model::check_vocabulary(&config, tokenizer.get_vocab_size(true), model_dir)?;
         let has_qa_head = report.initialized.is_empty();
         if !has_qa_head {
@@ -194,7 +195,7 @@ fn check_not_blank(examples: &[Example]) -> Result<()> {
             ("question", &example.question),
             ("context", &example.context),
         ] {
-            if text.trim().is_empty() {
+            if qa_data::requests::is_blank(text) {
                 return Err(EvalError::BlankInput {
                     id: example.id.to_string(),
                     field,

@@ -149,12 +149,41 @@ impl<B: Backend> ParamVisitor<B> for Loader<'_, B> {
 /// Builds a model from a config and, optionally, a weight file (any tensor missing from a given
 /// file is an error, except a fresh QA head). Without a file every tensor is initialised as HF
 /// does, from `seed`.
+/// Refuses a config whose f32 parameters alone exceed the machine's memory (an absurd config
+/// would otherwise run out of memory while building, or abort). Where the memory size cannot
+/// be read, nothing is refused.
+fn check_fits_in_memory(config: &ModelConfig) -> Result<()> {
+    const GIB: f64 = (1u64 << 30) as f64;
+    let parameters = config.parameter_count();
+    let bytes = parameters.saturating_mul(4);
+    let Some(memory) = total_memory_bytes() else {
+        return Ok(());
+    };
+    if bytes > u128::from(memory) {
+        return Err(ModelError::TooLarge {
+            parameters,
+            gib: bytes as f64 / GIB,
+            memory_gib: memory as f64 / GIB,
+        });
+    }
+    Ok(())
+}
+
+/// The machine's memory (Linux `MemTotal`), if it can be read.
+fn total_memory_bytes() -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = meminfo.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib.saturating_mul(1024))
+}
+
 pub fn build_model<B: Backend>(
     config: &ModelConfig,
     weights: Option<&WeightFile>,
     seed: u64,
     device: &B::Device,
 ) -> Result<(QaModel<B>, LoadReport)> {
+    check_fits_in_memory(config)?;
     let mut model = QaModel::skeleton(config, device);
     let mut loader = Loader::<B> {
         file: weights,

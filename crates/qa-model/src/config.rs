@@ -339,6 +339,35 @@ impl ModelConfig {
 }
 
 impl ModelConfig {
+    /// How many parameters the model holds, counted from the config alone (embeddings, the
+    /// layers — ALBERT's shared groups once — and the QA head), so that an absurd config is
+    /// refused before anything is allocated. Never overflows: a config's sizes are `usize`s.
+    pub fn parameter_count(&self) -> u128 {
+        let [vocab, hidden, embedding, inner, positions, types] = [
+            self.vocab_size,
+            self.hidden_size,
+            self.embedding_size,
+            self.intermediate_size,
+            self.max_position_embeddings,
+            self.type_vocab_size,
+        ]
+        .map(|n| n as u128);
+        let projection = if embedding == hidden {
+            0
+        } else {
+            embedding * hidden + hidden
+        };
+        let embeddings = (vocab + positions + types) * embedding + 2 * embedding + projection;
+        // Q, K, V and the output (weights and biases), the feed-forward pair, two LayerNorms.
+        let layer =
+            4 * (hidden * hidden + hidden) + 2 * hidden * inner + inner + hidden + 4 * hidden;
+        let layers = match self.architecture {
+            Architecture::Albert => (self.num_hidden_groups * self.inner_group_num) as u128,
+            _ => self.num_layers as u128,
+        };
+        embeddings + layers * layer + 2 * hidden + 2
+    }
+
     /// The longest window the position table can hold (families whose positions start after
     /// a padding offset, as RoBERTa's, subtract it here).
     pub fn max_window_length(&self) -> usize {

@@ -6,6 +6,15 @@ pub type Result<T, E = ModelError> = std::result::Result<T, E>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
+    #[error(
+        "the config describes a model of {parameters} parameters ({gib:.1} GiB in f32), more \
+         than this machine's {memory_gib:.1} GiB of memory: check config.json's sizes"
+    )]
+    TooLarge {
+        parameters: u128,
+        gib: f64,
+        memory_gib: f64,
+    },
     #[error("{path}: cannot read: {source}")]
     Io {
         path: PathBuf,

@@ -415,3 +415,41 @@ proptest! {
         check_weights(dir.path(), "pytorch_model.bin", &bytes);
     }
 }
+
+/// The parameter count read from a config is the checkpoint's own, and a config describing a
+/// model larger than the machine's memory is refused before anything is allocated.
+#[test]
+fn absurd_model_sizes_are_refused_before_building() {
+    let model = shared("golden/tiny-bert-qa");
+    let config = ModelConfig::from_file(&model.join("config.json")).unwrap();
+    let weights = WeightFile::read(&model.join("model.safetensors")).unwrap();
+    let stored: usize = weights
+        .tensors
+        .iter()
+        .filter(|(name, _)| !name.ends_with("position_ids"))
+        .map(|(_, t)| t.shape.iter().product::<usize>())
+        .sum();
+    assert_eq!(config.parameter_count(), stored as u128);
+
+    let dir = tempfile::tempdir().unwrap();
+    for file in ["model.safetensors", "tokenizer.json", "vocab.txt"] {
+        std::fs::copy(model.join(file), dir.path().join(file)).unwrap();
+    }
+    let mut hf: Value =
+        serde_json::from_str(&std::fs::read_to_string(model.join("config.json")).unwrap()).unwrap();
+    hf["hidden_size"] = json!(1_000_000_000u64);
+    std::fs::write(dir.path().join("config.json"), hf.to_string()).unwrap();
+    let err = qa_model::load_pretrained::<qa_model::backend::Compute>(
+        dir.path(),
+        None,
+        0,
+        &Default::default(),
+    )
+    .map(|_| ())
+    .expect_err("refused");
+    assert!(matches!(err, ModelError::TooLarge { .. }), "{err}");
+    assert!(
+        err.to_string().contains("more than this machine's"),
+        "{err}"
+    );
+}

@@ -115,10 +115,12 @@ pub enum RequestError {
     MaxAnswerLen,
     #[error("the body is larger than {limit} bytes")]
     TooLarge { limit: usize },
+    #[error("the body stopped arriving for {0:?}")]
+    BodyTimeout(std::time::Duration),
     #[error("reading the body: {0}")]
     Body(#[source] axum::Error),
-    #[error("the server is busy ({0} requests queued): retry later")]
-    QueueFull(usize),
+    #[error("the server is busy ({requests} requests, {bytes} bytes queued): retry later")]
+    QueueFull { requests: usize, bytes: usize },
     #[error("the model is still loading: retry later")]
     Loading,
     #[error("the model is not available (it failed to load, or the server is stopping)")]
@@ -166,7 +168,8 @@ impl RequestError {
             | OutOfRange { .. }
             | NoWindows(_) => StatusCode::UNPROCESSABLE_ENTITY,
             TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            QueueFull(_) | Loading | ModelUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            QueueFull { .. } | Loading | ModelUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             ModelFailed | Windows(_) | Decode(_) | Encode(_) | Worker => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
@@ -178,7 +181,7 @@ impl RequestError {
     /// Seconds a client should wait before retrying, for the refusals that pass.
     fn retry_after(&self) -> Option<&'static str> {
         match self {
-            RequestError::QueueFull(_) => Some("1"),
+            RequestError::QueueFull { .. } => Some("1"),
             RequestError::Loading => Some("5"),
             _ => None,
         }
@@ -233,8 +236,6 @@ pub enum ServeError {
     Thread(#[source] std::io::Error),
     #[error("loading the model: {0}")]
     Load(#[source] qa_eval::EvalError),
-    #[error("serving: {0}")]
-    Serve(#[source] std::io::Error),
     #[error("the model is not available (it failed to load)")]
     ModelUnavailable,
     #[error("the model thread panicked")]

@@ -28,7 +28,7 @@ use tokio::sync::{oneshot, watch};
 
 use crate::batcher::{Job, ModelState, Windowing};
 use crate::error::RequestError;
-use crate::metrics::{Metrics, QueueSlot, Readiness};
+use crate::metrics::{InFlight, Metrics, QueueLimits, QueueSlot, Readiness};
 use crate::request::{AnswerRequest, Answers, Input};
 use crate::ServeConfig;
 
@@ -103,13 +103,21 @@ async fn count(State(app): State<Arc<AppState>>, request: Request, next: Next) -
 }
 
 async fn answer(State(app): State<Arc<AppState>>, request: Request) -> Response {
-    let result = match read_body(request, app.config.max_body_bytes).await {
-        Ok(body) => answer_body(&app, body).await,
+    let limits = (
+        app.config.max_body_bytes,
+        app.config.connections.body_read_timeout,
+    );
+    let result = match read_body(request, limits).await {
+        Ok(body) => {
+            // Read whole: a shutdown now answers it before closing.
+            let _in_flight = InFlight::new(&app.metrics);
+            answer_body(&app, body).await
+        }
         Err(err) => Err(err),
     };
     match result {
         Ok(value) => json_response(StatusCode::OK, &value),
-        Err(err @ RequestError::TooLarge { .. }) => {
+        Err(err @ (RequestError::TooLarge { .. } | RequestError::BodyTimeout(_))) => {
             let mut response = err.into_response();
             response
                 .headers_mut()
@@ -120,9 +128,12 @@ async fn answer(State(app): State<Arc<AppState>>, request: Request) -> Response 
     }
 }
 
-/// The body, at most `limit` bytes; a larger one is drained (read and discarded, within the
-/// bounds above) and refused.
-async fn read_body(request: Request, limit: usize) -> Result<Bytes, RequestError> {
+/// The body, at most `limit` bytes, each piece arriving within `pause`; a larger one is drained
+/// (read and discarded, within the bounds above) and refused.
+async fn read_body(
+    request: Request,
+    (limit, pause): (usize, Duration),
+) -> Result<Bytes, RequestError> {
     let declared = request
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -145,7 +156,9 @@ async fn read_body(request: Request, limit: usize) -> Result<Bytes, RequestError
                 Err(_) => break,
             }
         } else {
-            body.frame().await
+            tokio::time::timeout(pause, body.frame())
+                .await
+                .map_err(|_| RequestError::BodyTimeout(pause))?
         };
         let Some(frame) = frame else { break };
         let Ok(chunk) = frame.map_err(RequestError::Body)?.into_data() else {
@@ -176,8 +189,15 @@ async fn answer_body(app: &AppState, body: Bytes) -> Result<Value, RequestError>
     let windows = request
         .windows
         .resolve(&windowing.config, windowing.longest)?;
-    let slot = QueueSlot::admit(&app.metrics, app.config.max_queue)
-        .ok_or(RequestError::QueueFull(app.config.max_queue))?;
+    let limits = QueueLimits {
+        requests: app.config.max_queue,
+        bytes: app.config.max_queued_bytes,
+    };
+    let slot =
+        QueueSlot::admit(&app.metrics, limits, body.len()).ok_or(RequestError::QueueFull {
+            requests: app.metrics.queue_depth(),
+            bytes: app.metrics.queued_bytes(),
+        })?;
 
     let examples = request.examples();
     let what = match request.input {

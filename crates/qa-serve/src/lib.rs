@@ -29,6 +29,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 
 pub mod batcher;
+pub mod connections;
 pub mod error;
 pub mod http;
 pub mod metrics;
@@ -36,6 +37,7 @@ pub mod openapi;
 pub mod request;
 
 pub use batcher::BatchConfig;
+pub use connections::ConnectionLimits;
 pub use error::{RequestError, ServeError};
 pub use request::{answer_json, AnswerRequest, Answers, Input, Question, Shape, WindowOptions};
 
@@ -49,6 +51,12 @@ pub struct ServeConfig {
     pub batching: BatchConfig,
     /// Requests admitted and not yet answered by the model; more are refused with 503.
     pub max_queue: usize,
+    /// Request-body bytes admitted and not yet answered; more are refused with 503 (a request
+    /// alone is admitted whatever its size). This bounds the memory a burst of large contexts
+    /// can take: each holds its tokens, windows and logits until answered.
+    pub max_queued_bytes: usize,
+    /// Timeouts for slow clients, and the shutdown grace.
+    pub connections: ConnectionLimits,
     /// Largest request body; larger ones are refused with 413.
     pub max_body_bytes: usize,
     /// Answer options a request does not set itself (`top_k`, `max_answer_len`,
@@ -61,7 +69,9 @@ impl Default for ServeConfig {
         Self {
             batching: BatchConfig::default(),
             max_queue: 256,
+            max_queued_bytes: 8 << 20,
             max_body_bytes: 1 << 20,
+            connections: ConnectionLimits::default(),
             answers: PipelineConfig::default(),
         }
     }
@@ -72,12 +82,20 @@ impl ServeConfig {
         let zero = [
             ("max_batch_windows", self.batching.max_windows),
             ("max_queue", self.max_queue),
+            ("max_queued_bytes", self.max_queued_bytes),
             ("max_body_bytes", self.max_body_bytes),
             ("top_k", self.answers.top_k),
             ("max_answer_length", self.answers.max_answer_len),
         ]
         .into_iter()
         .find(|&(_, value)| value == 0);
+        let timeouts = [
+            self.connections.header_read_timeout,
+            self.connections.body_read_timeout,
+        ];
+        if timeouts.iter().any(Duration::is_zero) {
+            return Err(ServeError::ZeroLimit("read_timeout"));
+        }
         let padding = self.batching.max_padding;
         match zero {
             Some((name, _)) => Err(ServeError::ZeroLimit(name)),
@@ -126,7 +144,8 @@ where
     let (jobs, model_thread) =
         batcher::spawn_model_thread(load, config.batching.clone(), metrics.clone(), model_tx)?;
     let mut failed = model_rx.clone();
-    let app = http::router(http::AppState::new(jobs, model_rx, metrics, config));
+    let limits = config.connections;
+    let app = http::router(http::AppState::new(jobs, model_rx, metrics.clone(), config));
     let stop = async move {
         tokio::select! {
             () = shutdown => {}
@@ -134,17 +153,13 @@ where
             _ = failed.wait_for(|state| matches!(state, ModelState::Failed)) => {}
         }
     };
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(stop)
-        .await
-        .map_err(ServeError::Serve);
+    connections::serve(listener, app, stop, limits, metrics).await;
     // The router (and with it the job sender) is gone: the model thread finishes what it holds
     // and ends.
     let joined = tokio::task::spawn_blocking(move || model_thread.join())
         .await
         .map_err(|_| ServeError::ModelThreadPanicked)?
         .map_err(|_| ServeError::ModelThreadPanicked)?;
-    served?;
     joined
 }
 

@@ -82,8 +82,17 @@ pub enum Readiness {
 #[derive(Debug)]
 pub struct Metrics {
     counters: Mutex<Counters>,
-    /// Requests admitted and not yet answered by the model.
-    queued: AtomicUsize,
+    /// Requests admitted and not yet answered by the model, and their body bytes.
+    queue: Mutex<Queued>,
+    /// Requests read whole and not yet answered (the work a shutdown finishes).
+    in_flight: AtomicUsize,
+}
+
+/// What the queue holds.
+#[derive(Debug, Default, Clone, Copy)]
+struct Queued {
+    requests: usize,
+    bytes: usize,
 }
 
 impl Default for Metrics {
@@ -103,8 +112,14 @@ impl Metrics {
                 failed_batches: 0,
                 forward_passes: 0,
             }),
-            queued: AtomicUsize::new(0),
+            queue: Mutex::new(Queued::default()),
+            in_flight: AtomicUsize::new(0),
         }
+    }
+
+    fn queue(&self) -> MutexGuard<'_, Queued> {
+        // Each update is one statement: the counts stay consistent even after a panic.
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn counters(&self) -> MutexGuard<'_, Counters> {
@@ -141,7 +156,17 @@ impl Metrics {
 
     /// Requests admitted and not yet answered by the model.
     pub fn queue_depth(&self) -> usize {
-        self.queued.load(Ordering::Relaxed)
+        self.queue().requests
+    }
+
+    /// Body bytes of the requests admitted and not yet answered by the model.
+    pub fn queued_bytes(&self) -> usize {
+        self.queue().bytes
+    }
+
+    /// Requests read whole and not yet answered.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Acquire)
     }
 
     /// The Prometheus text exposition of everything counted so far.
@@ -159,8 +184,11 @@ impl Metrics {
         let _ = writeln!(
             out,
             "# HELP qa_serve_queue_depth Requests admitted and not yet answered by the model.\n\
-             # TYPE qa_serve_queue_depth gauge\nqa_serve_queue_depth {}",
-            self.queue_depth()
+             # TYPE qa_serve_queue_depth gauge\nqa_serve_queue_depth {}\n\
+             # HELP qa_serve_queued_bytes Request-body bytes admitted and not yet answered.\n\
+             # TYPE qa_serve_queued_bytes gauge\nqa_serve_queued_bytes {}",
+            self.queue_depth(),
+            self.queued_bytes()
         );
         let _ = writeln!(
             out,
@@ -201,30 +229,63 @@ impl Metrics {
 }
 
 /// A place in the queue, held from admission until the model has answered (or the request
-/// was dropped); giving it back lowers the queue depth.
+/// was dropped); giving it back lowers the queue depth and the bytes queued.
 #[derive(Debug)]
 pub struct QueueSlot {
     metrics: Arc<Metrics>,
+    bytes: usize,
+}
+
+/// The queue limits a request is admitted under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueLimits {
+    /// Most requests admitted at once.
+    pub requests: usize,
+    /// Most request-body bytes admitted at once (a request alone is admitted whatever its
+    /// size: the body limit bounds it).
+    pub bytes: usize,
 }
 
 impl QueueSlot {
-    /// A place if fewer than `max_queue` requests hold one.
-    pub fn admit(metrics: &Arc<Metrics>, max_queue: usize) -> Option<Self> {
-        metrics
-            .queued
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < max_queue).then_some(n + 1)
-            })
-            .ok()
-            .map(|_| Self {
-                metrics: metrics.clone(),
-            })
+    /// A place for a request of `bytes`, if the queue has room for it under `limits`.
+    pub fn admit(metrics: &Arc<Metrics>, limits: QueueLimits, bytes: usize) -> Option<Self> {
+        let mut queue = metrics.queue();
+        let fits = queue.requests < limits.requests
+            && (queue.requests == 0 || queue.bytes.saturating_add(bytes) <= limits.bytes);
+        if !fits {
+            return None;
+        }
+        queue.requests += 1;
+        queue.bytes = queue.bytes.saturating_add(bytes);
+        Some(Self {
+            metrics: metrics.clone(),
+            bytes,
+        })
     }
 }
 
 impl Drop for QueueSlot {
     fn drop(&mut self) {
-        self.metrics.queued.fetch_sub(1, Ordering::AcqRel);
+        let mut queue = self.metrics.queue();
+        queue.requests -= 1;
+        queue.bytes -= self.bytes;
+    }
+}
+
+/// Counts a request read whole until its response is made.
+#[derive(Debug)]
+pub struct InFlight(Arc<Metrics>);
+
+impl InFlight {
+    pub fn new(metrics: &Arc<Metrics>) -> Self {
+        metrics.in_flight.fetch_add(1, Ordering::AcqRel);
+        Self(metrics.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -263,12 +324,36 @@ mod tests {
     #[test]
     fn the_queue_admits_up_to_its_limit_and_slots_free_places() {
         let metrics = Arc::new(Metrics::new());
-        let a = QueueSlot::admit(&metrics, 2).unwrap();
-        let _b = QueueSlot::admit(&metrics, 2).unwrap();
-        assert!(QueueSlot::admit(&metrics, 2).is_none());
+        let limits = QueueLimits {
+            requests: 2,
+            bytes: 100,
+        };
+        let a = QueueSlot::admit(&metrics, limits, 10).unwrap();
+        let _b = QueueSlot::admit(&metrics, limits, 10).unwrap();
+        assert!(QueueSlot::admit(&metrics, limits, 10).is_none());
         assert_eq!(metrics.queue_depth(), 2);
         drop(a);
         assert_eq!(metrics.queue_depth(), 1);
-        assert!(QueueSlot::admit(&metrics, 2).is_some());
+        assert!(QueueSlot::admit(&metrics, limits, 10).is_some());
+    }
+
+    #[test]
+    fn the_queue_admits_up_to_its_bytes_and_a_large_request_when_alone() {
+        let metrics = Arc::new(Metrics::new());
+        let limits = QueueLimits {
+            requests: 10,
+            bytes: 100,
+        };
+        let a = QueueSlot::admit(&metrics, limits, 60).unwrap();
+        assert!(QueueSlot::admit(&metrics, limits, 41).is_none());
+        let b = QueueSlot::admit(&metrics, limits, 40).unwrap();
+        assert_eq!(metrics.queued_bytes(), 100);
+        drop((a, b));
+        assert_eq!(metrics.queued_bytes(), 0);
+        // Alone, a request over the budget is admitted (the body limit bounds it).
+        let big = QueueSlot::admit(&metrics, limits, 500).unwrap();
+        assert!(QueueSlot::admit(&metrics, limits, 1).is_none());
+        drop(big);
+        assert!(QueueSlot::admit(&metrics, limits, 1).is_some());
     }
 }

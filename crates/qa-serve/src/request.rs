@@ -326,7 +326,7 @@ fn text(
 ) -> Result<String, RequestError> {
     let text: String =
         field(object, &f.to_string(), place(f))?.ok_or(RequestError::Missing(place(f)))?;
-    if text.trim().is_empty() {
+    if qa_data::requests::is_blank(&text) {
         return Err(RequestError::Blank(place(f)));
     }
     Ok(text)
@@ -655,7 +655,11 @@ mod tests {
     fn each_bad_body_gets_its_own_error() {
         use RequestError::*;
         type Check = fn(&RequestError) -> bool;
-        let cases: [(&str, Check); 21] = [
+        let cases: [(&str, Check); 22] = [
+            (
+                r#"{"question": "q", "context": "\u200b\u00a0\u2060 "}"#,
+                |e| matches!(e, Blank(Place::Top(Field::Context))),
+            ),
             ("{oops", |e| matches!(e, Json(_))),
             ("[1, 2]", |e| matches!(e, NotAnObject)),
             (r#"{"context": "c"}"#, |e| {

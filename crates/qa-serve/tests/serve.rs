@@ -10,7 +10,7 @@ use qa_data::{ExampleId, FeatureConfig};
 use qa_eval::{PipelineAnswer, PipelineConfig, Predictor};
 use qa_model::backend::Compute;
 use qa_model::InferencePrecision;
-use qa_serve::{BatchConfig, ServeConfig, ServeError, Server};
+use qa_serve::{BatchConfig, ConnectionLimits, ServeConfig, ServeError, Server};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
@@ -448,51 +448,134 @@ async fn futures_join<F: std::future::Future<Output = ()>>(futures: Vec<F>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_queue_is_refused_with_503_and_retry_after() {
-    // One place in the queue, and a batcher that waits long for company.
+    let questions = questions();
+    let (question, context) = questions[0].clone();
+    let first_body = json!({"question": question, "context": context}).to_string();
+    // One place in the queue; then many places but only the first request's bytes. The
+    // batcher waits long for company.
+    for (max_queue, max_queued_bytes) in [(1, 8 << 20), (100, first_body.len() + 5)] {
+        let server = start(ServeConfig {
+            max_queue,
+            max_queued_bytes,
+            batching: BatchConfig {
+                max_windows: 1000,
+                max_wait: Duration::from_millis(400),
+                ..BatchConfig::default()
+            },
+            ..ServeConfig::default()
+        })
+        .await;
+        let base = base(&server);
+        let predictor = load().unwrap();
+        let client = client();
+        let want = predict_json(
+            &reference(&predictor, &questions[0], &PipelineConfig::default()),
+            1,
+        );
+        let first = {
+            let (client, base, body) = (client.clone(), base.clone(), first_body.clone());
+            tokio::spawn(async move { post(&client, &base, body).await })
+        };
+        until_queued(&client, &base, 1.0).await;
+        assert_eq!(
+            sample(&metrics(&client, &base).await, "qa_serve_queued_bytes"),
+            first_body.len() as f64
+        );
+        let refused = client
+            .post(format!("{base}/v1/answer"))
+            .body(json!({"question": "Who?", "context": "Ann did."}).to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(refused.headers()["retry-after"], "1");
+        let error = refused.json::<Value>().await.unwrap()["error"].to_string();
+        assert!(error.contains("busy"), "{error}");
+        let (status, got) = first.await.unwrap();
+        assert_eq!(status, StatusCode::OK, "{got}");
+        assert_same_answer(&got, &want, "the admitted request");
+        assert_eq!(
+            sample(&metrics(&client, &base).await, "qa_serve_queued_bytes"),
+            0.0
+        );
+        server.shutdown().await.unwrap();
+    }
+}
+
+/// Slow and stalled clients are timed out, and a shutdown waits for none of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_clients_are_timed_out_and_do_not_hold_up_a_shutdown() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let limits = ConnectionLimits {
+        header_read_timeout: Duration::from_secs(1),
+        body_read_timeout: Duration::from_secs(1),
+        // Long: the shutdown below must not wait for the half-sent request.
+        shutdown_grace: Duration::from_secs(60),
+    };
     let server = start(ServeConfig {
-        max_queue: 1,
-        batching: BatchConfig {
-            max_windows: 1000,
-            max_wait: Duration::from_millis(400),
-            ..BatchConfig::default()
-        },
+        connections: limits,
         ..ServeConfig::default()
     })
     .await;
-    let base = base(&server);
-    let predictor = load().unwrap();
-    let client = client();
-    let questions = questions();
-    let (question, context) = questions[0].clone();
-    let want = predict_json(
-        &reference(&predictor, &questions[0], &PipelineConfig::default()),
-        1,
-    );
-    let first = {
-        let (client, base) = (client.clone(), base.clone());
-        tokio::spawn(async move {
-            post(
-                &client,
-                &base,
-                json!({"question": question, "context": context}).to_string(),
-            )
+    let addr = server.local_addr();
+    let connect = || tokio::net::TcpStream::connect(addr);
+    // Reads until the server closes the connection; fails if it keeps it open for 10 s.
+    async fn until_closed(stream: &mut tokio::net::TcpStream) -> String {
+        let mut reply = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut reply))
             .await
-        })
-    };
-    until_queued(&client, &base, 1.0).await;
-    let refused = client
-        .post(format!("{base}/v1/answer"))
-        .body(json!({"question": "Who?", "context": "Ann did."}).to_string())
-        .send()
+            .expect("the server closes the connection")
+            .expect("read");
+        String::from_utf8_lossy(&reply).into_owned()
+    }
+
+    // Headers that never end.
+    let mut stalled = connect().await.unwrap();
+    stalled
+        .write_all(b"POST /v1/answer HTTP/1.1\r\nHost: x\r\n")
         .await
         .unwrap();
-    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(refused.headers()["retry-after"], "1");
-    assert!(refused.json::<Value>().await.unwrap()["error"].is_string());
-    let (status, got) = first.await.unwrap();
-    assert_eq!(status, StatusCode::OK, "{got}");
-    assert_same_answer(&got, &want, "the admitted request");
+    until_closed(&mut stalled).await;
+
+    // A body that stops halfway: 408.
+    let mut paused = connect().await.unwrap();
+    paused
+        .write_all(
+            b"POST /v1/answer HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"question\"",
+        )
+        .await
+        .unwrap();
+    let reply = until_closed(&mut paused).await;
+    assert!(reply.starts_with("HTTP/1.1 408"), "{reply}");
+
+    // An idle keep-alive connection, after one answered request.
+    let mut idle = connect().await.unwrap();
+    let body = json!({"question": "Who?", "context": "Ann did."}).to_string();
+    idle.write_all(
+        format!(
+            "POST /v1/answer HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let reply = until_closed(&mut idle).await;
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+
+    // A half-sent request does not keep a stopping server up.
+    let mut half = connect().await.unwrap();
+    half.write_all(b"POST /v1/answer HTTP/1.1\r\nHost: x\r\nContent-Length: 50\r\n\r\n{")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = std::time::Instant::now();
     server.shutdown().await.unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "shutdown took {:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,9 +2,12 @@
 //! (AdamW moments by HF parameter name) and `trainer_state.json` (step, data position, schedule,
 //! best metric, log). Written to a temp folder and renamed, so a kill never leaves half a one.
 
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
-use burn::tensor::backend::AutodiffBackend;
+use burn::module::{Module, ModuleVisitor, Param, ParamId};
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::Tensor;
 use qa_model::checkpoint::{load_pretrained, save_pretrained};
 use qa_model::weights::{write_safetensors, WeightFile};
 use qa_model::{ModelConfig, QaModel};
@@ -107,17 +110,33 @@ pub fn save_checkpoint<B: AutodiffBackend>(
 ) -> Result<PathBuf> {
     let final_dir = checkpoint_dir(output_dir, state.global_step);
     let tmp = output_dir.join(format!(".checkpoint-{}.tmp", state.global_step));
-    if tmp.exists() {
-        std::fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
+    let written = (|| {
+        if tmp.exists() {
+            std::fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
+        }
+        save_pretrained(model, config, &tmp, tokenizer_dir)?;
+        write_safetensors(&tmp.join(OPTIMIZER_FILE), &optimizer.export())?;
+        write_state(&tmp.join(STATE_FILE), state)
+    })();
+    if let Err(source) = written {
+        // A half-written checkpoint is never published; its space is given back.
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(TrainError::SaveFailed {
+            what: format!("checkpoint-{}", state.global_step),
+            previous: latest_checkpoint(output_dir),
+            source: Box::new(source),
+        });
     }
-    save_pretrained(model, config, &tmp, tokenizer_dir)?;
-    write_safetensors(&tmp.join(OPTIMIZER_FILE), &optimizer.export())?;
-    write_state(&tmp.join(STATE_FILE), state)?;
     if final_dir.exists() {
         std::fs::remove_dir_all(&final_dir).map_err(io(&final_dir))?;
     }
     std::fs::rename(&tmp, &final_dir).map_err(io(&final_dir))?;
     Ok(final_dir)
+}
+
+/// The newest complete checkpoint of `output_dir`, if any.
+pub fn latest_checkpoint(output_dir: &Path) -> Option<PathBuf> {
+    list_checkpoints(output_dir).pop().map(|(_, path)| path)
 }
 
 pub fn write_state(path: &Path, state: &TrainerState) -> Result<()> {
@@ -156,35 +175,245 @@ pub fn load_checkpoint<B: AutodiffBackend>(
 ) -> Result<Resumed<B>> {
     let state_path = dir.join(STATE_FILE);
     let text = std::fs::read_to_string(&state_path).map_err(io(&state_path))?;
-    let state: TrainerState = serde_json::from_str(&text).map_err(|e| TrainError::Checkpoint {
+    let state = parse_state(&text).map_err(|e| TrainError::Checkpoint {
         path: state_path.clone(),
-        what: CheckpointProblem::MalformedState(e.to_string()),
+        what: CheckpointProblem::MalformedState(e),
     })?;
-    let (model, _, _) = load_pretrained::<B>(dir, None, state.seed, device)?;
-    let moments = WeightFile::read(&dir.join(OPTIMIZER_FILE))?;
+    // Training never saves NaN or infinite weights: in a checkpoint they are corruption.
+    let (model, _, _) =
+        load_pretrained::<B>(dir, None, state.seed, device).map_err(|e| match e {
+            qa_model::ModelError::NonFinite { path, name } => TrainError::Checkpoint {
+                path,
+                what: CheckpointProblem::NonFiniteTensor(name),
+            },
+            other => other.into(),
+        })?;
+    let optimizer_path = dir.join(OPTIMIZER_FILE);
+    let moments = WeightFile::read(&optimizer_path)?;
+    // Steps skipped by the loss scaler never reached AdamW: its bias correction counts the
+    // updates only.
+    let skipped = state.loss_scaler.map_or(0, |s| s.skipped_steps);
+    let updates = state.global_step.saturating_sub(skipped);
+    // Every moment must be one the run saved: under a parameter's name, F32, as long as the
+    // parameter, finite; and after an update every parameter has both. Anything else would
+    // silently resume from zero (or wrong) moments.
+    let dtypes = safetensors_dtypes(&optimizer_path)?;
+    check_moments(&model, &moments, &dtypes, updates).map_err(|what| TrainError::Checkpoint {
+        path: optimizer_path.clone(),
+        what,
+    })?;
     let mut optimizer = optimizer;
     let inner_device = model.qa_outputs.weight.val().inner().device();
     optimizer
-        .import(state.global_step, &moments.tensors, &inner_device)
+        .import(updates, &moments.tensors, &inner_device)
         .map_err(|what| TrainError::Checkpoint {
-            path: dir.join(OPTIMIZER_FILE),
+            path: optimizer_path,
             what,
         })?;
-    // Moments under names the model lacks (an older key scheme, another model) would leave
-    // every parameter starting from zero moments: refuse instead of resuming differently.
-    let names: std::collections::HashSet<String> = qa_model::hf_param_names(&model)
-        .into_iter()
-        .map(|p| p.name)
-        .collect();
-    if let Some(unknown) = optimizer.moments.keys().find(|k| !names.contains(*k)) {
-        return Err(TrainError::Checkpoint {
-            path: dir.join(OPTIMIZER_FILE),
-            what: CheckpointProblem::UnknownParameter(unknown.clone()),
-        });
-    }
     Ok(Resumed {
         model,
         optimizer,
         state,
     })
+}
+
+/// `trainer_state.json`'s text as a state; an error names the field that does not read.
+fn parse_state(text: &str) -> std::result::Result<TrainerState, String> {
+    serde_json::from_str(text).map_err(|e| {
+        // serde_json names a line and column only: find the field by reading each alone.
+        let value = serde_json::from_str::<serde_json::Value>(text).ok();
+        let field = value
+            .as_ref()
+            .and_then(|v| v.as_object())
+            .and_then(|fields| {
+                fields.iter().find_map(|(key, value)| {
+                    let alone = serde_json::Map::from_iter([(key.clone(), value.clone())]);
+                    serde_json::from_value::<TrainerState>(alone.into())
+                        .is_err()
+                        .then(|| key.clone())
+                })
+            });
+        match field {
+            Some(field) => format!("field {field}: {e}"),
+            None => e.to_string(),
+        }
+    })
+}
+
+/// Tensor name → dtype (`F32`, `F16`, …) as a safetensors file's header declares them
+/// ([`WeightFile`] converts every float type to f32, so it cannot tell).
+fn safetensors_dtypes(path: &Path) -> Result<BTreeMap<String, String>> {
+    use std::io::Read;
+    let bad = |what: String| {
+        TrainError::Model(qa_model::ModelError::Checkpoint {
+            path: path.to_path_buf(),
+            what,
+        })
+    };
+    let mut file = std::fs::File::open(path).map_err(io(path))?;
+    let size = file.metadata().map_err(io(path))?.len();
+    let mut len = [0u8; 8];
+    file.read_exact(&mut len).map_err(io(path))?;
+    let len = u64::from_le_bytes(len);
+    if len > size.saturating_sub(8) {
+        return Err(bad(format!(
+            "not a safetensors file: a header of {len} bytes in a file of {size}"
+        )));
+    }
+    let mut header = vec![0u8; len as usize];
+    file.read_exact(&mut header).map_err(io(path))?;
+    let header: BTreeMap<String, serde_json::Value> =
+        serde_json::from_slice(&header).map_err(|e| bad(format!("not a safetensors file: {e}")))?;
+    Ok(header
+        .into_iter()
+        .filter(|(name, _)| name != "__metadata__")
+        .map(|(name, info)| {
+            let dtype = info["dtype"].as_str().unwrap_or("no dtype").to_string();
+            (name, dtype)
+        })
+        .collect())
+}
+
+/// The number of values of every parameter of `model`, by HF name.
+fn parameter_sizes<B: Backend>(model: &QaModel<B>) -> BTreeMap<String, usize> {
+    struct Sizes(HashMap<ParamId, usize>);
+    impl<B: Backend> ModuleVisitor<B> for Sizes {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+            self.0.insert(param.id, param.val().shape().num_elements());
+        }
+    }
+    let mut sizes = Sizes(HashMap::new());
+    model.visit(&mut sizes);
+    qa_model::hf_param_names(model)
+        .into_iter()
+        .filter_map(|p| Some((p.name, *sizes.0.get(&p.id)?)))
+        .collect()
+}
+
+/// Checks the tensors of `optimizer.safetensors` (read as `file`, declared as `dtypes`)
+/// against the model's parameters, after `updates` AdamW updates.
+fn check_moments<B: Backend>(
+    model: &QaModel<B>,
+    file: &WeightFile,
+    dtypes: &BTreeMap<String, String>,
+    updates: usize,
+) -> std::result::Result<(), CheckpointProblem> {
+    let sizes = parameter_sizes(model);
+    for (name, dtype) in dtypes {
+        let Some(parameter) = name.strip_prefix("m.").or_else(|| name.strip_prefix("v.")) else {
+            return Err(CheckpointProblem::NotAMoment(name.clone()));
+        };
+        // Moments under names the model lacks (an older key scheme, another model) would
+        // leave every parameter starting from zero moments.
+        let Some(&expected) = sizes.get(parameter) else {
+            return Err(CheckpointProblem::UnknownParameter(parameter.to_string()));
+        };
+        let tensor = match (dtype.as_str(), file.tensors.get(name)) {
+            ("F32", Some(tensor)) => tensor,
+            _ => {
+                return Err(CheckpointProblem::MomentDtype {
+                    tensor: name.clone(),
+                    dtype: dtype.clone(),
+                })
+            }
+        };
+        if tensor.shape != [expected] {
+            return Err(CheckpointProblem::MomentShape {
+                tensor: name.clone(),
+                parameter: parameter.to_string(),
+                expected,
+                found: tensor.shape.clone(),
+            });
+        }
+        if tensor.data.iter().any(|v| !v.is_finite()) {
+            return Err(CheckpointProblem::NonFiniteTensor(name.clone()));
+        }
+    }
+    if updates > 0 {
+        for parameter in sizes.keys() {
+            for moment in [format!("m.{parameter}"), format!("v.{parameter}")] {
+                if !dtypes.contains_key(&moment) {
+                    return Err(CheckpointProblem::MissingMoment(moment));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Cross-checks a resumed state against its folder and itself, for a run whose epochs have
+/// `batches_per_epoch` micro-batches read `accumulation` to a step: the folder's step is
+/// `global_step`, the data position is the one `global_step` steps reach, and no log entry
+/// lies past it.
+pub fn check_state(
+    dir: &Path,
+    state: &TrainerState,
+    batches_per_epoch: usize,
+    accumulation: usize,
+) -> std::result::Result<(), CheckpointProblem> {
+    let bad = |field: String, value: String, expected: String| {
+        Err(CheckpointProblem::InconsistentState {
+            field,
+            value,
+            expected,
+        })
+    };
+    let step = state.global_step;
+    let folder_step = dir.file_name().and_then(|name| {
+        name.to_str()?
+            .strip_prefix("checkpoint-")?
+            .parse::<usize>()
+            .ok()
+    });
+    if let Some(folder_step) = folder_step.filter(|&s| s != step) {
+        return bad(
+            "global_step".into(),
+            step.to_string(),
+            format!("the folder is checkpoint-{folder_step}"),
+        );
+    }
+    // Every epoch takes ⌈batches / accumulation⌉ steps (the last one may read fewer).
+    let steps_per_epoch = batches_per_epoch.div_ceil(accumulation.max(1)).max(1);
+    let epoch = step / steps_per_epoch;
+    if state.epoch != epoch {
+        return bad(
+            "epoch".into(),
+            state.epoch.to_string(),
+            format!("step {step} at {steps_per_epoch} steps per epoch lies in epoch {epoch}"),
+        );
+    }
+    let batch = (step % steps_per_epoch) * accumulation;
+    if state.batch_in_epoch != batch {
+        return bad(
+            "batch_in_epoch".into(),
+            state.batch_in_epoch.to_string(),
+            format!(
+                "step {step} at {steps_per_epoch} steps per epoch lies at batch {batch} of epoch \
+                 {epoch}"
+            ),
+        );
+    }
+    if let Some(skipped) = state.loss_scaler.map(|s| s.skipped_steps) {
+        if skipped > step {
+            return bad(
+                "loss_scaler.skipped_steps".into(),
+                skipped.to_string(),
+                format!("only {step} steps were taken (global_step)"),
+            );
+        }
+    }
+    for (i, entry) in state.log_history.iter().enumerate() {
+        let logged = entry.get("step");
+        if !logged
+            .and_then(serde_json::Value::as_u64)
+            .is_some_and(|s| (1..=step as u64).contains(&s))
+        {
+            return bad(
+                format!("log_history[{i}].step"),
+                logged.map_or("missing".into(), |s| s.to_string()),
+                format!("log entries hold a step from 1 to global_step {step}"),
+            );
+        }
+    }
+    Ok(())
 }

@@ -271,7 +271,9 @@ impl TrainConfig {
     }
 
     /// Checks the settings before any work starts. `eval_version` is the SQuAD version of the
-    /// evaluation set, if there is one: the metric for the best model must be one it reports.
+    /// evaluation set, `None` when there is none: evaluating during training and loading the
+    /// best model then have nothing to run on (as the HF Trainer refuses), and the metric for
+    /// the best model must be one the set reports.
     pub fn validate(&self, eval_version: Option<SquadVersion>) -> Result<(), ConfigError> {
         if self.per_device_train_batch_size == 0 || self.gradient_accumulation_steps == 0 {
             return Err(ConfigError::ZeroBatch);
@@ -302,6 +304,11 @@ impl TrainConfig {
         }
         let eval = self.eval_schedule()?;
         let save = self.save_schedule()?;
+        if eval_version.is_none() && (eval != Schedule::Never || self.load_best_model_at_end) {
+            return Err(ConfigError::EvaluationWithoutData {
+                load_best: self.load_best_model_at_end,
+            });
+        }
         if self.load_best_model_at_end {
             self.check_best_model_schedule(eval, save)?;
             let metric = self.metric_for_best_model;
@@ -383,7 +390,7 @@ mod tests {
                 save_steps,
                 ..TrainConfig::new("out")
             }
-            .validate(None)
+            .validate(Some(SquadVersion::V1))
             .is_ok()
         };
         assert!(check(Some(Epoch), None, Some(Epoch), None));
@@ -393,6 +400,36 @@ mod tests {
         assert!(!check(Some(Epoch), None, None, Some(4)));
         assert!(!check(None, Some(2), Some(Epoch), None));
         assert!(!check(None, None, None, None));
+    }
+
+    #[test]
+    fn evaluating_without_an_evaluation_set_is_refused_up_front() {
+        let without = |eval_strategy, eval_steps, load_best_model_at_end| {
+            TrainConfig {
+                load_best_model_at_end,
+                eval_strategy,
+                eval_steps,
+                save_strategy: eval_strategy,
+                save_steps: eval_steps,
+                ..TrainConfig::new("out")
+            }
+            .validate(None)
+        };
+        let refused = |load_best| Err(ConfigError::EvaluationWithoutData { load_best });
+        assert_eq!(
+            without(Some(IntervalStrategy::Epoch), None, false),
+            refused(false)
+        );
+        assert_eq!(without(None, Some(5), false), refused(false));
+        assert_eq!(
+            without(Some(IntervalStrategy::Epoch), None, true),
+            refused(true)
+        );
+        assert_eq!(without(None, None, false), Ok(()));
+        assert!(refused(true)
+            .unwrap_err()
+            .to_string()
+            .contains("--validation-file"));
     }
 
     #[test]

@@ -33,6 +33,31 @@ pub enum TrainError {
     },
     #[error("invalid training settings: {0}")]
     Config(#[from] ConfigError),
+    #[error(
+        "{dir}: another qa train is writing into this folder ({holder}): wait for it, or use \
+         another --output-dir"
+    )]
+    OutputLocked { dir: PathBuf, holder: String },
+    #[error("{0}: the output folder is a file")]
+    OutputIsAFile(PathBuf),
+    /// A checkpoint or the final model could not be written (a full disk, a file size limit):
+    /// what is still there to resume from.
+    #[error(
+        "writing {what} failed: {source}; {}",
+        match previous {
+            Some(dir) => format!(
+                "{} is intact: run the same command again to resume from it",
+                dir.display()
+            ),
+            None => "no earlier checkpoint exists".to_string(),
+        }
+    )]
+    SaveFailed {
+        what: String,
+        previous: Option<PathBuf>,
+        #[source]
+        source: Box<TrainError>,
+    },
     #[error("no training windows: the training file gave no window to learn from")]
     NoTrainingWindows,
     #[error(
@@ -114,6 +139,50 @@ pub enum CheckpointProblem {
     UnknownParameter(String),
     #[error("optimizer state has m.{0} but no v.{0}")]
     MissingSecondMoment(String),
+    /// A tensor of `optimizer.safetensors` not named `m.PARAM`/`v.PARAM`.
+    #[error(
+        "tensor {0} is not an optimizer moment (m.PARAMETER or v.PARAMETER): the file was \
+         replaced (by model weights?); resume from another checkpoint or pass \
+         --overwrite-output-dir"
+    )]
+    NotAMoment(String),
+    #[error(
+        "tensor {0} is missing (after an update every parameter has both moments): the file \
+         is damaged; resume from another checkpoint or pass --overwrite-output-dir"
+    )]
+    MissingMoment(String),
+    #[error(
+        "tensor {tensor} is {dtype}, but moments are saved as F32: the file was converted or \
+         damaged; resume from another checkpoint or pass --overwrite-output-dir"
+    )]
+    MomentDtype { tensor: String, dtype: String },
+    #[error(
+        "tensor {tensor} has shape {found:?}, but {parameter} has {expected} values (expected \
+         shape [{expected}]): the file is damaged or belongs to another model; resume from \
+         another checkpoint or pass --overwrite-output-dir"
+    )]
+    MomentShape {
+        tensor: String,
+        parameter: String,
+        expected: usize,
+        found: Vec<usize>,
+    },
+    /// NaN or infinity in saved weights or moments: training never saves them.
+    #[error(
+        "tensor {0} holds NaN or infinite values: the checkpoint is corrupt (training never \
+         saves them); resume from another checkpoint or pass --overwrite-output-dir"
+    )]
+    NonFiniteTensor(String),
+    /// A field of `trainer_state.json` that disagrees with the folder or the other fields.
+    #[error(
+        "field {field} is {value}, but {expected}: the trainer state was edited or damaged; \
+         resume from another checkpoint or pass --overwrite-output-dir"
+    )]
+    InconsistentState {
+        field: String,
+        value: String,
+        expected: String,
+    },
 }
 
 /// Settings that cannot train, refused before any work starts.
@@ -123,6 +192,11 @@ pub enum ConfigError {
     InferencePrecisionInTraining(qa_model::InferencePrecision),
     #[error("batch size and gradient_accumulation_steps must be at least 1")]
     ZeroBatch,
+    #[error(
+        "{} needs an evaluation set: give --validation-file (or a dataset with a validation split)",
+        if *.load_best { "--load-best-model-at-end" } else { "--eval-strategy/--eval-steps" }
+    )]
+    EvaluationWithoutData { load_best: bool },
     #[error("{name} must be a positive finite number, got {value}")]
     NotPositive { name: &'static str, value: f64 },
     #[error("{name} must be a finite number ≥ 0, got {value}")]

@@ -14,6 +14,7 @@
 //!   `burn-collective`: shares of each global batch, gradient sums, sharded evaluation.
 //! * [`liveness`]: which peer is gone: a run's first failure, and node 0's connection to each
 //!   node, so a dead node is named at once.
+//! * [`lock`]: one run per output folder (an OS lock naming its holder).
 //! * [`checkpoint`]: `checkpoint-STEP/` folders written atomically, pruning, and exact resume.
 //! * [`model_card`]: the `README.md` model card of the final folder, as the HF Trainer writes it.
 //! * [`bench`]: synthetic timing workloads for `qa bench`, through the same step and update.
@@ -25,6 +26,7 @@ pub mod config;
 pub mod data_parallel;
 pub mod error;
 pub mod liveness;
+pub mod lock;
 pub mod loss;
 pub mod loss_scaler;
 pub mod model_card;

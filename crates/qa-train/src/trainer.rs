@@ -351,8 +351,16 @@ impl<'a, B: AutodiffBackend> Run<'a, B> {
                 let resumed =
                     checkpoint::load_checkpoint::<B>(dir, fresh_update.optimizer, device)?;
                 plan.check_resumable(&resumed.state)
+                    .and_then(|()| {
+                        checkpoint::check_state(
+                            dir,
+                            &resumed.state,
+                            plan.batches_per_epoch,
+                            plan.accumulation,
+                        )
+                    })
                     .map_err(|what| TrainError::Checkpoint {
-                        path: dir.clone(),
+                        path: dir.join(checkpoint::STATE_FILE),
                         what,
                     })?;
                 tracing::info!(
@@ -679,7 +687,12 @@ impl<'a, B: AutodiffBackend> Run<'a, B> {
             self.job.model_config,
             out_dir,
             self.job.tokenizer_dir,
-        )?;
+        )
+        .map_err(|source| TrainError::SaveFailed {
+            what: format!("the final model into {}", out_dir.display()),
+            previous: checkpoint::latest_checkpoint(out_dir),
+            source: Box::new(source.into()),
+        })?;
         checkpoint::write_state(&out_dir.join(checkpoint::STATE_FILE), &self.state)?;
         let results = self.results(RunEnd::Finished);
         qa_eval::decode::write_json(&out_dir.join("train_results.json"), &results)?;
