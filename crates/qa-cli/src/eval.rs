@@ -72,6 +72,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         (None, Some(files)) => common::split_source(&files, Split::Validation)?,
         (None, None) => anyhow::bail!("give --data FILE or --dataset-name NAME"),
     };
+    // Before any tokenizing or predicting.
+    if args.output_dir.exists() && !args.output_dir.is_dir() {
+        anyhow::bail!("{}: the output folder is a file", args.output_dir.display());
+    }
     if let Some(data) = &args.data {
         // The files `evaluate_prepared` writes.
         for kind in ["eval", "predict"] {

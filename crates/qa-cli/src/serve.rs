@@ -43,7 +43,7 @@ pub struct Args {
     max_body_bytes: usize,
     /// Request-body bytes waiting for the model before new requests get 503 (with
     /// Retry-After); bounds the memory a burst of long contexts takes.
-    #[arg(long, default_value_t = 8 << 20)]
+    #[arg(long, default_value_t = 2 << 20)]
     max_queued_bytes: usize,
     /// Seconds a client may take to send a request's headers, or pause while sending its body;
     /// also how long an idle keep-alive connection stays open.

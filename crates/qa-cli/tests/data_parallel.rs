@@ -1,6 +1,7 @@
 //! `qa train` data-parallel on loopback: two CPU peers in one process (`--devices cpu,cpu`) and
 //! two processes joined as nodes (`--nnodes 2`) train the weights one device trains with the
-//! same global batch; a killed node is named by the other within a minute.
+//! same global batch; a killed node is named by the other within a minute; nodes started with
+//! different settings are refused, on both sides, before they train.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -95,7 +96,8 @@ fn max_weight_diff(a: &Path, b: &Path) -> f32 {
         .fold(0.0, f32::max)
 }
 
-/// A master port with the ports after it (tensor ports of 2 nodes, the liveness port) free.
+/// A master port with the ports after it (tensor ports of 2 nodes, the liveness ports of runs of
+/// 2 and 3 nodes) free.
 fn free_ports() -> u16 {
     for _ in 0..100 {
         let base = std::net::TcpListener::bind("127.0.0.1:0")
@@ -104,12 +106,12 @@ fn free_ports() -> u16 {
             .unwrap()
             .port();
         if base < 60000
-            && (0..4).all(|i| std::net::TcpListener::bind(("0.0.0.0", base + i)).is_ok())
+            && (0..5).all(|i| std::net::TcpListener::bind(("0.0.0.0", base + i)).is_ok())
         {
             return base;
         }
     }
-    panic!("no 4 free ports in a row");
+    panic!("no 5 free ports in a row");
 }
 
 fn two_nodes(model: &Path, out: &Path, extra: &[&str]) -> (Output, Output) {
@@ -306,5 +308,109 @@ fn a_node_that_never_meets_the_others_stops_at_the_timeout() {
         stderr(&o).contains("--node-rank 2 must be below --nnodes 2"),
         "{}",
         stderr(&o)
+    );
+}
+
+/// Waits for `child` at most `limit`: a node that hangs is killed and fails the test.
+fn wait_at_most(mut child: Child, limit: Duration, name: &str) -> Output {
+    let started = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > limit {
+            child.kill().unwrap();
+            let o = child.wait_with_output().unwrap();
+            panic!("{name} still ran after {limit:?}: {}", stderr(&o));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// Two nodes, the flags of node `r` followed by `extra[r]`, each waited for at most `limit`.
+fn two_nodes_with(
+    model: &Path,
+    out: &Path,
+    extra: [&[&str]; 2],
+    limit: Duration,
+) -> (Output, Output) {
+    let port = free_ports().to_string();
+    let node = |rank: usize| {
+        let rank_flag = rank.to_string();
+        let mut flags = vec!["--node-rank", &rank_flag, "--master-port", &port];
+        flags.extend(extra[rank]);
+        spawn(&train_args(model, out, 4, &flags))
+    };
+    let second = node(1);
+    let first = node(0);
+    (
+        wait_at_most(first, limit, "node 0"),
+        wait_at_most(second, limit, "node 1"),
+    )
+}
+
+#[test]
+fn nodes_started_with_other_devices_are_refused_on_both_sides() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = model_without_dropout(dir.path());
+    let out = dir.path().join("run");
+    let started = Instant::now();
+    // One device on node 0, two on node 1: burn-collective would pair unrelated tensors.
+    let (first, second) = two_nodes_with(
+        &model,
+        &out,
+        [
+            &["--nnodes", "2", "--ddp-timeout", "60"],
+            &[
+                "--nnodes",
+                "2",
+                "--ddp-timeout",
+                "60",
+                "--devices",
+                "cpu,cpu",
+            ],
+        ],
+        Duration::from_secs(120),
+    );
+    eprintln!("both nodes ended after {:?}", started.elapsed());
+    let expected = "node 1 runs with --devices 2 but node 0 with --devices 1: start every node \
+                    with the same settings";
+    for (name, o) in [("node 0", &first), ("node 1", &second)] {
+        let message = stderr(o);
+        assert_eq!(o.status.code(), Some(1), "{name}: {message}");
+        assert!(message.contains(expected), "{name}: {message}");
+        assert!(!message.contains("panicked"), "{name}: {message}");
+    }
+    assert!(
+        !out.join("train_log.jsonl").exists()
+            || std::fs::read_to_string(out.join("train_log.jsonl"))
+                .unwrap()
+                .is_empty(),
+        "no step was trained"
+    );
+}
+
+#[test]
+fn nodes_started_with_other_node_counts_are_told_so_instead_of_waiting() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = model_without_dropout(dir.path());
+    let started = Instant::now();
+    // Node 1 thinks the run has 3 nodes, so it looks for node 0's liveness port elsewhere.
+    let (first, second) = two_nodes_with(
+        &model,
+        &dir.path().join("run"),
+        [
+            &["--nnodes", "2", "--ddp-timeout", "20"],
+            &["--nnodes", "3", "--ddp-timeout", "600"],
+        ],
+        Duration::from_secs(120),
+    );
+    eprintln!("both nodes ended after {:?}", started.elapsed());
+    let (first, second) = (stderr(&first), stderr(&second));
+    assert!(
+        second.contains("node 0 likely runs with another --nnodes"),
+        "node 1: {second}"
+    );
+    assert!(
+        first.contains("with the same --master-addr, --master-port and --nnodes (2)"),
+        "node 0: {first}"
     );
 }

@@ -164,3 +164,91 @@ fn a_full_disk_while_checkpointing_leaves_the_previous_checkpoint_intact() {
     let o = finished(&out);
     assert_eq!(model_bytes(&out), want, "{}", stderr(&o));
 }
+
+/// `qa serve` under an address-space limit (its idle size + 320 MB) hit by eight 1 MB contexts
+/// at once: it admits what its queued-bytes budget allows, refuses the rest with 503, and stays
+/// up. (Without the budget, the same burst aborted it: `memory allocation of … bytes failed`.)
+#[test]
+fn a_server_under_a_memory_limit_refuses_a_burst_instead_of_aborting() {
+    use std::io::{Read, Write};
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let model = shared_dir().join("golden/tiny-bert-qa");
+    let mut server = qa(&[
+        "serve".into(),
+        "--model".into(),
+        model.to_str().unwrap().into(),
+        "--port".into(),
+        port.to_string(),
+    ])
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap();
+    let address = format!("127.0.0.1:{port}");
+    let request = |body: &str| -> Option<u16> {
+        let mut stream = std::net::TcpStream::connect(&address).ok()?;
+        let head = format!(
+            "POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        stream.write_all(head.as_bytes()).ok()?;
+        stream.write_all(body.as_bytes()).ok()?;
+        let mut reply = String::new();
+        stream.read_to_string(&mut reply).ok()?;
+        reply.get(9..12)?.parse().ok()
+    };
+    let small = serde_json::json!({"question": "Who?", "context": "Ann did."}).to_string();
+    let started = Instant::now();
+    while request(&small) != Some(200) {
+        assert!(
+            started.elapsed().as_secs() < 60,
+            "the server never got ready"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    // The limit, set on the running server: its idle size plus 320 MB.
+    let status = std::fs::read_to_string(format!("/proc/{}/status", server.id())).unwrap();
+    let idle_kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmSize:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap();
+    let limit = (idle_kib << 10) + (320 << 20);
+    let rlimit = libc::rlimit {
+        rlim_cur: limit,
+        rlim_max: limit,
+    };
+    // SAFETY: prlimit reads the struct we pass and writes no old value (null).
+    let set = unsafe {
+        libc::prlimit(
+            server.id() as libc::pid_t,
+            libc::RLIMIT_AS,
+            &rlimit,
+            std::ptr::null_mut(),
+        )
+    };
+    assert_eq!(set, 0, "{}", std::io::Error::last_os_error());
+
+    let context = "The committee met in Geneva on Tuesday and approved the budget. ".repeat(16_000);
+    let big =
+        serde_json::json!({"question": "Where did they meet?", "context": context}).to_string();
+    assert!(big.len() > 1_000_000);
+    let codes: Vec<Option<u16>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..8).map(|_| scope.spawn(|| request(&big))).collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let alive = server.try_wait().unwrap().is_none();
+    let _ = server.kill();
+    let _ = server.wait();
+    assert!(alive, "the server died under the burst: {codes:?}");
+    assert!(codes.contains(&Some(200)), "{codes:?}");
+    assert!(codes.contains(&Some(503)), "{codes:?}");
+    assert!(
+        codes.iter().all(|c| matches!(c, Some(200 | 503))),
+        "{codes:?}"
+    );
+}

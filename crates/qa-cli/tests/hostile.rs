@@ -341,6 +341,16 @@ fn a_second_train_on_one_output_folder_is_refused() {
         &["--max-steps", "1"],
     );
     assert_fails_with(&o, "the output folder is a file");
+    let o = qa(&[
+        "eval",
+        "--model",
+        &tiny_model(),
+        "--data",
+        &data.display().to_string(),
+        "--output-dir",
+        &data.display().to_string(),
+    ]);
+    assert_fails_with(&o, "the output folder is a file");
 }
 
 #[test]

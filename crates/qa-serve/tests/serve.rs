@@ -1125,5 +1125,36 @@ async fn an_oversized_body_is_drained_and_refused_with_413() {
         assert!(reply.starts_with("HTTP/1.1 413"), "{path}: {reply:.200}");
         assert!(reply.contains("larger than"), "{reply:.400}");
     }
+    // A declared 50 MB body is refused at once, before any of it is sent.
+    let mut stream = tokio::net::TcpStream::connect(server.local_addr())
+        .await
+        .unwrap();
+    stream
+        .write_all(b"POST / HTTP/1.1\r\nHost: localhost\r\nContent-Length: 50000000\r\n\r\n")
+        .await
+        .unwrap();
+    let mut reply = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut reply))
+        .await
+        .expect("answered without the body")
+        .unwrap();
+    let reply = String::from_utf8_lossy(&reply);
+    assert!(reply.starts_with("HTTP/1.1 413"), "{reply:.200}");
+    // A malformed Content-Length is named, not answered with an empty 400.
+    let mut stream = tokio::net::TcpStream::connect(server.local_addr())
+        .await
+        .unwrap();
+    stream
+        .write_all(b"POST / HTTP/1.1\r\nHost: localhost\r\nContent-Length: 12abc\r\n\r\n{}")
+        .await
+        .unwrap();
+    let mut reply = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut reply))
+        .await
+        .expect("answered")
+        .unwrap();
+    let reply = String::from_utf8_lossy(&reply);
+    assert!(reply.starts_with("HTTP/1.1 400"), "{reply:.200}");
+    assert!(reply.contains("malformed Content-Length header"), "{reply}");
     server.shutdown().await.unwrap();
 }

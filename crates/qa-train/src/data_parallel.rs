@@ -22,9 +22,10 @@ use qa_data::Feature;
 use qa_model::infer::WindowLogits;
 use qa_model::QaModel;
 
-use crate::config::TrainConfig;
+use crate::checkpoint::windows_fingerprint;
+use crate::config::{Schedule, TrainConfig};
 use crate::error::{Result, TrainError};
-use crate::liveness::{Failure, Liveness};
+use crate::liveness::{Failure, Liveness, Settings};
 use crate::step::StepGradients;
 use crate::trainer::{train_as_peer, TrainJob, TrainOutcome};
 
@@ -582,7 +583,12 @@ pub fn train_data_parallel<B: AutodiffBackend>(
     }
     let failure = Arc::new(Failure::default());
     let liveness = match &world.nodes {
-        Some(nodes) => Some(meet_the_nodes(nodes, world.timeout, &failure)?),
+        Some(nodes) => Some(meet_the_nodes(
+            nodes,
+            world.timeout,
+            &failure,
+            &run_settings(world, job, cfg),
+        )?),
         None => None,
     };
     tracing::info!(
@@ -600,6 +606,12 @@ pub fn train_data_parallel<B: AutodiffBackend>(
     burn_collective::reset_collective::<B::InnerBackend>();
     let run_peer = |local_index: usize, device: &B::Device| -> Result<TrainOutcome<B>> {
         let peer = Peer::join::<B::InnerBackend>(world, local_index, device, failure.clone())?;
+        // One peer a node waits for every node's tensor server before the first operation
+        // (this node's other peers wait for it inside that operation).
+        if let (0, Some(nodes), Some(liveness)) = (local_index, &world.nodes, &liveness) {
+            wait_for_tensor_server(nodes.data_port, world.timeout)?;
+            liveness.all_ready(peer.rank, world.timeout, &failure)?;
+        }
         let outcome = train_as_peer(load_model(device)?, job, cfg, device, &peer)?;
         peer.leave::<B::InnerBackend>(device)?;
         Ok(outcome)
@@ -669,8 +681,15 @@ pub fn train_data_parallel<B: AutodiffBackend>(
 }
 
 /// Sets this node up to meet the others: its tensor port free, node 0's orchestrator running,
-/// and the liveness connections made (node 0 waits for every node here).
-fn meet_the_nodes(nodes: &Nodes, timeout: Duration, failure: &Arc<Failure>) -> Result<Liveness> {
+/// and the liveness connections made (node 0 waits for every node here), each node's
+/// `settings` agreeing with node 0's: before any tensor travels, so that nodes started with
+/// other settings are refused rather than pairing unrelated operations.
+fn meet_the_nodes(
+    nodes: &Nodes,
+    timeout: Duration,
+    failure: &Arc<Failure>,
+    settings: &Settings,
+) -> Result<Liveness> {
     if nodes.rank >= nodes.count {
         return Err(TrainError::World(format!(
             "--node-rank {} is not below --nnodes {}",
@@ -683,17 +702,154 @@ fn meet_the_nodes(nodes: &Nodes, timeout: Duration, failure: &Arc<Failure>) -> R
             nodes.data_port
         ))
     })?;
-    let port = nodes.liveness_port()?;
+    // A --master-port with no room for the liveness port is refused before anything starts.
+    nodes.liveness_port()?;
     if nodes.rank == 0 {
         start_orchestrator(nodes.master_port, failure.clone())?;
-        Liveness::serve(port, nodes.count, timeout, failure.clone())
+        Liveness::serve(nodes, timeout, failure.clone(), settings)
     } else {
-        Liveness::join(
-            (&nodes.master_addr, port),
-            nodes.rank,
-            timeout,
-            failure.clone(),
+        Liveness::join(nodes, timeout, failure.clone(), settings)
+    }
+}
+
+/// What every node of a run must agree on: the settings that make peers compute other steps,
+/// another number of them, or pair unrelated collective operations (a different world, data,
+/// model, schedule or optimizer). Each is named as the user sets it.
+fn run_settings(world: &World, job: &TrainJob, cfg: &TrainConfig) -> Settings {
+    let windows = |features: &[Feature]| {
+        format!(
+            "{} (fingerprint {:016x})",
+            features.len(),
+            windows_fingerprint(features)
         )
+    };
+    let unset = |value: Option<usize>| value.map_or("unset".to_string(), |n| n.to_string());
+    let schedule = |schedule: std::result::Result<Schedule, _>| match schedule {
+        Ok(Schedule::Never) => "no".to_string(),
+        Ok(Schedule::EverySteps(n)) => format!("steps {n}"),
+        Ok(Schedule::EachEpoch) => "epoch".to_string(),
+        Err(e) => format!("invalid ({e})"),
+    };
+    let loss_scaling = match cfg.loss_scaling() {
+        None => "off".to_string(),
+        Some(s) => format!(
+            "init {} growth {} backoff {} interval {}",
+            s.init_scale, s.growth_factor, s.backoff_factor, s.growth_interval
+        ),
+    };
+    let model = job.model_config;
+    Settings::new()
+        .with("--nnodes", world.nodes.as_ref().map_or(1, |n| n.count))
+        .with("--devices", world.local_devices)
+        .with("training windows", windows(job.train_features))
+        .with(
+            "evaluation windows",
+            job.eval
+                .map_or("none".to_string(), |eval| windows(eval.features)),
+        )
+        .with(
+            "model",
+            format!(
+                "{} of {} parameters (config fingerprint {:016x})",
+                model
+                    .hf
+                    .get("model_type")
+                    .and_then(serde_json::Value::as_str)
+                    .unwrap_or("unknown"),
+                model.parameter_count(),
+                model_fingerprint(&model.hf)
+            ),
+        )
+        .with(
+            "--per-device-train-batch-size",
+            cfg.per_device_train_batch_size,
+        )
+        .with(
+            "--gradient-accumulation-steps",
+            cfg.gradient_accumulation_steps,
+        )
+        .with("--num-train-epochs", cfg.num_train_epochs)
+        .with("--max-steps", unset(cfg.max_steps()))
+        .with("--seed", cfg.seed)
+        .with("--learning-rate", cfg.learning_rate)
+        .with(
+            "--lr-scheduler-type",
+            serde_json::to_value(cfg.lr_scheduler_type)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_else(|| format!("{:?}", cfg.lr_scheduler_type)),
+        )
+        .with("--warmup-ratio", cfg.warmup_ratio)
+        .with("--warmup-steps", unset(cfg.warmup_steps))
+        .with("--weight-decay", cfg.weight_decay)
+        .with("--adam-beta1", cfg.adam_beta1)
+        .with("--adam-beta2", cfg.adam_beta2)
+        .with("--adam-epsilon", cfg.adam_epsilon)
+        .with("--max-grad-norm", cfg.max_grad_norm)
+        .with("precision", format!("{:?}", cfg.precision).to_lowercase())
+        .with("loss scaling", loss_scaling)
+        .with("--eval-strategy", schedule(cfg.eval_schedule()))
+}
+
+/// A stable hash of a model's `config.json` (FNV-1a of its canonical JSON: keys sorted, the
+/// bookkeeping keys `_name_or_path`, `transformers_version` and other `_…` left out).
+fn model_fingerprint(hf: &serde_json::Value) -> u64 {
+    fn canonical(value: &serde_json::Value, top: bool, out: &mut String) {
+        match value {
+            serde_json::Value::Object(map) => {
+                let mut keys: Vec<&String> = map
+                    .keys()
+                    .filter(|k| !top || !(k.starts_with('_') || *k == "transformers_version"))
+                    .collect();
+                keys.sort();
+                out.push('{');
+                for (i, key) in keys.into_iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    out.push_str(&serde_json::Value::from(key.as_str()).to_string());
+                    out.push(':');
+                    canonical(&map[key], false, out);
+                }
+                out.push('}');
+            }
+            serde_json::Value::Array(items) => {
+                out.push('[');
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    canonical(item, false, out);
+                }
+                out.push(']');
+            }
+            other => out.push_str(&other.to_string()),
+        }
+    }
+    let mut text = String::new();
+    canonical(hf, true, &mut text);
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    text.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(PRIME)
+    })
+}
+
+/// Waits (at most `timeout`) until this node's tensor server, which burn-collective starts
+/// without waiting for it to listen, accepts connections.
+fn wait_for_tensor_server(port: u16, timeout: Duration) -> Result<()> {
+    let address = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let started = Instant::now();
+    loop {
+        match std::net::TcpStream::connect_timeout(&address, Duration::from_secs(1)) {
+            Ok(_) => return Ok(()),
+            Err(e) if started.elapsed() >= timeout => {
+                return Err(TrainError::World(format!(
+                    "this node's tensor server on port {port} did not start within {} s: {e}",
+                    timeout.as_secs()
+                )))
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(5)),
+        }
     }
 }
 
@@ -750,5 +906,213 @@ mod tests {
         assert_eq!(World::single_node(2).size(), 2);
         assert_eq!(World::single_node(2).first_rank(), 0);
         assert!(world.collective_config().unwrap().is_valid());
+    }
+
+    fn window(ids: &[u32], start: usize) -> Feature {
+        let n = ids.len();
+        Feature {
+            example_index: 0,
+            window: 0,
+            input_ids: ids.to_vec(),
+            token_type_ids: vec![0; n],
+            attention_mask: vec![1; n],
+            offsets: vec![None; n],
+            max_context: vec![true; n],
+            word_ids: Vec::new(),
+            start_position: start,
+            end_position: start,
+        }
+    }
+
+    fn tiny_bert(hidden_act: &str) -> qa_model::ModelConfig {
+        qa_model::ModelConfig::from_hf(serde_json::json!({
+            "_name_or_path": "/somewhere/tiny",
+            "model_type": "bert",
+            "hidden_act": hidden_act,
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_attention_heads": 2,
+            "num_hidden_layers": 2,
+            "max_position_embeddings": 512,
+            "type_vocab_size": 2,
+            "vocab_size": 100,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn nodes_started_with_other_settings_are_told_which() {
+        let model = tiny_bert("gelu");
+        let features = vec![window(&[101, 7, 102], 1), window(&[101, 8, 102], 0)];
+        let world = |devices, count| World {
+            local_devices: devices,
+            nodes: Some(Nodes {
+                count,
+                rank: 0,
+                master_addr: "127.0.0.1".into(),
+                master_port: 29500,
+                node_addr: "127.0.0.1".into(),
+                data_port: 29501,
+            }),
+            timeout: DEFAULT_TIMEOUT,
+        };
+        let job = |model, features| TrainJob {
+            model_config: model,
+            tokenizer_dir: None,
+            train_features: features,
+            eval: None,
+            card: None,
+        };
+        let cfg = TrainConfig::new("out");
+        let ours = run_settings(&world(1, 2), &job(&model, &features), &cfg);
+        assert_eq!(
+            run_settings(&world(1, 2), &job(&model, &features), &cfg.clone()),
+            ours,
+            "the same settings, however the node sees its own paths"
+        );
+        // Another path to the same config is the same model.
+        let elsewhere = qa_model::ModelConfig {
+            hf: {
+                let mut hf = model.hf.clone();
+                hf["_name_or_path"] = "/elsewhere/tiny".into();
+                hf["transformers_version"] = "9.9.9".into();
+                hf
+            },
+            ..model.clone()
+        };
+        assert_eq!(
+            run_settings(&world(1, 2), &job(&elsewhere, &features), &cfg),
+            ours
+        );
+        let refused = |theirs: Settings| ours.mismatch(1, &theirs).expect("refused");
+        let with_cfg = |change: &dyn Fn(&mut TrainConfig)| {
+            let mut theirs = cfg.clone();
+            change(&mut theirs);
+            refused(run_settings(&world(1, 2), &job(&model, &features), &theirs))
+        };
+        let same = "start every node with the same settings";
+        let check = |what: String, theirs: &str, ours: &str| {
+            assert_eq!(
+                what,
+                format!("node 1 runs with {theirs} but node 0 with {ours}: {same}")
+            );
+        };
+        check(
+            refused(run_settings(&world(2, 2), &job(&model, &features), &cfg)),
+            "--devices 2",
+            "--devices 1",
+        );
+        check(
+            refused(run_settings(&world(1, 3), &job(&model, &features), &cfg)),
+            "--nnodes 3",
+            "--nnodes 2",
+        );
+        let fewer = refused(run_settings(
+            &world(1, 2),
+            &job(&model, &features[..1]),
+            &cfg,
+        ));
+        assert!(
+            fewer.starts_with("node 1 runs with training windows 1 (fingerprint ")
+                && fewer.contains("but node 0 with training windows 2 (fingerprint "),
+            "{fewer}"
+        );
+        let other = [window(&[101, 7, 102], 1), window(&[101, 9, 102], 0)];
+        let other = refused(run_settings(&world(1, 2), &job(&model, &other), &cfg));
+        assert!(
+            other.starts_with("node 1 runs with training windows 2 (fingerprint "),
+            "{other}"
+        );
+        let other_act = tiny_bert("gelu_new");
+        let other_act = refused(run_settings(
+            &world(1, 2),
+            &job(&other_act, &features),
+            &cfg,
+        ));
+        assert!(
+            other_act.starts_with("node 1 runs with model bert of ")
+                && other_act.contains(" parameters (config fingerprint "),
+            "{other_act}"
+        );
+        check(
+            with_cfg(&|c| c.per_device_train_batch_size = 2),
+            "--per-device-train-batch-size 2",
+            "--per-device-train-batch-size 8",
+        );
+        check(
+            with_cfg(&|c| c.gradient_accumulation_steps = 4),
+            "--gradient-accumulation-steps 4",
+            "--gradient-accumulation-steps 1",
+        );
+        check(
+            with_cfg(&|c| c.num_train_epochs = 2.5),
+            "--num-train-epochs 2.5",
+            "--num-train-epochs 3",
+        );
+        check(
+            with_cfg(&|c| c.max_steps = Some(10)),
+            "--max-steps 10",
+            "--max-steps unset",
+        );
+        check(with_cfg(&|c| c.seed = 7), "--seed 7", "--seed 42");
+        check(
+            with_cfg(&|c| c.learning_rate = 3e-5),
+            "--learning-rate 0.00003",
+            "--learning-rate 0.00005",
+        );
+        check(
+            with_cfg(&|c| c.weight_decay = 0.01),
+            "--weight-decay 0.01",
+            "--weight-decay 0",
+        );
+        check(
+            with_cfg(&|c| c.warmup_ratio = 0.1),
+            "--warmup-ratio 0.1",
+            "--warmup-ratio 0",
+        );
+        check(
+            with_cfg(&|c| c.warmup_steps = Some(5)),
+            "--warmup-steps 5",
+            "--warmup-steps unset",
+        );
+        check(
+            with_cfg(&|c| c.lr_scheduler_type = crate::optim::LrScheduler::ConstantWithWarmup),
+            "--lr-scheduler-type constant_with_warmup",
+            "--lr-scheduler-type linear",
+        );
+        check(
+            with_cfg(&|c| c.adam_epsilon = 1.0),
+            "--adam-epsilon 1",
+            "--adam-epsilon 0.00000001",
+        );
+        check(
+            with_cfg(&|c| c.max_grad_norm = 0.0),
+            "--max-grad-norm 0",
+            "--max-grad-norm 1",
+        );
+        check(
+            with_cfg(&|c| c.eval_steps = Some(5)),
+            "--eval-strategy steps 5",
+            "--eval-strategy no",
+        );
+        let bf16 = with_cfg(&|c| c.precision = crate::config::Precision::Bf16);
+        check(bf16, "precision bf16", "precision f32");
+        let fp16 = with_cfg(&|c| c.precision = crate::config::Precision::Fp16);
+        assert!(
+            fp16.starts_with("node 1 runs with precision fp16 and loss scaling init ")
+                && fp16.contains("but node 0 with precision f32 and loss scaling off"),
+            "{fp16}"
+        );
+        // Settings that change no step on any peer are no reason to refuse a node.
+        let theirs = TrainConfig {
+            logging_steps: 1,
+            per_device_eval_batch_size: 64,
+            save_steps: Some(3),
+            ..TrainConfig::new("elsewhere")
+        };
+        assert_eq!(
+            run_settings(&world(1, 2), &job(&model, &features), &theirs),
+            ours
+        );
     }
 }
