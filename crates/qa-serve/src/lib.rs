@@ -6,6 +6,8 @@
 //! * [`batcher`] is the model thread: it loads the model, then collects the windows of
 //!   concurrent requests into shared batches (dynamic batching), run in forward passes of
 //!   windows of similar length.
+//! * [`connections`] is the accept loop: hyper HTTP/1 connections with header and body read
+//!   timeouts, and a shutdown that answers the requests received and closes the rest.
 //! * [`metrics`] counts responses, queue depth, batch sizes, forward passes and latency
 //!   (Prometheus text).
 //! * [`http`] is the axum router: `/v1/answer` (and `/`, `/predict` as HF endpoints call

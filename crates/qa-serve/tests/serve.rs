@@ -1097,63 +1097,55 @@ async fn one_question_over_many_documents_ranks_as_pooled_logits() {
     server.shutdown().await.unwrap();
 }
 
+/// Writes `request` whole to a new connection (as a client that reads only afterwards), then
+/// reads until the server closes it (within 10 s).
+async fn exchange(server: &Server, request: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(server.local_addr())
+        .await
+        .unwrap();
+    stream
+        .write_all(request)
+        .await
+        .expect("the whole request is read");
+    let mut reply = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut reply))
+        .await
+        .expect("the server answers and closes")
+        .unwrap();
+    String::from_utf8_lossy(&reply).into_owned()
+}
+
 /// A client that writes a whole oversized body before reading (as Python's urllib does) gets
-/// the 413, not a reset connection.
+/// the 413, not a reset connection; a declared oversized body is refused at once; a malformed
+/// Content-Length is named.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_oversized_body_is_drained_and_refused_with_413() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let server = start(ServeConfig::default()).await;
     let body = json!({"question": "Who?", "context": "word ".repeat(1_200_000)}).to_string();
     assert!(body.len() > 6_000_000);
     for path in ["/", "/v1/answer"] {
-        let mut stream = tokio::net::TcpStream::connect(server.local_addr())
-            .await
-            .unwrap();
-        let head = format!(
+        let request = format!(
             "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
-             Content-Length: {}\r\n\r\n",
+             Content-Length: {}\r\n\r\n{body}",
             body.len()
         );
-        stream.write_all(head.as_bytes()).await.unwrap();
-        stream
-            .write_all(body.as_bytes())
-            .await
-            .expect("the whole body is read");
-        let mut reply = Vec::new();
-        stream.read_to_end(&mut reply).await.unwrap();
-        let reply = String::from_utf8_lossy(&reply);
+        let reply = exchange(&server, request.as_bytes()).await;
         assert!(reply.starts_with("HTTP/1.1 413"), "{path}: {reply:.200}");
         assert!(reply.contains("larger than"), "{reply:.400}");
     }
-    // A declared 50 MB body is refused at once, before any of it is sent.
-    let mut stream = tokio::net::TcpStream::connect(server.local_addr())
-        .await
-        .unwrap();
-    stream
-        .write_all(b"POST / HTTP/1.1\r\nHost: localhost\r\nContent-Length: 50000000\r\n\r\n")
-        .await
-        .unwrap();
-    let mut reply = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut reply))
-        .await
-        .expect("answered without the body")
-        .unwrap();
-    let reply = String::from_utf8_lossy(&reply);
+    // Before any of it is sent.
+    let reply = exchange(
+        &server,
+        b"POST / HTTP/1.1\r\nHost: localhost\r\nContent-Length: 50000000\r\n\r\n",
+    )
+    .await;
     assert!(reply.starts_with("HTTP/1.1 413"), "{reply:.200}");
-    // A malformed Content-Length is named, not answered with an empty 400.
-    let mut stream = tokio::net::TcpStream::connect(server.local_addr())
-        .await
-        .unwrap();
-    stream
-        .write_all(b"POST / HTTP/1.1\r\nHost: localhost\r\nContent-Length: 12abc\r\n\r\n{}")
-        .await
-        .unwrap();
-    let mut reply = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut reply))
-        .await
-        .expect("answered")
-        .unwrap();
-    let reply = String::from_utf8_lossy(&reply);
+    let reply = exchange(
+        &server,
+        b"POST / HTTP/1.1\r\nHost: localhost\r\nContent-Length: 12abc\r\n\r\n{}",
+    )
+    .await;
     assert!(reply.starts_with("HTTP/1.1 400"), "{reply:.200}");
     assert!(reply.contains("malformed Content-Length header"), "{reply}");
     server.shutdown().await.unwrap();

@@ -687,32 +687,40 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_node_with_other_settings_is_refused_on_both_sides() {
-        let run = nodes(0, 2);
-        let serving = {
-            let run = run.clone();
-            std::thread::spawn(move || {
-                Liveness::serve(
-                    &run,
-                    Duration::from_secs(30),
-                    Arc::default(),
-                    &settings(1, 42),
-                )
-            })
-        };
-        // A stranger first: dropped, and the run goes on.
+    /// Node 0 of `run` (node 0's settings: 1 device, seed 42), serving on a thread.
+    fn serve_in_background(run: &Nodes) -> std::thread::JoinHandle<Result<Liveness>> {
+        let run = run.clone();
+        std::thread::spawn(move || {
+            Liveness::serve(
+                &run,
+                Duration::from_secs(30),
+                Arc::default(),
+                &settings(1, 42),
+            )
+        })
+    }
+
+    /// A connection to node 0's liveness port, once it listens (within 10 s).
+    fn connect_to_liveness(run: &Nodes) -> TcpStream {
         let port = run.liveness_port().unwrap();
         let started = Instant::now();
-        let mut stranger = loop {
+        loop {
             match TcpStream::connect(("127.0.0.1", port)) {
-                Ok(stream) => break stream,
+                Ok(stream) => return stream,
                 Err(e) => {
                     assert!(started.elapsed() < Duration::from_secs(10), "{e}");
                     std::thread::sleep(Duration::from_millis(20));
                 }
             }
-        };
+        }
+    }
+
+    #[test]
+    fn a_node_with_other_settings_is_refused_on_both_sides() {
+        let run = nodes(0, 2);
+        let serving = serve_in_background(&run);
+        // A stranger first: dropped, and the run goes on.
+        let mut stranger = connect_to_liveness(&run);
         stranger.write_all(b"GET / HTTP/1.1\r\n").unwrap();
         let mut answer = String::new();
         stranger.read_to_string(&mut answer).unwrap();
@@ -733,17 +741,7 @@ mod tests {
     #[test]
     fn nodes_with_the_same_settings_are_accepted_and_finish() {
         let run = nodes(0, 3);
-        let serving = {
-            let run = run.clone();
-            std::thread::spawn(move || {
-                Liveness::serve(
-                    &run,
-                    Duration::from_secs(30),
-                    Arc::default(),
-                    &settings(1, 42),
-                )
-            })
-        };
+        let serving = serve_in_background(&run);
         let joining: Vec<_> = [1, 2]
             .map(|rank| {
                 let node = as_node(&run, rank);
@@ -788,28 +786,8 @@ mod tests {
     #[test]
     fn another_protocol_version_is_refused_on_both_sides() {
         let run = nodes(0, 2);
-        let serving = {
-            let run = run.clone();
-            std::thread::spawn(move || {
-                Liveness::serve(
-                    &run,
-                    Duration::from_secs(30),
-                    Arc::default(),
-                    &settings(1, 42),
-                )
-            })
-        };
-        let port = run.liveness_port().unwrap();
-        let started = Instant::now();
-        let mut old = loop {
-            match TcpStream::connect(("127.0.0.1", port)) {
-                Ok(stream) => break stream,
-                Err(e) => {
-                    assert!(started.elapsed() < Duration::from_secs(10), "{e}");
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-            }
-        };
+        let serving = serve_in_background(&run);
+        let mut old = connect_to_liveness(&run);
         old.write_all(b"node 1\n").unwrap();
         let mut answer = String::new();
         old.read_to_string(&mut answer).unwrap();
