@@ -3,8 +3,8 @@
 //! passed, and print one JSON line: requests/s, p50/p99 latency, failures. Loopback only.
 //!
 //! The soak mode (`--bad-percent N --check`) mixes in N% bad requests (malformed JSON, a missing
-//! field, an empty question), each of which must get its 400/422, and checks every answer
-//! against the one the server gave that body alone before the load began.
+//! field, an empty question, a misspelled option), each of which must get its 400/422, and checks
+//! every answer against the one the server gave that body alone before the load began.
 //!
 //! ```text
 //! load --url http://127.0.0.1:8080/v1/answer --bodies requests.jsonl --concurrency 8 \
@@ -30,10 +30,15 @@ struct Options {
 }
 
 /// Bad requests of the soak, with the status each must get.
-const BAD: [(&str, u16); 3] = [
+const BAD: [(&str, u16); 4] = [
     ("{\"question\": \"cut off", 400),
     ("{\"question\": \"Who?\"}", 400),
     ("{\"question\": \"\", \"context\": \"Some text.\"}", 422),
+    // A misspelled option is refused, never silently ignored.
+    (
+        "{\"question\": \"Who?\", \"context\": \"Ann.\", \"topk\": 2}",
+        400,
+    ),
 ];
 
 /// What the responses were.
