@@ -59,20 +59,44 @@ pub struct RunFingerprint {
 /// A stable hash of the training windows (FNV-1a: unlike `std`'s hasher it never changes
 /// between toolchains, so old checkpoints stay resumable).
 pub fn windows_fingerprint(features: &[qa_data::Feature]) -> u64 {
-    const PRIME: u64 = 0x0000_0100_0000_01b3;
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut eat = |value: u64| {
-        for byte in value.to_le_bytes() {
-            hash = (hash ^ u64::from(byte)).wrapping_mul(PRIME);
-        }
-    };
+    let mut hash = Fnv1a::new();
+    let mut eat = |value: u64| hash.write(&value.to_le_bytes());
     for f in features {
         eat(f.input_ids.len() as u64);
         f.input_ids.iter().for_each(|&id| eat(u64::from(id)));
         eat(f.start_position as u64);
         eat(f.end_position as u64);
     }
-    hash
+    hash.finish()
+}
+
+/// FNV-1a, 64 bits: the stable hash of the run fingerprints (data, model) that checkpoints and
+/// data-parallel nodes compare.
+pub struct Fnv1a(u64);
+
+impl Fnv1a {
+    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+
+    pub fn new() -> Self {
+        Self(Self::OFFSET)
+    }
+
+    pub fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.0 = (self.0 ^ u64::from(byte)).wrapping_mul(Self::PRIME);
+        }
+    }
+
+    pub fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+impl Default for Fnv1a {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 pub const STATE_FILE: &str = "trainer_state.json";

@@ -22,7 +22,7 @@ use qa_data::Feature;
 use qa_model::infer::WindowLogits;
 use qa_model::QaModel;
 
-use crate::checkpoint::windows_fingerprint;
+use crate::checkpoint::{windows_fingerprint, Fnv1a};
 use crate::config::{Schedule, TrainConfig};
 use crate::error::{Result, TrainError};
 use crate::liveness::{Failure, Liveness, Settings};
@@ -828,10 +828,9 @@ fn model_fingerprint(hf: &serde_json::Value) -> u64 {
     }
     let mut text = String::new();
     canonical(hf, true, &mut text);
-    const PRIME: u64 = 0x0000_0100_0000_01b3;
-    text.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
-        (hash ^ u64::from(byte)).wrapping_mul(PRIME)
-    })
+    let mut hash = Fnv1a::new();
+    hash.write(text.as_bytes());
+    hash.finish()
 }
 
 /// Waits (at most `timeout`) until this node's tensor server, which burn-collective starts
