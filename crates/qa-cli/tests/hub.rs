@@ -32,8 +32,8 @@ fn fixture(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// `qa` with a clean Hub environment plus `env`.
-fn qa(args: &[&str], env: &[(&str, &str)]) -> Output {
+/// The `qa` command with a clean Hub environment plus `env`.
+fn qa_command(args: &[&str], env: &[(&str, &str)]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_qa"));
     command.args(args).env("RUST_LOG", "warn");
     for var in [
@@ -50,7 +50,12 @@ fn qa(args: &[&str], env: &[(&str, &str)]) -> Output {
         command.env_remove(var);
     }
     command.envs(env.iter().copied());
-    command.output().expect("qa runs")
+    command
+}
+
+/// `qa` with a clean Hub environment plus `env`.
+fn qa(args: &[&str], env: &[(&str, &str)]) -> Output {
+    qa_command(args, env).output().expect("qa runs")
 }
 
 fn stderr(o: &Output) -> String {
@@ -550,21 +555,8 @@ fn online_downloads_only_what_is_missing_from_the_endpoint_with_the_token() {
 /// `qa` as [`qa`] does, killed and failed after 60 s: a hang fails instead of stalling.
 fn qa_bounded(args: &[&str], env: &[(&str, &str)]) -> Output {
     use std::io::Read;
-    let mut command = Command::new(env!("CARGO_BIN_EXE_qa"));
-    command.args(args).env("RUST_LOG", "warn");
-    for var in [
-        "HF_HOME",
-        "HF_HUB_CACHE",
-        "HUGGINGFACE_HUB_CACHE",
-        "HF_HUB_OFFLINE",
-        "HF_ENDPOINT",
-        "HF_TOKEN",
-        "HF_TOKEN_PATH",
-    ] {
-        command.env_remove(var);
-    }
+    let mut command = qa_command(args, env);
     command
-        .envs(env.iter().copied())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped());
     let mut child = command.spawn().expect("qa runs");

@@ -23,6 +23,7 @@
 
 use serde::Serialize;
 
+use qa_data::align::CharIndex;
 use qa_data::requests::request_example;
 pub use qa_data::requests::Document;
 use qa_data::{Example, ExampleId, Feature};
@@ -147,6 +148,7 @@ pub fn document_answers(
         document: None,
     };
 
+    let mut char_indices: Vec<Option<CharIndex>> = vec![None; examples.len()];
     let mut answers: Vec<DocumentAnswer> = Vec::new();
     let mut keys: Vec<String> = Vec::new();
     let mut null_placed = !null_competes;
@@ -180,7 +182,9 @@ pub fn document_answers(
             (offsets(s).0, offsets(e).1)
         };
         let context = &examples[index].context;
-        let text = qa_data::align::CharIndex::new(context)
+        // Built once per document that has a candidate looked at, not once per candidate.
+        let chars = char_indices[index].get_or_insert_with(|| CharIndex::new(context));
+        let text = chars
             .slice(context, start, end)
             .unwrap_or_default()
             .to_string();

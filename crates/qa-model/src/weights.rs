@@ -41,6 +41,10 @@ pub struct WeightFile {
     pub tensors: BTreeMap<String, HostTensor>,
     /// Non-float tensors (e.g. `position_ids` buffers), which a model never uses.
     pub skipped: Vec<String>,
+    /// Every tensor's element type as the file stores it (`F32`, `F16`, `I64`, ...): `tensors`
+    /// are converted to f32, and some readers (resuming optimizer moments) must know they were
+    /// saved as f32.
+    pub stored_dtypes: BTreeMap<String, String>,
 }
 
 impl WeightFile {
@@ -72,7 +76,9 @@ fn read_safetensors(path: &Path) -> Result<WeightFile> {
         .map_err(|e| bad(path, format!("not a safetensors file: {e}")))?;
     let mut tensors = BTreeMap::new();
     let mut skipped = Vec::new();
+    let mut stored_dtypes = BTreeMap::new();
     for (name, view) in st.tensors() {
+        stored_dtypes.insert(name.clone(), format!("{:?}", view.dtype()));
         let raw = view.data();
         let data: Vec<f32> = match view.dtype() {
             Dtype::F32 => raw
@@ -102,6 +108,7 @@ fn read_safetensors(path: &Path) -> Result<WeightFile> {
         path: path.to_path_buf(),
         tensors,
         skipped,
+        stored_dtypes,
     })
 }
 
@@ -110,7 +117,9 @@ fn read_pytorch(path: &Path) -> Result<WeightFile> {
         .map_err(|e| bad(path, format!("cannot read PyTorch checkpoint: {e}")))?;
     let mut tensors = BTreeMap::new();
     let mut skipped = Vec::new();
+    let mut stored_dtypes = BTreeMap::new();
     for (name, snapshot) in reader.into_tensors() {
+        stored_dtypes.insert(name.clone(), format!("{:?}", snapshot.dtype).to_uppercase());
         if !snapshot.dtype.is_float() {
             skipped.push(name);
             continue;
@@ -129,6 +138,7 @@ fn read_pytorch(path: &Path) -> Result<WeightFile> {
         path: path.to_path_buf(),
         tensors,
         skipped,
+        stored_dtypes,
     })
 }
 

@@ -25,9 +25,10 @@ pub enum Field {
     Text,
 }
 
-impl fmt::Display for Field {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+impl Field {
+    /// The field's JSON key.
+    pub fn name(self) -> &'static str {
+        match self {
             Field::Question => "question",
             Field::Context => "context",
             Field::TopK => "top_k",
@@ -39,7 +40,13 @@ impl fmt::Display for Field {
             Field::AlignToWords => "align_to_words",
             Field::NullScoreDiffThreshold => "null_score_diff_threshold",
             Field::Text => "text",
-        })
+        }
+    }
+}
+
+impl fmt::Display for Field {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
     }
 }
 

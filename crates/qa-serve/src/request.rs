@@ -172,14 +172,13 @@ impl AnswerRequest {
         let Value::Object(top) = value else {
             return Err(RequestError::NotAnObject);
         };
-        let option_names: Vec<String> = OPTIONS.iter().map(Field::to_string).collect();
         known_keys(
             &top,
             "",
             TOP_KEYS
                 .iter()
                 .copied()
-                .chain(option_names.iter().map(String::as_str)),
+                .chain(OPTIONS.iter().map(|f| f.name())),
         )?;
         check_hf_options(&top)?;
         let input = match (
@@ -425,21 +424,20 @@ fn options(
     top: &Map<String, Value>,
     defaults: &PipelineConfig,
 ) -> Result<(PipelineConfig, WindowOptions), RequestError> {
+    let none = Map::new();
     let parameters = match top.get("parameters") {
-        None | Some(Value::Null) => Map::new(),
-        Some(Value::Object(p)) => p.clone(),
+        None | Some(Value::Null) => &none,
+        Some(Value::Object(p)) => p,
         Some(_) => return Err(RequestError::ParametersShape),
     };
-    let names: Vec<String> = OPTIONS.iter().map(Field::to_string).collect();
-    known_keys(&parameters, "parameters.", names.iter().map(String::as_str))?;
+    known_keys(parameters, "parameters.", OPTIONS.iter().map(|f| f.name()))?;
     // The option's value and where it was found: the top level first, then "parameters".
     let option = |f: Field| -> Option<(Value, Place)> {
-        let key = f.to_string();
-        [(top, Place::Top(f)), (&parameters, Place::Parameter(f))]
+        [(top, Place::Top(f)), (parameters, Place::Parameter(f))]
             .into_iter()
             .find_map(|(object, place)| {
                 object
-                    .get(&key)
+                    .get(f.name())
                     .filter(|v| !v.is_null())
                     .map(|v| (v.clone(), place))
             })

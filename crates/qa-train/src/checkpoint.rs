@@ -221,8 +221,7 @@ pub fn load_checkpoint<B: AutodiffBackend>(
     // Every moment must be one the run saved: under a parameter's name, F32, as long as the
     // parameter, finite; and after an update every parameter has both. Anything else would
     // silently resume from zero (or wrong) moments.
-    let dtypes = safetensors_dtypes(&optimizer_path)?;
-    check_moments(&model, &moments, &dtypes, updates).map_err(|what| TrainError::Checkpoint {
+    check_moments(&model, &moments, updates).map_err(|what| TrainError::Checkpoint {
         path: optimizer_path.clone(),
         what,
     })?;
@@ -264,40 +263,6 @@ fn parse_state(text: &str) -> std::result::Result<TrainerState, String> {
     })
 }
 
-/// Tensor name → dtype (`F32`, `F16`, …) as a safetensors file's header declares them
-/// ([`WeightFile`] converts every float type to f32, so it cannot tell).
-fn safetensors_dtypes(path: &Path) -> Result<BTreeMap<String, String>> {
-    use std::io::Read;
-    let bad = |what: String| {
-        TrainError::Model(qa_model::ModelError::Checkpoint {
-            path: path.to_path_buf(),
-            what,
-        })
-    };
-    let mut file = std::fs::File::open(path).map_err(io(path))?;
-    let size = file.metadata().map_err(io(path))?.len();
-    let mut len = [0u8; 8];
-    file.read_exact(&mut len).map_err(io(path))?;
-    let len = u64::from_le_bytes(len);
-    if len > size.saturating_sub(8) {
-        return Err(bad(format!(
-            "not a safetensors file: a header of {len} bytes in a file of {size}"
-        )));
-    }
-    let mut header = vec![0u8; len as usize];
-    file.read_exact(&mut header).map_err(io(path))?;
-    let header: BTreeMap<String, serde_json::Value> =
-        serde_json::from_slice(&header).map_err(|e| bad(format!("not a safetensors file: {e}")))?;
-    Ok(header
-        .into_iter()
-        .filter(|(name, _)| name != "__metadata__")
-        .map(|(name, info)| {
-            let dtype = info["dtype"].as_str().unwrap_or("no dtype").to_string();
-            (name, dtype)
-        })
-        .collect())
-}
-
 /// The number of values of every parameter of `model`, by HF name.
 fn parameter_sizes<B: Backend>(model: &QaModel<B>) -> BTreeMap<String, usize> {
     struct Sizes(HashMap<ParamId, usize>);
@@ -314,15 +279,15 @@ fn parameter_sizes<B: Backend>(model: &QaModel<B>) -> BTreeMap<String, usize> {
         .collect()
 }
 
-/// Checks the tensors of `optimizer.safetensors` (read as `file`, declared as `dtypes`)
-/// against the model's parameters, after `updates` AdamW updates.
+/// Checks the tensors of `optimizer.safetensors` (read as `file`) against the model's
+/// parameters, after `updates` AdamW updates.
 fn check_moments<B: Backend>(
     model: &QaModel<B>,
     file: &WeightFile,
-    dtypes: &BTreeMap<String, String>,
     updates: usize,
 ) -> std::result::Result<(), CheckpointProblem> {
     let sizes = parameter_sizes(model);
+    let dtypes = &file.stored_dtypes;
     for (name, dtype) in dtypes {
         let Some(parameter) = name.strip_prefix("m.").or_else(|| name.strip_prefix("v.")) else {
             return Err(CheckpointProblem::NotAMoment(name.clone()));

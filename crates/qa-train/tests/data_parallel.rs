@@ -16,16 +16,9 @@ use qa_train::{
 };
 
 mod common;
-use common::{max_diff, read_log};
+use common::{max_diff, read_log, serial};
 
 type B = Train;
-
-/// One data-parallel run at a time: a process has one collective server per backend.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 /// The tiny golden BERT without dropout, and 15 short windows of COVID-QA dev (an odd count, so
 /// the last global batch splits unevenly between two peers).
@@ -38,15 +31,12 @@ struct Tiny {
 
 impl Tiny {
     fn load() -> Self {
-        let dir = common::tiny_model_dir();
-        let mut config = ModelConfig::from_file(&dir.join("config.json")).unwrap();
-        config.hidden_dropout = 0.0;
-        config.attention_dropout = 0.0;
+        let (config, weights) = common::tiny_model(common::Dropout::Off);
         let (examples, with, without) = common::covid_windows(4);
         let windows: Vec<Feature> = with.into_iter().take(8).chain(without).take(15).collect();
         assert_eq!(windows.len(), 15);
         Self {
-            weights: WeightFile::read(&dir.join("model.safetensors")).unwrap(),
+            weights,
             config,
             windows,
             examples,

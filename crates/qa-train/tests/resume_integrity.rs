@@ -16,16 +16,9 @@ use qa_train::checkpoint::TrainerState;
 use qa_train::{train, LossScaling, TrainConfig, TrainJob, TrainOutcome};
 
 mod common;
-use common::{max_diff, read_log};
+use common::{max_diff, read_log, serial};
 
 type B = Train;
-
-/// Tests that compare weights hold this lock (Burn's CPU backend has one process-wide RNG).
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 /// The tiny golden BERT without dropout and 16 windows of COVID-QA dev.
 struct Tiny {
@@ -36,10 +29,7 @@ struct Tiny {
 
 impl Tiny {
     fn load() -> Self {
-        let dir = common::tiny_model_dir();
-        let mut config = ModelConfig::from_file(&dir.join("config.json")).unwrap();
-        config.hidden_dropout = 0.0;
-        config.attention_dropout = 0.0;
+        let (config, weights) = common::tiny_model(common::Dropout::Off);
         let (_, with, without) = common::covid_windows(6);
         let windows = with
             .into_iter()
@@ -47,7 +37,7 @@ impl Tiny {
             .chain(without.into_iter().take(8))
             .collect();
         Self {
-            weights: WeightFile::read(&dir.join("model.safetensors")).unwrap(),
+            weights,
             config,
             windows,
         }

@@ -18,7 +18,7 @@ use qa_model::weights::{HostTensor, WeightFile};
 use qa_model::{ModelConfig, QaModel};
 
 mod common;
-use common::{max_diff, read_log};
+use common::{max_diff, read_log, serial, Dropout};
 use qa_train::optim::{AdamW, AdamWConfig};
 use qa_train::trainer::TrainResults;
 use qa_train::{
@@ -26,21 +26,6 @@ use qa_train::{
 };
 
 type B = Train;
-
-/// Burn's CPU backend keeps one process-wide RNG (dropout masks): tests that compare runs hold
-/// this lock so that parallel tests cannot draw from it in between.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Whether the tiny model trains with its configured dropout or none (for exact comparisons).
-#[derive(Clone, Copy, PartialEq)]
-enum Dropout {
-    AsConfigured,
-    Off,
-}
 
 /// What every test trains: the tiny golden BERT, 16 short windows of COVID-QA dev
 /// (max_length 64; 8 hold their answer, 8 do not) and the 6 questions they come from.
@@ -55,11 +40,7 @@ struct Tiny {
 impl Tiny {
     fn load(dropout: Dropout) -> Self {
         let dir = common::tiny_model_dir();
-        let mut config = ModelConfig::from_file(&dir.join("config.json")).unwrap();
-        if dropout == Dropout::Off {
-            config.hidden_dropout = 0.0;
-            config.attention_dropout = 0.0;
-        }
+        let (config, weights) = common::tiny_model(dropout);
         let (examples, with, without) = common::covid_windows(6);
         assert!(with.len() >= 8, "only {} answer windows", with.len());
         let windows = with
@@ -68,7 +49,7 @@ impl Tiny {
             .chain(without.into_iter().take(8))
             .collect();
         Self {
-            weights: WeightFile::read(&dir.join("model.safetensors")).unwrap(),
+            weights,
             dir,
             config,
             windows,

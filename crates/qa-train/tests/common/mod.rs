@@ -7,12 +7,44 @@ use std::path::{Path, PathBuf};
 use qa_data::{
     build_features, load, load_tokenizer, Example, Feature, FeatureConfig, LoadOptions, Progress,
 };
-use qa_model::weights::HostTensor;
+use qa_model::weights::{HostTensor, WeightFile};
+use qa_model::ModelConfig;
 use qa_testkit::shared_dir;
 
 /// The tiny golden BERT QA model's folder.
 pub fn tiny_model_dir() -> PathBuf {
     shared_dir().join("golden/tiny-bert-qa")
+}
+
+/// Tests that compare weights or run a collective hold this lock (Burn's CPU backend has one
+/// process-wide RNG, and a process one collective server per backend).
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Whether the tiny model trains with its configured dropout or none (for exact comparisons).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Dropout {
+    // Only training.rs trains with dropout; each suite compiles this module on its own.
+    #[allow(dead_code)]
+    AsConfigured,
+    Off,
+}
+
+/// The tiny golden BERT's config (with `dropout`) and its weights.
+pub fn tiny_model(dropout: Dropout) -> (ModelConfig, WeightFile) {
+    let dir = tiny_model_dir();
+    let mut config = ModelConfig::from_file(&dir.join("config.json")).unwrap();
+    if dropout == Dropout::Off {
+        config.hidden_dropout = 0.0;
+        config.attention_dropout = 0.0;
+    }
+    (
+        config,
+        WeightFile::read(&dir.join("model.safetensors")).unwrap(),
+    )
 }
 
 /// The first `questions` COVID-QA dev questions, and their windows (max_length 64, stride 16)
