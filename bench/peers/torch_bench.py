@@ -1,8 +1,11 @@
 """Peer for `cargo xtask bench`: the same synthetic QA workloads in PyTorch eager
-(transformers BertForQuestionAnswering built from a config, random weights).
+(transformers *ForQuestionAnswering built from a config, random weights).
 Prints one JSON line per workload.
 
-Usage: python3 torch_bench.py WORKLOAD(infer|train) CONFIG(minilm|bert-base|DIR) SEQ BATCH STEPS [LAUNCHED_AT]
+Usage: python3 torch_bench.py WORKLOAD(infer|train) CONFIG(minilm|bert-base|deberta-v3-minilm|DIR) SEQ BATCH STEPS [LAUNCHED_AT]
+
+deberta-v3-minilm is MiniLM's sizes with DeBERTa-v3's vocabulary and relative attention, as
+`qa bench --config deberta-v3-minilm` builds it.
 
 LAUNCHED_AT (Unix seconds, as `cargo xtask bench` passes it, and `qa bench --launched-at`)
 also times the first step from launch, interpreter start and imports included.
@@ -13,7 +16,8 @@ import sys
 import time
 
 import torch
-from transformers import BertConfig, BertForQuestionAnswering
+from transformers import (AutoConfig, AutoModelForQuestionAnswering, BertConfig,
+                          BertForQuestionAnswering, DebertaV2Config)
 
 SIZES = {"minilm": (384, 6, 12, 1536), "bert-base": (768, 12, 12, 3072)}
 
@@ -28,11 +32,21 @@ def main():
         h, layers, heads, inter = SIZES[name]
         config = BertConfig(hidden_size=h, num_hidden_layers=layers, num_attention_heads=heads,
                             intermediate_size=inter)
+    elif name == "deberta-v3-minilm":
+        config = DebertaV2Config(vocab_size=128100, hidden_size=384, num_hidden_layers=6,
+                                 num_attention_heads=12, intermediate_size=1536,
+                                 max_position_embeddings=512, relative_attention=True,
+                                 position_buckets=256, norm_rel_ebd="layer_norm",
+                                 share_att_key=True, pos_att_type=["p2c", "c2p"],
+                                 position_biased_input=False, type_vocab_size=0)
     else:
-        config = BertConfig.from_pretrained(name)
+        config = AutoConfig.from_pretrained(name)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
-    model = BertForQuestionAnswering(config).to(device)
+    if isinstance(config, BertConfig):
+        model = BertForQuestionAnswering(config).to(device)
+    else:
+        model = AutoModelForQuestionAnswering.from_config(config).to(device)
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(1000, config.vocab_size, (batch, seq), generator=g).to(device)
     starts = torch.randint(0, seq, (batch,), generator=g).to(device)

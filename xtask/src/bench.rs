@@ -178,7 +178,11 @@ fn model_rows(
         (false, true) => &[("minilm", 2, 1, 2, 1)],
         // Enough timed steps to pass the allocator's warm-up (our first 2–3 steps fault in fresh
         // memory; PyTorch's caching allocator warms up too): steady-state rates on both sides.
-        (false, false) => &[("minilm", 4, 6, 4, 4), ("bert-base", 2, 3, 2, 3)],
+        (false, false) => &[
+            ("minilm", 4, 6, 4, 4),
+            ("deberta-v3-minilm", 4, 4, 4, 3),
+            ("bert-base", 2, 3, 2, 3),
+        ],
     };
     for &(config, ib, is, tb, ts) in sizes {
         for (workload, batch, steps) in [("infer", ib, is), ("train", tb, ts)] {

@@ -45,6 +45,8 @@ pub struct Args {
 enum BuiltinSize {
     BertBase,
     Minilm,
+    /// MiniLM's sizes with DeBERTa-v3's vocabulary and relative attention (256 buckets).
+    DebertaV3Minilm,
 }
 
 fn model_config(args: &Args) -> anyhow::Result<ModelConfig> {
@@ -52,7 +54,17 @@ fn model_config(args: &Args) -> anyhow::Result<ModelConfig> {
         (Some(dir), _) => Ok(ModelConfig::from_file(&dir.join("config.json"))?),
         (None, Some(BuiltinSize::BertBase)) => Ok(ModelConfig::bert(30522, 768, 12, 12, 3072)),
         (None, Some(BuiltinSize::Minilm)) => Ok(ModelConfig::bert(30522, 384, 6, 12, 1536)),
-        (None, None) => anyhow::bail!("give --model DIR or --config bert-base|minilm"),
+        (None, Some(BuiltinSize::DebertaV3Minilm)) => Ok(ModelConfig::small(
+            qa_model::Architecture::DebertaV2,
+            128_100,
+            384,
+            6,
+            12,
+            1536,
+        )),
+        (None, None) => {
+            anyhow::bail!("give --model DIR or --config bert-base|minilm|deberta-v3-minilm")
+        }
     }
 }
 

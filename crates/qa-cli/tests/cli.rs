@@ -452,7 +452,7 @@ fn predict_gives_the_hf_pipeline_answers() {
 }
 
 /// The same for every other model family, with their own tokenizers (byte-level BPE for
-/// RoBERTa, Unigram for XLM-R and ALBERT, WordPiece for ELECTRA) and multilingual texts:
+/// RoBERTa, Unigram for XLM-R, ALBERT and DeBERTa-v3, WordPiece for ELECTRA) and multilingual texts:
 /// the fixtures of `crates/qa-model/tests/fixtures/families`.
 #[test]
 fn predict_gives_the_hf_pipeline_answers_for_every_family() {
@@ -465,6 +465,7 @@ fn predict_gives_the_hf_pipeline_answers_for_every_family() {
         ("xlm-roberta", 8 + 36 + 23 + 24),
         ("electra", 8 + 40 + 24 + 24),
         ("albert", 8 + 36 + 23 + 24),
+        ("deberta-v2", 8 + 36 + 23 + 24),
     ] {
         let model = families.join(family).display().to_string();
         let compared = assert_predict_gives_the_pipeline_answers(&format!("{family}.json"), &model);

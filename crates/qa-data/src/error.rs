@@ -132,6 +132,14 @@ pub enum DataError {
          WordPiece tokenizer)"
     )]
     NoTokenizer { path: PathBuf },
+    /// A slow tokenizer's SentencePiece model (DeBERTa's `spm.model`, ALBERT's `spiece.model`,
+    /// XLM-R's `sentencepiece.bpe.model`) without the `tokenizer.json` transformers converts it to.
+    #[error(
+        "{path}: only a SentencePiece model ({model_file}) and no tokenizer.json: convert it \
+         once with transformers (`AutoTokenizer.from_pretrained(DIR).save_pretrained(DIR)` \
+         writes tokenizer.json)"
+    )]
+    SentencePieceOnly { path: PathBuf, model_file: String },
     #[error("{path}: cannot read line {line}: {source}")]
     ReadLine {
         path: PathBuf,

@@ -16,6 +16,8 @@ use std::path::{Path, PathBuf};
 use hf_hub::api::sync::{ApiBuilder, ApiError, ApiRepo};
 use hf_hub::{Cache, Repo, RepoType};
 
+use crate::tokenizer::SENTENCEPIECE_FILES;
+
 /// Where the cache is and how to reach the Hub, read once from the environment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HubSettings {
@@ -245,13 +247,14 @@ pub type Result<T> = std::result::Result<T, HubError>;
 const MODEL_CONFIG: &str = "config.json";
 const MODEL_WEIGHTS: [&str; 2] = ["model.safetensors", "pytorch_model.bin"];
 const MODEL_TOKENIZERS: [&str; 2] = ["tokenizer.json", "vocab.txt"];
-const MODEL_EXTRAS: [&str; 6] = [
+/// Besides these, the SentencePiece models of slow tokenizers
+/// ([`crate::tokenizer::SENTENCEPIECE_FILES`]).
+const MODEL_EXTRAS: [&str; 5] = [
     "tokenizer_config.json",
     "special_tokens_map.json",
+    "added_tokens.json",
     "vocab.json",
     "merges.txt",
-    "spiece.model",
-    "sentencepiece.bpe.model",
 ];
 
 /// A model folder given as a local path or a Hub id: the path itself when it is a folder, else
@@ -287,13 +290,27 @@ fn model_files(repo: &RepoRef, files: &BTreeSet<String>) -> Result<Vec<String>> 
         .find(|w| files.contains(**w))
         .ok_or_else(|| lacks("model.safetensors or pytorch_model.bin"))?;
     if !MODEL_TOKENIZERS.iter().any(|t| files.contains(*t)) {
-        return Err(lacks("tokenizer.json or vocab.txt"));
+        // microsoft/deberta-v3-* ship only `spm.model`: say how to get the file we read.
+        let convert = SENTENCEPIECE_FILES
+            .iter()
+            .find(|f| files.contains(**f))
+            .map(|f| {
+                format!(
+                    " (it has only the SentencePiece model {f}: convert it once with \
+                     transformers, `AutoTokenizer.from_pretrained(\"{}\").save_pretrained(DIR)`, \
+                     and pass DIR)",
+                    repo.id
+                )
+            })
+            .unwrap_or_default();
+        return Err(lacks(&format!("tokenizer.json or vocab.txt{convert}")));
     }
     let mut wanted = vec![MODEL_CONFIG.to_string(), weights.to_string()];
     wanted.extend(
         MODEL_TOKENIZERS
             .iter()
             .chain(&MODEL_EXTRAS)
+            .chain(&SENTENCEPIECE_FILES)
             .filter(|f| files.contains(**f))
             .map(|f| f.to_string()),
     );
@@ -1139,5 +1156,37 @@ mod tests {
         let no_weights = files(&["config.json", "tokenizer.json"]);
         let e = model_files(&repo, &no_weights).unwrap_err().to_string();
         assert!(e.contains("model.safetensors or pytorch_model.bin"), "{e}");
+        // microsoft/deberta-v3-base's files: a SentencePiece model and no tokenizer.json.
+        let deberta = files(&[
+            "config.json",
+            "pytorch_model.bin",
+            "spm.model",
+            "tokenizer_config.json",
+        ]);
+        let e = model_files(&repo, &deberta).unwrap_err().to_string();
+        assert!(
+            e.contains("tokenizer.json or vocab.txt")
+                && e.contains("spm.model")
+                && e.contains("AutoTokenizer.from_pretrained(\"org/m\").save_pretrained(DIR)"),
+            "{e}"
+        );
+        // With tokenizer.json, the SentencePiece model and added tokens come along.
+        let converted = files(&[
+            "config.json",
+            "model.safetensors",
+            "spm.model",
+            "tokenizer.json",
+            "added_tokens.json",
+        ]);
+        assert_eq!(
+            model_files(&repo, &converted).unwrap(),
+            [
+                "config.json",
+                "model.safetensors",
+                "tokenizer.json",
+                "added_tokens.json",
+                "spm.model"
+            ]
+        );
     }
 }

@@ -1,5 +1,7 @@
 //! Loading a Hugging Face tokenizer: `tokenizer.json` when present, else a BERT WordPiece
 //! tokenizer rebuilt from `vocab.txt` and `tokenizer_config.json` (older checkpoints ship only those).
+//! A folder with only a SentencePiece model (`spm.model`, ...) is refused with the one-line
+//! conversion that writes its `tokenizer.json`.
 
 use std::path::Path;
 
@@ -12,6 +14,10 @@ use tokenizers::Tokenizer;
 
 use crate::error::{DataError, Result};
 use crate::record::{parse_json, read_text};
+
+/// The files slow SentencePiece tokenizers save (DeBERTa-v2/v3, ALBERT, XLM-RoBERTa), which
+/// this crate does not read: `tokenizers` has no SentencePiece protobuf reader.
+pub const SENTENCEPIECE_FILES: [&str; 3] = ["spm.model", "spiece.model", "sentencepiece.bpe.model"];
 
 /// Loads the tokenizer of a model folder (or a `tokenizer.json` / `vocab.txt` file directly).
 pub fn load_tokenizer(path: &Path) -> Result<Tokenizer> {
@@ -39,6 +45,15 @@ pub fn load_tokenizer(path: &Path) -> Result<Tokenizer> {
     }
     if vocab.is_file() {
         return wordpiece_from_vocab(&vocab, &config);
+    }
+    if let Some(model_file) = SENTENCEPIECE_FILES
+        .iter()
+        .find(|name| path.is_dir() && path.join(name).is_file())
+    {
+        return Err(DataError::SentencePieceOnly {
+            path: path.to_path_buf(),
+            model_file: model_file.to_string(),
+        });
     }
     Err(DataError::NoTokenizer {
         path: path.to_path_buf(),

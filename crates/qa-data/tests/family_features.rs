@@ -1,6 +1,7 @@
 //! The windows of every tokenizer kind equal Hugging Face's: byte-level BPE (RoBERTa, with
 //! trimmed offsets and `<s> q </s></s> c </s>` pairs), Unigram + Metaspace (XLM-RoBERTa;
-//! ALBERT, lowercased without accents) and WordPiece (ELECTRA), on English, German, Chinese,
+//! ALBERT, lowercased without accents; DeBERTa-v3, converted by transformers from a trained
+//! SentencePiece model: Strip + its Precompiled charsmap) and WordPiece (ELECTRA), on English, German, Chinese,
 //! Russian and Arabic examples with long contexts cut into overlapping windows. The goldens
 //! are run_qa's `prepare_validation_features` windows with its training labels, written by
 //! `crates/qa-model/tests/fixtures/families/make_golden.py`.
@@ -12,7 +13,7 @@ use qa_data::{
     build_features, load, load_tokenizer, pad_token_id, FeatureConfig, LoadOptions, Progress,
 };
 
-const FAMILIES: [&str; 4] = ["roberta", "xlm-roberta", "electra", "albert"];
+const FAMILIES: [&str; 5] = ["roberta", "xlm-roberta", "electra", "albert", "deberta-v2"];
 
 fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../qa-model/tests/fixtures/families")
@@ -78,12 +79,14 @@ fn windows_of_every_tokenizer_kind_equal_hugging_faces() {
 
 #[test]
 fn pad_ids_come_from_each_tokenizer() {
-    // RoBERTa and XLM-R pad with `<pad>` = 1, ELECTRA with `[PAD]` = 0, ALBERT with `<pad>` = 0.
+    // RoBERTa and XLM-R pad with `<pad>` = 1, ELECTRA with `[PAD]` = 0, ALBERT with `<pad>` = 0,
+    // DeBERTa-v3 with `[PAD]` = 0.
     for (family, pad) in [
         ("roberta", 1),
         ("xlm-roberta", 1),
         ("electra", 0),
         ("albert", 0),
+        ("deberta-v2", 0),
     ] {
         let tokenizer = load_tokenizer(&fixtures().join(family)).unwrap();
         assert_eq!(pad_token_id(&tokenizer), pad, "{family}");
@@ -125,5 +128,29 @@ fn left_padding_tokenizers_are_refused_clearly() {
     assert!(
         matches!(&err, qa_data::DataError::Config(why) if why.contains("left")),
         "{err}"
+    );
+}
+
+/// A folder with only a slow tokenizer's SentencePiece model (as microsoft/deberta-v3-base
+/// ships) is refused with the conversion that writes `tokenizer.json`.
+#[test]
+fn sentencepiece_only_folders_are_refused_with_the_conversion() {
+    let dir = tempfile::tempdir().unwrap();
+    for file in ["config.json", "spm.model", "tokenizer_config.json"] {
+        std::fs::copy(
+            fixtures().join("deberta-v2").join(file),
+            dir.path().join(file),
+        )
+        .unwrap();
+    }
+    let err = load_tokenizer(dir.path()).unwrap_err();
+    assert!(
+        matches!(&err, qa_data::DataError::SentencePieceOnly { model_file, .. } if model_file == "spm.model"),
+        "{err}"
+    );
+    let message = err.to_string();
+    assert!(
+        message.contains("spm.model") && message.contains("save_pretrained"),
+        "{message}"
     );
 }

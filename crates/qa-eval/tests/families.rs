@@ -1,4 +1,4 @@
-//! `qa eval`'s path on the RoBERTa, XLM-RoBERTa, ELECTRA and ALBERT fixtures of
+//! `qa eval`'s path on the RoBERTa, XLM-RoBERTa, ELECTRA, ALBERT and DeBERTa-v3 fixtures of
 //! `crates/qa-model/tests/fixtures/families` (see its `make_golden.py`): the predictor loads
 //! each model folder with its own tokenizer, cuts the windows, runs the model and decodes, and
 //! every top-1 answer equals the one run_qa's `postprocess_qa_predictions` gave on PyTorch's
@@ -30,7 +30,7 @@ fn top1_answers_equal_run_qa_on_pytorch_logits_for_every_family() {
         max_answer_length: size("max_answer_length"),
         ..Default::default()
     };
-    for family in ["roberta", "xlm-roberta", "electra", "albert"] {
+    for family in ["roberta", "xlm-roberta", "electra", "albert", "deberta-v2"] {
         let dir = fixtures().join(family);
         let windows = FeatureConfig {
             max_length: size("max_length"),

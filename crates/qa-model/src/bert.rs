@@ -103,6 +103,7 @@ impl BertConfig {
             initializer_range: self.initializer_range,
             pad_token_id: self.pad_token_id.unwrap_or_default(),
             sinusoidal_positions: false,
+            disentangled_attention: None,
             hf: serde_json::Value::Null,
         })
     }

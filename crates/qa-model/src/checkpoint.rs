@@ -314,17 +314,19 @@ pub fn export_tensors<B: Backend>(
 
 /// Tokenizer files copied next to saved weights when present in the source folder: the fast
 /// tokenizer, its settings, and the slow tokenizers' vocabularies (WordPiece `vocab.txt`,
-/// RoBERTa's byte-level BPE `vocab.json` + `merges.txt`, XLM-R's and ALBERT's sentencepiece
-/// models).
+/// RoBERTa's byte-level BPE `vocab.json` + `merges.txt`, XLM-R's, ALBERT's and DeBERTa's
+/// sentencepiece models, DeBERTa's `added_tokens.json`).
 pub const TOKENIZER_FILES: &[&str] = &[
     "tokenizer.json",
     "tokenizer_config.json",
     "vocab.txt",
     "special_tokens_map.json",
+    "added_tokens.json",
     "vocab.json",
     "merges.txt",
     "sentencepiece.bpe.model",
     "spiece.model",
+    "spm.model",
 ];
 
 /// Saves an HF model folder: `config.json` (with `architectures`), `model.safetensors` under HF

@@ -1,6 +1,7 @@
 //! HF `config.json` → [`ModelConfig`], the family-independent view of a model's sizes. Each
 //! family's file parses its own keys (`bert::BertConfig`, `distilbert::DistilBertConfig`,
-//! `roberta::RobertaConfig`, `electra::ElectraConfig`, `albert::AlbertConfig`); anything this
+//! `roberta::RobertaConfig`, `electra::ElectraConfig`, `albert::AlbertConfig`,
+//! `deberta_v2::DebertaV2Config`); anything this
 //! port would compute differently is a typed [`ConfigError`].
 
 use std::path::Path;
@@ -10,6 +11,7 @@ use serde_json::Value;
 
 use crate::albert::{self, AlbertConfig};
 use crate::bert::{self, BertConfig};
+use crate::deberta_v2::{self, DebertaV2Config, DisentangledAttention};
 use crate::distilbert::{self, DistilBertConfig};
 use crate::electra::{self, ElectraConfig};
 use crate::error::{ConfigError, ModelError, Result};
@@ -24,6 +26,7 @@ pub const MODEL_TYPES: &[&str] = &[
     roberta::XLM_MODEL_TYPE,
     electra::MODEL_TYPE,
     albert::MODEL_TYPE,
+    deberta_v2::MODEL_TYPE,
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,17 +38,20 @@ pub enum Architecture {
     XlmRoberta,
     Electra,
     Albert,
+    /// DeBERTa-v2 and -v3 (`model_type: "deberta-v2"`).
+    DebertaV2,
 }
 
 impl Architecture {
     /// Every family, for tests that walk them all.
-    pub const ALL: [Architecture; 6] = [
+    pub const ALL: [Architecture; 7] = [
         Architecture::Bert,
         Architecture::DistilBert,
         Architecture::Roberta,
         Architecture::XlmRoberta,
         Architecture::Electra,
         Architecture::Albert,
+        Architecture::DebertaV2,
     ];
 
     /// Prefix of encoder tensors in an HF `*ForQuestionAnswering` checkpoint.
@@ -56,6 +62,7 @@ impl Architecture {
             Architecture::Roberta | Architecture::XlmRoberta => roberta::PREFIX,
             Architecture::Electra => electra::PREFIX,
             Architecture::Albert => albert::PREFIX,
+            Architecture::DebertaV2 => deberta_v2::PREFIX,
         }
     }
 
@@ -68,6 +75,7 @@ impl Architecture {
             Architecture::XlmRoberta => roberta::XLM_QA_CLASS,
             Architecture::Electra => electra::QA_CLASS,
             Architecture::Albert => albert::QA_CLASS,
+            Architecture::DebertaV2 => deberta_v2::QA_CLASS,
         }
     }
 
@@ -80,6 +88,7 @@ impl Architecture {
             Architecture::XlmRoberta => roberta::XLM_MODEL_TYPE,
             Architecture::Electra => electra::MODEL_TYPE,
             Architecture::Albert => albert::MODEL_TYPE,
+            Architecture::DebertaV2 => deberta_v2::MODEL_TYPE,
         }
     }
 
@@ -151,6 +160,8 @@ pub struct ModelConfig {
     /// DistilBERT's fixed sinusoidal position embeddings (used only for fresh initialisation;
     /// a checkpoint stores them as ordinary weights).
     pub sinusoidal_positions: bool,
+    /// DeBERTa's relative-position attention and input settings; `None` in other families.
+    pub disentangled_attention: Option<DisentangledAttention>,
     /// The original `config.json`, echoed back (with new `architectures`) when saving.
     pub hf: Value,
 }
@@ -192,6 +203,9 @@ impl ModelConfig {
                 .map_err(ConfigError::BadKey)?
                 .to_model_config()?,
             albert::MODEL_TYPE => AlbertConfig::deserialize(&hf)
+                .map_err(ConfigError::BadKey)?
+                .to_model_config()?,
+            deberta_v2::MODEL_TYPE => DebertaV2Config::deserialize(&hf)
                 .map_err(ConfigError::BadKey)?
                 .to_model_config()?,
             other => {
@@ -242,6 +256,9 @@ impl ModelConfig {
             }
             Architecture::Electra => serde_json::to_value(ElectraConfig::from_model_config(self)),
             Architecture::Albert => serde_json::to_value(AlbertConfig::from_model_config(self)),
+            Architecture::DebertaV2 => {
+                serde_json::to_value(DebertaV2Config::from_model_config(self))
+            }
         };
         let mut config = config.expect("a config struct serializes");
         config["model_type"] = self.architecture.model_type().into();
@@ -276,6 +293,7 @@ impl ModelConfig {
             initializer_range: 0.02,
             pad_token_id: 0,
             sinusoidal_positions: false,
+            disentangled_attention: None,
             hf: Value::Null,
         }
     }
@@ -298,7 +316,8 @@ impl ModelConfig {
 
     /// A small model of any family for tests, with HF's family defaults: RoBERTa's one token
     /// type, padding id 1 and 514 positions; ELECTRA's and ALBERT's embeddings half as wide
-    /// as the hidden states; ALBERT's tanh GELU, no dropout and one shared layer group.
+    /// as the hidden states; ALBERT's tanh GELU, no dropout and one shared layer group;
+    /// DeBERTa-v3's relative attention, no token types and LayerNorm ε 1e-7.
     pub fn small(
         architecture: Architecture,
         vocab: usize,
@@ -334,6 +353,13 @@ impl ModelConfig {
                 attention_dropout: 0.0,
                 ..bert
             },
+            Architecture::DebertaV2 => Self {
+                architecture,
+                type_vocab_size: 0,
+                layer_norm_eps: 1e-7,
+                disentangled_attention: Some(DisentangledAttention::DEBERTA_V3),
+                ..bert
+            },
         }
     }
 }
@@ -343,6 +369,9 @@ impl ModelConfig {
     /// layers — ALBERT's shared groups once — and the QA head), so that an absurd config is
     /// refused before anything is allocated. Never overflows: a config's sizes are `usize`s.
     pub fn parameter_count(&self) -> u128 {
+        if self.architecture == Architecture::DebertaV2 {
+            return deberta_v2::parameter_count(self);
+        }
         let [vocab, hidden, embedding, inner, positions, types] = [
             self.vocab_size,
             self.hidden_size,

@@ -92,6 +92,7 @@ impl DistilBertConfig {
             initializer_range: self.initializer_range,
             pad_token_id: self.pad_token_id.unwrap_or_default(),
             sinusoidal_positions: self.sinusoidal_pos_embds,
+            disentangled_attention: None,
             hf: serde_json::Value::Null,
         })
     }

@@ -1,12 +1,14 @@
-//! `qa-model`: BERT, DistilBERT, RoBERTa, XLM-RoBERTa, ELECTRA and ALBERT extractive-QA models
-//! in Burn, and Hugging Face checkpoints in and out.
+//! `qa-model`: BERT, DistilBERT, RoBERTa, XLM-RoBERTa, ELECTRA, ALBERT and DeBERTa-v2/v3
+//! extractive-QA models in Burn, and Hugging Face checkpoints in and out.
 //!
 //! * [`config`] reads an HF `config.json` (`model_type` bert / distilbert / roberta /
-//!   xlm-roberta / electra / albert) into [`ModelConfig`], through the family's own serde config.
+//!   xlm-roberta / electra / albert / deberta-v2) into [`ModelConfig`], through the family's own
+//!   serde config.
 //! * [`weights`] reads `model.safetensors` (f32/f16/bf16) or `pytorch_model.bin` into host f32.
-//! * [`bert`], [`distilbert`], [`roberta`], [`electra`] and [`albert`] port transformers'
-//!   modules one struct per HF module, each declaring its parameters' HF names; a new family is
-//!   a new file of the same shape (RoBERTa and ELECTRA reuse BERT's layers).
+//! * [`bert`], [`distilbert`], [`roberta`], [`electra`], [`albert`] and [`deberta_v2`] port
+//!   transformers' modules one struct per HF module, each declaring its parameters' HF names; a
+//!   new family is a new file of the same shape (RoBERTa, ELECTRA and DeBERTa reuse BERT's
+//!   layers).
 //! * [`model`] is HF's `*ForQuestionAnswering` head over one family's encoder.
 //! * [`layers`] holds what the families share: mixed-precision products, attention, skeleton
 //!   layers.
@@ -29,6 +31,7 @@ pub mod backend;
 pub mod bert;
 pub mod checkpoint;
 pub mod config;
+pub mod deberta_v2;
 pub mod distilbert;
 pub mod dropout;
 pub mod electra;

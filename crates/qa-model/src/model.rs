@@ -1,6 +1,7 @@
 //! The QA model: HF's `*ForQuestionAnswering` head (a linear layer giving start and end logits)
 //! over one family's encoder. The encoders live in their families' files ([`crate::bert`],
-//! [`crate::distilbert`], [`crate::roberta`], [`crate::electra`], [`crate::albert`]); this file
+//! [`crate::distilbert`], [`crate::roberta`], [`crate::electra`], [`crate::albert`],
+//! [`crate::deberta_v2`]); this file
 //! only picks one and applies the head.
 
 use std::sync::Arc;
@@ -13,6 +14,7 @@ use burn::tensor::{Int, Tensor, TensorData};
 use crate::albert::AlbertModel;
 use crate::bert::BertModel;
 use crate::config::{Architecture, ModelConfig};
+use crate::deberta_v2::DebertaV2Model;
 use crate::distilbert::DistilBertModel;
 use crate::dropout::dropout;
 use crate::electra::ElectraModel;
@@ -30,6 +32,9 @@ pub const MASKED: f32 = -10_000.0;
 
 /// The encoder of one model family: what `*ForQuestionAnswering` holds as `bert`,
 /// `distilbert`, ...
+// One encoder per model, never moved in a loop: the variants' size difference costs nothing
+// (and Burn's `Module` is not implemented for `Box`).
+#[allow(clippy::large_enum_variant)]
 #[derive(Module, Debug)]
 pub enum Encoder<B: Backend> {
     Bert(BertModel<B>),
@@ -39,43 +44,54 @@ pub enum Encoder<B: Backend> {
     XlmRoberta(RobertaModel<B>),
     Electra(ElectraModel<B>),
     Albert(AlbertModel<B>),
+    DebertaV2(DebertaV2Model<B>),
 }
 
 impl<B: Backend> Encoder<B> {
-    /// The word- and position-embedding tables.
-    fn embedding_tables(&self) -> [&burn::nn::Embedding<B>; 2] {
+    /// The word-embedding table and the position-embedding one, if the family has one.
+    fn embedding_tables(&self) -> [Option<&burn::nn::Embedding<B>>; 2] {
+        let pair = |word, position| [Some(word), Some(position)];
         match self {
-            Encoder::Bert(m) => [
+            Encoder::Bert(m) => pair(
                 &m.embeddings.word_embeddings,
                 &m.embeddings.position_embeddings,
-            ],
-            Encoder::DistilBert(m) => [
+            ),
+            Encoder::DistilBert(m) => pair(
                 &m.embeddings.word_embeddings,
                 &m.embeddings.position_embeddings,
-            ],
-            Encoder::Roberta(m) | Encoder::XlmRoberta(m) => [
+            ),
+            Encoder::Roberta(m) | Encoder::XlmRoberta(m) => pair(
                 &m.embeddings.word_embeddings,
                 &m.embeddings.position_embeddings,
-            ],
-            Encoder::Electra(m) => [
+            ),
+            Encoder::Electra(m) => pair(
                 &m.embeddings.word_embeddings,
                 &m.embeddings.position_embeddings,
-            ],
-            Encoder::Albert(m) => [
+            ),
+            Encoder::Albert(m) => pair(
                 &m.embeddings.word_embeddings,
                 &m.embeddings.position_embeddings,
+            ),
+            Encoder::DebertaV2(m) => [
+                Some(&m.embeddings.word_embeddings),
+                m.embeddings.position_embeddings.as_ref(),
             ],
         }
     }
 
     /// Entries of the word-embedding table (token ids below this are valid inputs).
     pub fn vocab_size(&self) -> usize {
-        self.embedding_tables()[0].weight.dims()[0]
+        self.embedding_tables()[0].map_or(0, |table| table.weight.dims()[0])
     }
 
-    /// Entries of the position-embedding table (RoBERTa's first two are never used).
+    /// Entries of the position-embedding table (RoBERTa's first two are never used); DeBERTa-v3,
+    /// which has none, still declares `max_position_embeddings`.
     pub fn position_table_size(&self) -> usize {
-        self.embedding_tables()[1].weight.dims()[0]
+        match (self, self.embedding_tables()[1]) {
+            (_, Some(table)) => table.weight.dims()[0],
+            (Encoder::DebertaV2(m), None) => m.embeddings.max_position_embeddings,
+            (_, None) => 0,
+        }
     }
 
     /// The family's encoder with zero parameters, for the checkpoint loader to fill.
@@ -89,6 +105,7 @@ impl<B: Backend> Encoder<B> {
             Architecture::XlmRoberta => Encoder::XlmRoberta(RobertaModel::skeleton(config, device)),
             Architecture::Electra => Encoder::Electra(ElectraModel::skeleton(config, device)),
             Architecture::Albert => Encoder::Albert(AlbertModel::skeleton(config, device)),
+            Architecture::DebertaV2 => Encoder::DebertaV2(DebertaV2Model::skeleton(config, device)),
         }
     }
 
@@ -100,6 +117,7 @@ impl<B: Backend> Encoder<B> {
             Encoder::XlmRoberta(_) => Architecture::XlmRoberta,
             Encoder::Electra(_) => Architecture::Electra,
             Encoder::Albert(_) => Architecture::Albert,
+            Encoder::DebertaV2(_) => Architecture::DebertaV2,
         }
     }
 
@@ -138,6 +156,12 @@ impl<B: Backend> Encoder<B> {
                 attention_mask,
                 products,
             ),
+            Encoder::DebertaV2(deberta) => deberta.forward(
+                input_ids,
+                batch.token_type_ids.clone(),
+                attention_mask,
+                products,
+            ),
         }
     }
 }
@@ -152,6 +176,7 @@ impl<B: Backend> HfParams<B> for Encoder<B> {
             Encoder::Roberta(roberta) | Encoder::XlmRoberta(roberta) => v.child(prefix, roberta),
             Encoder::Electra(electra) => v.child(prefix, electra),
             Encoder::Albert(albert) => v.child(prefix, albert),
+            Encoder::DebertaV2(deberta) => v.child(prefix, deberta),
         }
     }
 }
@@ -161,7 +186,8 @@ impl<B: Backend> HfParams<B> for Encoder<B> {
 /// models/roberta/modeling_roberta.py `RobertaForQuestionAnswering` (<https://github.com/huggingface/transformers/blob/v4.57.6/src/transformers/models/roberta/modeling_roberta.py>),
 /// models/xlm_roberta/modeling_xlm_roberta.py `XLMRobertaForQuestionAnswering` (<https://github.com/huggingface/transformers/blob/v4.57.6/src/transformers/models/xlm_roberta/modeling_xlm_roberta.py>),
 /// models/electra/modeling_electra.py `ElectraForQuestionAnswering` (<https://github.com/huggingface/transformers/blob/v4.57.6/src/transformers/models/electra/modeling_electra.py>)
-/// and models/albert/modeling_albert.py `AlbertForQuestionAnswering` (<https://github.com/huggingface/transformers/blob/v4.57.6/src/transformers/models/albert/modeling_albert.py>):
+/// models/albert/modeling_albert.py `AlbertForQuestionAnswering` (<https://github.com/huggingface/transformers/blob/v4.57.6/src/transformers/models/albert/modeling_albert.py>)
+/// and models/deberta_v2/modeling_deberta_v2.py `DebertaV2ForQuestionAnswering` (<https://github.com/huggingface/transformers/blob/v4.57.6/src/transformers/models/deberta_v2/modeling_deberta_v2.py>):
 /// start and end logits from a linear layer over the encoder's last hidden states.
 #[derive(Module, Debug)]
 pub struct QaModel<B: Backend> {

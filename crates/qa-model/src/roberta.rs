@@ -99,6 +99,7 @@ impl RobertaConfig {
             initializer_range: self.initializer_range,
             pad_token_id: self.pad_token_id.unwrap_or(DEFAULT_PAD_TOKEN_ID),
             sinusoidal_positions: false,
+            disentangled_attention: None,
             hf: serde_json::Value::Null,
         })
     }

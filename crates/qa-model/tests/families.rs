@@ -1,6 +1,7 @@
-//! Proof that the RoBERTa, XLM-RoBERTa, ELECTRA and ALBERT ports compute what `transformers`
-//! computes: random tiny `*ForQuestionAnswering` checkpoints and their PyTorch logits, made by
-//! `tests/fixtures/families/make_golden.py` (see its header), and save → reload round trips.
+//! Proof that the RoBERTa, XLM-RoBERTa, ELECTRA, ALBERT and DeBERTa-v2/v3 ports compute what
+//! `transformers` computes: random tiny `*ForQuestionAnswering` checkpoints and their PyTorch
+//! logits, made by `tests/fixtures/families/make_golden.py` (see its header), and save → reload
+//! round trips.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -14,15 +15,30 @@ use qa_model::config::Architecture;
 use qa_model::model::{QaBatch, MASKED};
 use qa_model::weights::WeightFile;
 use qa_model::{InferencePrecision, ModelConfig};
+use serde_json::Value;
 
 type B = Compute;
 
-const FAMILIES: [(&str, Architecture); 4] = [
+const FAMILIES: [(&str, Architecture); 5] = [
     ("roberta", Architecture::Roberta),
     ("xlm-roberta", Architecture::XlmRoberta),
     ("electra", Architecture::Electra),
     ("albert", Architecture::Albert),
+    ("deberta-v2", Architecture::DebertaV2),
 ];
+
+/// Checkpoints of the same families with other settings, run on their family's windows:
+/// DeBERTa with v2's options (separate position projections, `pos_att_type` as a string, no
+/// buckets, absolute positions, token types, `embed_proj`) and with `c2p` alone.
+const VARIANTS: [(&str, Architecture); 2] = [
+    ("deberta-v2-options", Architecture::DebertaV2),
+    ("deberta-v2-c2p", Architecture::DebertaV2),
+];
+
+/// Every fixture checkpoint made by `make_golden.py`.
+fn checkpoints() -> impl Iterator<Item = (&'static str, Architecture)> {
+    FAMILIES.into_iter().chain(VARIANTS)
+}
 
 fn fixture(family: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -100,7 +116,7 @@ fn max_error(ours: &[f32], golden: &[f32], mask: &[i64]) -> f32 {
 #[test]
 fn logits_match_pytorch_within_1e5_for_every_family() {
     let device = default_device();
-    for (family, architecture) in FAMILIES {
+    for (family, architecture) in checkpoints() {
         let dir = fixture(family);
         let golden = read_golden(&dir.join("golden_logits.safetensors"));
         let (model, config, report) = load_pretrained::<B>(&dir, None, 0, &device).unwrap();
@@ -202,7 +218,7 @@ fn int8_and_bf16_logits_stay_near_pytorch_for_every_family() {
 #[test]
 fn save_then_reload_is_exact_and_keeps_hf_names_and_classes() {
     let device = default_device();
-    for (family, architecture) in FAMILIES {
+    for (family, architecture) in checkpoints() {
         let src = fixture(family);
         let golden = read_golden(&src.join("golden_logits.safetensors"));
         let batch = QaBatch::from_padded(&golden.batch, &device);
@@ -224,7 +240,20 @@ fn save_then_reload_is_exact_and_keeps_hf_names_and_classes() {
             architecture.qa_class(),
             "{family}"
         );
-        assert_eq!(saved["model_type"], family, "{family}");
+        assert_eq!(saved["model_type"], architecture.model_type(), "{family}");
+        // The config reads back as the same settings (DeBERTa's included).
+        let reread = ModelConfig::from_hf(saved.clone()).unwrap();
+        assert_eq!(
+            ModelConfig {
+                hf: Value::Null,
+                ..reread
+            },
+            ModelConfig {
+                hf: Value::Null,
+                ..config.clone()
+            },
+            "{family}"
+        );
         let (reloaded, reconfig, _) = load_pretrained::<B>(out.path(), None, 0, &device).unwrap();
         assert_eq!(reconfig.architecture, architecture);
         let (a, b) = (model.forward(&batch), reloaded.forward(&batch));
@@ -331,4 +360,48 @@ fn albert_shares_layers_across_passes_as_hf_groups_them() {
     };
     let groups: Vec<usize> = (0..3).map(|i| albert.encoder.group_of(i)).collect();
     assert_eq!(groups, [0, 0, 1]);
+}
+
+/// HF's `make_log_bucket_position` over distances −1023..1023, for DeBERTa-v3-base's setting
+/// (256 buckets, 512 positions) and others, as `make_golden.py` recorded it.
+#[test]
+fn deberta_log_buckets_equal_transformers() {
+    let text = std::fs::read_to_string(fixture("deberta-v2").join("log_buckets.json")).unwrap();
+    let golden: Value = serde_json::from_str(&text).unwrap();
+    let cases = golden["cases"].as_array().unwrap();
+    assert_eq!(cases.len(), 4);
+    for case in cases {
+        let positions = qa_model::deberta_v2::RelativePositions {
+            max_relative_positions: case["max_position"].as_u64().unwrap() as usize,
+            position_buckets: Some(case["bucket_size"].as_u64().unwrap() as usize),
+        };
+        let first = case["first_relative"].as_i64().unwrap();
+        let buckets = case["buckets"].as_array().unwrap();
+        assert_eq!(buckets.len(), 2047);
+        for (i, bucket) in buckets.iter().enumerate() {
+            let relative = first + i as i64;
+            assert_eq!(
+                positions.bucket(relative),
+                bucket.as_i64().unwrap(),
+                "{positions:?}: distance {relative}"
+            );
+        }
+    }
+}
+
+/// DeBERTa's parameters as counted from the config (what the memory check refuses by) are the
+/// checkpoint's own, whatever the settings.
+#[test]
+fn deberta_parameter_counts_are_the_checkpoints() {
+    for (family, _) in checkpoints().filter(|(_, a)| *a == Architecture::DebertaV2) {
+        let dir = fixture(family);
+        let config = ModelConfig::from_file(&dir.join("config.json")).unwrap();
+        let weights = WeightFile::read(&dir.join("model.safetensors")).unwrap();
+        let stored: usize = weights
+            .tensors
+            .values()
+            .map(|t| t.shape.iter().product::<usize>())
+            .sum();
+        assert_eq!(config.parameter_count(), stored as u128, "{family}");
+    }
 }

@@ -1,5 +1,6 @@
 //! Multi-head attention's core, softmax(q·kᵀ/√d + mask)·v, fused per (batch entry, head) on
-//! row-major `f32` slices, forward and backward.
+//! row-major `f32` slices, forward and backward; with DeBERTa's relative-position terms added to
+//! the scores when the inputs carry them ([`Relative`]).
 //!
 //! Burn's composition splits the heads out of `[batch, seq, hidden]` (a copy of q, k and v),
 //! allocates `[batch, heads, seq, seq]` scores, then probabilities, then dropped-out
@@ -42,10 +43,6 @@ impl Heads {
         self.batch * self.heads * self.block()
     }
 
-    fn divisor(&self) -> f32 {
-        (self.head_dim as f32).sqrt()
-    }
-
     /// `[batch, seq, hidden]` over `values`.
     fn view<'a>(&self, values: &'a [f32]) -> ArrayView3<'a, f32> {
         ArrayView3::from_shape((self.batch, self.seq, self.hidden()), values)
@@ -73,6 +70,21 @@ impl Heads {
     }
 }
 
+/// DeBERTa's disentangled terms (see `crate::deberta_v2`): each score (q, k) adds
+/// q·pₖ[row(q, k)] (content → position, `c2p`) and k·p_q[row(q, k)] (position → content,
+/// `p2c`), where pₖ and p_q are the relative-position table through the key and query
+/// projections.
+#[derive(Clone, Copy)]
+pub struct Relative<'a> {
+    /// `[table_rows, hidden]`: the table through the key projection, for `c2p`.
+    pub pos_key: Option<&'a [f32]>,
+    /// `[table_rows, hidden]`: the table through the query projection, for `p2c`.
+    pub pos_query: Option<&'a [f32]>,
+    /// `[seq, seq]`: the table row each (query, key) reads.
+    pub rows: &'a [u32],
+    pub table_rows: usize,
+}
+
 /// The inputs of one attention: `[batch, seq, hidden]` projections and the key mask.
 #[derive(Clone, Copy)]
 pub struct Inputs<'a> {
@@ -82,6 +94,9 @@ pub struct Inputs<'a> {
     /// `[batch, seq]`: what each key adds to its scores (0, or [`crate::model::MASKED`]).
     pub key_mask: &'a [f32],
     pub dims: Heads,
+    /// What the scores are divided by: √head_dim (DeBERTa: √(head_dim · terms)).
+    pub divisor: f32,
+    pub relative: Option<Relative<'a>>,
 }
 
 impl Inputs<'_> {
@@ -98,6 +113,98 @@ impl Inputs<'_> {
         let entry = task / self.dims.heads;
         &self.key_mask[entry * self.dims.seq..(entry + 1) * self.dims.seq]
     }
+
+    /// The `table_rows × head_dim` columns of head `task % heads` of a `[table_rows, hidden]`
+    /// position table.
+    fn table_head<'a>(&self, table: &'a [f32], rows: usize, task: usize) -> ArrayView2<'a, f32> {
+        let (head, d) = (task % self.dims.heads, self.dims.head_dim);
+        ArrayView2::from_shape((rows, self.dims.hidden()), table)
+            .unwrap_or_else(|_| unreachable!("attention: position tables are [rows, hidden]"))
+            .slice_move(s![.., head * d..(head + 1) * d])
+    }
+}
+
+/// `content`'s head (`seq × head_dim`) times the head's columns of `table`, transposed:
+/// `seq × table_rows`, each position's product with every row of the table.
+fn by_row(
+    inputs: &Inputs,
+    relative: &Relative,
+    content: &[f32],
+    table: &[f32],
+    task: usize,
+) -> Vec<f32> {
+    let (seq, rows) = (inputs.dims.seq, relative.table_rows);
+    let mut out = vec![0f32; seq * rows];
+    let mut view = ArrayViewMut2::from_shape((seq, rows), out.as_mut_slice())
+        .unwrap_or_else(|_| unreachable!("attention: seq × rows"));
+    product(
+        1.0,
+        &inputs.head(content, task),
+        &inputs.table_head(table, rows, task).t(),
+        0.0,
+        &mut view,
+        Threads::Caller,
+    );
+    out
+}
+
+/// Adds the relative-position terms of head `task` to its `seq × seq` scores.
+fn add_relative(inputs: &Inputs, task: usize, scores: &mut [f32]) {
+    let Some(relative) = inputs.relative else {
+        return;
+    };
+    let (seq, rows) = (inputs.dims.seq, relative.table_rows);
+    let c2p = relative
+        .pos_key
+        .map(|table| by_row(inputs, &relative, inputs.query, table, task));
+    let p2c = relative
+        .pos_query
+        .map(|table| by_row(inputs, &relative, inputs.key, table, task));
+    for (q, (scores, row_of)) in scores
+        .chunks_exact_mut(seq)
+        .zip(relative.rows.chunks_exact(seq))
+        .enumerate()
+    {
+        if let Some(c2p) = &c2p {
+            let query_row = &c2p[q * rows..(q + 1) * rows];
+            for (score, &row) in scores.iter_mut().zip(row_of) {
+                *score += query_row[row as usize];
+            }
+        }
+        if let Some(p2c) = &p2c {
+            for (k, (score, &row)) in scores.iter_mut().zip(row_of).enumerate() {
+                *score += p2c[k * rows + row as usize];
+            }
+        }
+    }
+}
+
+/// The gradient of each table row's product from d scores: `seq × table_rows`, summing every
+/// score of a query (`c2p`, [`Side::Query`]) or of a key (`p2c`, [`Side::Key`]) that read the row.
+fn gradient_by_row(d_scores: &[f32], relative: &Relative, seq: usize, side: Side) -> Vec<f32> {
+    let rows = relative.table_rows;
+    let mut out = vec![0f32; seq * rows];
+    for (q, (d_scores, row_of)) in d_scores
+        .chunks_exact(seq)
+        .zip(relative.rows.chunks_exact(seq))
+        .enumerate()
+    {
+        for (k, (&g, &row)) in d_scores.iter().zip(row_of).enumerate() {
+            let position = match side {
+                Side::Query => q,
+                Side::Key => k,
+            };
+            out[position * rows + row as usize] += g;
+        }
+    }
+    out
+}
+
+/// Which side of a score a relative term's content comes from.
+#[derive(Clone, Copy)]
+enum Side {
+    Query,
+    Key,
 }
 
 /// `probs` · `dropout` (or `probs` itself without dropout) into `scratch`.
@@ -159,7 +266,8 @@ pub fn forward(
             &mut square_mut(probs, seq),
             Threads::Caller,
         );
-        kernels::softmax_rows_one_mask(probs, inputs.key_mask_row(task), dims.divisor());
+        add_relative(&inputs, task, probs);
+        kernels::softmax_rows_one_mask(probs, inputs.key_mask_row(task), inputs.divisor);
         let mask = dropout.map(|m| &m[task * block..(task + 1) * block]);
         let mut scratch = Vec::new();
         let weights = dropped(probs, mask, &mut scratch);
@@ -204,7 +312,8 @@ fn head_in_bf16(inputs: Inputs, task: usize, probs: &mut [f32], mut out: ArrayVi
     };
     // SAFETY: `probs` is seq × seq floats, borrowed mutably here.
     unsafe { keys.multiply_into(&q_words, seq, &vec![0.0; seq], scores, Threads::Caller) };
-    kernels::softmax_rows_one_mask(probs, inputs.key_mask_row(task), inputs.dims.divisor());
+    add_relative(&inputs, task, probs);
+    kernels::softmax_rows_one_mask(probs, inputs.key_mask_row(task), inputs.divisor);
     // p·v: p's rows as bf16 words, v packed as it is.
     let values = PackedBf16::from_rows(seq, head_dim, |k| contiguous(value.row(k)));
     let p_words = bf16_rows(seq, values.depth(), |i| {
@@ -246,28 +355,89 @@ fn bf16_rows<'a>(
     words
 }
 
+/// d loss / d each input of [`forward`].
+pub struct Gradients {
+    pub query: Vec<f32>,
+    pub key: Vec<f32>,
+    pub value: Vec<f32>,
+    /// `[table_rows, hidden]`, when the inputs had [`Relative::pos_key`].
+    pub pos_key: Option<Vec<f32>>,
+    /// `[table_rows, hidden]`, when the inputs had [`Relative::pos_query`].
+    pub pos_query: Option<Vec<f32>>,
+}
+
+/// One task's share of a position table's gradient (`table_rows × head_dim`), summed over the
+/// batch entries afterwards ([`sum_table_shares`]).
+type TableShare<'a> = Option<&'a mut [f32]>;
+
+/// Per-task shares of a table's gradient: one `table_rows × head_dim` chunk each.
+fn table_shares(relative: Option<&Relative>, has_table: bool, dims: Heads) -> Option<Vec<f32>> {
+    let relative = relative.filter(|_| has_table)?;
+    Some(vec![
+        0f32;
+        dims.batch
+            * dims.heads
+            * relative.table_rows
+            * dims.head_dim
+    ])
+}
+
+/// Sums each head's shares over the batch entries into a `[table_rows, hidden]` gradient.
+fn sum_table_shares(shares: Vec<f32>, rows: usize, dims: Heads) -> Vec<f32> {
+    let (d, hidden) = (dims.head_dim, dims.hidden());
+    let mut out = vec![0f32; rows * hidden];
+    for (task, share) in shares.chunks_exact(rows * d).enumerate() {
+        let head = task % dims.heads;
+        for (r, values) in share.chunks_exact(d).enumerate() {
+            let row = &mut out[r * hidden + head * d..r * hidden + (head + 1) * d];
+            row.iter_mut().zip(values).for_each(|(o, v)| *o += v);
+        }
+    }
+    out
+}
+
 /// The backward pass: from d loss / d output (`[batch, seq, hidden]`) and what the forward saved,
-/// returns d loss / d (query, key, value).
+/// returns d loss / d (query, key, value) and, with relative terms, d loss / d position tables.
 pub fn backward(
     inputs: Inputs,
     grad_out: &[f32],
     probs: &[f32],
     dropout: Option<&[f32]>,
-) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+) -> Gradients {
     let dims = inputs.dims;
     let len = dims.batch * dims.seq * dims.hidden();
     let (mut d_query, mut d_key, mut d_value) = (vec![0f32; len], vec![0f32; len], vec![0f32; len]);
+    let relative = inputs.relative;
+    let mut pos_key_shares = table_shares(
+        relative.as_ref(),
+        relative.is_some_and(|r| r.pos_key.is_some()),
+        dims,
+    );
+    let mut pos_query_shares = table_shares(
+        relative.as_ref(),
+        relative.is_some_and(|r| r.pos_query.is_some()),
+        dims,
+    );
+    let share_len = relative.map_or(0, |r| r.table_rows * dims.head_dim);
+    fn shares(table: &mut Option<Vec<f32>>, share_len: usize, tasks: usize) -> Vec<TableShare<'_>> {
+        match table {
+            Some(values) => values.chunks_exact_mut(share_len).map(Some).collect(),
+            None => (0..tasks).map(|_| None).collect(),
+        }
+    }
+    let task_count = dims.batch * dims.heads;
     let tasks = dims
         .columns_mut(&mut d_query)
         .into_iter()
         .zip(dims.columns_mut(&mut d_key))
         .zip(dims.columns_mut(&mut d_value))
+        .zip(shares(&mut pos_key_shares, share_len, task_count))
+        .zip(shares(&mut pos_query_shares, share_len, task_count))
         .enumerate()
         .collect::<Vec<_>>();
-    let scale = 1.0 / dims.divisor();
-    tasks
-        .into_par_iter()
-        .for_each(|(task, ((mut d_query, mut d_key), mut d_value))| {
+    let scale = 1.0 / inputs.divisor;
+    tasks.into_par_iter().for_each(
+        |(task, ((((mut d_query, mut d_key), mut d_value), d_pos_key), d_pos_query))| {
             let (seq, block) = (dims.seq, dims.block());
             let probs = &probs[task * block..(task + 1) * block];
             let mask = dropout.map(|m| &m[task * block..(task + 1) * block]);
@@ -314,8 +484,64 @@ pub fn backward(
                 &mut d_key,
                 Threads::Caller,
             );
-        });
-    (d_query, d_key, d_value)
+            let Some(relative) = relative else {
+                return;
+            };
+            // c2p = q·pₖ[row]: d q += G·pₖ, d pₖ = Gᵀ·q, with G the d scores summed per
+            // (query, row); p2c = k·p_q[row] likewise per (key, row).
+            let terms = [
+                (
+                    relative.pos_key,
+                    d_pos_key,
+                    Side::Query,
+                    inputs.query,
+                    &mut d_query,
+                ),
+                (
+                    relative.pos_query,
+                    d_pos_query,
+                    Side::Key,
+                    inputs.key,
+                    &mut d_key,
+                ),
+            ];
+            for (table, d_table, side, content, d_content) in terms {
+                let (Some(table), Some(d_table)) = (table, d_table) else {
+                    continue;
+                };
+                let rows = relative.table_rows;
+                let by_row = gradient_by_row(&d_probs, &relative, seq, side);
+                let by_row = ArrayView2::from_shape((seq, rows), by_row.as_slice())
+                    .unwrap_or_else(|_| unreachable!("attention: seq × rows"));
+                product(
+                    scale,
+                    &by_row,
+                    &inputs.table_head(table, rows, task),
+                    1.0,
+                    d_content,
+                    Threads::Caller,
+                );
+                let mut d_table = ArrayViewMut2::from_shape((rows, dims.head_dim), d_table)
+                    .unwrap_or_else(|_| unreachable!("attention: rows × head_dim"));
+                product(
+                    scale,
+                    &by_row.t(),
+                    &inputs.head(content, task),
+                    0.0,
+                    &mut d_table,
+                    Threads::Caller,
+                );
+            }
+        },
+    );
+    let rows = relative.map_or(0, |r| r.table_rows);
+    Gradients {
+        query: d_query,
+        key: d_key,
+        value: d_value,
+        pos_key: pos_key_shares.map(|s| sum_table_shares(s, rows, dims)),
+        pos_query: pos_query_shares.map(|s| sum_table_shares(s, rows, dims)),
+    }
 }
 
 #[cfg(test)]
@@ -392,6 +618,8 @@ mod tests {
             value: &value,
             key_mask: &key_mask,
             dims,
+            divisor: (dims.head_dim as f32).sqrt(),
+            relative: None,
         };
         let in_f32 = forward(inputs, None, None, AttentionProducts::F32);
         let in_bf16 = forward(inputs, None, None, AttentionProducts::Bf16);

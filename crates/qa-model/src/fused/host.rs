@@ -140,12 +140,34 @@ pub(super) fn attention_probs(
     wrap(scores)
 }
 
-/// The attention's inputs over contiguous `[batch, seq, hidden]` projections and the
-/// `[batch, 1, 1, seq]` key mask (read as `[batch, seq]`).
+/// DeBERTa's position tables ([`super::PositionTables`]) as host arrays.
+#[derive(Debug, Clone)]
+struct HostTables {
+    pos_key: Option<ArcArray<f32, IxDyn>>,
+    pos_query: Option<ArcArray<f32, IxDyn>>,
+    rows: std::sync::Arc<[u32]>,
+}
+
+impl HostTables {
+    fn relative(&self) -> Option<heads::Relative<'_>> {
+        let table = self.pos_key.as_ref().or(self.pos_query.as_ref())?;
+        Some(heads::Relative {
+            pos_key: self.pos_key.as_ref().map(slice),
+            pos_query: self.pos_query.as_ref().map(slice),
+            rows: &self.rows,
+            table_rows: table.shape()[0],
+        })
+    }
+}
+
+/// The attention's inputs over contiguous `[batch, seq, hidden]` projections, the
+/// `[batch, 1, 1, seq]` key mask (read as `[batch, seq]`) and DeBERTa's position tables.
 fn attention_inputs<'a>(
     [query, key, value]: [&'a ArcArray<f32, IxDyn>; 3],
     key_mask: &'a ArcArray<f32, IxDyn>,
     heads: usize,
+    divisor: f32,
+    tables: Option<&'a HostTables>,
 ) -> heads::Inputs<'a> {
     let shape = query.shape();
     heads::Inputs {
@@ -159,6 +181,8 @@ fn attention_inputs<'a>(
             heads,
             head_dim: shape[2] / heads,
         },
+        divisor,
+        relative: tables.and_then(HostTables::relative),
     }
 }
 
@@ -166,10 +190,23 @@ pub(super) fn attention(
     [query, key, value]: [Tensor<Plain, 3>; 3],
     mask_bias: Tensor<Plain, 4>,
     heads: usize,
+    divisor: f32,
+    tables: Option<super::PositionTables<Plain>>,
     products: super::AttentionProducts,
 ) -> Tensor<Plain, 3> {
     let (query, key, value, mask) = (unwrap(query), unwrap(key), unwrap(value), unwrap(mask_bias));
-    let inputs = attention_inputs([&query, &key, &value], &mask, heads);
+    let tables = tables.map(|t| HostTables {
+        pos_key: t.pos_key.map(unwrap),
+        pos_query: t.pos_query.map(unwrap),
+        rows: t.rows,
+    });
+    let inputs = attention_inputs(
+        [&query, &key, &value],
+        &mask,
+        heads,
+        divisor,
+        tables.as_ref(),
+    );
     let out = heads::forward(inputs, None, None, products);
     owned(
         out,
@@ -284,7 +321,8 @@ pub(super) mod tracked {
     use ndarray::{ArcArray, IxDyn};
 
     use super::{
-        array, dense, heads, kernels, primitive, slice, slice_mut, values_primitive, Plain, Tracked,
+        array, dense, heads, kernels, primitive, slice, slice_mut, values_primitive, HostTables,
+        Plain, Tracked,
     };
 
     type TrackedPrimitive = <Tracked as Backend>::FloatTensorPrimitive;
@@ -539,14 +577,21 @@ pub(super) mod tracked {
         probs: std::sync::Arc<Vec<f32>>,
         dropout: Option<std::sync::Arc<Vec<f32>>>,
         heads: usize,
+        divisor: f32,
+        /// DeBERTa's position tables (primitives) and rows.
+        pos_key: Option<NdArrayTensor>,
+        pos_query: Option<NdArrayTensor>,
+        rows: Option<std::sync::Arc<[u32]>>,
     }
 
-    impl Backward<Plain, 3> for AttentionBackward {
+    /// Parents: query, key, value, then the position tables (placeholders without gradient
+    /// where absent).
+    impl Backward<Plain, 5> for AttentionBackward {
         type State = AttentionSaved;
 
         fn backward(
             self,
-            ops: Ops<Self::State, 3>,
+            ops: Ops<Self::State, 5>,
             grads: &mut Gradients,
             _checkpointer: &mut Checkpointer,
         ) {
@@ -554,18 +599,37 @@ pub(super) mod tracked {
             let grad_out = array(grads.consume::<Plain>(&ops.node));
             let (query, key, value) = (array(saved.query), array(saved.key), array(saved.value));
             let key_mask = array(saved.key_mask);
-            let inputs = super::attention_inputs([&query, &key, &value], &key_mask, saved.heads);
+            let tables = saved.rows.map(|rows| HostTables {
+                pos_key: saved.pos_key.map(array),
+                pos_query: saved.pos_query.map(array),
+                rows,
+            });
+            let inputs = super::attention_inputs(
+                [&query, &key, &value],
+                &key_mask,
+                saved.heads,
+                saved.divisor,
+                tables.as_ref(),
+            );
             let dims = inputs.dims;
-            let (d_query, d_key, d_value) = heads::backward(
+            let table_rows = inputs.relative.map_or(0, |r| r.table_rows);
+            let d = heads::backward(
                 inputs,
                 slice(&grad_out),
                 &saved.probs,
                 saved.dropout.as_deref().map(Vec::as_slice),
             );
             let shape = [dims.batch, dims.seq, dims.hidden()];
-            for (node, grad) in ops.parents.into_iter().zip([d_query, d_key, d_value]) {
+            let table_shape = [table_rows, dims.hidden()];
+            let [q, k, v, pk, pq] = ops.parents;
+            for (node, grad) in [q, k, v].into_iter().zip([d.query, d.key, d.value]) {
                 if let Some(node) = node {
                     grads.register::<Plain>(node.id, values_primitive(grad, &shape));
+                }
+            }
+            for (node, grad) in [pk, pq].into_iter().zip([d.pos_key, d.pos_query]) {
+                if let (Some(node), Some(grad)) = (node, grad) {
+                    grads.register::<Plain>(node.id, values_primitive(grad, &table_shape));
                 }
             }
         }
@@ -575,10 +639,29 @@ pub(super) mod tracked {
         [query, key, value]: [Tensor<Tracked, 3>; 3],
         mask_bias: Tensor<Tracked, 4>,
         heads: usize,
+        divisor: f32,
+        tables: Option<crate::fused::PositionTables<Tracked>>,
         dropout: Option<Vec<f32>>,
     ) -> Tensor<Tracked, 3> {
         let (query, key, value) = (unwrap(query), unwrap(key), unwrap(value));
-        let nodes = [query.node.clone(), key.node.clone(), value.node.clone()];
+        // An absent table is a fresh constant: it has no gradient to receive.
+        let placeholder = || unwrap(Tensor::<Tracked, 2>::zeros([1, 1], &Default::default()));
+        let (pos_key, pos_query, rows) = match tables {
+            Some(t) => (t.pos_key.map(unwrap), t.pos_query.map(unwrap), Some(t.rows)),
+            None => (None, None, None),
+        };
+        let node_of = |table: &Option<TrackedPrimitive>| {
+            table
+                .as_ref()
+                .map_or_else(|| placeholder().node, |t| t.node.clone())
+        };
+        let nodes = [
+            query.node.clone(),
+            key.node.clone(),
+            value.node.clone(),
+            node_of(&pos_key),
+            node_of(&pos_query),
+        ];
         let key_mask = unwrap(mask_bias).primitive;
         let (q, k, v, m) = (
             array(query.primitive.clone()),
@@ -586,7 +669,14 @@ pub(super) mod tracked {
             array(value.primitive.clone()),
             array(key_mask.clone()),
         );
-        let inputs = super::attention_inputs([&q, &k, &v], &m, heads);
+        let pos_key = pos_key.map(|t| t.primitive);
+        let pos_query = pos_query.map(|t| t.primitive);
+        let tables = rows.clone().map(|rows| HostTables {
+            pos_key: pos_key.clone().map(array),
+            pos_query: pos_query.clone().map(array),
+            rows,
+        });
+        let inputs = super::attention_inputs([&q, &k, &v], &m, heads, divisor, tables.as_ref());
         let dims = inputs.dims;
         let shape = [dims.batch, dims.seq, dims.hidden()];
         let out = match AttentionBackward
@@ -610,6 +700,10 @@ pub(super) mod tracked {
                     probs: std::sync::Arc::new(probs),
                     dropout: dropout.map(std::sync::Arc::new),
                     heads,
+                    divisor,
+                    pos_key,
+                    pos_query,
+                    rows,
                 };
                 prep.finish(saved, values_primitive(out, &shape))
             }

@@ -225,9 +225,53 @@ pub enum AttentionProducts {
 /// - mask_bias: `[batch, 1, 1, seq]`, constant (no gradient flows into it)
 /// - output: `[batch, seq, hidden]`
 pub(crate) fn attention<B: Backend>(
+    qkv: [Tensor<B, 3>; 3],
+    mask_bias: Tensor<B, 4>,
+    heads: usize,
+    probs_dropout: &burn::nn::Dropout,
+    products: AttentionProducts,
+) -> Tensor<B, 3> {
+    let head_dim = qkv[0].dims()[2] / heads.max(1);
+    let divisor = (head_dim as f32).sqrt();
+    disentangled_attention(
+        qkv,
+        mask_bias,
+        heads,
+        divisor,
+        None,
+        probs_dropout,
+        products,
+    )
+}
+
+/// DeBERTa's relative-position tables for [`disentangled_attention`] (see
+/// `crate::deberta_v2`): score (q, k) adds q·pₖ[row(q, k)] and k·p_q[row(q, k)].
+#[derive(Debug, Clone)]
+pub(crate) struct PositionTables<B: Backend> {
+    /// `[table_rows, hidden]`: the relative embeddings through the key projection (`c2p`).
+    pub pos_key: Option<Tensor<B, 2>>,
+    /// `[table_rows, hidden]`: the relative embeddings through the query projection (`p2c`).
+    pub pos_query: Option<Tensor<B, 2>>,
+    /// `[seq · seq]`: the table row each (query, key) reads, row-major by query.
+    pub rows: std::sync::Arc<[u32]>,
+}
+
+/// softmax((q·kᵀ + relative terms) / divisor + mask_bias)·v: [`attention`] with DeBERTa's
+/// position tables added to the scores inside each head's task, and their gradients, for
+/// inputs [`fuses_attention`] accepts with f32 tables.
+///
+/// # Shapes
+///
+/// - query, key, value: `[batch, seq, hidden]`
+/// - mask_bias: `[batch, 1, 1, seq]`, constant
+/// - tables: `[table_rows, hidden]` each; rows `seq · seq`
+/// - output: `[batch, seq, hidden]`
+pub(crate) fn disentangled_attention<B: Backend>(
     [query, key, value]: [Tensor<B, 3>; 3],
     mask_bias: Tensor<B, 4>,
     heads: usize,
+    divisor: f32,
+    tables: Option<PositionTables<B>>,
     probs_dropout: &burn::nn::Dropout,
     products: AttentionProducts,
 ) -> Tensor<B, 3> {
@@ -239,7 +283,10 @@ pub(crate) fn attention<B: Backend>(
             Some(host::Form::Plain) => {
                 let inputs = [query, key, value].map(host::retype);
                 let mask_bias = host::retype(mask_bias);
-                return host::retype(host::attention(inputs, mask_bias, heads, products));
+                let tables = tables.map(host::retype);
+                return host::retype(host::attention(
+                    inputs, mask_bias, heads, divisor, tables, products,
+                ));
             }
             Some(host::Form::Tracked) => {
                 let probs = batch * heads * seq * seq;
@@ -249,13 +296,25 @@ pub(crate) fn attention<B: Backend>(
                     inputs,
                     host::retype(mask_bias),
                     heads,
+                    divisor,
+                    tables.map(host::retype),
                     dropout,
                 ));
             }
             None => {}
         }
     }
-    let _ = (query, key, value, mask_bias, heads, probs_dropout, products);
+    let _ = (
+        query,
+        key,
+        value,
+        mask_bias,
+        heads,
+        divisor,
+        tables,
+        probs_dropout,
+        products,
+    );
     unreachable!("fused::attention without fuses_attention")
 }
 
@@ -568,6 +627,123 @@ mod tests {
             &want,
             1e-5,
         );
+    }
+
+    /// DeBERTa's attention (relative terms added inside each head's task, their gradients into
+    /// both position tables) equals the deberta_v2 module's composition of gathers, with both
+    /// terms and with `c2p` alone, with and without dropout, and in inference.
+    #[test]
+    fn fused_disentangled_attention_and_its_backward_equal_burns_composition() {
+        use crate::deberta_v2::{
+            DebertaV2Model, DisentangledAttention, ProjectedTables, RelativePositions,
+            RelativeTerms,
+        };
+        let [batch, seq, heads, head_dim] = [2, 9, 3, 4];
+        let hidden = heads * head_dim;
+        // 6 buckets over 8 positions: distances from 3 on share log-spaced rows, clamped at 6.
+        let positions = RelativePositions {
+            max_relative_positions: 8,
+            position_buckets: Some(6),
+        };
+        let table_rows = 2 * positions.span();
+        let [q, k, v] = [31, 32, 33].map(|seed| random(&[batch, seq, hidden], seed));
+        let [pos_key, pos_query] = [34, 35].map(|seed| random(&[table_rows, hidden], seed));
+        let weights = random(&[batch, seq, hidden], 36);
+        let mut mask = vec![0f32; batch * seq];
+        mask[2 * seq - 3..].fill(crate::model::MASKED);
+        #[derive(Clone, Copy)]
+        struct Case {
+            dims: [usize; 4],
+            positions: RelativePositions,
+            position_to_content: bool,
+            dropout: f64,
+        }
+        fn op<B: Backend>(x: Vec<Tensor<B, 1>>, mask: &[f32], case: Case) -> Tensor<B, 3> {
+            let [batch, seq, heads, head_dim] = case.dims;
+            let hidden = heads * head_dim;
+            let mut config =
+                crate::ModelConfig::small(crate::Architecture::DebertaV2, 10, hidden, 1, heads, 8);
+            config.attention_dropout = case.dropout;
+            config.disentangled_attention = Some(DisentangledAttention {
+                relative: Some(case.positions),
+                position_to_content: case.position_to_content,
+                share_att_key: false,
+                ..DisentangledAttention::DEBERTA_V3
+            });
+            let device = Default::default();
+            let model = DebertaV2Model::<B>::skeleton(&config, &device);
+            let attention = &model.encoder.layer[0].attention.self_attention;
+            let table_rows = 2 * case.positions.span();
+            let unused = Tensor::zeros([1, table_rows, hidden], &device);
+            let relative = RelativeTerms::new(unused, case.positions, seq);
+            let tables = ProjectedTables {
+                pos_key: Some(x[3].clone().reshape([table_rows, hidden])),
+                pos_query: x.get(4).map(|t| t.clone().reshape([table_rows, hidden])),
+            };
+            let shape = [batch, seq, hidden];
+            crate::dropout::seed_host_masks(7);
+            attention.attend(
+                [0, 1, 2].map(|i| x[i].clone().reshape(shape)),
+                tensor::<B, 4>(mask, [batch, 1, 1, seq]),
+                Some((&relative, tables)),
+                Products::default(),
+            )
+        }
+        let dims = [batch, seq, heads, head_dim];
+        for dropout in [0.0, 0.3] {
+            let case = Case {
+                dims,
+                positions,
+                position_to_content: true,
+                dropout,
+            };
+            assert_agree(
+                &format!("c2p and p2c, dropout {dropout}"),
+                (
+                    [&q, &k, &v, &pos_key, &pos_query],
+                    ["d query", "d key", "d value", "d pos_key", "d pos_query"],
+                ),
+                &weights,
+                1e-5,
+                |x| op(x, &mask, case),
+                |x| op(x, &mask, case),
+            );
+        }
+        let c2p = Case {
+            dims,
+            positions,
+            position_to_content: false,
+            dropout: 0.0,
+        };
+        let (with_c2p, _) = assert_agree(
+            "c2p alone",
+            (
+                [&q, &k, &v, &pos_key],
+                ["d query", "d key", "d value", "d pos_key"],
+            ),
+            &weights,
+            1e-5,
+            |x| op(x, &mask, c2p),
+            |x| op(x, &mask, c2p),
+        );
+        // Inference (no autodiff) takes the same fused path.
+        let both = Case {
+            position_to_content: true,
+            ..c2p
+        };
+        let leaves = [&q, &k, &v, &pos_key, &pos_query]
+            .map(|x| tensor::<HostCompute, 1>(x, [x.len()]))
+            .to_vec();
+        let plain = values(op::<HostCompute>(leaves, &mask, both));
+        let (want, _) = run::<Composed, 3, 5>([&q, &k, &v, &pos_key, &pos_query], &weights, |x| {
+            op(x, &mask, both)
+        });
+        assert_close("inference", &plain, &want, 1e-5);
+        // The relative terms move the output.
+        assert!(plain
+            .iter()
+            .zip(&with_c2p)
+            .any(|(a, b)| (a - b).abs() > 1e-3));
     }
 
     #[test]
