@@ -12,8 +12,9 @@ pub struct Args {
     /// Which part: features, model, or all; `serve` (only when named) load-tests `qa serve`;
     /// `precision` (only when named) times inference in f32, bf16 and int8 beside the CPU
     /// peers a user would pick (PyTorch bf16 autocast and dynamic int8, ONNX Runtime fp32 and
-    /// dynamic int8 per channel).
-    #[arg(default_value = "all", value_parser = ["all", "features", "model", "serve", "precision"])]
+    /// dynamic int8 per channel); `scale` (only when named) measures the data stage at 10× and
+    /// 30× COVID-QA with and without the windows cache, beside `datasets.map`.
+    #[arg(default_value = "all", value_parser = ["all", "features", "model", "serve", "precision", "scale"])]
     what: String,
     /// Skip the Python peers (PyTorch, Python tokenizers).
     #[arg(long)]
@@ -25,12 +26,12 @@ pub struct Args {
     out: PathBuf,
 }
 
-struct Row {
-    what: String,
-    ours: Option<f64>,
-    peer: Option<f64>,
-    peer_name: String,
-    notes: String,
+pub(crate) struct Row {
+    pub what: String,
+    pub ours: Option<f64>,
+    pub peer: Option<f64>,
+    pub peer_name: String,
+    pub notes: String,
 }
 
 /// The soak: how long, how many requests at once, and the share of bad requests.
@@ -39,7 +40,7 @@ const SOAK_CONCURRENCY: usize = 64;
 const SOAK_BAD_PERCENT: u32 = 10;
 
 /// A memory figure of process `pid` from `/proc/PID/status` (`VmRSS:`, `VmHWM:`), in MiB.
-fn status_mib(pid: u32, key: &str) -> Option<f64> {
+pub(crate) fn status_mib(pid: u32, key: &str) -> Option<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let kib = status
         .lines()
@@ -70,6 +71,19 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let qa = build_qa()?;
     if args.what == "serve" {
         return serve_bench(&qa, &args);
+    }
+    if args.what == "scale" {
+        let mut rows = Vec::new();
+        let mut raw = Vec::new();
+        crate::scale::scale_rows(
+            &qa,
+            args.quick,
+            args.skip_peers,
+            &args.out,
+            &mut rows,
+            &mut raw,
+        )?;
+        return write_table(&args, &rows, &raw);
     }
     if args.what == "precision" {
         let mut rows = Vec::new();

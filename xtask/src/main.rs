@@ -16,6 +16,7 @@ mod defnlp_fixture;
 mod fetch;
 mod report;
 mod reproduce;
+mod scale;
 
 #[derive(Parser)]
 #[command(name = "cargo xtask", about = "Project automation for the qa toolkit")]

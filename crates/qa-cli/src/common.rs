@@ -179,6 +179,33 @@ impl DataArgs {
     }
 }
 
+/// Where windows are cached between runs (as `datasets` caches run_qa's `.map`).
+#[derive(clap::Args, Clone)]
+pub struct CacheArgs {
+    /// Folder of cached windows [default: $HF_HOME/qa-windows].
+    #[arg(long)]
+    pub cache_dir: Option<PathBuf>,
+    /// Cut the windows again even when the cache holds them, and replace them there (run_qa's
+    /// --overwrite_cache).
+    #[arg(long, alias = "overwrite_cache")]
+    pub overwrite_cache: bool,
+    /// Neither read nor write cached windows.
+    #[arg(long, conflicts_with_all = ["cache_dir", "overwrite_cache"])]
+    pub no_cache: bool,
+}
+
+impl CacheArgs {
+    pub fn cache(&self) -> Option<qa_data::WindowCache> {
+        (!self.no_cache).then(|| qa_data::WindowCache {
+            dir: self
+                .cache_dir
+                .clone()
+                .unwrap_or_else(qa_data::WindowCache::default_dir),
+            overwrite: self.overwrite_cache,
+        })
+    }
+}
+
 /// Flags of run_qa's post-processing.
 #[derive(clap::Args, Clone)]
 pub struct DecodeArgs {
@@ -207,19 +234,25 @@ impl DecodeArgs {
 }
 
 /// Loads a data file (or Hub dataset split), keeps the first `max_samples` examples, and cuts
-/// windows.
+/// windows (or reads them from the windows cache).
 pub fn prepare(
     source: &DataSource,
     data: &DataArgs,
     windows: &FeatureConfig,
     max_samples: Option<usize>,
     tokenizer: &tokenizers::Tokenizer,
+    cache: &CacheArgs,
 ) -> anyhow::Result<PreparedData> {
     let (options, sample) = (data.load_options(), Sample::first(max_samples));
     Ok(match (data.defnlp_windows, source) {
-        (DefnlpWindows::Sliding, _) => {
-            qa_data::prepare(source, &options, windows, sample, tokenizer)?
-        }
+        (DefnlpWindows::Sliding, _) => qa_data::prepare(
+            source,
+            &options,
+            windows,
+            sample,
+            tokenizer,
+            cache.cache().as_ref(),
+        )?,
         (DefnlpWindows::Seed, DataSource::Path(path)) => {
             prepare_seed(path, &options, windows, sample, tokenizer)?
         }

@@ -13,7 +13,7 @@ use qa_data::hub::Split;
 use qa_data::DataSource;
 
 use crate::common::{
-    self, DataArgs, DatasetArgs, DecodeArgs, PrecisionArg, RevisionArg, WindowArgs,
+    self, CacheArgs, DataArgs, DatasetArgs, DecodeArgs, PrecisionArg, RevisionArg, WindowArgs,
 };
 
 #[derive(clap::Args)]
@@ -39,6 +39,8 @@ pub struct Args {
     windows: WindowArgs,
     #[command(flatten)]
     data_format: DataArgs,
+    #[command(flatten)]
+    cache: CacheArgs,
     #[command(flatten)]
     decode: DecodeArgs,
     #[command(flatten)]
@@ -94,6 +96,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         &predictor.windows,
         args.max_eval_samples,
         &predictor.tokenizer,
+        &args.cache,
     )?;
     if !args.compare_precision.is_empty() {
         return compare(predictor, &data, &args);

@@ -11,10 +11,10 @@ use qa_model::backend::Train;
 use qa_train::{EvalSet, Nodes, Precision, TrainConfig, TrainJob, World};
 
 use qa_data::hub::Split;
-use qa_data::{DataSource, TrainWindows};
+use qa_data::{DataSource, TrainWindows, WindowSource, Windows};
 use qa_train::{CardFacts, Origin};
 
-use crate::common::{self, DataArgs, DatasetArgs, DecodeArgs, RevisionArg, WindowArgs};
+use crate::common::{self, CacheArgs, DataArgs, DatasetArgs, DecodeArgs, RevisionArg, WindowArgs};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -37,6 +37,8 @@ pub struct Args {
     windows: WindowArgs,
     #[command(flatten)]
     data: DataArgs,
+    #[command(flatten)]
+    cache: CacheArgs,
     #[command(flatten)]
     decode: DecodeArgs,
     #[command(flatten)]
@@ -199,17 +201,23 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         ..args.windows.config()
     };
     let load = |source: &DataSource, max_samples| {
-        common::prepare(source, &args.data, &windows, max_samples, &tokenizer)
+        common::prepare(
+            source,
+            &args.data,
+            &windows,
+            max_samples,
+            &tokenizer,
+            &args.cache,
+        )
     };
     let mut train_data = load(&train_source, args.max_train_samples)?;
     if args.train_windows != TrainWindows::All {
-        let before = train_data.windows.features.len();
-        train_data.windows.features = args
-            .train_windows
-            .select(std::mem::take(&mut train_data.windows.features));
+        let before = train_data.windows.len();
+        let windows = std::mem::replace(&mut train_data.windows, Windows::Memory(Vec::new()));
+        train_data.windows = windows.select(args.train_windows);
         eprintln!(
             "training on the {} of {before} windows that hold their answer",
-            train_data.windows.features.len()
+            train_data.windows.len()
         );
     }
     if !train_data.labelled {
@@ -235,11 +243,19 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if let (Some(data), Some(source)) = (&eval_data, &eval_source) {
         warn_if_v2_decoded_as_v1(source.name(), data, &args.decode.config());
     }
-    let eval_set = eval_data.as_ref().map(|data| EvalSet {
-        examples: &data.examples,
-        features: &data.windows.features,
-        decode: args.decode.config(),
-    });
+    // Evaluation decodes from every window at once: its windows are read into memory.
+    let eval_windows = match &eval_data {
+        Some(data) => Some(data.windows.features()?),
+        None => None,
+    };
+    let eval_set = eval_data
+        .as_ref()
+        .zip(eval_windows.as_deref())
+        .map(|(data, features)| EvalSet {
+            examples: &data.examples,
+            features,
+            decode: args.decode.config(),
+        });
     let card = CardFacts {
         base_model: common::model_origin(&args.model_name_or_path),
         train_data: match (&dataset, &args.train_file) {
@@ -250,7 +266,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let job = TrainJob {
         model_config: &model_config,
         tokenizer_dir: Some(&model_dir),
-        train_features: &train_data.windows.features,
+        train_features: &train_data.windows,
         eval: eval_set.as_ref(),
         card: Some(&card),
     };

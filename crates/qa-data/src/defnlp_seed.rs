@@ -23,7 +23,7 @@ use crate::error::{DataError, Result};
 use crate::example::{Answer, Example, ExampleId};
 use crate::features::{build_features, Feature, FeatureConfig, FeatureReport, FeatureSet};
 use crate::load::{DataFormat, LoadOptions, LoadReport, LoadedDataset};
-use crate::prepare::{sample_and_cut, Cut, PreparedData, Sample};
+use crate::prepare::{sample_and_cut, Cut, PreparedData, Sample, Windowing};
 use crate::record::read_text;
 
 /// How DEFNLP training data becomes windows.
@@ -274,6 +274,7 @@ pub fn prepare_seed(
     sample: Sample,
     tokenizer: &Tokenizer,
 ) -> Result<PreparedData> {
+    let started = std::time::Instant::now();
     let format = match options.format {
         Some(format) => format,
         None => crate::load::detect_format(path)?,
@@ -284,5 +285,11 @@ pub fn prepare_seed(
         ));
     }
     let loaded = seed_examples(path, &options.defnlp)?;
-    sample_and_cut(path, loaded, sample, windows.clone(), tokenizer, Cut::Seed)
+    // The seed's windows are a comparison mode: never cached.
+    let windowing = Windowing {
+        tokenizer,
+        cut: Cut::Seed,
+        cached: None,
+    };
+    sample_and_cut(path, loaded, sample, windows.clone(), windowing, started)
 }

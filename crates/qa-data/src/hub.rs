@@ -21,6 +21,8 @@ use crate::tokenizer::SENTENCEPIECE_FILES;
 /// Where the cache is and how to reach the Hub, read once from the environment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HubSettings {
+    /// `HF_HOME`: the Hugging Face cache's root (`~/.cache/huggingface`).
+    pub hf_home: PathBuf,
     /// The `hub` folder holding `models--*` and `datasets--*`.
     pub cache_dir: PathBuf,
     /// `HF_ENDPOINT`; `None` is `https://huggingface.co`.
@@ -53,6 +55,7 @@ impl HubSettings {
         let token_file = var("HF_TOKEN_PATH")
             .map(PathBuf::from)
             .unwrap_or_else(|| home.join("token"));
+
         let token = var("HF_TOKEN").or_else(|| {
             std::fs::read_to_string(token_file)
                 .ok()
@@ -65,6 +68,7 @@ impl HubSettings {
                 .is_some_and(|v| ["1", "ON", "YES", "TRUE"].contains(&v.to_uppercase().as_str()))
         };
         Self {
+            hf_home: home,
             cache_dir,
             endpoint: var("HF_ENDPOINT").map(|e| e.trim_end_matches('/').to_string()),
             token,

@@ -15,13 +15,17 @@
 //! * [`progress`] draws the progress bars of every long loop in the workspace.
 //! * [`subset`] picks a seeded random subset (`--max-samples`).
 //! * [`atomic`] writes output files whole or not at all.
-//! * [`prepare`] does all of it for one file: load, subset, windows.
+//! * [`window_file`] stores windows compactly on disk (ids in the narrowest integer type, the
+//!   other per-token fields as runs and deltas), and [`cache`] keeps them there between runs
+//!   under a fingerprint of everything they depend on (`--cache-dir`, `--overwrite-cache`).
+//! * [`prepare`] does all of it for one file: load, subset, windows (from the cache if there).
 //!   [`defnlp_seed`] does it as the seed DEFNLP notebook did (one truncated window per CSV row).
 //! * [`align`] checks and repairs `answer_start`; [`example`] is the one example type;
 //!   [`error`] the crate's typed errors, each naming the file (and record).
 
 pub mod align;
 pub mod atomic;
+pub mod cache;
 pub mod defnlp;
 pub mod defnlp_seed;
 pub mod error;
@@ -38,8 +42,11 @@ pub mod squad;
 pub mod subset;
 mod tabular;
 pub mod tokenizer;
+pub mod window_file;
+pub mod windows;
 
 pub use align::{AlignOutcome, AnswerAlignment};
+pub use cache::WindowCache;
 pub use error::{DataError, Result};
 pub use example::{Answer, Example, ExampleId};
 pub use features::{
@@ -52,3 +59,4 @@ pub use record::Columns;
 pub use requests::{read_documents, read_requests, Document};
 pub use subset::select_subset;
 pub use tokenizer::{load_tokenizer, pad_token_id};
+pub use windows::{WindowSource, Windows};

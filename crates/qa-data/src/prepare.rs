@@ -5,17 +5,23 @@ use std::path::{Path, PathBuf};
 
 use tokenizers::Tokenizer;
 
+use crate::cache::{fingerprint, WindowCache};
 use crate::defnlp_seed::seed_features;
-use crate::error::Result;
+use crate::error::{DataError, Result};
 use crate::example::Example;
-use crate::features::{build_features, FeatureConfig, FeatureSet};
+use crate::features::{build_features, FeatureConfig, FeatureReport, FeatureSet};
 use crate::load::{load_files, DataFormat, LoadOptions, LoadReport, LoadedDataset};
+use crate::progress::{self, Progress};
 use crate::subset::select_subset;
+use crate::window_file::WindowFile;
+use crate::windows::Windows;
 
 /// The examples of a data file and their windows.
 pub struct PreparedData {
     pub examples: Vec<Example>,
-    pub windows: FeatureSet,
+    /// In memory, or (with the windows cache) in the cached file, read window by window.
+    pub windows: Windows,
+    pub window_report: FeatureReport,
     pub report: LoadReport,
     /// Whether any selected example carries a gold label ([`LoadReport::has_gold_labels`]).
     pub labelled: bool,
@@ -59,25 +65,51 @@ impl DataSource {
     }
 }
 
-/// Loads `source`, keeps the examples `sample` selects, and cuts their windows. DEFNLP data
-/// labels each window with any answer inside it (a dataset is usually named many times).
+/// Loads `source`, keeps the examples `sample` selects, and cuts their windows, or reads them
+/// from `cache` when it holds the windows of the same data, tokenizer and settings (and writes
+/// them there otherwise). DEFNLP data labels each window with any answer inside it (a dataset
+/// is usually named many times).
 pub fn prepare(
     source: &DataSource,
     options: &LoadOptions,
     windows: &FeatureConfig,
     sample: Sample,
     tokenizer: &Tokenizer,
+    cache: Option<&WindowCache>,
 ) -> Result<PreparedData> {
+    let started = std::time::Instant::now();
     let path = source.name();
-    let loaded = match source {
-        DataSource::Path(path) => load_files(std::slice::from_ref(path), path, options)?,
-        DataSource::Files { name, files } => load_files(files, name, options)?,
+    let files = match source {
+        DataSource::Path(path) => std::slice::from_ref(path),
+        DataSource::Files { files, .. } => files.as_slice(),
     };
+    let loaded = load_files(files, path, options)?;
     let config = FeatureConfig {
         label_any_answer: loaded.report.format == Some(DataFormat::Defnlp),
         ..windows.clone()
     };
-    sample_and_cut(path, loaded, sample, config, tokenizer, Cut::Sliding)
+    let cached = match cache {
+        Some(cache) => {
+            let fingerprint =
+                fingerprint(files, tokenizer, &config, sample, options, Cut::Sliding)?;
+            Some((cache, fingerprint))
+        }
+        None => None,
+    };
+    let windowing = Windowing {
+        tokenizer,
+        cut: Cut::Sliding,
+        cached,
+    };
+    sample_and_cut(path, loaded, sample, config, windowing, started)
+}
+
+/// How [`sample_and_cut`] makes windows: with which tokenizer, which cut, and (when cached)
+/// the cache and the windows' fingerprint.
+pub(crate) struct Windowing<'a> {
+    pub tokenizer: &'a Tokenizer,
+    pub cut: Cut,
+    pub cached: Option<(&'a WindowCache, String)>,
 }
 
 /// How a prepared dataset's examples become windows.
@@ -96,9 +128,14 @@ pub(crate) fn sample_and_cut(
     loaded: LoadedDataset,
     sample: Sample,
     config: FeatureConfig,
-    tokenizer: &Tokenizer,
-    cut: Cut,
+    windowing: Windowing,
+    started: std::time::Instant,
 ) -> Result<PreparedData> {
+    let Windowing {
+        tokenizer,
+        cut,
+        cached,
+    } = windowing;
     tracing::info!("{}", loaded.report.summary());
     let examples = select_subset(loaded.examples, sample.max_samples, sample.shuffle_seed);
     let labelled = loaded.report.has_gold_labels(&examples);
@@ -106,25 +143,110 @@ pub(crate) fn sample_and_cut(
         source: Some(path.to_path_buf()),
         ..config
     };
-    let (set, kind) = match cut {
-        Cut::Sliding => (build_features(tokenizer, &examples, &config)?, "windows"),
-        Cut::Seed => (
-            seed_features(tokenizer, &examples, &config)?,
-            "seed windows",
-        ),
+    let kind = match cut {
+        Cut::Sliding => "windows",
+        Cut::Seed => "seed windows",
+    };
+    let on_disk = match &cached {
+        Some((cache, fingerprint)) => match cache.read(fingerprint) {
+            Some(file) => {
+                let report = file.meta.report(file.len());
+                Some((file, report))
+            }
+            None => cut_into_cache(&examples, &config, tokenizer, cut, cache, fingerprint)?,
+        },
+        None => None,
+    };
+    let (windows, window_report) = match on_disk {
+        Some((file, report)) => (Windows::File { file, keep: None }, report),
+        None => {
+            let set = cut_windows(&examples, &config, tokenizer, cut)?;
+            (Windows::Memory(set.features), set.report)
+        }
     };
     tracing::info!(
-        "{}: {} {kind} from {} examples ({} with an answer span, {} examples skipped)",
+        "{}: {} {kind} from {} examples ({} with an answer span, {} examples skipped); data \
+         ready in {:.2} s",
         path.display(),
-        set.report.windows,
-        set.report.examples,
-        set.report.windows_with_answer,
-        set.report.skipped.len()
+        window_report.windows,
+        window_report.examples,
+        window_report.windows_with_answer,
+        window_report.skipped.len(),
+        started.elapsed().as_secs_f64()
     );
     Ok(PreparedData {
         examples,
-        windows: set,
+        windows,
+        window_report,
         report: loaded.report,
         labelled,
     })
+}
+
+fn cut_windows(
+    examples: &[Example],
+    config: &FeatureConfig,
+    tokenizer: &Tokenizer,
+    cut: Cut,
+) -> Result<FeatureSet> {
+    match cut {
+        Cut::Sliding => build_features(tokenizer, examples, config),
+        Cut::Seed => seed_features(tokenizer, examples, config),
+    }
+}
+
+/// Examples cut at a time when windows go straight into the cache: one chunk's windows are
+/// all that is held in memory (COVID-QA's articles give ~28 windows an example, ~200 MB here).
+const CHUNK_EXAMPLES: usize = 512;
+
+/// Cuts the windows of `examples` chunk by chunk into the cache file for `fingerprint`, and
+/// opens it. `None` when the cache cannot be written (said as a warning): the caller then cuts
+/// them in memory.
+fn cut_into_cache(
+    examples: &[Example],
+    config: &FeatureConfig,
+    tokenizer: &Tokenizer,
+    cut: Cut,
+    cache: &WindowCache,
+    fingerprint: &str,
+) -> Result<Option<(WindowFile, FeatureReport)>> {
+    let not_cached = |e: DataError| {
+        tracing::warn!("windows not cached: {e}");
+        None
+    };
+    let mut writer = match cache.writer(fingerprint, tokenizer.get_vocab_size(true)) {
+        Ok(writer) => writer,
+        Err(e) => return Ok(not_cached(e)),
+    };
+    let bar = progress::bar(
+        examples.len() as u64,
+        "windows",
+        "examples",
+        config.progress,
+    );
+    let quiet = FeatureConfig {
+        progress: Progress::Hidden,
+        ..config.clone()
+    };
+    let mut report = FeatureReport::default();
+    for (chunk, examples) in examples.chunks(CHUNK_EXAMPLES).enumerate() {
+        let mut set = cut_windows(examples, &quiet, tokenizer, cut)?;
+        let first = chunk * CHUNK_EXAMPLES;
+        set.features
+            .iter_mut()
+            .for_each(|f| f.example_index += first);
+        report.examples += set.report.examples;
+        report.windows += set.report.windows;
+        report.windows_with_answer += set.report.windows_with_answer;
+        report.skipped.extend(set.report.skipped);
+        if let Err(e) = writer.write(&set.features) {
+            return Ok(not_cached(e));
+        }
+        bar.inc(examples.len() as u64);
+    }
+    bar.finish_and_clear();
+    match cache.publish(fingerprint, writer, &report) {
+        Ok(file) => Ok(Some((file, report))),
+        Err(e) => Ok(not_cached(e)),
+    }
 }

@@ -15,6 +15,7 @@ const MODEL_FILES: [&str; 3] = ["config.json", "model.safetensors", "vocab.txt"]
 
 fn offline(hub: &Path) -> HubSettings {
     HubSettings {
+        hf_home: hub.join(".."),
         cache_dir: hub.to_path_buf(),
         endpoint: None,
         token: None,

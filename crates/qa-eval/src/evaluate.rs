@@ -6,11 +6,11 @@ use std::path::Path;
 use std::time::Instant;
 
 use burn::tensor::backend::Backend;
-use qa_data::progress::Progress;
-use qa_data::PreparedData;
+use qa_data::progress::{self, Progress};
+use qa_data::{Example, Feature, PreparedData, WindowSource};
 
-use crate::decode::{decode, write_json, DecodeConfig};
-use crate::error::Result;
+use crate::decode::{decode, write_json, DecodeConfig, Decoded};
+use crate::error::{EvalError, Result};
 use crate::metrics::squad_metrics;
 use crate::predictor::Predictor;
 use crate::squad::SquadVersion;
@@ -54,13 +54,16 @@ pub fn evaluate_prepared<B: Backend>(
     output_dir: &Path,
 ) -> Result<(EvalKind, serde_json::Map<String, serde_json::Value>)> {
     warn_if_v2_decoded_as_v1(&data.report.path, data, decode_config);
-    let features = &data.windows.features;
-    let started = Instant::now();
-    let logits = predictor.window_logits(features, Progress::Show);
-    let infer_secs = started.elapsed().as_secs_f64();
-    let decode_started = Instant::now();
-    let decoded = decode(&data.examples, features, &logits, decode_config)?;
-    let decode_secs = decode_started.elapsed().as_secs_f64();
+    let streamed = decode_in_chunks(
+        predictor,
+        &data.examples,
+        &data.windows,
+        decode_config,
+        WINDOWS_PER_CHUNK,
+    )?;
+    let (decoded, infer_secs, decode_secs) =
+        (streamed.decoded, streamed.infer_secs, streamed.decode_secs);
+    let windows = data.windows.len();
     // A file without any gold label is a test set: predictions only, named as run_qa's
     // --do_predict names them, and no (meaningless) scores.
     let kind = if data.labelled {
@@ -80,15 +83,104 @@ pub fn evaluate_prepared<B: Backend>(
         results = squad_metrics(&data.examples, &decoded, version).to_json("eval_");
     }
     let key = |k: &str| format!("{prefix}_{k}");
-    results.insert(key("samples"), features.len().into());
+    results.insert(key("samples"), windows.into());
     results.insert(key("examples"), data.examples.len().into());
     results.insert(key("runtime"), (infer_secs + decode_secs).into());
     results.insert(
         key("windows_per_second"),
-        (features.len() as f64 / infer_secs.max(1e-9)).into(),
+        (windows as f64 / infer_secs.max(1e-9)).into(),
     );
     results.insert(key("decode_seconds"), decode_secs.into());
     results.insert("backend".into(), qa_model::backend::BACKEND_NAME.into());
     write_json(&output_dir.join(format!("{prefix}_results.json")), &results)?;
     Ok((kind, results))
+}
+
+/// Windows predicted and decoded at a time: an evaluation holds one chunk's windows and logits,
+/// never all of them (transformers#17089), whether its windows are in memory or on disk.
+pub const WINDOWS_PER_CHUNK: usize = 1024;
+
+/// What [`decode_in_chunks`] gives: every example's decoding and the time spent in each half.
+pub struct Streamed {
+    pub decoded: Decoded,
+    pub infer_secs: f64,
+    pub decode_secs: f64,
+}
+
+/// Predicts and decodes `windows` a chunk of whole examples at a time (at least
+/// `windows_per_chunk` windows, unless the last; the windows come in example order), appending
+/// each example's decoding as its windows' logits arrive.
+pub fn decode_in_chunks<B: Backend>(
+    predictor: &Predictor<B>,
+    examples: &[Example],
+    windows: &dyn WindowSource,
+    decode_config: &DecodeConfig,
+    windows_per_chunk: usize,
+) -> Result<Streamed> {
+    let bar = progress::bar(windows.len() as u64, "evaluate", "windows", Progress::Show);
+    let mut streamed = Streamed {
+        decoded: Decoded::default(),
+        infer_secs: 0.0,
+        decode_secs: 0.0,
+    };
+    let mut next = 0;
+    let mut first_example = 0;
+    let mut pending: Option<Feature> = None;
+    while first_example < examples.len() {
+        // Whole examples, until the chunk holds enough windows.
+        let mut chunk: Vec<Feature> = Vec::new();
+        loop {
+            let window = match pending.take() {
+                Some(window) => window,
+                None if next < windows.len() => {
+                    next += 1;
+                    windows.window(next - 1)?.into_owned()
+                }
+                None => break,
+            };
+            if window.example_index < first_example
+                || chunk
+                    .last()
+                    .is_some_and(|w| w.example_index > window.example_index)
+            {
+                return Err(EvalError::Decode(format!(
+                    "window {} of example {} is out of example order",
+                    window.window, window.example_index
+                )));
+            }
+            let full = chunk.len() >= windows_per_chunk;
+            if full
+                && chunk
+                    .last()
+                    .is_some_and(|w| w.example_index != window.example_index)
+            {
+                pending = Some(window);
+                break;
+            }
+            chunk.push(window);
+        }
+        let end_example = match &pending {
+            Some(window) => window.example_index,
+            None => examples.len(),
+        };
+        for window in &mut chunk {
+            window.example_index -= first_example;
+        }
+        let started = Instant::now();
+        let logits = predictor.window_logits(&chunk, Progress::Hidden);
+        streamed.infer_secs += started.elapsed().as_secs_f64();
+        let started = Instant::now();
+        let decoded = decode(
+            &examples[first_example..end_example],
+            &chunk,
+            &logits,
+            decode_config,
+        )?;
+        streamed.decode_secs += started.elapsed().as_secs_f64();
+        streamed.decoded.examples.extend(decoded.examples);
+        bar.inc(chunk.len() as u64);
+        first_example = end_example;
+    }
+    bar.finish_and_clear();
+    Ok(streamed)
 }

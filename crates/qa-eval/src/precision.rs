@@ -44,7 +44,7 @@ fn answer<B: Backend>(
     data: &PreparedData,
     decode_config: &DecodeConfig,
 ) -> Result<Answered> {
-    let features = &data.windows.features;
+    let features = &*data.windows.features()?;
     let started = Instant::now();
     let logits = predictor.window_logits(features, Progress::Show);
     let windows_per_second = features.len() as f64 / started.elapsed().as_secs_f64().max(1e-9);

@@ -49,55 +49,17 @@ fn one_peer() -> usize {
 /// The training windows and batching of a run, as resume must find them again.
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct RunFingerprint {
-    /// FNV-1a of every window's token ids and labels, in order (see [`windows_fingerprint`]).
+    /// FNV-1a of every window's token ids and labels, in order
+    /// ([`qa_data::WindowSource::fingerprint`]).
     pub windows_hash: u64,
     pub windows: usize,
     pub per_device_train_batch_size: usize,
     pub gradient_accumulation_steps: usize,
 }
 
-/// A stable hash of the training windows (FNV-1a: unlike `std`'s hasher it never changes
-/// between toolchains, so old checkpoints stay resumable).
-pub fn windows_fingerprint(features: &[qa_data::Feature]) -> u64 {
-    let mut hash = Fnv1a::new();
-    let mut eat = |value: u64| hash.write(&value.to_le_bytes());
-    for f in features {
-        eat(f.input_ids.len() as u64);
-        f.input_ids.iter().for_each(|&id| eat(u64::from(id)));
-        eat(f.start_position as u64);
-        eat(f.end_position as u64);
-    }
-    hash.finish()
-}
-
 /// FNV-1a, 64 bits: the stable hash of the run fingerprints (data, model) that checkpoints and
-/// data-parallel nodes compare.
-pub struct Fnv1a(u64);
-
-impl Fnv1a {
-    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-    const PRIME: u64 = 0x0000_0100_0000_01b3;
-
-    pub fn new() -> Self {
-        Self(Self::OFFSET)
-    }
-
-    pub fn write(&mut self, bytes: &[u8]) {
-        for &byte in bytes {
-            self.0 = (self.0 ^ u64::from(byte)).wrapping_mul(Self::PRIME);
-        }
-    }
-
-    pub fn finish(&self) -> u64 {
-        self.0
-    }
-}
-
-impl Default for Fnv1a {
-    fn default() -> Self {
-        Self::new()
-    }
-}
+/// data-parallel nodes compare; the windows' is [`qa_data::WindowSource::fingerprint`].
+pub use qa_data::windows::Fnv1a;
 
 pub const STATE_FILE: &str = "trainer_state.json";
 pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";

@@ -18,11 +18,11 @@ use burn::optim::GradientsParams;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Tensor, TensorData, TensorPrimitive};
 use burn_collective::{CollectiveConfig, CollectiveError, PeerId, ReduceOperation};
-use qa_data::Feature;
+use qa_data::{Feature, WindowSource};
 use qa_model::infer::WindowLogits;
 use qa_model::QaModel;
 
-use crate::checkpoint::{windows_fingerprint, Fnv1a};
+use crate::checkpoint::Fnv1a;
 use crate::config::{Schedule, TrainConfig};
 use crate::error::{Result, TrainError};
 use crate::liveness::{Failure, Liveness, Settings};
@@ -716,12 +716,9 @@ fn meet_the_nodes(
 /// another number of them, or pair unrelated collective operations (a different world, data,
 /// model, schedule or optimizer). Each is named as the user sets it.
 fn run_settings(world: &World, job: &TrainJob, cfg: &TrainConfig) -> Settings {
-    let windows = |features: &[Feature]| {
-        format!(
-            "{} (fingerprint {:016x})",
-            features.len(),
-            windows_fingerprint(features)
-        )
+    let windows = |count: usize, fingerprint: qa_data::Result<u64>| match fingerprint {
+        Ok(hash) => format!("{count} (fingerprint {hash:016x})"),
+        Err(e) => format!("{count} (unreadable: {e})"),
     };
     let unset = |value: Option<usize>| value.map_or("unset".to_string(), |n| n.to_string());
     let schedule = |schedule: std::result::Result<Schedule, _>| match schedule {
@@ -741,11 +738,15 @@ fn run_settings(world: &World, job: &TrainJob, cfg: &TrainConfig) -> Settings {
     Settings::new()
         .with("--nnodes", world.nodes.as_ref().map_or(1, |n| n.count))
         .with("--devices", world.local_devices)
-        .with("training windows", windows(job.train_features))
+        .with(
+            "training windows",
+            windows(job.train_features.len(), job.train_features.fingerprint()),
+        )
         .with(
             "evaluation windows",
-            job.eval
-                .map_or("none".to_string(), |eval| windows(eval.features)),
+            job.eval.map_or("none".to_string(), |eval| {
+                windows(eval.features.len(), eval.features.fingerprint())
+            }),
         )
         .with(
             "model",
@@ -1006,17 +1007,14 @@ mod tests {
             "--nnodes 3",
             "--nnodes 2",
         );
-        let fewer = refused(run_settings(
-            &world(1, 2),
-            &job(&model, &features[..1]),
-            &cfg,
-        ));
+        let first = features[..1].to_vec();
+        let fewer = refused(run_settings(&world(1, 2), &job(&model, &first), &cfg));
         assert!(
             fewer.starts_with("node 1 runs with training windows 1 (fingerprint ")
                 && fewer.contains("but node 0 with training windows 2 (fingerprint "),
             "{fewer}"
         );
-        let other = [window(&[101, 7, 102], 1), window(&[101, 9, 102], 0)];
+        let other = vec![window(&[101, 7, 102], 1), window(&[101, 9, 102], 0)];
         let other = refused(run_settings(&world(1, 2), &job(&model, &other), &cfg));
         assert!(
             other.starts_with("node 1 runs with training windows 2 (fingerprint "),

@@ -20,6 +20,10 @@ pub enum TrainError {
     Eval(#[from] qa_eval::EvalError),
     #[error(transparent)]
     Write(#[from] qa_data::atomic::WriteError),
+    /// A training window could not be read (from the windows cache). Boxed: the data errors
+    /// are large, and every `Result` of the crate carries this one.
+    #[error(transparent)]
+    Data(Box<qa_data::DataError>),
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -100,6 +104,12 @@ pub enum TrainError {
     /// Data-parallel training: the peers could not be set up as asked.
     #[error("data-parallel training: {0}")]
     World(String),
+}
+
+impl From<qa_data::DataError> for TrainError {
+    fn from(error: qa_data::DataError) -> Self {
+        Self::Data(Box::new(error))
+    }
 }
 
 /// What is wrong with a checkpoint folder.

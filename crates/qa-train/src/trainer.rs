@@ -12,7 +12,7 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use indicatif::ProgressBar;
 use qa_data::features::pad_batch;
 use qa_data::progress::{self, Progress};
-use qa_data::{Example, Feature};
+use qa_data::{Example, Feature, WindowSource};
 use qa_eval::{decode, squad_metrics, DecodeConfig, Metrics, SquadVersion};
 use qa_model::infer::predict_logits;
 use qa_model::{ModelConfig, QaModel};
@@ -52,7 +52,8 @@ pub struct TrainJob<'a> {
     pub model_config: &'a ModelConfig,
     /// Tokenizer files are copied from here into every saved model folder.
     pub tokenizer_dir: Option<&'a Path>,
-    pub train_features: &'a [Feature],
+    /// In memory or in a window file (read a batch at a time).
+    pub train_features: &'a dyn WindowSource,
     pub eval: Option<&'a EvalSet<'a>>,
     /// What the final folder's `README.md` model card says the model came from; `None` writes
     /// no card.
@@ -149,10 +150,8 @@ impl Plan {
         if windows == 0 {
             return Err(TrainError::NoTrainingWindows);
         }
-        let longest = job
-            .train_features
-            .iter()
-            .map(Feature::len)
+        let longest = (0..windows)
+            .map(|i| job.train_features.window_len(i))
             .max()
             .unwrap_or(0);
         let positions = job.model_config.max_window_length();
@@ -180,7 +179,7 @@ impl Plan {
             eval: cfg.eval_schedule()?,
             save: cfg.save_schedule()?,
             fingerprint: RunFingerprint {
-                windows_hash: checkpoint::windows_fingerprint(job.train_features),
+                windows_hash: job.train_features.fingerprint()?,
                 windows,
                 per_device_train_batch_size: batch_size,
                 gradient_accumulation_steps: accumulation,
@@ -451,22 +450,26 @@ impl<'a, B: AutodiffBackend> Run<'a, B> {
             .accumulation
             .min(plan.batches_per_epoch - self.state.batch_in_epoch);
         let global = plan.global_batch_size();
-        let micro_batches: Vec<MicroBatch> = (0..count)
-            .filter_map(|i| {
-                let b = self.state.batch_in_epoch + i;
-                let indices = &self.order[b * global..((b + 1) * global).min(plan.windows)];
-                let windows: Vec<&Feature> = self
-                    .peer
-                    .share(indices.len())
-                    .into_iter()
-                    .map(|at| &self.job.train_features[indices[at]])
-                    .collect();
-                (!windows.is_empty()).then(|| MicroBatch {
-                    share: windows.len() as f64 / indices.len() as f64,
-                    windows: pad_batch(&windows, self.cfg.pad_token_id),
-                })
-            })
-            .collect();
+        let mut micro_batches = Vec::with_capacity(count);
+        for i in 0..count {
+            let b = self.state.batch_in_epoch + i;
+            let indices = &self.order[b * global..((b + 1) * global).min(plan.windows)];
+            // This peer's windows, read from disk when the run's windows are there.
+            let windows = self
+                .peer
+                .share(indices.len())
+                .into_iter()
+                .map(|at| self.job.train_features.window(indices[at]))
+                .collect::<qa_data::Result<Vec<_>>>()?;
+            if windows.is_empty() {
+                continue;
+            }
+            let windows: Vec<&Feature> = windows.iter().map(|w| w.as_ref()).collect();
+            micro_batches.push(MicroBatch {
+                share: windows.len() as f64 / indices.len() as f64,
+                windows: pad_batch(&windows, self.cfg.pad_token_id),
+            });
+        }
         // Dropout masks depend only on (seed, rank, step, micro-batch): a resumed run draws the
         // same, and peers draw different ones. (On the CPU each thread has its own mask stream;
         // a GPU backend's RNG is one per process, so peers on threads of one process draw from

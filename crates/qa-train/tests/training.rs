@@ -235,6 +235,60 @@ fn accumulating_4_batches_of_2_equals_one_batch_of_8() {
     assert!(diff < 1e-6, "accumulation differs by {diff}");
 }
 
+/// Windows read batch by batch from a window file (the windows cache) train exactly as the
+/// same windows in memory: same shuffle, same dropout, same weights bit for bit, and the same
+/// run fingerprint in the checkpoint.
+#[test]
+fn training_from_a_window_file_is_bit_identical_to_training_from_memory() {
+    let _serial = serial();
+    let tiny = Tiny::load(Dropout::AsConfigured);
+    let files = tempfile::tempdir().unwrap();
+    let path = files.path().join("train.windows");
+    let mut writer = qa_data::window_file::WindowWriter::create(&path, 30_522).unwrap();
+    writer.write(&tiny.windows).unwrap();
+    writer
+        .finish(&qa_data::window_file::WindowMeta::default())
+        .unwrap();
+    let on_disk = qa_data::Windows::File {
+        file: qa_data::window_file::WindowFile::open(&path).unwrap(),
+        keep: None,
+    };
+    let run = |windows: &dyn qa_data::WindowSource| {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = TrainConfig {
+            max_steps: Some(3),
+            per_device_train_batch_size: 4,
+            save_steps: Some(3),
+            ..quiet(dir.path())
+        };
+        let job = TrainJob {
+            model_config: &tiny.config,
+            tokenizer_dir: None,
+            train_features: windows,
+            eval: None,
+            card: None,
+        };
+        let out = train(
+            tiny.model::<B>(&default_device()),
+            &job,
+            &cfg,
+            &default_device(),
+        )
+        .unwrap();
+        let state = read_json(dir.path().join("checkpoint-3/trainer_state.json"));
+        (
+            export_tensors(&out.model, &tiny.config),
+            state["run"].clone(),
+        )
+    };
+    let (in_memory, memory_fingerprint) = run(&tiny.windows);
+    let (from_file, file_fingerprint) = run(&on_disk);
+    assert!(max_diff(&in_memory, &tiny.start_weights()) > 1e-4);
+    assert_eq!(in_memory, from_file);
+    assert!(memory_fingerprint.is_object(), "{memory_fingerprint}");
+    assert_eq!(memory_fingerprint, file_fingerprint);
+}
+
 #[test]
 fn killed_and_resumed_run_ends_with_the_same_weights() {
     let _serial = serial();

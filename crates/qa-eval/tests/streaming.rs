@@ -1,0 +1,70 @@
+//! Evaluation a chunk of examples at a time (`qa eval` never holds every window's logits):
+//! the same answers as decoding every window at once, and, chunk for chunk, byte-identical
+//! whether the windows are in memory or in a window file.
+
+use qa_data::window_file::{WindowFile, WindowMeta, WindowWriter};
+use qa_data::{build_features, load, FeatureConfig, LoadOptions, Progress, Windows};
+use qa_eval::evaluate::decode_in_chunks;
+use qa_eval::{decode, DecodeConfig, Predictor};
+use qa_model::backend::{default_device, Compute};
+use qa_testkit::shared_dir;
+
+#[test]
+fn chunked_decoding_gives_the_answers_of_decoding_every_window_at_once() {
+    let model = shared_dir().join("golden/tiny-bert-qa");
+    let windows = FeatureConfig {
+        max_length: 128,
+        stride: 32,
+        progress: Progress::Hidden,
+        ..Default::default()
+    };
+    let predictor = Predictor::<Compute>::load(&model, windows, 8, &default_device()).unwrap();
+    let data = load(
+        shared_dir().join("data/covid-qa/dev.json"),
+        &LoadOptions::default(),
+    )
+    .unwrap();
+    let examples = &data.examples[..12];
+    let set = build_features(&predictor.tokenizer, examples, &predictor.windows).unwrap();
+    assert!(set.features.len() > 60, "{} windows", set.features.len());
+    let config = DecodeConfig {
+        version_2_with_negative: true,
+        ..Default::default()
+    };
+    let logits = predictor.window_logits(&set.features, Progress::Hidden);
+    let at_once = decode(examples, &set.features, &logits, &config).unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("dev.windows");
+    let mut writer = WindowWriter::create(&path, predictor.tokenizer.get_vocab_size(true)).unwrap();
+    writer.write(&set.features).unwrap();
+    writer.finish(&WindowMeta::default()).unwrap();
+    let on_disk = Windows::File {
+        file: WindowFile::open(&path).unwrap(),
+        keep: None,
+    };
+    let in_memory = Windows::Memory(set.features.clone());
+    for chunk in [7, 40, 10_000] {
+        let from_memory = decode_in_chunks(&predictor, examples, &in_memory, &config, chunk)
+            .unwrap()
+            .decoded;
+        let from_file = decode_in_chunks(&predictor, examples, &on_disk, &config, chunk)
+            .unwrap()
+            .decoded;
+        assert_eq!(from_memory.examples, from_file.examples, "chunk {chunk}");
+        assert_eq!(
+            from_memory.predictions(),
+            at_once.predictions(),
+            "chunk {chunk}"
+        );
+        for (ours, theirs) in from_memory.examples.iter().zip(&at_once.examples) {
+            assert_eq!(ours.id, theirs.id);
+            let (a, b) = (ours.score_diff.unwrap(), theirs.score_diff.unwrap());
+            assert!(
+                (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
+                "{}: {a} vs {b}",
+                ours.id
+            );
+        }
+    }
+}
