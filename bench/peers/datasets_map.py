@@ -1,7 +1,8 @@
 """Peer for `cargo xtask bench scale`: run_qa's data stage with Hugging Face `datasets` — the
 SQuAD-layout file flattened into a `Dataset`, then `.map(prepare_train_features, batched=True)`
-as run_qa runs it (fast tokenizer, truncation only_second, stride, overflowing windows, offsets,
-labels), cached by `datasets` as an Arrow file under CACHE_DIR. Run twice with the same CACHE_DIR,
+as run_qa runs it (`hf_run_qa.prepare_train_features`: fast tokenizer, truncation only_second,
+stride, overflowing windows padded to max length, labels), cached by `datasets` as an Arrow file
+under CACHE_DIR. Run twice with the same CACHE_DIR,
 the second run reads the cache (as a second `run_qa.py` does). Prints one JSON line: windows,
 seconds of the data stage, whether the cache was used, peak RSS.
 
@@ -20,6 +21,11 @@ def main():
     stride = int(sys.argv[5]) if len(sys.argv) > 5 else 128
     import datasets
     from transformers import AutoTokenizer
+
+    # run_qa's own prepare_train_features (windows padded to max_length, as run_qa's default
+    # --pad_to_max_length), shared with the reproduce peer.
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from hf_run_qa import prepare_train_features
 
     # Timed from here, imports done (as `qa`'s "data ready" excludes process start).
     started = time.perf_counter()
@@ -41,50 +47,11 @@ def main():
     # to `.map`, the step this benchmark compares.
     raw = datasets.Dataset.from_dict(rows)
 
-    def prepare_train_features(examples):
-        """run_qa.py's prepare_train_features (transformers v4.57.6 examples)."""
-        examples["question"] = [q.lstrip() for q in examples["question"]]
-        tokenized = tokenizer(
-            examples["question"], examples["context"], truncation="only_second",
-            max_length=max_length, stride=stride, return_overflowing_tokens=True,
-            return_offsets_mapping=True, padding=False)
-        sample_mapping = tokenized.pop("overflow_to_sample_mapping")
-        offset_mapping = tokenized.pop("offset_mapping")
-        tokenized["start_positions"] = []
-        tokenized["end_positions"] = []
-        for i, offsets in enumerate(offset_mapping):
-            input_ids = tokenized["input_ids"][i]
-            cls_index = input_ids.index(tokenizer.cls_token_id) if tokenizer.cls_token_id in input_ids else 0
-            sequence_ids = tokenized.sequence_ids(i)
-            answers = examples["answers"][sample_mapping[i]]
-            if len(answers["answer_start"]) == 0:
-                tokenized["start_positions"].append(cls_index)
-                tokenized["end_positions"].append(cls_index)
-                continue
-            start_char = answers["answer_start"][0]
-            end_char = start_char + len(answers["text"][0])
-            token_start = 0
-            while sequence_ids[token_start] != 1:
-                token_start += 1
-            token_end = len(input_ids) - 1
-            while sequence_ids[token_end] != 1:
-                token_end -= 1
-            if not (offsets[token_start][0] <= start_char and offsets[token_end][1] >= end_char):
-                tokenized["start_positions"].append(cls_index)
-                tokenized["end_positions"].append(cls_index)
-                continue
-            while token_start < len(offsets) and offsets[token_start][0] <= start_char:
-                token_start += 1
-            tokenized["start_positions"].append(token_start - 1)
-            while offsets[token_end][1] >= end_char:
-                token_end -= 1
-            tokenized["end_positions"].append(token_end + 1)
-        return tokenized
-
     cache_file = os.path.join(cache_dir, "train-features.arrow")
     cached = os.path.exists(cache_file)
     windows = raw.map(
         prepare_train_features, batched=True, remove_columns=raw.column_names,
+        fn_kwargs={"tokenizer": tokenizer, "max_len": max_length, "stride": stride},
         cache_file_name=cache_file, load_from_cache_file=True)
     seconds = time.perf_counter() - started
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -96,6 +96,7 @@ pub fn publication_examples<Q: AsRef<str>>(
     publication: &Publication,
     questions: &[Q],
 ) -> Vec<Example> {
+    let text: std::sync::Arc<str> = publication.text.as_str().into();
     questions
         .iter()
         .enumerate()
@@ -103,7 +104,7 @@ pub fn publication_examples<Q: AsRef<str>>(
             id: question_id(&publication.id, index),
             title: publication.id.clone(),
             question: question.as_ref().trim_start().to_string(),
-            context: publication.text.clone(),
+            context: text.clone(),
             answers: Vec::new(),
             is_impossible: false,
         })
@@ -281,6 +282,7 @@ pub(crate) fn read(
             labels_not_found.push(pub_id.clone());
             continue;
         }
+        let text: std::sync::Arc<str> = publication.text.as_str().into();
         // Answer text as written in the publication (case may differ from the label).
         let answers: Vec<(String, usize)> = spans
             .iter()
@@ -295,7 +297,7 @@ pub(crate) fn read(
                 position: out.len(),
                 title: pub_id.clone(),
                 question: question.clone(),
-                context: publication.text.clone(),
+                context: text.clone(),
                 answers: answers.clone(),
                 is_impossible: false,
                 offsets: AnswerOffsets::Located,

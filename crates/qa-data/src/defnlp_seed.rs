@@ -118,7 +118,7 @@ pub fn seed_examples(path: &Path, options: &DefnlpOptions) -> Result<LoadedDatas
         format: Some(DataFormat::Defnlp),
         ..Default::default()
     };
-    let mut texts: HashMap<String, String> = HashMap::new();
+    let mut texts: HashMap<String, std::sync::Arc<str>> = HashMap::new();
     let mut examples = Vec::new();
     for (row_index, row) in reader.records().enumerate() {
         let row = row.map_err(csv_err)?;
@@ -144,7 +144,7 @@ pub fn seed_examples(path: &Path, options: &DefnlpOptions) -> Result<LoadedDatas
                     format!("publication file {} does not exist", file.display()),
                 ));
             }
-            texts.insert(pub_id.clone(), read_publication(&file)?.text);
+            texts.insert(pub_id.clone(), read_publication(&file)?.text.into());
         }
         let context = &texts[&pub_id];
         // Python's str.find: the first exact occurrence (an empty title finds nothing useful).
@@ -230,7 +230,7 @@ pub fn seed_features(
         let cut: Vec<Example> = pending
             .iter()
             .map(|&i| Example {
-                context: prefix(&examples[i].context, chars).to_string(),
+                context: prefix(&examples[i].context, chars).into(),
                 ..examples[i].clone()
             })
             .collect();

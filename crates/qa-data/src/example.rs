@@ -1,5 +1,7 @@
 //! The one in-memory example type all loaders produce.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 /// An example id as the dataset spelled it. SQuAD uses strings, COVID-QA uses integers; we keep
@@ -74,7 +76,8 @@ pub struct Example {
     pub id: ExampleId,
     pub title: String,
     pub question: String,
-    pub context: String,
+    /// Shared by the questions of one paragraph (one copy per context, not per question).
+    pub context: Arc<str>,
     pub answers: Vec<Answer>,
     /// SQuAD v2.0 unanswerable question (no answers).
     pub is_impossible: bool,

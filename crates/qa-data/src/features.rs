@@ -236,8 +236,8 @@ pub fn build_features(
     let context_of: Vec<usize> = examples
         .iter()
         .map(|ex| {
-            *context_index.entry(ex.context.as_str()).or_insert_with(|| {
-                contexts.push(ex.context.as_str());
+            *context_index.entry(&*ex.context).or_insert_with(|| {
+                contexts.push(&*ex.context);
                 contexts.len() - 1
             })
         })
@@ -910,7 +910,7 @@ mod tests {
             let mut windows = 0;
             for (i, example) in data.examples.iter().take(8).enumerate() {
                 let mut context = encoder
-                    .encode_char_offsets(example.context.as_str(), false)
+                    .encode_char_offsets(&*example.context, false)
                     .unwrap();
                 context.set_type_ids(vec![1; context.len()]);
                 let context = ContextTokens::new(context);

@@ -142,7 +142,7 @@ fn read_record(
     };
     let title = rec.opt_str_field("title")?.unwrap_or_default();
     let question = rec.str_field(&columns.question)?;
-    let context = rec.str_field(&columns.context)?;
+    let context = rec.str_field(&columns.context)?.into();
     Ok(RawExample {
         id: record_id(path, value, position)?,
         position,

@@ -455,8 +455,14 @@ fn validate(
 ) -> Result<Vec<Example>> {
     // Keyed by the id's text: predictions files key answers by it, so `7` and `"7"` collide.
     let mut seen: HashMap<String, (usize, ExampleId)> = HashMap::with_capacity(raws.len());
-    let mut examples = Vec::with_capacity(raws.len());
+    let mut examples: Vec<Example> = Vec::with_capacity(raws.len());
     for raw in raws {
+        // Rows (`datasets` JSON, Parquet, CSV) repeat their paragraph's context in each
+        // question: consecutive equal contexts share one copy, as SQuAD's paragraphs do.
+        let context = match examples.last() {
+            Some(previous) if *previous.context == *raw.context => previous.context.clone(),
+            _ => raw.context.clone(),
+        };
         let id = raw.id;
         let key = id.to_string();
         if let Some((first, first_id)) = seen.get(&key) {
@@ -551,7 +557,7 @@ fn validate(
             id,
             title: raw.title,
             question,
-            context: raw.context,
+            context,
             answers,
             is_impossible,
         });

@@ -14,7 +14,7 @@ pub(crate) struct RawExample {
     pub position: usize,
     pub title: String,
     pub question: String,
-    pub context: String,
+    pub context: std::sync::Arc<str>,
     /// `(text, answer_start)` pairs as the file gives them.
     pub answers: Vec<(String, usize)>,
     pub is_impossible: bool,

@@ -160,7 +160,7 @@ pub fn request_example(id: ExampleId, question: &str, context: &str) -> Example 
         // Kept as given, as the HF pipeline keeps it (run_qa's loaders strip it; for byte-level
         // BPE tokenizers the leading spaces are tokens, so stripping would change answers).
         question: question.to_string(),
-        context: context.to_string(),
+        context: context.into(),
         answers: Vec::new(),
         is_impossible: false,
     }
@@ -199,7 +199,7 @@ mod tests {
         );
         // Questions are kept as given, as the HF pipeline keeps them.
         assert_eq!(examples[0].question, "  Where?");
-        assert_eq!(examples[0].context, "In Paris.");
+        assert_eq!(&*examples[0].context, "In Paris.");
         assert!(examples
             .iter()
             .all(|e| e.answers.is_empty() && !e.is_impossible));

@@ -44,7 +44,7 @@ pub(crate) fn parse(path: &Path, text: &str) -> Result<SquadFile> {
                 name: format!("data[{a}].paragraphs[{p}]"),
                 value: paragraph,
             };
-            let context = par.str_field("context")?;
+            let context: std::sync::Arc<str> = par.str_field("context")?.into();
             for qa in par.array_field("qas")? {
                 let position = out.len();
                 let rec = Record {

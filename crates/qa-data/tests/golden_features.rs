@@ -76,7 +76,7 @@ fn covid_train_gives_34717_windows_covering_every_context_token() {
     }
     for (ex, windows) in data.examples.iter().zip(&by_example) {
         let alone = tokenizer
-            .encode_char_offsets(ex.context.as_str(), false)
+            .encode_char_offsets(ex.context.as_ref(), false)
             .unwrap();
         let all: BTreeSet<(usize, usize)> = alone.get_offsets().iter().copied().collect();
         let covered: BTreeSet<(usize, usize)> = windows

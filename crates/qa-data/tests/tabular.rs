@@ -193,7 +193,7 @@ fn a_column_read_twice_in_a_csv_header_is_refused_and_others_keep_the_first() {
     );
     let want = examples(&plain, &LoadOptions::default());
     assert_eq!(want.len(), 1);
-    assert_eq!(want[0].context, "Ann ran, then; rested.");
+    assert_eq!(&*want[0].context, "Ann ran, then; rested.");
     assert_eq!(examples(&note, &LoadOptions::default()), want);
 }
 
@@ -254,6 +254,6 @@ fn a_semicolon_or_tab_delimited_csv_is_named_as_such() {
         &format!("id,question,context,answers\n{CSV_ROW}"),
     );
     let loaded = examples(&quoted, &LoadOptions::default());
-    assert_eq!(loaded[0].context, "Ann ran, then; rested.");
+    assert_eq!(&*loaded[0].context, "Ann ran, then; rested.");
     assert_eq!(loaded[0].answers[0].text, "Ann");
 }

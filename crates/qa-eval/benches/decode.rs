@@ -17,7 +17,7 @@ fn inputs() -> (Vec<Example>, Vec<Feature>, Vec<WindowLogits>) {
             id: ExampleId::Number(i as i64),
             title: String::new(),
             question: "q".into(),
-            context: context.clone(),
+            context: context.as_str().into(),
             answers: vec![],
             is_impossible: false,
         })

@@ -302,33 +302,68 @@ impl Decoded {
     }
 
     /// Writes `predictions.json`, `nbest_predictions.json` and (v2) `null_odds.json` under
-    /// `dir`, each name prefixed with `prefix` (run_qa uses "eval_").
+    /// `dir`, each name prefixed with `prefix` (run_qa uses "eval_"). Each object is written
+    /// entry by entry, in the order `serde_json`'s map would hold them, so that a large
+    /// evaluation never holds a second, JSON-value copy of its n-best lists.
     pub fn write(&self, dir: &Path, prefix: &str) -> Result<()> {
         std::fs::create_dir_all(dir).map_err(|source| WriteError {
             path: dir.to_path_buf(),
             source,
         })?;
-        let mut predictions = serde_json::Map::new();
-        let mut nbest = serde_json::Map::new();
-        let mut odds = serde_json::Map::new();
-        for e in &self.examples {
-            predictions.insert(e.id.clone(), e.text.clone().into());
-            nbest.insert(
-                e.id.clone(),
-                serde_json::to_value(&e.nbest).expect("n-best entries serialize"),
-            );
-            if let Some(d) = e.score_diff {
-                // JSON has no infinity: a span-less example gets a large finite value.
-                let d = if d.is_finite() { f64::from(d) } else { 1e9 };
-                odds.insert(e.id.clone(), d.into());
-            }
-        }
-        write_json(&dir.join(format!("{prefix}predictions.json")), &predictions)?;
-        write_json(&dir.join(format!("{prefix}nbest_predictions.json")), &nbest)?;
-        if !odds.is_empty() {
-            write_json(&dir.join(format!("{prefix}null_odds.json")), &odds)?;
+        // As `serde_json`'s map (insertion-ordered in this build) keeps them: each id where it
+        // first came, with its last decoding.
+        let last: HashMap<&str, &ExampleDecoding> =
+            self.examples.iter().map(|e| (e.id.as_str(), e)).collect();
+        let mut seen = std::collections::HashSet::new();
+        let by_id: Vec<&ExampleDecoding> = self
+            .examples
+            .iter()
+            .filter(|e| seen.insert(e.id.as_str()))
+            .map(|e| last[e.id.as_str()])
+            .collect();
+        let entries = |value: fn(&ExampleDecoding) -> Option<serde_json::Value>| {
+            Entries::new(
+                by_id
+                    .iter()
+                    .filter_map(move |e| value(e).map(|v| (e.id.as_str(), v))),
+            )
+        };
+        write_json(
+            &dir.join(format!("{prefix}predictions.json")),
+            &entries(|e| Some(e.text.clone().into())),
+        )?;
+        write_json(
+            &dir.join(format!("{prefix}nbest_predictions.json")),
+            &entries(|e| Some(serde_json::to_value(&e.nbest).expect("n-best entries serialize"))),
+        )?;
+        // JSON has no infinity: a span-less example gets a large finite value.
+        let odds = |e: &ExampleDecoding| {
+            e.score_diff
+                .map(|d| if d.is_finite() { f64::from(d) } else { 1e9 }.into())
+        };
+        if by_id.iter().any(|e| e.score_diff.is_some()) {
+            write_json(&dir.join(format!("{prefix}null_odds.json")), &entries(odds))?;
         }
         Ok(())
+    }
+}
+
+/// A JSON object serialized from an iterator of entries, one at a time (serialized once).
+struct Entries<I>(std::cell::RefCell<Option<I>>);
+
+impl<I> Entries<I> {
+    fn new(entries: I) -> Self {
+        Self(std::cell::RefCell::new(Some(entries)))
+    }
+}
+
+impl<'a, I: Iterator<Item = (&'a str, serde_json::Value)>> Serialize for Entries<I> {
+    fn serialize<S: serde::Serializer>(
+        &self,
+        serializer: S,
+    ) -> std::result::Result<S::Ok, S::Error> {
+        let entries = self.0.borrow_mut().take();
+        serializer.collect_map(entries.into_iter().flatten())
     }
 }
 
@@ -356,6 +391,55 @@ pub(crate) fn softmax_in_place(x: &mut [f32]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The files are what `serde_json` maps of the same entries give, byte for byte: ids where
+    /// they first came, of a repeated id the last decoding, infinite null odds as 1e9.
+    #[test]
+    fn prediction_files_equal_json_maps_of_the_same_entries() {
+        let example = |id: &str, text: &str, score_diff: Option<f32>| ExampleDecoding {
+            id: id.into(),
+            text: text.into(),
+            nbest: vec![NBestEntry {
+                text: text.into(),
+                probability: 0.3,
+                start_logit: 1.25,
+                end_logit: -0.1,
+                offsets: [3, 7],
+            }],
+            score_diff,
+            best_non_null: None,
+        };
+        let decoded = Decoded {
+            examples: vec![
+                example("q10", "ten", Some(0.5)),
+                example("q2", "two", Some(f32::INFINITY)),
+                example("q10", "ten again", Some(-1.5)),
+                example("a", "", None),
+            ],
+        };
+        let dir = tempfile::tempdir().unwrap();
+        decoded.write(dir.path(), "eval_").unwrap();
+        let mut predictions = serde_json::Map::new();
+        let mut nbest = serde_json::Map::new();
+        let mut odds = serde_json::Map::new();
+        for e in &decoded.examples {
+            predictions.insert(e.id.clone(), e.text.clone().into());
+            nbest.insert(e.id.clone(), serde_json::to_value(&e.nbest).unwrap());
+            if let Some(d) = e.score_diff {
+                let d = if d.is_finite() { f64::from(d) } else { 1e9 };
+                odds.insert(e.id.clone(), d.into());
+            }
+        }
+        for (file, map) in [
+            ("eval_predictions.json", predictions),
+            ("eval_nbest_predictions.json", nbest),
+            ("eval_null_odds.json", odds),
+        ] {
+            let want = serde_json::to_string_pretty(&map).unwrap() + "\n";
+            let got = std::fs::read_to_string(dir.path().join(file)).unwrap();
+            assert_eq!(got, want, "{file}");
+        }
+    }
 
     #[test]
     fn top_k_is_ordered_and_breaks_ties_by_index() {

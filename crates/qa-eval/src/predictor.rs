@@ -192,8 +192,8 @@ impl<B: Backend> Predictor<B> {
 fn check_not_blank(examples: &[Example]) -> Result<()> {
     for example in examples {
         for (field, text) in [
-            ("question", &example.question),
-            ("context", &example.context),
+            ("question", example.question.as_str()),
+            ("context", &*example.context),
         ] {
             if qa_data::requests::is_blank(text) {
                 return Err(EvalError::BlankInput {

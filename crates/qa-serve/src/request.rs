@@ -562,7 +562,11 @@ mod tests {
             }
         );
         assert_eq!(request.options.top_k, 2);
-        let contexts: Vec<String> = request.examples().into_iter().map(|e| e.context).collect();
+        let contexts: Vec<String> = request
+            .examples()
+            .into_iter()
+            .map(|e| e.context.to_string())
+            .collect();
         assert_eq!(contexts, ["Ann did.", "Bob did.", "Cy did."]);
     }
 
