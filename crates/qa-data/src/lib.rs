@@ -17,7 +17,9 @@
 //! * [`atomic`] writes output files whole or not at all.
 //! * [`window_file`] stores windows compactly on disk (ids in the narrowest integer type, the
 //!   other per-token fields as runs and deltas), and [`cache`] keeps them there between runs
-//!   under a fingerprint of everything they depend on (`--cache-dir`, `--overwrite-cache`).
+//!   under a fingerprint of everything they depend on (`--cache-dir`, `--overwrite-cache`);
+//!   [`windows`] is how runs read windows by index, from memory or such a file
+//!   ([`WindowSource`]).
 //! * [`prepare`] does all of it for one file: load, subset, windows (from the cache if there).
 //!   [`defnlp_seed`] does it as the seed DEFNLP notebook did (one truncated window per CSV row).
 //! * [`align`] checks and repairs `answer_start`; [`example`] is the one example type;
