@@ -85,10 +85,21 @@ impl Tiny {
         eval: Option<&EvalSet>,
         device: &Bk::Device,
     ) -> qa_train::Result<TrainOutcome<Bk>> {
+        self.train_from::<Bk>(&self.windows, cfg, eval, device)
+    }
+
+    /// [`Self::train_on`] reading its batches from `windows`.
+    fn train_from<Bk: AutodiffBackend>(
+        &self,
+        windows: &dyn qa_data::WindowSource,
+        cfg: &TrainConfig,
+        eval: Option<&EvalSet>,
+        device: &Bk::Device,
+    ) -> qa_train::Result<TrainOutcome<Bk>> {
         let job = TrainJob {
             model_config: &self.config,
             tokenizer_dir: None,
-            train_features: &self.windows,
+            train_features: windows,
             eval,
             card: None,
         };
@@ -261,20 +272,9 @@ fn training_from_a_window_file_is_bit_identical_to_training_from_memory() {
             save_steps: Some(3),
             ..quiet(dir.path())
         };
-        let job = TrainJob {
-            model_config: &tiny.config,
-            tokenizer_dir: None,
-            train_features: windows,
-            eval: None,
-            card: None,
-        };
-        let out = train(
-            tiny.model::<B>(&default_device()),
-            &job,
-            &cfg,
-            &default_device(),
-        )
-        .unwrap();
+        let out = tiny
+            .train_from::<B>(windows, &cfg, None, &default_device())
+            .unwrap();
         let state = read_json(dir.path().join("checkpoint-3/trainer_state.json"));
         (
             export_tensors(&out.model, &tiny.config),
