@@ -6,7 +6,7 @@
 //! the run stays bounded) for its peak RSS. On 10×, HF `datasets.map` with run_qa's
 //! `prepare_train_features` is the peer, twice with one Arrow cache (`bench/peers/datasets_map.py`).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -25,10 +25,10 @@ struct Measured {
 }
 
 /// Runs `command`, polling its high-water RSS every 20 ms (VmHWM only grows, so the last
-/// reading misses at most the final 20 ms).
-fn measure(mut command: Command) -> anyhow::Result<Measured> {
-    let dir = tempfile_dir()?;
-    let (out_path, err_path) = (dir.join("stdout"), dir.join("stderr"));
+/// reading misses at most the final 20 ms); its output goes to `logs` (the last run's is kept).
+fn measure(mut command: Command, logs: &Path) -> anyhow::Result<Measured> {
+    std::fs::create_dir_all(logs)?;
+    let (out_path, err_path) = (logs.join("stdout"), logs.join("stderr"));
     let started = Instant::now();
     let mut child = command
         .stdin(Stdio::null())
@@ -53,12 +53,6 @@ fn measure(mut command: Command) -> anyhow::Result<Measured> {
         stdout: std::fs::read_to_string(&out_path).unwrap_or_default(),
         success: status.success(),
     })
-}
-
-fn tempfile_dir() -> anyhow::Result<PathBuf> {
-    let dir = std::env::temp_dir().join(format!("qa-bench-scale-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    Ok(dir)
 }
 
 /// `line` without terminal colour codes (`ESC [ … m`).
@@ -139,6 +133,7 @@ pub(crate) fn scale_rows(
     raw: &mut Vec<serde_json::Value>,
 ) -> anyhow::Result<()> {
     let work = out.join("scale");
+    let logs = work.join("logs");
     std::fs::create_dir_all(&work)?;
     let minilm = shared_dir().join("models/all-MiniLM-L6-v2");
     let tiny = shared_dir().join("golden/tiny-bert-qa");
@@ -162,7 +157,7 @@ pub(crate) fn scale_rows(
                 .args(["--save-strategy", "no", "--output-dir"])
                 .arg(work.join("train-out"))
                 .args(cache_flags);
-            measure(command)
+            measure(command, &logs)
         };
         let cache_dir = cache.display().to_string();
         let cached = ["--cache-dir", cache_dir.as_str()];
@@ -192,7 +187,7 @@ pub(crate) fn scale_rows(
             .args(["--batch-size", "64", "--cache-dir", &cache_dir])
             .arg("--output-dir")
             .arg(work.join("eval-out"));
-        let eval = measure(eval)?;
+        let eval = measure(eval, &logs)?;
         // The peer runs on 10×, as the benchmark is designed (run_qa's data stage beside ours).
         let peer = if times <= 10 && !skip_peers {
             let arrow = work.join(format!("datasets-cache-{times}x"));
@@ -205,7 +200,7 @@ pub(crate) fn scale_rows(
                     .arg(&data)
                     .arg(&minilm)
                     .arg(&arrow);
-                let run = measure(command)?;
+                let run = measure(command, &logs)?;
                 results.push(last_json(&run.stdout));
             }
             results

@@ -9,7 +9,7 @@ use qa_data::features::Padding;
 use qa_data::window_file::{feature_bytes, WindowFile, WindowMeta, WindowWriter};
 use qa_data::{
     build_features, load, load_tokenizer, prepare, DataSource, FeatureConfig, LoadOptions,
-    Progress, Sample, WindowCache, Windows,
+    Progress, Sample, TrainWindows, WindowCache, Windows,
 };
 
 fn families() -> PathBuf {
@@ -144,6 +144,23 @@ fn the_cache_gives_the_windows_it_was_given_and_is_rebuilt_when_an_input_changes
         );
         assert_eq!(prepared.examples, uncached.examples);
     }
+    // The training windows that hold their answer, picked from the file's table, are the
+    // ones picked in memory.
+    assert_eq!(
+        second
+            .windows
+            .select(TrainWindows::WithAnswer)
+            .features()
+            .unwrap(),
+        uncached
+            .windows
+            .features()
+            .unwrap()
+            .iter()
+            .filter(|f| f.start_position > 0)
+            .cloned()
+            .collect::<Vec<_>>()
+    );
     // Read, not rewritten.
     assert_eq!(cached_files(&cache_dir), files);
     assert_eq!(

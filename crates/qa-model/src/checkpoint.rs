@@ -314,8 +314,8 @@ pub fn export_tensors<B: Backend>(
 
 /// Tokenizer files copied next to saved weights when present in the source folder: the fast
 /// tokenizer, its settings, and the slow tokenizers' vocabularies (WordPiece `vocab.txt`,
-/// RoBERTa's byte-level BPE `vocab.json` + `merges.txt`, XLM-R's, ALBERT's and DeBERTa's
-/// sentencepiece models, DeBERTa's `added_tokens.json`).
+/// RoBERTa's byte-level BPE `vocab.json` + `merges.txt`, DeBERTa's `added_tokens.json`), and
+/// the SentencePiece models ([`qa_data::tokenizer::SENTENCEPIECE_FILES`]).
 pub const TOKENIZER_FILES: &[&str] = &[
     "tokenizer.json",
     "tokenizer_config.json",
@@ -324,9 +324,6 @@ pub const TOKENIZER_FILES: &[&str] = &[
     "added_tokens.json",
     "vocab.json",
     "merges.txt",
-    "sentencepiece.bpe.model",
-    "spiece.model",
-    "spm.model",
 ];
 
 /// Saves an HF model folder: `config.json` (with `architectures`), `model.safetensors` under HF
@@ -365,7 +362,8 @@ pub fn save_pretrained<B: Backend>(
     })?;
     if let Some(src) = tokenizer_dir {
         if src != dir {
-            for name in TOKENIZER_FILES {
+            let sentencepiece = qa_data::tokenizer::SENTENCEPIECE_FILES.iter();
+            for name in TOKENIZER_FILES.iter().chain(sentencepiece) {
                 let from = src.join(name);
                 if from.is_file() {
                     std::fs::copy(&from, dir.join(name)).map_err(|e| ModelError::io(&from, e))?;

@@ -509,6 +509,7 @@ pub struct RelativeTerms<B: Backend> {
     embeddings: Tensor<B, 3>,
     /// [`RelativePositions::row`]`(q, k)` at `q · seq + k`.
     rows: Arc<[u32]>,
+    seq: usize,
     /// The rows as index tensors, for Burn's composition: `(q, k)` at `[0, 0, q, k]`, and
     /// transposed, `(q, k)` at `[0, 0, k, q]` (p2c gathers along the query axis). Made the first
     /// time a layer composes.
@@ -523,13 +524,14 @@ impl<B: Backend> RelativeTerms<B> {
             rows: (0..seq * seq)
                 .map(|i| positions.row(i / seq, i % seq) as u32)
                 .collect(),
+            seq,
             gather_rows: OnceCell::new(),
         }
     }
 
     fn gather_rows(&self, device: &B::Device) -> &[Tensor<B, 4, Int>; 2] {
         self.gather_rows.get_or_init(|| {
-            let seq = (self.rows.len() as f64).sqrt() as usize;
+            let seq = self.seq;
             let index = |at: &dyn Fn(usize, usize) -> usize| {
                 let data: Vec<i64> = (0..seq * seq)
                     .map(|i| i64::from(self.rows[at(i / seq, i % seq)]))

@@ -228,6 +228,14 @@ fn save_then_reload_is_exact_and_keeps_hf_names_and_classes() {
         for f in ["config.json", "model.safetensors", "tokenizer.json"] {
             assert!(out.path().join(f).is_file(), "{family}: {f} not written");
         }
+        // A slow tokenizer's SentencePiece model travels with the folder (DeBERTa's spm.model).
+        for f in qa_data::tokenizer::SENTENCEPIECE_FILES {
+            assert_eq!(
+                out.path().join(f).is_file(),
+                src.join(f).is_file(),
+                "{family}: {f}"
+            );
+        }
         // Same tensors, names and shapes as the file transformers wrote.
         let ours = WeightFile::read(&out.path().join("model.safetensors")).unwrap();
         let theirs = WeightFile::read(&src.join("model.safetensors")).unwrap();
