@@ -3,7 +3,7 @@
 //! `qa train` without the windows cache (today's in-memory path), with an empty cache (windows
 //! cut straight into it) and again (read from it) — data-stage seconds, peak RSS, cache bytes,
 //! and a short training slice — and a whole `qa eval` of the data (the tiny golden model, so
-//! the run stays bounded) for its peak RSS. On 10×, HF `datasets.map` with run_qa's
+//! the run stays bounded) for its peak RSS, and on 10× that evaluation inside `qa train`. On 10×, HF `datasets.map` with run_qa's
 //! `prepare_train_features` is the peer, twice with one Arrow cache (`bench/peers/datasets_map.py`).
 
 use std::path::Path;
@@ -188,6 +188,31 @@ pub(crate) fn scale_rows(
             .arg("--output-dir")
             .arg(work.join("eval-out"));
         let eval = measure(eval, &logs)?;
+        // Evaluation inside `qa train` (its end-of-run evaluation of --validation-file) streams
+        // as `qa eval` does; on 10× only, as a whole evaluation of 30× takes a quarter hour.
+        let in_loop = if times <= 10 {
+            let mut command = Command::new(qa);
+            command
+                .arg("train")
+                .arg("--model-name-or-path")
+                .arg(&tiny)
+                .arg("--train-file")
+                .arg(&data)
+                .arg("--validation-file")
+                .arg(&data)
+                .args(["--max-steps", "1", "--per-device-train-batch-size", "1"])
+                .args([
+                    "--per-device-eval-batch-size",
+                    "64",
+                    "--save-strategy",
+                    "no",
+                ])
+                .args(["--cache-dir", &cache_dir, "--output-dir"])
+                .arg(work.join("train-eval-out"));
+            Some(measure(command, &logs)?)
+        } else {
+            None
+        };
         // The peer runs on 10×, as the benchmark is designed (run_qa's data stage beside ours).
         let peer = if times <= 10 && !skip_peers {
             let arrow = work.join(format!("datasets-cache-{times}x"));
@@ -290,6 +315,26 @@ pub(crate) fn scale_rows(
                 if eval.success { "" } else { "; FAILED" }
             ),
         });
+        if let Some(run) = &in_loop {
+            rows.push(Row {
+                what: format!(
+                    "qa train --validation-file {times}× (tiny model, one step, the evaluation \
+                     at the end): peak RSS MiB"
+                ),
+                ours: run.peak_mib,
+                peer: None,
+                peer_name: "–".into(),
+                notes: format!(
+                    "{:.0} s in all; evaluation windows from the cache, 1,024 at a time{}",
+                    run.seconds,
+                    if run.success { "" } else { "; FAILED" }
+                ),
+            });
+            raw.push(serde_json::json!({
+                "scale": times, "run": "train with evaluation", "wall_seconds": run.seconds,
+                "peak_rss_mib": run.peak_mib, "success": run.success,
+            }));
+        }
         raw.push(serde_json::json!({
             "scale": times, "run": "eval", "wall_seconds": eval.seconds,
             "peak_rss_mib": eval.peak_mib, "success": eval.success, "cache_bytes": disk,

@@ -243,19 +243,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if let (Some(data), Some(source)) = (&eval_data, &eval_source) {
         warn_if_v2_decoded_as_v1(source.name(), data, &args.decode.config());
     }
-    // Evaluation decodes from every window at once: its windows are read into memory.
-    let eval_windows = match &eval_data {
-        Some(data) => Some(data.windows.features()?),
-        None => None,
-    };
-    let eval_set = eval_data
-        .as_ref()
-        .zip(eval_windows.as_deref())
-        .map(|(data, features)| EvalSet {
-            examples: &data.examples,
-            features,
-            decode: args.decode.config(),
-        });
+    // Evaluation reads its windows a chunk at a time, from memory or from the cache's file.
+    let eval_set = eval_data.as_ref().map(|data| EvalSet {
+        examples: &data.examples,
+        features: &data.windows,
+        decode: args.decode.config(),
+    });
     let card = CardFacts {
         base_model: common::model_origin(&args.model_name_or_path),
         train_data: match (&dataset, &args.train_file) {

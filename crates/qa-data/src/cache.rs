@@ -36,6 +36,9 @@ impl WindowCache {
     }
 }
 
+/// How long a writer's temporary file goes untouched before it counts as left by a killed run.
+pub const ABANDONED_AFTER: std::time::Duration = std::time::Duration::from_secs(3600);
+
 /// A stable 128-bit hash (two 64-bit multiply-rotate lanes over little-endian 8-byte words):
 /// the same across runs, builds and machines (unlike `std`'s or aHash's hashers), which is what
 /// a key on disk needs, and a word at a time, so a 60 MB data file costs milliseconds.
@@ -234,9 +237,48 @@ impl WindowCache {
         }
     }
 
-    /// A writer of the windows to cache under `fingerprint`.
+    /// A writer of the windows to cache under `fingerprint`, after removing what killed runs
+    /// left.
     pub(crate) fn writer(&self, fingerprint: &str, vocab_size: usize) -> Result<WindowWriter> {
+        self.remove_abandoned();
         WindowWriter::create(&self.file(fingerprint), vocab_size)
+    }
+
+    /// Removes the temporary files of writers that died ([`window_file::TEMP_PREFIX`]) and
+    /// were not touched for [`ABANDONED_AFTER`]: a live writer appends all the time, so its file
+    /// is never that old. A file that cannot be removed is left, with a warning.
+    fn remove_abandoned(&self) {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
+        let (mut removed, mut bytes) = (0, 0);
+        for entry in entries.flatten() {
+            let is_temp = entry
+                .file_name()
+                .to_str()
+                .is_some_and(|name| name.starts_with(window_file::TEMP_PREFIX));
+            let Ok(meta) = entry.metadata() else {
+                continue;
+            };
+            let idle = meta.modified().ok().and_then(|t| t.elapsed().ok());
+            if !is_temp || !meta.is_file() || idle.is_none_or(|idle| idle < ABANDONED_AFTER) {
+                continue;
+            }
+            match std::fs::remove_file(entry.path()) {
+                Ok(()) => {
+                    removed += 1;
+                    bytes += meta.len();
+                }
+                Err(e) => tracing::warn!("{}: cannot remove: {e}", entry.path().display()),
+            }
+        }
+        if removed > 0 {
+            tracing::info!(
+                "removed {removed} unfinished window files left by killed runs from {} ({:.1} MB)",
+                self.dir.display(),
+                bytes as f64 / 1e6
+            );
+        }
     }
 
     /// Publishes what `writer` holds and opens it.
@@ -268,6 +310,32 @@ impl WindowCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A killed writer's temporary file goes once it is older than [`ABANDONED_AFTER`]; a live
+    /// writer's (recent) one and the published files stay.
+    #[test]
+    fn unfinished_files_of_killed_runs_are_removed_when_old() {
+        let dir = tempfile::tempdir().unwrap();
+        let touch = |name: &str, idle: std::time::Duration| {
+            let path = dir.path().join(name);
+            let file = std::fs::File::create(&path).unwrap();
+            file.set_modified(std::time::SystemTime::now() - idle)
+                .unwrap();
+            path
+        };
+        let hour = std::time::Duration::from_secs(3600);
+        let killed = touch(".windows-killed", ABANDONED_AFTER + hour);
+        let writing = touch(".windows-writing", std::time::Duration::ZERO);
+        let published = touch("old.windows", ABANDONED_AFTER + hour);
+        let cache = WindowCache {
+            dir: dir.path().to_path_buf(),
+            overwrite: false,
+        };
+        let writer = cache.writer("fresh", 100).unwrap();
+        assert!(!killed.exists());
+        assert!(writing.exists() && published.exists());
+        drop(writer);
+    }
 
     #[test]
     fn the_hash_depends_on_the_bytes_not_on_how_they_are_written() {

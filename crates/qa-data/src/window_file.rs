@@ -27,6 +27,8 @@ use crate::windows::Fnv1a;
 /// Bumped whenever the layout or the encoding changes: files of another version are not read.
 pub const FORMAT_VERSION: u32 = 1;
 const MAGIC: &[u8; 8] = b"QAWINDOW";
+/// How a file being written is named (beside its target) until it is published whole.
+pub const TEMP_PREFIX: &str = ".windows-";
 /// magic, version, id width, 3 spare bytes, window count, table offset, metadata offset and
 /// length.
 const HEADER_LEN: usize = 8 + 4 + 1 + 3 + 8 + 8 + 8 + 8;
@@ -335,7 +337,7 @@ impl WindowWriter {
             .unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir).map_err(|e| DataError::io(dir, e))?;
         let temp = tempfile::Builder::new()
-            .prefix(".windows-")
+            .prefix(TEMP_PREFIX)
             .tempfile_in(dir)
             .map_err(|e| DataError::io(dir, e))?;
         let mut file = BufWriter::with_capacity(1 << 20, temp);

@@ -9,7 +9,7 @@ use burn::tensor::backend::Backend;
 use qa_data::progress::{self, Progress};
 use qa_data::{Example, Feature, PreparedData, WindowSource};
 
-use crate::decode::{decode, write_json, DecodeConfig, Decoded};
+use crate::decode::{decode, write_json, DecodeConfig, Decoded, WindowLogits};
 use crate::error::{EvalError, Result};
 use crate::metrics::squad_metrics;
 use crate::predictor::Predictor;
@@ -107,9 +107,8 @@ pub struct Streamed {
     pub decode_secs: f64,
 }
 
-/// Predicts and decodes `windows` a chunk of whole examples at a time (at least
-/// `windows_per_chunk` windows, unless the last; the windows come in example order), appending
-/// each example's decoding as its windows' logits arrive.
+/// Predicts and decodes `windows` a chunk of whole examples at a time with `predictor`
+/// ([`decode_streamed`]).
 pub fn decode_in_chunks<B: Backend>(
     predictor: &Predictor<B>,
     examples: &[Example],
@@ -117,7 +116,30 @@ pub fn decode_in_chunks<B: Backend>(
     decode_config: &DecodeConfig,
     windows_per_chunk: usize,
 ) -> Result<Streamed> {
-    let bar = progress::bar(windows.len() as u64, "evaluate", "windows", Progress::Show);
+    decode_streamed(
+        examples,
+        windows,
+        decode_config,
+        windows_per_chunk,
+        Progress::Show,
+        |chunk| Ok(predictor.window_logits(chunk, Progress::Hidden)),
+    )
+}
+
+/// Decodes `windows` a chunk of whole examples at a time (at least `windows_per_chunk` windows,
+/// unless the last; the windows come in example order, as prepared data holds them), appending each example's decoding as
+/// its windows' logits arrive from `logits_of` (one pair per window of the chunk, in order).
+/// Only one chunk's windows and logits are ever held. The caller's error type carries
+/// `logits_of`'s failures (a data-parallel gather, say).
+pub fn decode_streamed<E: From<EvalError>>(
+    examples: &[Example],
+    windows: &dyn WindowSource,
+    decode_config: &DecodeConfig,
+    windows_per_chunk: usize,
+    progress: Progress,
+    mut logits_of: impl FnMut(&[Feature]) -> std::result::Result<Vec<WindowLogits>, E>,
+) -> std::result::Result<Streamed, E> {
+    let bar = progress::bar(windows.len() as u64, "evaluate", "windows", progress);
     let mut streamed = Streamed {
         decoded: Decoded::default(),
         infer_secs: 0.0,
@@ -127,36 +149,35 @@ pub fn decode_in_chunks<B: Backend>(
     let mut first_example = 0;
     let mut pending: Option<Feature> = None;
     while first_example < examples.len() {
-        // Whole examples, until the chunk holds enough windows.
+        // Whole examples, until the chunk holds enough windows. Inside a chunk the windows may
+        // come in any order; a window of an example already decoded is refused, never dropped.
         let mut chunk: Vec<Feature> = Vec::new();
+        let mut last_example = first_example;
         loop {
             let window = match pending.take() {
                 Some(window) => window,
                 None if next < windows.len() => {
                     next += 1;
-                    windows.window(next - 1)?.into_owned()
+                    windows
+                        .window(next - 1)
+                        .map_err(EvalError::from)?
+                        .into_owned()
                 }
                 None => break,
             };
-            if window.example_index < first_example
-                || chunk
-                    .last()
-                    .is_some_and(|w| w.example_index > window.example_index)
-            {
+            if window.example_index < first_example {
                 return Err(EvalError::Decode(format!(
-                    "window {} of example {} is out of example order",
+                    "window {} of example {} comes after that example was decoded: windows \
+                     must come in example order",
                     window.window, window.example_index
-                )));
+                ))
+                .into());
             }
-            let full = chunk.len() >= windows_per_chunk;
-            if full
-                && chunk
-                    .last()
-                    .is_some_and(|w| w.example_index != window.example_index)
-            {
+            if chunk.len() >= windows_per_chunk && window.example_index > last_example {
                 pending = Some(window);
                 break;
             }
+            last_example = last_example.max(window.example_index);
             chunk.push(window);
         }
         let end_example = match &pending {
@@ -167,7 +188,7 @@ pub fn decode_in_chunks<B: Backend>(
             window.example_index -= first_example;
         }
         let started = Instant::now();
-        let logits = predictor.window_logits(&chunk, Progress::Hidden);
+        let logits = logits_of(&chunk)?;
         streamed.infer_secs += started.elapsed().as_secs_f64();
         let started = Instant::now();
         let decoded = decode(

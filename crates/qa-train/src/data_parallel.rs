@@ -18,7 +18,7 @@ use burn::optim::GradientsParams;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Tensor, TensorData, TensorPrimitive};
 use burn_collective::{CollectiveConfig, CollectiveError, PeerId, ReduceOperation};
-use qa_data::{Feature, WindowSource};
+use qa_data::Feature;
 use qa_model::infer::WindowLogits;
 use qa_model::QaModel;
 

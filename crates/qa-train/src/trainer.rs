@@ -13,7 +13,8 @@ use indicatif::ProgressBar;
 use qa_data::features::pad_batch;
 use qa_data::progress::{self, Progress};
 use qa_data::{Example, Feature, WindowSource};
-use qa_eval::{decode, squad_metrics, DecodeConfig, Metrics, SquadVersion};
+use qa_eval::evaluate::{decode_streamed, WINDOWS_PER_CHUNK};
+use qa_eval::{squad_metrics, DecodeConfig, Metrics, SquadVersion};
 use qa_model::infer::predict_logits;
 use qa_model::{ModelConfig, QaModel};
 use rand::seq::SliceRandom;
@@ -32,7 +33,9 @@ use crate::step::{train_step, MicroBatch, StepGradients, Update, UpdateOutcome, 
 /// A labelled evaluation set: examples, their windows, and how to decode.
 pub struct EvalSet<'a> {
     pub examples: &'a [Example],
-    pub features: &'a [Feature],
+    /// In memory or in a window file: evaluation reads and decodes them a chunk of whole
+    /// examples at a time, never holding every window's logits.
+    pub features: &'a dyn WindowSource,
     pub decode: DecodeConfig,
 }
 
@@ -730,8 +733,9 @@ fn epoch_order(n: usize, seed: u64, epoch: usize) -> Vec<usize> {
     order
 }
 
-/// [`evaluate`] with the windows dealt among the peers: each predicts its share, the logits are
-/// gathered, and every peer decodes all of them (the same metrics as on one device).
+/// [`evaluate`] with each chunk's windows dealt among the peers: each predicts its share, the
+/// chunk's logits are gathered, and every peer decodes them (the same metrics as on one device;
+/// every peer walks the same chunks, so the gathers pair up).
 fn evaluate_on_peers<B: AutodiffBackend>(
     model: &QaModel<B>,
     eval: &EvalSet,
@@ -743,23 +747,35 @@ fn evaluate_on_peers<B: AutodiffBackend>(
     }
     let inner = model.valid();
     let device = inner.qa_outputs.weight.val().device();
-    let mine = peer.share(eval.features.len());
-    let shard: Vec<Feature> = mine.iter().map(|&i| eval.features[i].clone()).collect();
-    let logits = predict_logits(
-        &inner,
-        &shard,
-        cfg.per_device_eval_batch_size,
-        cfg.pad_token_id,
-        &device,
-        Progress::Hidden,
-    );
-    let all = peer.gather_logits::<B::InnerBackend>(
+    let streamed = decode_streamed(
+        eval.examples,
         eval.features,
-        mine.into_iter().zip(logits).collect(),
-        &device,
+        &eval.decode,
+        WINDOWS_PER_CHUNK,
+        Progress::Hidden,
+        |chunk| {
+            let mine = peer.share(chunk.len());
+            let shard: Vec<Feature> = mine.iter().map(|&i| chunk[i].clone()).collect();
+            let logits = predict_logits(
+                &inner,
+                &shard,
+                cfg.per_device_eval_batch_size,
+                cfg.pad_token_id,
+                &device,
+                Progress::Hidden,
+            );
+            peer.gather_logits::<B::InnerBackend>(
+                chunk,
+                mine.into_iter().zip(logits).collect(),
+                &device,
+            )
+        },
     )?;
-    let decoded = decode(eval.examples, eval.features, &all, &eval.decode)?;
-    Ok(squad_metrics(eval.examples, &decoded, eval.version()))
+    Ok(squad_metrics(
+        eval.examples,
+        &streamed.decoded,
+        eval.version(),
+    ))
 }
 
 /// The official metrics of the model (dropout off) on a labelled set.
@@ -787,14 +803,26 @@ pub fn evaluate_inner<B: Backend>(
     pad_id: u32,
     device: &B::Device,
 ) -> Result<Metrics> {
-    let logits = predict_logits(
-        model,
+    let streamed = decode_streamed::<TrainError>(
+        eval.examples,
         eval.features,
-        batch_size,
-        pad_id,
-        device,
+        &eval.decode,
+        WINDOWS_PER_CHUNK,
         Progress::Hidden,
-    );
-    let decoded = decode(eval.examples, eval.features, &logits, &eval.decode)?;
-    Ok(squad_metrics(eval.examples, &decoded, eval.version()))
+        |chunk| {
+            Ok(predict_logits(
+                model,
+                chunk,
+                batch_size,
+                pad_id,
+                device,
+                Progress::Hidden,
+            ))
+        },
+    )?;
+    Ok(squad_metrics(
+        eval.examples,
+        &streamed.decoded,
+        eval.version(),
+    ))
 }

@@ -4,7 +4,9 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use qa_data::{Example, Feature, Progress};
+use qa_data::window_file::{WindowFile, WindowMeta, WindowWriter};
+use qa_data::{Example, Feature, Progress, Windows};
+use qa_eval::evaluate::WINDOWS_PER_CHUNK;
 use qa_eval::Metric;
 use qa_model::backend::{default_device, Train};
 use qa_model::checkpoint::{build_model, export_tensors};
@@ -196,6 +198,58 @@ fn sharded_evaluation_gives_the_metrics_of_one_device() {
     };
     assert_eq!(evaluated(one_dir.path()), evaluated(two_dir.path()));
     assert_eq!(evaluated(two_dir.path()).len(), 2);
+}
+
+/// Evaluation inside training decodes a chunk of whole examples at a time, never every
+/// window's logits: over more windows than two chunks hold, read from a window file, two peers
+/// give the metrics of one device over the same windows in memory.
+#[test]
+fn sharded_evaluation_over_several_chunks_from_a_window_file_gives_the_metrics_of_one_device() {
+    let _serial = serial();
+    let tiny = Tiny::load();
+    let (examples, with, without) = common::covid_windows(30);
+    let mut windows: Vec<Feature> = with.into_iter().chain(without).collect();
+    windows.sort_by_key(|w| (w.example_index, w.window));
+    assert!(
+        windows.len() > 2 * WINDOWS_PER_CHUNK,
+        "{} windows",
+        windows.len()
+    );
+    let files = tempfile::tempdir().unwrap();
+    let path = files.path().join("eval.windows");
+    let mut writer = WindowWriter::create(&path, 30_522).unwrap();
+    writer.write(&windows).unwrap();
+    writer.finish(&WindowMeta::default()).unwrap();
+    let on_disk = Windows::File {
+        file: WindowFile::open(&path).unwrap(),
+        keep: None,
+    };
+    let eval_set = |features| EvalSet {
+        examples: &examples,
+        features,
+        decode: Default::default(),
+    };
+    let (in_memory, from_file) = (eval_set(&windows), eval_set(&on_disk));
+    let cfg = |dir: &Path, per_device| TrainConfig {
+        eval_steps: Some(1),
+        per_device_eval_batch_size: 64,
+        ..linear(dir, per_device, 1, 1)
+    };
+    let one_dir = tempfile::tempdir().unwrap();
+    let one = tiny.one_device(&cfg(one_dir.path(), 4), Some(&in_memory));
+    let two_dir = tempfile::tempdir().unwrap();
+    let two = tiny
+        .peers(2, &cfg(two_dir.path(), 2), Some(&from_file))
+        .unwrap();
+    let (a, b) = (one.eval_metrics.unwrap(), two.eval_metrics.unwrap());
+    eprintln!(
+        "{} windows: one device {a:?}; two peers {b:?}",
+        windows.len()
+    );
+    assert!(a[Metric::F1] > 0.0, "{a:?}");
+    for metric in [Metric::ExactMatch, Metric::F1] {
+        assert!((a[metric] - b[metric]).abs() < 1e-9, "{metric:?}");
+    }
 }
 
 #[test]
