@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -456,6 +457,9 @@ fn validate(
     // Keyed by the id's text: predictions files key answers by it, so `7` and `"7"` collide.
     let mut seen: HashMap<String, (usize, ExampleId)> = HashMap::with_capacity(raws.len());
     let mut examples: Vec<Example> = Vec::with_capacity(raws.len());
+    // The char index of the last context, reused by its paragraph's other questions (building
+    // one per question cost a pass over the whole context for each question).
+    let mut last_index: Option<(Arc<str>, CharIndex)> = None;
     for raw in raws {
         // Rows (`datasets` JSON, Parquet, CSV) repeat their paragraph's context in each
         // question: consecutive equal contexts share one copy, as SQuAD's paragraphs do.
@@ -489,7 +493,13 @@ fn validate(
             continue;
         }
 
-        let index = CharIndex::new(&raw.context);
+        if !last_index
+            .as_ref()
+            .is_some_and(|(of, _)| Arc::ptr_eq(of, &context))
+        {
+            last_index = Some((context.clone(), CharIndex::new(&context)));
+        }
+        let index = &last_index.as_ref().expect("set just above").1;
         let mut answers = Vec::with_capacity(raw.answers.len());
         for (text, given) in raw.answers {
             if raw.offsets == AnswerOffsets::Located {
@@ -515,7 +525,7 @@ fn validate(
             // Past the end is past the end: a huge `answer_start` must not overflow the
             // aligner's arithmetic, and any start beyond the context gives the same outcome.
             let probe = given.min(index.len_chars() + 1);
-            let (start, outcome) = align_answer(&raw.context, &index, &text, probe, alignment);
+            let (start, outcome) = align_answer(&raw.context, index, &text, probe, alignment);
             match outcome {
                 AlignOutcome::Aligned => {}
                 AlignOutcome::Repaired { to, .. } => {
