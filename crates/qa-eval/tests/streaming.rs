@@ -4,7 +4,7 @@
 //! inside a chunk and refused across chunks.
 
 use qa_data::window_file::{WindowFile, WindowMeta, WindowWriter};
-use qa_data::{build_features, load, FeatureConfig, LoadOptions, Progress, Windows};
+use qa_data::{build_features, load, Example, FeatureConfig, LoadOptions, Progress, Windows};
 use std::collections::HashMap;
 
 use qa_eval::evaluate::{decode_in_chunks, decode_streamed};
@@ -12,22 +12,33 @@ use qa_eval::{decode, DecodeConfig, EvalError, Predictor};
 use qa_model::backend::{default_device, Compute};
 use qa_testkit::shared_dir;
 
-#[test]
-fn chunked_decoding_gives_the_answers_of_decoding_every_window_at_once() {
-    let model = shared_dir().join("golden/tiny-bert-qa");
+/// The tiny golden BERT cutting windows of `max_length` (stride 32), and the first `questions`
+/// COVID-QA dev questions.
+fn tiny_model_and_questions(
+    max_length: usize,
+    questions: usize,
+) -> (Predictor<Compute>, Vec<Example>) {
     let windows = FeatureConfig {
-        max_length: 128,
+        max_length,
         stride: 32,
         progress: Progress::Hidden,
         ..Default::default()
     };
+    let model = shared_dir().join("golden/tiny-bert-qa");
     let predictor = Predictor::<Compute>::load(&model, windows, 8, &default_device()).unwrap();
-    let data = load(
+    let mut data = load(
         shared_dir().join("data/covid-qa/dev.json"),
         &LoadOptions::default(),
     )
     .unwrap();
-    let examples = &data.examples[..12];
+    data.examples.truncate(questions);
+    (predictor, data.examples)
+}
+
+#[test]
+fn chunked_decoding_gives_the_answers_of_decoding_every_window_at_once() {
+    let (predictor, examples) = tiny_model_and_questions(128, 12);
+    let examples = &examples[..];
     let set = build_features(&predictor.tokenizer, examples, &predictor.windows).unwrap();
     assert!(set.features.len() > 60, "{} windows", set.features.len());
     let config = DecodeConfig {
@@ -77,20 +88,8 @@ fn chunked_decoding_gives_the_answers_of_decoding_every_window_at_once() {
 /// is refused (never dropped).
 #[test]
 fn windows_out_of_example_order_are_decoded_in_one_chunk_and_refused_across_chunks() {
-    let model = shared_dir().join("golden/tiny-bert-qa");
-    let windows = FeatureConfig {
-        max_length: 96,
-        stride: 32,
-        progress: Progress::Hidden,
-        ..Default::default()
-    };
-    let predictor = Predictor::<Compute>::load(&model, windows, 8, &default_device()).unwrap();
-    let data = load(
-        shared_dir().join("data/covid-qa/dev.json"),
-        &LoadOptions::default(),
-    )
-    .unwrap();
-    let examples = &data.examples[..3];
+    let (predictor, examples) = tiny_model_and_questions(96, 3);
+    let examples = &examples[..];
     let set = build_features(&predictor.tokenizer, examples, &predictor.windows).unwrap();
     let config = DecodeConfig::default();
     let logits = predictor.window_logits(&set.features, Progress::Hidden);
