@@ -31,6 +31,8 @@ pub struct Args {
     products: Precision,
     #[command(flatten)]
     precision: crate::common::PrecisionArg,
+    #[command(flatten)]
+    tf32: crate::common::Tf32Arg,
     #[arg(long, default_value = "auto")]
     device: String,
     /// When the caller launched this process (Unix seconds, as `cargo xtask bench` passes it):
@@ -86,6 +88,7 @@ fn peak_rss_mib() -> Option<f64> {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
+    args.tf32.apply()?;
     let device = crate::common::device(&args.device)?;
     let config = model_config(&args)?;
     let spec = BenchSpec {
@@ -111,6 +114,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         "backend": BACKEND_NAME,
         "products": args.products,
         "precision": args.precision.precision,
+        "tf32": args.tf32.tf32,
+        "gpu_products": format!("{:?}", qa_model::cublaslt::engine()),
         "windows_per_second": times.windows_per_second,
         "time_to_first_step_s": times.time_to_first_step_s,
         "first_step_from_launch_s": args

@@ -110,6 +110,26 @@ pub struct PrecisionArg {
     pub precision: InferencePrecision,
 }
 
+/// Whether f32 matrix products may use TF32 tensor cores.
+#[derive(clap::Args, Clone, Copy)]
+pub struct Tf32Arg {
+    /// f32 matrix products on the GPU's TF32 tensor cores (inputs rounded to 10 mantissa bits;
+    /// HF's --tf32). CUDA builds only; without it f32 products are exact f32.
+    #[arg(long)]
+    pub tf32: bool,
+}
+
+impl Tf32Arg {
+    /// Sets the process's products as asked.
+    pub fn apply(self) -> anyhow::Result<()> {
+        let tf32 = match self.tf32 {
+            true => qa_model::cublaslt::Tf32::On,
+            false => qa_model::cublaslt::Tf32::Off,
+        };
+        Ok(qa_model::cublaslt::set_tf32(tf32)?)
+    }
+}
+
 /// How examples are cut into windows.
 #[derive(clap::Args, Clone)]
 pub struct WindowArgs {

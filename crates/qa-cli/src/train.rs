@@ -57,6 +57,8 @@ pub struct Args {
     /// fp16 mixed precision with dynamic loss scaling (CUDA).
     #[arg(long)]
     fp16: bool,
+    #[command(flatten)]
+    tf32: common::Tf32Arg,
     /// cpu, cuda or cuda:N (must match how `qa` was built).
     #[arg(long, default_value = "auto", conflicts_with = "devices")]
     device: String,
@@ -158,6 +160,7 @@ impl DistributedArgs {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
+    args.tf32.apply()?;
     let (world, devices) = args.distributed.world(&args.device)?;
     let device = &devices[0];
     let model_dir = common::model_dir(&args.model_name_or_path, &args.revision)?;

@@ -324,6 +324,11 @@ fn cuda_device_on_a_cpu_build_and_missing_model_say_what_to_do() {
             "cuda",
         ]);
         assert_fails_with(&o, "--features cuda");
+        // TF32 exists on the GPU only: asked of a CPU build, it is refused before any work.
+        let out = tempfile::tempdir().unwrap();
+        let o = train_tiny(out.path(), &["--tf32"]);
+        assert_fails_with(&o, "--tf32 needs the CUDA build of qa");
+        assert!(!out.path().join("train_results.json").exists());
     }
 }
 

@@ -813,7 +813,24 @@ pub struct PaddedBatch {
 
 /// Pads a batch of windows to its longest one with `pad_id` (mask 0, type 0).
 pub fn pad_batch(features: &[&Feature], pad_id: u32) -> PaddedBatch {
-    let seq_len = features.iter().map(|f| f.len()).max().unwrap_or(0);
+    pad_batch_in_buckets(features, pad_id, 1, usize::MAX)
+}
+
+/// [`pad_batch`] to the longest window's length rounded up to a multiple of `bucket`, but never
+/// past `cap` (nor below the longest window). A GPU wants few distinct shapes, so that kernels
+/// and matrix-product plans made for one batch serve the next; padded positions are masked, so
+/// the windows' logits do not change. `bucket` 1 pads to the longest, as the CPU wants.
+pub fn pad_batch_in_buckets(
+    features: &[&Feature],
+    pad_id: u32,
+    bucket: usize,
+    cap: usize,
+) -> PaddedBatch {
+    let longest = features.iter().map(|f| f.len()).max().unwrap_or(0);
+    let seq_len = longest
+        .next_multiple_of(bucket.max(1))
+        .min(cap)
+        .max(longest);
     let mut b = PaddedBatch {
         batch: features.len(),
         seq_len,

@@ -1,6 +1,6 @@
 //! Window building beyond the golden file: labels, padding, tokenizer fallback, bad settings.
 
-use qa_data::features::{pad_batch, Padding};
+use qa_data::features::{pad_batch, pad_batch_in_buckets, Padding};
 use qa_data::{
     build_features, load, load_tokenizer, Example, ExampleId, FeatureConfig, LoadOptions, Progress,
 };
@@ -116,6 +116,30 @@ fn padding_to_max_length_and_batches() {
         batch.start_positions,
         vec![set.features[0].start_position as i64, 0]
     );
+    // In buckets (the GPU's few shapes): up to a multiple, never past the cap nor below the
+    // longest window, the windows themselves unchanged and the rest masked.
+    let longest = refs[1].len();
+    let bucketed = |bucket, cap| pad_batch_in_buckets(&refs, 0, bucket, cap).seq_len;
+    assert_eq!(bucketed(16, 1000), longest.next_multiple_of(16));
+    assert_eq!(
+        bucketed(16, longest + 1),
+        (longest + 1).min(longest.next_multiple_of(16))
+    );
+    assert_eq!(bucketed(16, 1), longest);
+    assert_eq!(bucketed(1, 1000), longest);
+    let wide = pad_batch_in_buckets(&refs, 0, 64, 1000);
+    assert_eq!(wide.seq_len, 64);
+    for row in 0..2 {
+        let at = |v: &[i64]| v[row * 64..row * 64 + refs[row].len()].to_vec();
+        let narrow =
+            |v: &[i64]| v[row * batch.seq_len..row * batch.seq_len + refs[row].len()].to_vec();
+        assert_eq!(at(&wide.input_ids), narrow(&batch.input_ids));
+        assert!(
+            wide.attention_mask[row * 64 + refs[row].len()..(row + 1) * 64]
+                .iter()
+                .all(|&m| m == 0)
+        );
+    }
 }
 
 #[test]

@@ -5,6 +5,9 @@
 mod chosen {
     pub type Compute = burn::backend::Cuda<f32, i32>;
     pub const NAME: &str = "cuda";
+    /// Batches are padded to multiples of 64 tokens: a handful of shapes (6 at 384), so the
+    /// kernels CubeCL compiles and autotunes, and cuBLASLt's plans, are made once each.
+    pub const SEQ_BUCKET: usize = 64;
 }
 
 /// The CPU backend: what CPU builds compute with, and what [`crate::fused`] has kernels for.
@@ -15,6 +18,8 @@ pub type HostCompute = burn::backend::NdArray<f32, i64>;
 mod chosen {
     pub type Compute = super::HostCompute;
     pub const NAME: &str = "cpu (ndarray)";
+    /// The CPU compiles nothing per shape: batches pad to their longest window only.
+    pub const SEQ_BUCKET: usize = 1;
 }
 
 /// Backend for inference (f32 compute).
@@ -23,6 +28,8 @@ pub type Compute = chosen::Compute;
 pub type Train = burn::backend::Autodiff<Compute>;
 /// Human name of the compiled-in backend, for logs and reports.
 pub const BACKEND_NAME: &str = chosen::NAME;
+/// The multiple of tokens batches are padded to (`qa_data::features::pad_batch_in_buckets`).
+pub const SEQ_BUCKET: usize = chosen::SEQ_BUCKET;
 
 pub type Device = <Compute as burn::tensor::backend::Backend>::Device;
 
@@ -83,5 +90,15 @@ pub fn draws_random_on_host<B: burn::tensor::backend::Backend>() -> bool {
     #[cfg(not(feature = "cpu"))]
     {
         false
+    }
+}
+
+/// `value` as `U`, which the caller has established it is (by comparing `TypeId`s of backends:
+/// how the engines beside Burn, [`crate::fused`] and [`crate::cublaslt`], find their backend
+/// inside model code generic over `B`).
+pub(crate) fn retype<T: 'static, U: 'static>(value: T) -> U {
+    match (Box::new(value) as Box<dyn std::any::Any>).downcast::<U>() {
+        Ok(value) => *value,
+        Err(_) => unreachable!("retype between different types"),
     }
 }

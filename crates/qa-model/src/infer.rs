@@ -1,7 +1,7 @@
 //! Batched inference over windows: logits for every feature, in feature order.
 
 use burn::tensor::backend::Backend;
-use qa_data::features::pad_batch;
+use qa_data::features::pad_batch_in_buckets;
 use qa_data::progress::Progress;
 use qa_data::Feature;
 
@@ -25,9 +25,11 @@ pub fn predict_logits<B: Backend>(
     let windows_bar =
         qa_data::progress::bar(features.len() as u64, "inference", "windows", progress);
     let mut out: Vec<Option<WindowLogits>> = vec![None; features.len()];
+    // Every window fits the model, so padding up to the longest of them is safe.
+    let longest = features.iter().map(|f| f.len()).max().unwrap_or(0);
     for chunk in order.chunks(batch_size.max(1)) {
         let refs: Vec<&Feature> = chunk.iter().map(|&i| &features[i]).collect();
-        let padded = pad_batch(&refs, pad_id);
+        let padded = pad_batch_in_buckets(&refs, pad_id, crate::backend::SEQ_BUCKET, longest);
         let result = model.forward(&QaBatch::from_padded(&padded, device));
         let seq = padded.seq_len;
         let start = to_vec(result.start_logits);

@@ -7,6 +7,7 @@ use burn::nn::{Dropout, DropoutConfig, Embedding, Linear};
 use burn::tensor::backend::Backend;
 use burn::tensor::{FloatDType, Int, Tensor};
 
+use crate::cublaslt;
 use crate::dropout::dropout;
 use crate::fused;
 use crate::model::MASKED;
@@ -54,18 +55,21 @@ impl Products<'_> {
     }
 }
 
-/// `a @ b`, in `dtype` when given (result back in `a`'s dtype).
+/// `a @ b`, in `dtype` when given (result back in `a`'s dtype): through cuBLASLt on the CUDA
+/// backend ([`cublaslt::matmul`]), else Burn's matmul.
 pub(crate) fn matmul<B: Backend, const D: usize>(
     a: Tensor<B, D>,
     b: Tensor<B, D>,
     dtype: MatmulDtype,
 ) -> Tensor<B, D> {
+    let back = FloatDType::from(a.dtype());
+    let (a, b) = match cublaslt::matmul(a, b, None, dtype, back) {
+        Ok(product) => return product,
+        Err((a, b, _)) => (a, b),
+    };
     match dtype {
         None => a.matmul(b),
-        Some(half) => {
-            let back = FloatDType::from(a.dtype());
-            a.cast(half).matmul(b.cast(half)).cast(back)
-        }
+        Some(half) => a.cast(half).matmul(b.cast(half)).cast(back),
     }
 }
 
@@ -90,6 +94,12 @@ pub(crate) fn linear<B: Backend>(
         (None, Some(bias), None) => fused::linear(x, &layer.weight, bias),
         _ => Err(x),
     };
+    // On the CUDA backend: one cuBLASLt product with the bias in its epilogue, in f32 out.
+    let fused = fused.or_else(|x| {
+        let back = FloatDType::from(x.dtype());
+        let bias = layer.bias.as_ref().map(|b| b.val());
+        cublaslt::matmul(x, layer.weight.val(), bias, dtype, back).map_err(|(x, _, _)| x)
+    });
     let y = fused.unwrap_or_else(|x| {
         let y = matmul(x, layer.weight.val(), dtype);
         match &layer.bias {

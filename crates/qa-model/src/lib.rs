@@ -22,6 +22,8 @@
 //! * [`fused`] runs attention, LayerNorm, GELU, linear layers and AdamW as one-pass kernels
 //!   with their own backward on the CPU backend, where Burn's composition of them costs more
 //!   than the matrix products.
+//! * [`cublaslt`] runs the CUDA build's matrix products through cuBLASLt (forward and backward),
+//!   with a layout planner that the CPU tests against an interpreter of cuBLASLt's semantics.
 //! * [`dropout`] is Burn's dropout with CPU masks drawn in parallel, in the seeded streams of
 //!   [`streams`] (which fresh weights are drawn in too); [`infer`] batches windows by length for
 //!   inference; [`error`] holds the typed errors, each naming its file.
@@ -31,6 +33,7 @@ pub mod backend;
 pub mod bert;
 pub mod checkpoint;
 pub mod config;
+pub mod cublaslt;
 pub mod deberta_v2;
 pub mod distilbert;
 pub mod dropout;

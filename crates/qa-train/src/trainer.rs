@@ -10,7 +10,7 @@ use std::time::Instant;
 use burn::module::AutodiffModule;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use indicatif::ProgressBar;
-use qa_data::features::pad_batch;
+use qa_data::features::pad_batch_in_buckets;
 use qa_data::progress::{self, Progress};
 use qa_data::{Example, Feature, WindowSource};
 use qa_eval::evaluate::{decode_streamed, WINDOWS_PER_CHUNK};
@@ -470,7 +470,12 @@ impl<'a, B: AutodiffBackend> Run<'a, B> {
             let windows: Vec<&Feature> = windows.iter().map(|w| w.as_ref()).collect();
             micro_batches.push(MicroBatch {
                 share: windows.len() as f64 / indices.len() as f64,
-                windows: pad_batch(&windows, self.cfg.pad_token_id),
+                windows: pad_batch_in_buckets(
+                    &windows,
+                    self.cfg.pad_token_id,
+                    qa_model::backend::SEQ_BUCKET,
+                    self.job.model_config.max_window_length(),
+                ),
             });
         }
         // Dropout masks depend only on (seed, rank, step, micro-batch): a resumed run draws the

@@ -700,8 +700,75 @@ fn fp16_training_with_real_half_products_tracks_f32_training() {
 /// The whole loop against the Hugging Face Trainer (fixtures/hf_trainer/make_golden.py): 20
 /// full-batch steps on the same 16 windows, dropout off, lr 3e-3 with 10% warmup then linear
 /// decay, weight decay 0.01 (not on biases and LayerNorm), clipping at 1.0.
+/// How far a 20-step run in `precision` lands from the HF Trainer's (f32) run.
+struct TrainerGap {
+    loss: f64,
+    grad_norm: f64,
+    learning_rate: f64,
+    /// Largest final-weight gap of a tensor, relative to how far HF moved it, and its name.
+    weights: f32,
+    worst_tensor: String,
+}
+
 #[test]
 fn twenty_steps_equal_the_hugging_face_trainer() {
+    let gap = twenty_steps_against_the_hugging_face_trainer(Precision::F32);
+    assert!(gap.loss < 1e-5, "loss {}", gap.loss);
+    assert!(gap.grad_norm < 1e-4, "grad norm {}", gap.grad_norm);
+    assert!(
+        gap.learning_rate < 1e-12,
+        "learning rate {}",
+        gap.learning_rate
+    );
+    // Burn's GELU backward is the tanh approximation (forward exact), so gradients reaching the
+    // lower layers differ by ~1e-5 relative, and AdamW's normalisation keeps that relative.
+    assert!(
+        gap.weights < 1e-2,
+        "{}: {} of its movement",
+        gap.worst_tensor,
+        gap.weights
+    );
+}
+
+/// The same run with half-precision products where the backend has them (bf16 on CUDA: the
+/// GPU's training-step parity), else the whole mixed-precision path with f64 products (the
+/// CPU, which has no bf16), held to bf16's or f32's tolerance accordingly.
+#[test]
+fn mixed_precision_twenty_steps_track_the_hugging_face_trainer() {
+    let device = default_device();
+    let bf16 = <B as Backend>::supports_dtype(&device, burn::tensor::DType::BF16);
+    let precision = if bf16 {
+        Precision::Bf16
+    } else {
+        Precision::F64
+    };
+    let gap = twenty_steps_against_the_hugging_face_trainer(precision);
+    // bf16 keeps 8 significant bits per operand: ~0.4% per product, f32-accumulated.
+    let (loss, norm, weights) = if bf16 {
+        (1e-2, 3e-2, 0.25)
+    } else {
+        (1e-5, 1e-4, 1e-2)
+    };
+    assert!(gap.loss < loss, "{precision:?} loss {}", gap.loss);
+    assert!(
+        gap.grad_norm < norm,
+        "{precision:?} grad norm {}",
+        gap.grad_norm
+    );
+    assert!(
+        gap.learning_rate < 1e-12,
+        "learning rate {}",
+        gap.learning_rate
+    );
+    assert!(
+        gap.weights < weights,
+        "{precision:?} {}: {} of its movement",
+        gap.worst_tensor,
+        gap.weights
+    );
+}
+
+fn twenty_steps_against_the_hugging_face_trainer(precision: Precision) -> TrainerGap {
     let _serial = serial();
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hf_trainer");
     let golden: serde_json::Value =
@@ -744,6 +811,7 @@ fn twenty_steps_equal_the_hugging_face_trainer() {
         max_grad_norm: settings["max_grad_norm"].as_f64().unwrap(),
         max_steps: Some(settings["max_steps"].as_u64().unwrap() as usize),
         per_device_train_batch_size: 16,
+        precision,
         ..quiet(dir.path())
     };
     let out = tiny.train(&cfg, None).unwrap();
@@ -811,18 +879,17 @@ fn twenty_steps_equal_the_hugging_face_trainer() {
         }
     }
     eprintln!(
-        "vs HF Trainer over 20 steps: loss rel {loss_err:.1e}, grad norm rel {norm_err:.1e}, \
-         lr abs {lr_err:.1e}, final weights {weight_err:.1e} of their movement ({worst_tensor})"
+        "{precision:?} vs HF Trainer over 20 steps: loss rel {loss_err:.1e}, grad norm rel \
+         {norm_err:.1e}, lr abs {lr_err:.1e}, final weights {weight_err:.1e} of their movement \
+         ({worst_tensor})"
     );
-    assert!(loss_err < 1e-5, "loss {loss_err}");
-    assert!(norm_err < 1e-4, "grad norm {norm_err}");
-    assert!(lr_err < 1e-12, "learning rate {lr_err}");
-    // Burn's GELU backward is the tanh approximation (forward exact), so gradients reaching the
-    // lower layers differ by ~1e-5 relative, and AdamW's normalisation keeps that relative.
-    assert!(
-        weight_err < 1e-2,
-        "{worst_tensor}: {weight_err} of its movement"
-    );
+    TrainerGap {
+        loss: loss_err,
+        grad_norm: norm_err,
+        learning_rate: lr_err,
+        weights: weight_err,
+        worst_tensor: worst_tensor.to_string(),
+    }
 }
 
 /// The two halves of a step, alone: gradients of a loss scaled past f32's range overflow; with

@@ -2,7 +2,7 @@
 //! `B` and the concrete NdArray types, the inference entry points, and (in [`tracked`]) the same
 //! kernels as autodiff ops with their own backward.
 
-use std::any::{Any, TypeId};
+use std::any::TypeId;
 
 use burn::tensor::{DType, Tensor, TensorPrimitive};
 use burn_ndarray::NdArrayTensor;
@@ -45,13 +45,7 @@ pub(super) fn is_key_mask<B: burn::tensor::backend::Backend>(
     mask_bias.dims() == [batch, 1, 1, keys]
 }
 
-/// `value` as `U`, which [`form`] has established it is.
-pub(super) fn retype<T: 'static, U: 'static>(value: T) -> U {
-    match (Box::new(value) as Box<dyn Any>).downcast::<U>() {
-        Ok(value) => *value,
-        Err(_) => unreachable!("fused: retype between different types"),
-    }
-}
+pub(super) use crate::backend::retype;
 
 /// The tensor's elements, row-major, unshared when nothing else holds them (so they can be
 /// written in place).
