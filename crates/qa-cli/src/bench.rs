@@ -115,7 +115,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         "products": args.products,
         "precision": args.precision.precision,
         "tf32": args.tf32.tf32,
-        "gpu_products": format!("{:?}", qa_model::cublaslt::engine()),
+        // The engine of the CUDA build's products (cuBLASLt or Burn's kernels); none on the CPU.
+        "gpu_products": cfg!(feature = "cuda")
+            .then(|| format!("{:?}", qa_model::cublaslt::engine())),
         "windows_per_second": times.windows_per_second,
         "time_to_first_step_s": times.time_to_first_step_s,
         "first_step_from_launch_s": args

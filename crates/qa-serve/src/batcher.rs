@@ -97,6 +97,17 @@ pub struct Job {
     pub slot: QueueSlot,
 }
 
+impl Job {
+    /// Gives the queue place back, then the answer: a client that reads the queue's metrics
+    /// once answered never sees its own request still queued. The client may have gone
+    /// meanwhile; the place is given back either way.
+    fn answer(self, answer: Result<Vec<WindowLogits>, BatchFailed>) {
+        let Job { reply, slot, .. } = self;
+        drop(slot);
+        let _ = reply.send(answer);
+    }
+}
+
 /// A job partly run: windows before `next` have been put into passes.
 struct Pending {
     job: Job,
@@ -206,8 +217,7 @@ fn run_batches<B: Backend>(
         for p in pending.drain(..) {
             if p.logits.iter().all(Option::is_some) {
                 let logits = p.logits.into_iter().flatten().collect();
-                // The client may have gone meanwhile; its slot is given back either way.
-                let _ = p.job.reply.send(Ok(logits));
+                p.job.answer(Ok(logits));
             } else {
                 kept.push_back(p);
             }
@@ -301,7 +311,7 @@ fn run_batch<B: Backend>(
             );
             for &job in jobs.iter().rev() {
                 if let Some(p) = pending.remove(job) {
-                    let _ = p.job.reply.send(Err(BatchFailed));
+                    p.job.answer(Err(BatchFailed));
                 }
             }
         }

@@ -126,7 +126,9 @@ pub(crate) fn matmul<B: Backend, const D: usize>(
 ) -> Result<Tensor<B, D>, Declined<B, D>> {
     #[cfg(feature = "cuda")]
     if engine() == Engine::CuBlasLt && D >= 2 {
-        return cuda::matmul(lhs, rhs, bias, inputs, output);
+        if let Some(taken) = cuda::Taken::of(&lhs, &rhs, bias.as_ref(), inputs, output) {
+            return Ok(taken.run(lhs, rhs, bias, inputs));
+        }
     }
     let _ = (inputs, output);
     Err((lhs, rhs, bias))
@@ -140,7 +142,6 @@ mod cuda {
     use burn::tensor::{DType, FloatDType, Tensor, TensorPrimitive};
 
     use super::ops::{self, Fused, Precision, Tracked};
-    use super::Declined;
     use crate::backend::retype;
 
     fn primitive<B: Backend, const D: usize>(t: Tensor<B, D>) -> B::FloatTensorPrimitive {
@@ -151,54 +152,85 @@ mod cuda {
         Tensor::from_primitive(TensorPrimitive::Float(p))
     }
 
-    pub(super) fn matmul<B: Backend, const D: usize>(
-        lhs: Tensor<B, D>,
-        rhs: Tensor<B, D>,
-        bias: Option<Tensor<B, 1>>,
-        inputs: Option<FloatDType>,
-        output: FloatDType,
-    ) -> Result<Tensor<B, D>, Declined<B, D>> {
-        let is = |id: TypeId| TypeId::of::<B>() == id;
-        let supported = |t: &Tensor<B, D>| ops::element(t.dtype()).is_some();
-        let output_dtype = DType::from(output);
-        let bias_fits = bias.as_ref().is_none_or(|b| b.dtype() == output_dtype);
-        if !(supported(&lhs)
-            && supported(&rhs)
-            && bias_fits
-            && ops::element(output_dtype).is_some())
-        {
-            return Err((lhs, rhs, bias));
+    /// Which layer of the CUDA backend `B` is.
+    enum Layer {
+        Fused,
+        Tracked,
+    }
+
+    /// A product the engine takes: on which layer, in which precision.
+    pub(super) struct Taken {
+        layer: Layer,
+        precision: Precision,
+    }
+
+    impl Taken {
+        /// Whether the engine takes `lhs · rhs (+ bias)`: `B` is the CUDA backend, the types
+        /// are ones cuBLASLt multiplies (and the bias is in the output's), and under autodiff
+        /// no batch dimension is broadcast (its gradient would need a sum).
+        pub(super) fn of<B: Backend, const D: usize>(
+            lhs: &Tensor<B, D>,
+            rhs: &Tensor<B, D>,
+            bias: Option<&Tensor<B, 1>>,
+            inputs: Option<FloatDType>,
+            output: FloatDType,
+        ) -> Option<Self> {
+            let output = DType::from(output);
+            let layer = if TypeId::of::<B>() == TypeId::of::<Fused>() {
+                Layer::Fused
+            } else if TypeId::of::<B>() == TypeId::of::<Tracked>()
+                && ops::same_batch(&lhs.dims(), &rhs.dims())
+            {
+                Layer::Tracked
+            } else {
+                return None;
+            };
+            let operands = match inputs {
+                Some(dtype) => DType::from(dtype),
+                None if lhs.dtype() == rhs.dtype() => lhs.dtype(),
+                None => return None,
+            };
+            let types_fit = [lhs.dtype(), rhs.dtype(), operands, output]
+                .into_iter()
+                .all(|dtype| ops::element(dtype).is_some())
+                && bias.is_none_or(|b| b.dtype() == output);
+            types_fit.then(|| Taken {
+                layer,
+                precision: Precision {
+                    output,
+                    compute: super::compute(),
+                },
+            })
         }
-        let precision = Precision {
-            output: output_dtype,
-            compute: super::compute(),
-        };
-        let fused = is(TypeId::of::<Fused>());
-        let tracked = is(TypeId::of::<Tracked>()) && ops::same_batch(&lhs.dims(), &rhs.dims());
-        let same_inputs = inputs.is_some() || lhs.dtype() == rhs.dtype();
-        if !(fused || tracked) || !same_inputs {
-            return Err((lhs, rhs, bias));
+
+        pub(super) fn run<B: Backend, const D: usize>(
+            self,
+            lhs: Tensor<B, D>,
+            rhs: Tensor<B, D>,
+            bias: Option<Tensor<B, 1>>,
+            inputs: Option<FloatDType>,
+        ) -> Tensor<B, D> {
+            let (lhs, rhs) = match inputs {
+                Some(dtype) => (lhs.cast(dtype), rhs.cast(dtype)),
+                None => (lhs, rhs),
+            };
+            let (lhs, rhs) = (primitive(lhs), primitive(rhs));
+            let bias = bias.map(primitive);
+            let out = match self.layer {
+                Layer::Fused => retype(ops::fused_matmul(
+                    retype(lhs),
+                    retype(rhs),
+                    bias.map(retype),
+                    self.precision,
+                )),
+                Layer::Tracked => retype(ops::tracked_matmul(
+                    retype(lhs),
+                    retype(rhs),
+                    bias.map(retype),
+                    self.precision,
+                )),
+            };
+            tensor::<B, D>(out)
         }
-        let (lhs, rhs) = match inputs {
-            Some(dtype) => (lhs.cast(dtype), rhs.cast(dtype)),
-            None => (lhs, rhs),
-        };
-        let (lhs, rhs) = (primitive(lhs), primitive(rhs));
-        let bias = bias.map(primitive);
-        let out = match fused {
-            true => retype(ops::fused_matmul(
-                retype(lhs),
-                retype(rhs),
-                bias.map(retype),
-                precision,
-            )),
-            false => retype(ops::tracked_matmul(
-                retype(lhs),
-                retype(rhs),
-                bias.map(retype),
-                precision,
-            )),
-        };
-        Ok(tensor::<B, D>(out))
     }
 }
