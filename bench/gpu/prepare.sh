@@ -6,7 +6,8 @@
 #   .device/checks  qa, the parity and training test binaries, the tiny goldens, COVID-QA
 #                   (stages parity and speed)
 #   .device/recipe  qa, the parity test binary, MiniLM, COVID-QA (stages parity_minilm, recipe)
-# Binaries go stripped and xz-compressed, data zstd-compressed; each pack's size is checked.
+# Everything goes xz-compressed (run.sh unpacks with xz, or Python's lzma where xz is missing),
+# binaries stripped; each pack's size is checked.
 #   bench/gpu/prepare.sh            CUDA build (what the GPU machine runs)
 #   FEATURES= bench/gpu/prepare.sh  CPU build, to try run.sh here first
 set -euo pipefail
@@ -49,9 +50,9 @@ pack() {
   for b in "$@"; do cp ".device/bin/$b.xz" "$dir/bin/"; done
   echo "$PWD" >"$dir/build_root"
   git rev-parse HEAD >"$dir/commit"
-  [ -f bench/gpu/cache/cubecl-cache.tar.zst ] && cp bench/gpu/cache/cubecl-cache.tar.zst "$dir/"
+  [ -f bench/gpu/cache/cubecl-cache.tar ] && cp bench/gpu/cache/cubecl-cache.tar "$dir/"
   cp -r "$shared/data/covid-qa" "$dir/shared/data/"
-  zstd -q -19 --rm "$dir"/shared/data/covid-qa/*.json
+  xz -9 -T2 "$dir"/shared/data/covid-qa/*.json
   # MiniLM's tokenizer (tiny-bert-qa's is the same bytes: run.sh copies it there).
   mkdir -p "$dir/shared/models/all-MiniLM-L6-v2"
   find "$minilm" -maxdepth 1 -type f ! -name model.safetensors -exec cp {} "$dir/shared/models/all-MiniLM-L6-v2/" \;
@@ -69,8 +70,8 @@ find "$tiny" -maxdepth 1 -type f "${skip[@]}" -exec cp {} .device/checks/shared/
 
 pack recipe qa parity
 cp "$shared/golden/minilm_encoder.safetensors" .device/recipe/shared/golden/
-# fp16 weights still shrink ~9% (46 → 42 MB).
-zstd -q -19 -c "$minilm/model.safetensors" >.device/recipe/shared/models/all-MiniLM-L6-v2/model.safetensors.zst
+# fp16 weights still shrink ~11% (46 → 41 MB).
+xz -9 -T2 -c "$minilm/model.safetensors" >.device/recipe/shared/models/all-MiniLM-L6-v2/model.safetensors.xz
 
 rm -rf .device/bin
 for p in checks recipe; do

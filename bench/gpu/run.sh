@@ -17,7 +17,7 @@
 #                  evaluated on dev after each epoch), in whatever time the budget leaves
 # Results: $OUT/gpu-h200-$PACK.json and .md (bench/gpu/report.py, rewritten after each stage;
 # `report.py merge` joins the two packs' into bench/results/gpu-h200.json and .md), stages.txt
-# (exit code, seconds, peak GPU MiB), log.txt (every stage's output), and cubecl-cache.tar.zst
+# (exit code, seconds, peak GPU MiB), log.txt (every stage's output), and cubecl-cache.tar
 # (CubeCL's autotune and kernel caches, for bench/gpu/cache/ next time). Only 8 files come back
 # from $OUT. A failing stage does not stop the next.
 # Rehearsal on a CPU build (FEATURES= bench/gpu/prepare.sh) with small settings:
@@ -41,16 +41,14 @@ budget=${BUDGET:-540}
 work=$(mktemp -d)
 mkdir -p "$out"
 began=$SECONDS
-for packed in "$dev"/bin/*.xz; do
-  b=${packed%.xz}
-  [ -x "$b" ] && continue
-  xz -dc "$packed" >"$b" 2>/dev/null ||
-    python3 -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], "wb"))' "$packed" "$b"
-  chmod +x "$b"
+# Unpacks every .xz of the pack beside itself (xz, or Python's lzma where xz is missing).
+find "$dev" -name '*.xz' | while read -r packed; do
+  plain=${packed%.xz}
+  [ -e "$plain" ] && continue
+  xz -dc "$packed" >"$plain" 2>/dev/null ||
+    python3 -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], "wb"))' "$packed" "$plain"
 done
-find "$dev/shared" -name '*.zst' | while read -r packed; do
-  [ -f "${packed%.zst}" ] || zstd -dqf "$packed" -o "${packed%.zst}"
-done
+chmod +x "$dev"/bin/*
 minilm=$dev/shared/models/all-MiniLM-L6-v2
 if [ -d "$dev/shared/golden/tiny-bert-qa" ]; then
   for f in tokenizer.json vocab.txt; do
@@ -68,7 +66,7 @@ fi
 # and reduction kernels (the products are cuBLASLt's), caches kept for the next run.
 cache=$dev/cubecl-cache
 mkdir -p "$cache"
-[ -f "$dev/cubecl-cache.tar.zst" ] && tar --zstd -xf "$dev/cubecl-cache.tar.zst" -C "$cache"
+[ -f "$dev/cubecl-cache.tar" ] && tar -xf "$dev/cubecl-cache.tar" -C "$cache"
 cat >"$work/cubecl.toml" <<EOF
 [autotune]
 level = "minimal"
@@ -147,5 +145,5 @@ for s in ${STAGES:-$default_stages}; do
     *) echo "unknown stage $s" | tee -a "$out/stages.txt" ;;
   esac
 done
-tar --zstd -cf "$out/cubecl-cache.tar.zst" -C "$cache" . 2>/dev/null
+tar -cf "$out/cubecl-cache.tar" -C "$cache" . 2>/dev/null
 report
