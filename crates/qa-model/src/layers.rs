@@ -95,10 +95,13 @@ pub(crate) fn linear<B: Backend>(
         _ => Err(x),
     };
     // On the CUDA backend: one cuBLASLt product with the bias in its epilogue, in f32 out.
-    let fused = fused.or_else(|x| {
-        let back = FloatDType::from(x.dtype());
-        let bias = layer.bias.as_ref().map(|b| b.val());
-        cublaslt::matmul(x, layer.weight.val(), bias, dtype, back).map_err(|(x, _, _)| x)
+    let fused = fused.or_else(|x| match cublaslt::engine() {
+        cublaslt::Engine::CuBlasLt => {
+            let back = FloatDType::from(x.dtype());
+            let bias = layer.bias.as_ref().map(|b| b.val());
+            cublaslt::matmul(x, layer.weight.val(), bias, dtype, back).map_err(|(x, _, _)| x)
+        }
+        cublaslt::Engine::Burn => Err(x),
     });
     let y = fused.unwrap_or_else(|x| {
         let y = matmul(x, layer.weight.val(), dtype);

@@ -179,17 +179,7 @@ fn sharded_evaluation_gives_the_metrics_of_one_device() {
         per_device_eval_batch_size: 3,
         ..linear(dir, per_device, 1, 4)
     };
-    let one_dir = tempfile::tempdir().unwrap();
-    let one = tiny.one_device(&cfg(one_dir.path(), 4), Some(&eval));
-    let two_dir = tempfile::tempdir().unwrap();
-    let two = tiny.peers(2, &cfg(two_dir.path(), 2), Some(&eval)).unwrap();
-    let (a, b) = (one.eval_metrics.unwrap(), two.eval_metrics.unwrap());
-    eprintln!("one device {a:?}; two peers {b:?}");
-    // Not a trivial agreement of two zeros: the model answers some questions right.
-    assert!(a[Metric::F1] > 0.0, "{a:?}");
-    for metric in [Metric::ExactMatch, Metric::F1] {
-        assert!((a[metric] - b[metric]).abs() < 1e-9, "{metric:?}");
-    }
+    let [one_dir, two_dir] = peers_evaluate_as_one_device(&tiny, cfg, [&eval, &eval], "");
     let evaluated = |dir: &Path| -> Vec<f64> {
         read_log(dir)
             .iter()
@@ -198,6 +188,30 @@ fn sharded_evaluation_gives_the_metrics_of_one_device() {
     };
     assert_eq!(evaluated(one_dir.path()), evaluated(two_dir.path()));
     assert_eq!(evaluated(two_dir.path()).len(), 2);
+}
+
+/// Trains on one device (batch 4, evaluating `eval[0]`) and on two peers (2 each, evaluating
+/// `eval[1]`) with `cfg`, and asserts equal, non-trivial final metrics; gives the run folders.
+fn peers_evaluate_as_one_device(
+    tiny: &Tiny,
+    cfg: impl Fn(&Path, usize) -> TrainConfig,
+    eval: [&EvalSet; 2],
+    what: &str,
+) -> [tempfile::TempDir; 2] {
+    let one_dir = tempfile::tempdir().unwrap();
+    let one = tiny.one_device(&cfg(one_dir.path(), 4), Some(eval[0]));
+    let two_dir = tempfile::tempdir().unwrap();
+    let two = tiny
+        .peers(2, &cfg(two_dir.path(), 2), Some(eval[1]))
+        .unwrap();
+    let (a, b) = (one.eval_metrics.unwrap(), two.eval_metrics.unwrap());
+    eprintln!("{what}one device {a:?}; two peers {b:?}");
+    // Not a trivial agreement of two zeros: the model answers some questions right.
+    assert!(a[Metric::F1] > 0.0, "{a:?}");
+    for metric in [Metric::ExactMatch, Metric::F1] {
+        assert!((a[metric] - b[metric]).abs() < 1e-9, "{metric:?}");
+    }
+    [one_dir, two_dir]
 }
 
 /// Evaluation inside training decodes a chunk of whole examples at a time, never every
@@ -235,21 +249,8 @@ fn sharded_evaluation_over_several_chunks_from_a_window_file_gives_the_metrics_o
         per_device_eval_batch_size: 64,
         ..linear(dir, per_device, 1, 1)
     };
-    let one_dir = tempfile::tempdir().unwrap();
-    let one = tiny.one_device(&cfg(one_dir.path(), 4), Some(&in_memory));
-    let two_dir = tempfile::tempdir().unwrap();
-    let two = tiny
-        .peers(2, &cfg(two_dir.path(), 2), Some(&from_file))
-        .unwrap();
-    let (a, b) = (one.eval_metrics.unwrap(), two.eval_metrics.unwrap());
-    eprintln!(
-        "{} windows: one device {a:?}; two peers {b:?}",
-        windows.len()
-    );
-    assert!(a[Metric::F1] > 0.0, "{a:?}");
-    for metric in [Metric::ExactMatch, Metric::F1] {
-        assert!((a[metric] - b[metric]).abs() < 1e-9, "{metric:?}");
-    }
+    let what = format!("{} windows: ", windows.len());
+    peers_evaluate_as_one_device(&tiny, cfg, [&in_memory, &from_file], &what);
 }
 
 #[test]

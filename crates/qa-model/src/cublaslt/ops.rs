@@ -63,8 +63,8 @@ fn product(lhs: &CubePrimitive, rhs: &CubePrimitive, precision: Precision, bias:
     Product::of_tensors(
         strided(lhs),
         strided(rhs),
-        element(lhs.dtype).unwrap_or(Element::F32),
-        element(precision.output).unwrap_or(Element::F32),
+        element(lhs.dtype).expect("Taken::of admits cuBLASLt's input types only"),
+        element(precision.output).expect("Taken::of admits cuBLASLt's output types only"),
         precision.compute,
         bias,
     )
