@@ -105,7 +105,10 @@ pub struct PrecisionArg {
     /// Precision of the linear layers' products: f32, bf16 (bf16 operands, f32 accumulation)
     /// or int8 (dynamic quantization: int8 weights per output channel, u8 activations per
     /// token, as torch `quantize_dynamic` / ONNX Runtime `quantize_dynamic(per_channel=True)`).
-    /// Embeddings, LayerNorm, softmax, attention and the QA head stay f32.
+    /// Attention's two products run in bf16 where the CPU has AVX512-BF16 (else f32); int8
+    /// keeps the feed-forward's second product in bf16 (or f32); embeddings, LayerNorm, softmax
+    /// and the QA head stay f32. QA_LOW_PRECISION_KERNELS=emulated computes, on any CPU, what
+    /// the AVX-512 VNNI/BF16 kernels compute.
     #[arg(long, default_value_t = InferencePrecision::F32)]
     pub precision: InferencePrecision,
 }

@@ -22,6 +22,11 @@
 //! (round to nearest even) and accumulates the products in f32: by `vdpbf16ps` where the CPU has
 //! AVX512-BF16 ([`super::bf16_gemm`]), else exactly emulated on the f32 kernels (a bf16·bf16
 //! product is exact in f32).
+//!
+//! `QA_LOW_PRECISION_KERNELS=emulated` ([`kernels`]) makes any CPU compute what the AVX-512
+//! VNNI + BF16 kernels compute, on the f32 kernels (slower than f32): int8 with 8-bit weights
+//! and exact integer sums, the contracting products in bf16. The accuracy measured on such a
+//! CPU can then be reproduced, and int8 variants screened, on one without those instructions.
 
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
@@ -63,6 +68,47 @@ fn rten_weight_levels() -> f32 {
 /// The largest weight code where products never saturate (`vpdpbusd` sums in i32).
 const FULL_WEIGHT_LEVELS: f32 = 127.0;
 
+/// Whose arithmetic the host's int8 and bf16 products follow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LowPrecisionKernels {
+    /// This CPU's fastest kernels: ours on AVX-512 VNNI / BF16, else `rten-gemm`'s int8 (7-bit
+    /// weights where its kernel may saturate) and f32 for int8's contracting products.
+    Native,
+    /// The AVX-512 VNNI + BF16 kernels' results on the f32 kernels of any CPU: int8 sums exact
+    /// with 8-bit weights (every partial sum below 2²⁴ is exact in f32: 255·127·d_in stays
+    /// below it up to d_in = 518, MiniLM's 384 included; beyond, rare sums that large are
+    /// rounded as f32), bf16 operands rounded as `vdpbf16ps` reads them. Attention's products
+    /// stay f32 (no bf16 emulation there).
+    Emulated,
+}
+
+/// The variable that picks [`LowPrecisionKernels::Emulated`].
+pub const KERNELS_VARIABLE: &str = "QA_LOW_PRECISION_KERNELS";
+
+/// This process's [`LowPrecisionKernels`], from [`KERNELS_VARIABLE`] (read once).
+pub fn kernels() -> LowPrecisionKernels {
+    static KERNELS: std::sync::OnceLock<LowPrecisionKernels> = std::sync::OnceLock::new();
+    *KERNELS
+        .get_or_init(|| LowPrecisionKernels::from_variable(std::env::var(KERNELS_VARIABLE).ok()))
+}
+
+impl LowPrecisionKernels {
+    /// `emulated` picks the emulation; unset, empty or `native` the native kernels; anything
+    /// else is warned about and runs native.
+    pub fn from_variable(value: Option<String>) -> Self {
+        match value.as_deref() {
+            Some("emulated") => LowPrecisionKernels::Emulated,
+            None | Some("" | "native") => LowPrecisionKernels::Native,
+            Some(other) => {
+                tracing::warn!(
+                    "{KERNELS_VARIABLE}={other:?} is neither native nor emulated: using native"
+                );
+                LowPrecisionKernels::Native
+            }
+        }
+    }
+}
+
 /// A linear layer's weight `[d_in, d_out]` prepared once for one precision.
 pub struct PreparedWeight {
     d_in: usize,
@@ -82,6 +128,15 @@ enum Prepared {
     /// Row-major `[d_in, d_out]`, each value rounded to bf16, for CPUs without AVX512-BF16:
     /// multiplied on the f32 kernels with the activations rounded too, the same products.
     Bf16Emulated(Vec<f32>),
+    /// int8 codes as f32, multiplied on the f32 kernels ([`LowPrecisionKernels::Emulated`]).
+    Int8Emulated(Int8Layer<EmulatedInt8>),
+}
+
+/// An int8 weight for the emulation of `vpdpbusd` on the f32 kernels: its codes, row-major
+/// `[d_in, d_out]` as f32, and one scale per output column.
+struct EmulatedInt8 {
+    codes: Vec<f32>,
+    scales: Vec<f32>,
 }
 
 /// An int8 layer: its weight, packed for one kernel, and what each input channel is multiplied
@@ -330,6 +385,9 @@ impl PreparedWeight {
     /// int8 codes packed for this CPU's kernel (ours on AVX-512 VNNI, else `rten-gemm`'s), with
     /// their per-column scales, smoothed by the inputs' per-channel maxima when known.
     pub fn int8(weight: &[f32], d_in: usize, d_out: usize, input_max: Option<&[f32]>) -> Self {
+        if kernels() == LowPrecisionKernels::Emulated {
+            return Self::int8_emulated(weight, d_in, d_out, input_max);
+        }
         if !int8_gemm::available() {
             return Self::int8_rten(weight, d_in, d_out, input_max);
         }
@@ -370,10 +428,35 @@ impl PreparedWeight {
         }
     }
 
+    /// The int8 codes (8-bit weights, as for `vpdpbusd`) kept as f32 for the exact emulation
+    /// on the f32 kernels, whatever the CPU ([`LowPrecisionKernels::Emulated`]; tests run it
+    /// beside the other paths).
+    pub fn int8_emulated(
+        weight: &[f32],
+        d_in: usize,
+        d_out: usize,
+        input_max: Option<&[f32]>,
+    ) -> Self {
+        let factors = smoothing(weight, d_in, d_out, input_max);
+        let (weight, channel_scale) = smoothed(weight, d_out, &factors);
+        let (codes, scales) = quantize_columns(&weight, d_in, d_out, FULL_WEIGHT_LEVELS);
+        let codes = codes.into_iter().map(f32::from).collect();
+        let layer = Int8Layer {
+            weight: EmulatedInt8 { codes, scales },
+            channel_scale,
+        };
+        PreparedWeight {
+            d_in,
+            d_out,
+            values: Prepared::Int8Emulated(layer),
+        }
+    }
+
     /// For int8 inference, a product that contracts (d_in > d_out): in bf16 where the CPU has
-    /// AVX512-BF16 (twice the f32 rate), else in f32 (the emulation would be slower than f32).
+    /// AVX512-BF16 (twice the f32 rate) or the kernels are emulated, else in f32 (the emulation
+    /// would be slower than f32).
     pub fn int8_contracting(weight: Vec<f32>, d_in: usize, d_out: usize) -> Self {
-        if bf16_gemm::available() {
+        if bf16_gemm::available() || kernels() == LowPrecisionKernels::Emulated {
             Self::bf16(&weight, d_in, d_out)
         } else {
             Self::f32(weight, d_in, d_out)
@@ -393,7 +476,8 @@ impl PreparedWeight {
     /// The weight rounded to bf16: packed for `vdpbf16ps` where the CPU has AVX512-BF16, else
     /// for the exact emulation on the f32 kernels.
     pub fn bf16(weight: &[f32], d_in: usize, d_out: usize) -> Self {
-        let values = if bf16_gemm::available() {
+        let native = kernels() == LowPrecisionKernels::Native;
+        let values = if native && bf16_gemm::available() {
             Prepared::Bf16(PackedBf16::new(weight, d_in, d_out))
         } else {
             Prepared::Bf16Emulated(rounded_bf16(weight))
@@ -432,8 +516,45 @@ impl PreparedWeight {
             Prepared::F32(weight) => dense::forward(x, weight, bias, shape),
             Prepared::Bf16(weight) => weight.forward(x, bias, shape.rows),
             Prepared::Bf16Emulated(weight) => dense::forward(&rounded_bf16(x), weight, bias, shape),
+            Prepared::Int8Emulated(layer) => emulated_int8_forward(layer, x, bias, shape),
         }
     }
+}
+
+/// `vpdpbusd`'s product on the f32 kernels: each row quantized as for the kernel, its codes
+/// less its zero point as f32 (|value| ≤ 255) times the weight codes, summed exactly while the
+/// sums stay below 2²⁴, then dequantized as the kernel's epilogue does.
+fn emulated_int8_forward(
+    layer: &Int8Layer<EmulatedInt8>,
+    x: &[f32],
+    bias: &[f32],
+    shape: Shape,
+) -> Vec<f32> {
+    let Shape { rows, d_in, d_out } = shape;
+    if rows == 0 || d_out == 0 {
+        return Vec::new();
+    }
+    let weight = &layer.weight;
+    let rows_q = quantize_rows(x, d_in, &layer.channel_scale, ACTIVATION_LEVELS);
+    let mut centred = vec![0f32; rows * d_in];
+    centred
+        .par_chunks_mut(d_in.max(1))
+        .zip(rows_q.codes.par_chunks(d_in.max(1)))
+        .zip(&rows_q.zero_points)
+        .for_each(|((out, codes), &zero)| {
+            for (o, &code) in out.iter_mut().zip(codes) {
+                *o = f32::from(code) - f32::from(zero);
+            }
+        });
+    let mut y = dense::forward(&centred, &weight.codes, &vec![0.0; d_out], shape);
+    y.par_chunks_mut(d_out)
+        .zip(&rows_q.scales)
+        .for_each(|(row, &row_scale)| {
+            for ((o, &column_scale), &b) in row.iter_mut().zip(&weight.scales).zip(bias) {
+                *o = *o * (row_scale * column_scale) + b;
+            }
+        });
+    y
 }
 
 fn vnni_forward(layer: &Int8Layer<PackedInt8>, x: &[f32], bias: &[f32], shape: Shape) -> Vec<f32> {
@@ -586,8 +707,14 @@ mod tests {
 
     /// Every int8 path this CPU runs: its name, how it prepares a weight, its weight levels.
     fn int8_paths() -> Vec<(&'static str, Prepare, f32)> {
-        let mut paths: Vec<(&str, Prepare, f32)> =
-            vec![("rten-gemm", PreparedWeight::int8_rten, rten_weight_levels())];
+        let mut paths: Vec<(&str, Prepare, f32)> = vec![
+            ("rten-gemm", PreparedWeight::int8_rten, rten_weight_levels()),
+            (
+                "f32 emulation",
+                PreparedWeight::int8_emulated,
+                FULL_WEIGHT_LEVELS,
+            ),
+        ];
         if int8_gemm::available() {
             paths.push(("vpdpbusd", PreparedWeight::int8, FULL_WEIGHT_LEVELS));
         }
@@ -699,6 +826,21 @@ mod tests {
                 smoothed < 0.7 * plain,
                 "{path}: rms error {smoothed} smoothed, {plain} not"
             );
+        }
+    }
+
+    #[test]
+    fn the_kernels_variable_picks_the_emulation_only_when_it_says_so() {
+        let parse = |v: Option<&str>| LowPrecisionKernels::from_variable(v.map(String::from));
+        assert_eq!(parse(Some("emulated")), LowPrecisionKernels::Emulated);
+        for value in [
+            None,
+            Some(""),
+            Some("native"),
+            Some("Emulated"),
+            Some("vnni"),
+        ] {
+            assert_eq!(parse(value), LowPrecisionKernels::Native, "{value:?}");
         }
     }
 
