@@ -9,7 +9,8 @@
 //!   fly, int32 accumulation, dequantization and bias fused into the product
 //!   ([`crate::fused::low_precision`]), input channels smoothed (SmoothQuant) by what the load's
 //!   discovery pass saw. Products that contract (d_in > d_out: the feed-forward's second
-//!   product, the published outlier layer) run in bf16 where the CPU has AVX512-BF16, else f32.
+//!   product, the published outlier layer) run in bf16 where the CPU has AVX512-BF16 (or
+//!   `QA_LOW_PRECISION_KERNELS=emulated` asks for those kernels' arithmetic), else f32.
 //! - `bf16`: each linear layer's product on bf16 operands with f32 accumulation, weights rounded
 //!   once at load.
 //!

@@ -78,7 +78,7 @@ pub enum LowPrecisionKernels {
     /// with 8-bit weights (every partial sum below 2²⁴ is exact in f32: 255·127·d_in stays
     /// below it up to d_in = 518, MiniLM's 384 included; beyond, rare sums that large are
     /// rounded as f32), bf16 operands rounded as `vdpbf16ps` reads them. Attention's products
-    /// stay f32 (no bf16 emulation there).
+    /// are not emulated: bf16 on a CPU with AVX512-BF16, f32 elsewhere.
     Emulated,
 }
 
@@ -193,6 +193,33 @@ fn smoothed(weight: &[f32], d_out: usize, factors: &[f32]) -> (Vec<f32>, Vec<f32
         .flat_map(|(row, &s)| row.iter().map(move |w| w * s))
         .collect();
     (scaled, factors.iter().map(|s| 1.0 / s).collect())
+}
+
+/// A weight's int8 codes and per-column scales after SmoothQuant's factors are folded into its
+/// rows, with what each input channel is then multiplied by (1/s).
+struct SmoothedCodes {
+    codes: Vec<i8>,
+    scales: Vec<f32>,
+    channel_scale: Vec<f32>,
+}
+
+/// Smooths row-major `[d_in, d_out]` `weight` by its inputs' per-channel maxima (when known)
+/// and quantizes each column onto -`levels`..=`levels`: what every int8 path packs.
+fn smoothed_codes(
+    weight: &[f32],
+    d_in: usize,
+    d_out: usize,
+    input_max: Option<&[f32]>,
+    levels: f32,
+) -> SmoothedCodes {
+    let factors = smoothing(weight, d_in, d_out, input_max);
+    let (weight, channel_scale) = smoothed(weight, d_out, &factors);
+    let (codes, scales) = quantize_columns(&weight, d_in, d_out, levels);
+    SmoothedCodes {
+        codes,
+        scales,
+        channel_scale,
+    }
 }
 
 /// A weight quantized per output channel and packed for the int8 kernel.
@@ -391,12 +418,10 @@ impl PreparedWeight {
         if !int8_gemm::available() {
             return Self::int8_rten(weight, d_in, d_out, input_max);
         }
-        let factors = smoothing(weight, d_in, d_out, input_max);
-        let (weight, channel_scale) = smoothed(weight, d_out, &factors);
-        let (codes, scales) = quantize_columns(&weight, d_in, d_out, FULL_WEIGHT_LEVELS);
+        let smoothed = smoothed_codes(weight, d_in, d_out, input_max, FULL_WEIGHT_LEVELS);
         let layer = Int8Layer {
-            weight: PackedInt8::new(&codes, scales, d_in, d_out),
-            channel_scale,
+            weight: PackedInt8::new(&smoothed.codes, smoothed.scales, d_in, d_out),
+            channel_scale: smoothed.channel_scale,
         };
         PreparedWeight {
             d_in,
@@ -408,18 +433,16 @@ impl PreparedWeight {
     /// int8 codes packed for `rten-gemm`'s kernel, whatever the CPU (the path CPUs without
     /// AVX-512 VNNI take; tests run it beside ours).
     pub fn int8_rten(weight: &[f32], d_in: usize, d_out: usize, input_max: Option<&[f32]>) -> Self {
-        let factors = smoothing(weight, d_in, d_out, input_max);
-        let (weight, channel_scale) = smoothed(weight, d_out, &factors);
-        let (codes, scales) = quantize_columns(&weight, d_in, d_out, rten_weight_levels());
-        let column_sums = int8_gemm::column_sums(&codes, d_out);
-        let view = NdTensorView::from_data([d_in, d_out], codes.as_slice());
+        let smoothed = smoothed_codes(weight, d_in, d_out, input_max, rten_weight_levels());
+        let column_sums = int8_gemm::column_sums(&smoothed.codes, d_out);
+        let view = NdTensorView::from_data([d_in, d_out], smoothed.codes.as_slice());
         let values = Prepared::Int8(Int8Layer {
             weight: Int8Weight {
                 packed: with_int8_gemm(|gemm| gemm.prepack_b(view)),
-                scales,
+                scales: smoothed.scales,
                 column_sums,
             },
-            channel_scale,
+            channel_scale: smoothed.channel_scale,
         });
         PreparedWeight {
             d_in,
@@ -437,13 +460,13 @@ impl PreparedWeight {
         d_out: usize,
         input_max: Option<&[f32]>,
     ) -> Self {
-        let factors = smoothing(weight, d_in, d_out, input_max);
-        let (weight, channel_scale) = smoothed(weight, d_out, &factors);
-        let (codes, scales) = quantize_columns(&weight, d_in, d_out, FULL_WEIGHT_LEVELS);
-        let codes = codes.into_iter().map(f32::from).collect();
+        let smoothed = smoothed_codes(weight, d_in, d_out, input_max, FULL_WEIGHT_LEVELS);
         let layer = Int8Layer {
-            weight: EmulatedInt8 { codes, scales },
-            channel_scale,
+            weight: EmulatedInt8 {
+                codes: smoothed.codes.into_iter().map(f32::from).collect(),
+                scales: smoothed.scales,
+            },
+            channel_scale: smoothed.channel_scale,
         };
         PreparedWeight {
             d_in,
