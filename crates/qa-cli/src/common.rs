@@ -108,7 +108,7 @@ pub struct PrecisionArg {
     /// Attention's two products run in bf16 where the CPU has AVX512-BF16 (else f32); int8
     /// keeps the feed-forward's second product in bf16 (or f32); embeddings, LayerNorm, softmax
     /// and the QA head stay f32. QA_LOW_PRECISION_KERNELS=emulated computes, on any CPU, what
-    /// the AVX-512 VNNI/BF16 kernels compute.
+    /// the AVX-512 VNNI/BF16 kernels compute (attention's products included).
     #[arg(long, default_value_t = InferencePrecision::F32)]
     pub precision: InferencePrecision,
 }

@@ -134,12 +134,16 @@ impl PreparedWeights {
     }
 
     /// What the attention's q·kᵀ and p·v compute in: bf16 (in int8 inference too, as the
-    /// issue's "attention products may use bf16" allows) where the CPU has AVX512-BF16, else
-    /// f32 (an emulation would be slower than f32).
+    /// issue's "attention products may use bf16" allows) where the CPU has AVX512-BF16 or
+    /// `QA_LOW_PRECISION_KERNELS=emulated` asks for its arithmetic, else f32 (an emulation
+    /// would be slower than f32).
     pub fn attention_products(&self) -> crate::fused::AttentionProducts {
         #[cfg(feature = "cpu")]
-        if crate::fused::bf16_gemm::available() {
-            return crate::fused::AttentionProducts::Bf16;
+        {
+            use crate::fused::low_precision::{kernels, LowPrecisionKernels};
+            if crate::fused::bf16_gemm::available() || kernels() == LowPrecisionKernels::Emulated {
+                return crate::fused::AttentionProducts::Bf16;
+            }
         }
         crate::fused::AttentionProducts::F32
     }

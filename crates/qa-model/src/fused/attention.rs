@@ -13,6 +13,7 @@ use ndarray::{s, ArrayView2, ArrayView3, ArrayViewMut2, Axis};
 use rayon::prelude::*;
 
 use super::bf16_gemm::{self, PackedBf16};
+use super::low_precision::{kernels, round_bf16, rounded_bf16, LowPrecisionKernels};
 use super::packed_gemm::Output;
 use super::product::{product, Threads};
 use super::AttentionProducts;
@@ -234,47 +235,89 @@ fn square_mut(values: &mut [f32], seq: usize) -> ArrayViewMut2<'_, f32> {
 /// (`probs_len()` elements), receives the probabilities before dropout for the backward.
 ///
 /// `products` says what q·kᵀ and p·v compute in: bf16 only in inference (no dropout, nothing
-/// saved), where the CPU has AVX512-BF16.
+/// saved); by `vdpbf16ps` where the CPU has AVX512-BF16, else (and under
+/// `QA_LOW_PRECISION_KERNELS=emulated`) the same arithmetic on the f32 kernels.
 pub fn forward(
     inputs: Inputs,
     dropout: Option<&[f32]>,
     saved_probs: Option<&mut [f32]>,
     products: AttentionProducts,
 ) -> Vec<f32> {
+    let inference = dropout.is_none() && saved_probs.is_none();
+    let bf16 = (products == AttentionProducts::Bf16 && inference).then(|| {
+        if bf16_gemm::available() && kernels() == LowPrecisionKernels::Native {
+            Bf16Heads::Kernel
+        } else {
+            Bf16Heads::Emulated
+        }
+    });
+    forward_in(inputs, dropout, saved_probs, bf16)
+}
+
+/// How heads in bf16 run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Bf16Heads {
+    /// AVX512-BF16's `vdpbf16ps` ([`head_in_bf16`]).
+    Kernel,
+    /// The same arithmetic on the f32 kernels.
+    Emulated,
+}
+
+/// [`forward`], its heads in bf16 as `bf16` says (`None`: f32).
+fn forward_in(
+    inputs: Inputs,
+    dropout: Option<&[f32]>,
+    saved_probs: Option<&mut [f32]>,
+    bf16: Option<Bf16Heads>,
+) -> Vec<f32> {
     let dims = inputs.dims;
     let mut out = vec![0f32; dims.batch * dims.seq * dims.hidden()];
     let columns = dims.columns_mut(&mut out);
-    let in_bf16 = products == AttentionProducts::Bf16
-        && dropout.is_none()
-        && saved_probs.is_none()
-        && bf16_gemm::available();
-    if in_bf16 {
+    if bf16 == Some(Bf16Heads::Kernel) {
         columns.into_par_iter().enumerate().for_each(|(task, out)| {
             let mut probs = vec![0f32; dims.block()];
             head_in_bf16(inputs, task, &mut probs, out)
         });
         return out;
     }
+    // The emulation of the bf16 heads: q, k, v and the probabilities rounded to bf16 as
+    // `vdpbf16ps` reads them; a product of two bf16 values is exact in f32, so the f32 kernels
+    // then compute what the bf16 kernel does (up to the order of the f32 sums).
+    let rounded = (bf16 == Some(Bf16Heads::Emulated))
+        .then(|| [inputs.query, inputs.key, inputs.value].map(|values| rounded_bf16(values)));
+    let operands = match &rounded {
+        Some([query, key, value]) => Inputs {
+            query,
+            key,
+            value,
+            ..inputs
+        },
+        None => inputs,
+    };
     let head = |task: usize, probs: &mut [f32], out: ArrayViewMut2<f32>| {
         let mut out = out;
         let (seq, block) = (dims.seq, dims.block());
         product(
             1.0,
-            &inputs.head(inputs.query, task),
-            &inputs.head(inputs.key, task).t(),
+            &operands.head(operands.query, task),
+            &operands.head(operands.key, task).t(),
             0.0,
             &mut square_mut(probs, seq),
             Threads::Caller,
         );
+        // The relative terms read the unrounded projections, as the bf16 heads' do.
         add_relative(&inputs, task, probs);
         kernels::softmax_rows_one_mask(probs, inputs.key_mask_row(task), inputs.divisor);
+        if rounded.is_some() {
+            probs.iter_mut().for_each(|p| *p = round_bf16(*p));
+        }
         let mask = dropout.map(|m| &m[task * block..(task + 1) * block]);
         let mut scratch = Vec::new();
         let weights = dropped(probs, mask, &mut scratch);
         product(
             1.0,
             &square(weights, seq),
-            &inputs.head(inputs.value, task),
+            &operands.head(operands.value, task),
             0.0,
             &mut out,
             Threads::Caller,
@@ -622,21 +665,25 @@ mod tests {
             relative: None,
         };
         let in_f32 = forward(inputs, None, None, AttentionProducts::F32);
+        // The kernel where the CPU has AVX512-BF16, else the emulation; then the emulation.
         let in_bf16 = forward(inputs, None, None, AttentionProducts::Bf16);
-        if !bf16_gemm::available() {
-            // Without AVX512-BF16 the heads stay in f32.
-            assert_eq!(in_bf16, in_f32);
-            return;
-        }
+        let emulated = forward_in(inputs, None, None, Some(Bf16Heads::Emulated));
+        // Probabilities are only saved for a backward, which never runs in bf16: asking for
+        // them keeps the heads in f32.
+        let mut probs = vec![0f32; dims.probs_len()];
+        let saving = forward(inputs, None, Some(&mut probs), AttentionProducts::Bf16);
+        assert_eq!(saving, in_f32, "heads that save probabilities stay in f32");
         let want = reference(inputs);
-        let worst = in_bf16
-            .iter()
-            .zip(&want)
-            .map(|(&g, &w)| (f64::from(g) - w).abs() / (1.0 + w.abs()))
-            .fold(0.0, f64::max);
-        // Only a probability whose f32 value lies within rounding of a bf16 tie can round the
-        // other way (one bf16 step of one term).
-        assert!(worst < 1e-3, "bf16 attention off by {worst}");
-        assert_ne!(in_bf16, in_f32, "the bf16 heads ran");
+        for (path, got) in [("bf16 heads", &in_bf16), ("their emulation", &emulated)] {
+            let worst = got
+                .iter()
+                .zip(&want)
+                .map(|(&g, &w)| (f64::from(g) - w).abs() / (1.0 + w.abs()))
+                .fold(0.0, f64::max);
+            // Only a probability whose f32 value lies within rounding of a bf16 tie can round
+            // the other way (one bf16 step of one term).
+            assert!(worst < 1e-3, "{path}: bf16 attention off by {worst}");
+            assert_ne!(got, &in_f32, "{path}: the bf16 arithmetic ran");
+        }
     }
 }

@@ -77,8 +77,8 @@ pub enum LowPrecisionKernels {
     /// The AVX-512 VNNI + BF16 kernels' results on the f32 kernels of any CPU: int8 sums exact
     /// with 8-bit weights (every partial sum below 2²⁴ is exact in f32: 255·127·d_in stays
     /// below it up to d_in = 518, MiniLM's 384 included; beyond, rare sums that large are
-    /// rounded as f32), bf16 operands rounded as `vdpbf16ps` reads them. Attention's products
-    /// are not emulated: bf16 on a CPU with AVX512-BF16, f32 elsewhere.
+    /// rounded as f32), bf16 operands rounded as `vdpbf16ps` reads them, in the linear layers
+    /// and attention's two products alike.
     Emulated,
 }
 
@@ -399,7 +399,7 @@ fn dequantize_row_generic(row: &mut [f32], params: RowParams, weight: &Int8Weigh
 }
 
 /// `value` rounded to the nearest bf16 (ties to even), as an f32.
-fn round_bf16(value: f32) -> f32 {
+pub fn round_bf16(value: f32) -> f32 {
     half::bf16::from_f32(value).to_f32()
 }
 

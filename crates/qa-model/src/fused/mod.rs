@@ -211,8 +211,8 @@ pub enum AttentionProducts {
     /// f32 (training, and inference in f32).
     #[default]
     F32,
-    /// bf16 operands with f32 sums (`vdpbf16ps`), for inference in bf16 or int8 where the CPU
-    /// has AVX512-BF16; elsewhere, and under autodiff, f32.
+    /// bf16 operands with f32 sums, for inference in bf16 or int8: by `vdpbf16ps` where the CPU
+    /// has AVX512-BF16, else emulated on the f32 kernels; under autodiff, f32.
     Bf16,
 }
 
