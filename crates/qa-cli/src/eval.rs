@@ -47,7 +47,8 @@ pub struct Args {
     precision: PrecisionArg,
     /// Instead of the usual outputs, answer the data in f32 and in this precision too (repeat
     /// for several) and write what each costs — EM/F1, the share of answers identical to f32's,
-    /// the largest logit error — to precision_comparison.json and .md.
+    /// the largest and mean logit error, the share of windows whose best start and end stay —
+    /// to precision_comparison.json and .md.
     #[arg(long, conflicts_with = "precision")]
     compare_precision: Vec<qa_model::InferencePrecision>,
     /// SQuAD v2.0: write the best_f1_thresh found into the model folder (null_threshold.json),

@@ -666,9 +666,15 @@ fn eval_compares_precisions_against_its_own_f32_scores() {
     assert_eq!(rows[0]["f1"], results["eval_f1"]);
     assert_eq!(rows[0]["top1_identical"], 1.0);
     assert_eq!(rows[0]["max_logit_error"], 0.0);
+    assert_eq!(rows[0]["mean_logit_error"], 0.0);
+    assert_eq!(rows[0]["window_best_identical"], 1.0);
     for row in &rows[1..] {
         let error = row["max_logit_error"].as_f64().unwrap();
         assert!(error > 0.0 && error < 1.0, "{row}");
+        let mean = row["mean_logit_error"].as_f64().unwrap();
+        assert!(mean > 0.0 && mean <= error, "{row}");
+        let windows = row["window_best_identical"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&windows), "{row}");
         let share = row["top1_identical"].as_f64().unwrap();
         assert!((0.0..=1.0).contains(&share), "{row}");
         let change = row["f1"].as_f64().unwrap() - rows[0]["f1"].as_f64().unwrap();
