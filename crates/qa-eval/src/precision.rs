@@ -203,7 +203,11 @@ mod tests {
         ];
         let d = logit_difference(&run, &reference);
         assert_eq!(d.max, 1.5);
-        assert!((d.mean - (0.5 + 0.25 + 1.0 + 1.5) / 10.0).abs() < 1e-12, "{}", d.mean);
+        assert!(
+            (d.mean - (0.5 + 0.25 + 1.0 + 1.5) / 10.0).abs() < 1e-12,
+            "{}",
+            d.mean
+        );
         assert_eq!(d.best_identical, 0.5);
         let same = logit_difference(&reference, &reference);
         assert_eq!((same.max, same.mean, same.best_identical), (0.0, 0.0, 1.0));

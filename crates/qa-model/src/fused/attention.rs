@@ -284,7 +284,7 @@ fn forward_in(
     // `vdpbf16ps` reads them; a product of two bf16 values is exact in f32, so the f32 kernels
     // then compute what the bf16 kernel does (up to the order of the f32 sums).
     let rounded = (bf16 == Some(Bf16Heads::Emulated))
-        .then(|| [inputs.query, inputs.key, inputs.value].map(|values| rounded_bf16(values)));
+        .then(|| [inputs.query, inputs.key, inputs.value].map(rounded_bf16));
     let operands = match &rounded {
         Some([query, key, value]) => Inputs {
             query,
