@@ -76,15 +76,16 @@ struct LogitDifference {
 }
 
 fn logit_difference(run: &[WindowLogits], reference: &[WindowLogits]) -> LogitDifference {
-    let pairs = || {
-        run.iter()
-            .zip(reference)
-            .flat_map(|((a_start, a_end), (b_start, b_end))| {
-                a_start.iter().zip(b_start).chain(a_end.iter().zip(b_end))
-            })
-            .map(|(x, y)| (x - y).abs())
-    };
-    let (count, total) = pairs().fold((0usize, 0f64), |(n, sum), d| (n + 1, sum + f64::from(d)));
+    let (count, total, max) = run
+        .iter()
+        .zip(reference)
+        .flat_map(|((a_start, a_end), (b_start, b_end))| {
+            a_start.iter().zip(b_start).chain(a_end.iter().zip(b_end))
+        })
+        .map(|(x, y)| (x - y).abs())
+        .fold((0usize, 0f64, 0f32), |(n, sum, max), d| {
+            (n + 1, sum + f64::from(d), max.max(d))
+        });
     let same_best = run
         .iter()
         .zip(reference)
@@ -93,7 +94,7 @@ fn logit_difference(run: &[WindowLogits], reference: &[WindowLogits]) -> LogitDi
         })
         .count();
     LogitDifference {
-        max: pairs().fold(0.0, f32::max),
+        max,
         mean: total / count.max(1) as f64,
         best_identical: same_best as f64 / run.len().max(1) as f64,
     }

@@ -14,9 +14,10 @@
 //! - `bf16`: each linear layer's product on bf16 operands with f32 accumulation, weights rounded
 //!   once at load.
 //!
-//! In both, the attention's q·kᵀ and p·v run on bf16 operands where the CPU has AVX512-BF16
-//! ([`PreparedWeights::attention_products`]); embeddings, LayerNorm, softmax and the QA head stay
-//! in f32, as in PyTorch's dynamic quantization of `nn.Linear`.
+//! In both, the attention's q·kᵀ and p·v run on bf16 operands where the CPU has AVX512-BF16 or
+//! `QA_LOW_PRECISION_KERNELS=emulated` asks for it ([`PreparedWeights::attention_products`]);
+//! embeddings, LayerNorm, softmax and the QA head stay in f32, as in PyTorch's dynamic
+//! quantization of `nn.Linear`.
 
 use std::fmt;
 use std::str::FromStr;

@@ -7,7 +7,8 @@
 //! probabilities, and merges the heads back (another copy). Here one rayon task per head reads
 //! its q, k, v columns in place, keeps its `seq × seq` block in cache through the product, the
 //! softmax, dropout and the second product, and writes its columns of the output. Training keeps
-//! only the probabilities (and the dropout mask) for the backward.
+//! only the probabilities (and the dropout mask) for the backward. Inference may run both
+//! products on bf16 operands: AVX512-BF16's kernel, or its exact emulation on the f32 products.
 
 use ndarray::{s, ArrayView2, ArrayView3, ArrayViewMut2, Axis};
 use rayon::prelude::*;
