@@ -6,12 +6,14 @@
 //! multiply-adds of an f32 FMA per instruction. The weight's words are k-pairs, the even row in
 //! the low half; the blocking is [`super::packed_gemm`]'s. CPUs without AVX512-BF16 are not
 //! served here: [`available`] says so and the caller keeps the exact emulation (operands
-//! rounded to bf16, multiplied on the f32 kernels).
+//! rounded to bf16, multiplied on the f32 kernels). Tests also run the conversion's and the
+//! kernel's code against emulated intrinsics ([`super::avx512_emulation`]), so machines without
+//! AVX512-BF16 test it too.
 
 use rayon::prelude::*;
 
 use super::packed_gemm::{
-    has_avx512_base, Output, PackedPanels, Slice, Tile, TileKernel, PANEL_COLUMNS,
+    has_avx512_base, Intrinsics, Output, PackedPanels, Slice, Tile, TileKernel, PANEL_COLUMNS,
 };
 use super::product::Threads;
 
@@ -117,7 +119,10 @@ impl PackedBf16 {
     ) {
         assert!(available(), "bf16 products need AVX512-BF16");
         assert_eq!(bias.len(), self.panels.d_out, "bf16 product: bias length");
-        let kernel = Bf16Kernel { bias };
+        let kernel = Bf16Kernel {
+            intrinsics: Intrinsics::Native,
+            bias,
+        };
         // SAFETY: passed on from the caller.
         unsafe { self.panels.multiply_into(&kernel, a, rows, out, threads) };
     }
@@ -125,10 +130,18 @@ impl PackedBf16 {
     /// x·W + b, `[rows, d_out]`, for x `[rows, d_in]`: x rounded to bf16, products accumulated
     /// in f32. Only called where [`available`] holds.
     pub fn forward(&self, x: &[f32], bias: &[f32], rows: usize) -> Vec<f32> {
+        self.forward_on(Intrinsics::Native, x, bias, rows)
+    }
+
+    /// [`Self::forward`] by the conversion's and the kernel's code compiled for `intrinsics`.
+    fn forward_on(&self, intrinsics: Intrinsics, x: &[f32], bias: &[f32], rows: usize) -> Vec<f32> {
         let PackedPanels {
             d_in, d_out, depth, ..
         } = self.panels;
-        assert!(available(), "bf16 products need AVX512-BF16");
+        assert!(
+            intrinsics != Intrinsics::Native || available(),
+            "bf16 products need AVX512-BF16"
+        );
         assert_eq!(x.len(), rows * d_in, "bf16 product: input shape");
         assert_eq!(bias.len(), d_out, "bf16 product: bias length");
         let mut a = vec![0u32; rows * depth];
@@ -137,29 +150,43 @@ impl PackedBf16 {
             .zip(x.par_chunks(d_in * rows_per_task))
             .for_each(|(words, x)| {
                 for (words, x) in words.chunks_exact_mut(depth).zip(x.chunks_exact(d_in)) {
-                    convert_row(x, words);
+                    convert_row_on(intrinsics, x, words);
                 }
             });
-        self.panels.multiply(&Bf16Kernel { bias }, &a, rows)
+        self.panels
+            .multiply(&Bf16Kernel { intrinsics, bias }, &a, rows)
     }
 }
 
 /// One f32 row as bf16 words (pairs in order, an odd tail padded with 0): `words` holds
 /// `x.len()` / 2 rounded up. Only called where [`available`] holds.
 pub fn convert_row(x: &[f32], words: &mut [u32]) {
-    assert!(available(), "bf16 conversion needs AVX512-BF16");
+    convert_row_on(Intrinsics::Native, x, words);
+}
+
+/// [`convert_row`] by its code compiled for `intrinsics`.
+fn convert_row_on(intrinsics: Intrinsics, x: &[f32], words: &mut [u32]) {
+    assert!(
+        intrinsics != Intrinsics::Native || available(),
+        "bf16 conversion needs AVX512-BF16"
+    );
     assert_eq!(
         words.len(),
         x.len().div_ceil(2),
         "bf16 conversion: word count"
     );
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: `available()` and the word count were checked above.
-    unsafe {
-        x86::convert_row(x, words)
-    };
-    #[cfg(not(target_arch = "x86_64"))]
-    unreachable!("no AVX512-BF16 off x86-64 ({} / {})", x.len(), words.len());
+    match intrinsics {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `available()` and the word count were checked above.
+        Intrinsics::Native => unsafe { x86::convert_row(x, words) },
+        #[cfg(not(target_arch = "x86_64"))]
+        Intrinsics::Native => {
+            unreachable!("no AVX512-BF16 off x86-64 ({} / {})", x.len(), words.len())
+        }
+        #[cfg(test)]
+        // SAFETY: the emulation needs no instruction; the word count was checked above.
+        Intrinsics::Emulated => unsafe { emulated::convert_row(x, words) },
+    }
 }
 
 /// [`PackedBf16::from_rows`]'s packing: word w of column c pairs rows 2w and 2w + 1.
@@ -188,46 +215,40 @@ fn pack_rows<'a>(d_in: usize, d_out: usize, row: &impl Fn(usize) -> &'a [f32]) -
 
 /// The tile kernel: accumulators start from the bias (first slice) or the output.
 struct Bf16Kernel<'a> {
+    intrinsics: Intrinsics,
     bias: &'a [f32],
 }
 
 impl TileKernel for Bf16Kernel<'_> {
     unsafe fn tile(&self, tile: &Tile, slice: Slice) {
         let bias = &self.bias[tile.first_column..tile.first_column + tile.columns];
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: as the trait requires of the caller.
-        unsafe {
-            x86::tile(tile, slice, bias)
-        };
-        #[cfg(not(target_arch = "x86_64"))]
-        unreachable!("no AVX512-BF16 off x86-64 ({slice:?}, {})", bias.len());
+        match self.intrinsics {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: as the trait requires of the caller.
+            Intrinsics::Native => unsafe { x86::tile(tile, slice, bias) },
+            #[cfg(not(target_arch = "x86_64"))]
+            Intrinsics::Native => {
+                unreachable!("no AVX512-BF16 off x86-64 ({slice:?}, {})", bias.len())
+            }
+            #[cfg(test)]
+            // SAFETY: the emulation needs no instruction; the pointers are as the trait says.
+            Intrinsics::Emulated => unsafe { emulated::tile(tile, slice, bias) },
+        }
     }
 }
 
-#[cfg(target_arch = "x86_64")]
-mod x86 {
-    use std::arch::x86_64::*;
-
+/// The conversion's and the tile kernel's code, given their `target_feature` attribute (none
+/// for the emulation): one text for the native code ([`x86`]) and the emulated one (`emulated`,
+/// in tests), in a module that brings the intrinsics into scope.
+macro_rules! conversion_and_tile_kernel {
+    ($(#[$feature:meta])*) => {
     use super::super::packed_gemm::{column_masks, with_tile_rows, Slice, Tile, PANEL_COLUMNS};
-
-    /// [`super::pack_rows`] compiled for AVX-512.
-    ///
-    /// # Safety
-    /// The CPU has AVX-512 F and BW.
-    #[target_feature(enable = "avx512f,avx512bw")]
-    pub unsafe fn pack_rows<'a>(
-        d_in: usize,
-        d_out: usize,
-        row: &impl Fn(usize) -> &'a [f32],
-    ) -> super::PackedPanels {
-        super::pack_rows(d_in, d_out, row)
-    }
 
     /// Converts one f32 row to bf16 words (pairs in order, an odd tail padded with 0).
     ///
     /// # Safety
     /// The CPU has AVX512-BF16 (and F, BW, VL); `words.len() == x.len().div_ceil(2)`.
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
+    $(#[$feature])*
     pub unsafe fn convert_row(x: &[f32], words: &mut [u32]) {
         let mut chunks = x.chunks_exact(16);
         let mut out = words.chunks_exact_mut(8);
@@ -264,7 +285,7 @@ mod x86 {
     ///
     /// # Safety
     /// As [`tile`], with `tile.rows == R`.
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
+    $(#[$feature])*
     unsafe fn tile_rows<const R: usize>(tile: &Tile, slice: Slice, bias: &[f32]) {
         let [low_mask, high_mask] = column_masks(tile.columns);
         // SAFETY: every pointer stays in the tile (see `Tile`); masked loads and stores touch
@@ -301,11 +322,121 @@ mod x86 {
             }
         }
     }
+    };
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    /// [`super::pack_rows`] compiled for AVX-512.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512 F and BW.
+    #[target_feature(enable = "avx512f,avx512bw")]
+    pub unsafe fn pack_rows<'a>(
+        d_in: usize,
+        d_out: usize,
+        row: &impl Fn(usize) -> &'a [f32],
+    ) -> super::PackedPanels {
+        super::pack_rows(d_in, d_out, row)
+    }
+
+    conversion_and_tile_kernel!(#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]);
+}
+
+#[cfg(test)]
+mod emulated {
+    use super::super::avx512_emulation::*;
+
+    conversion_and_tile_kernel!();
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::packed_gemm::outputs_within;
     use super::*;
+
+    #[test]
+    fn the_kernel_equals_the_product_of_rounded_operands_on_tiles_slices_and_blocks() {
+        // (rows, d_in, d_out): odd depths, partial tiles and panels; several depth slices
+        // (> 256 k) and row blocks (> 64 rows).
+        let shapes = [(1, 3, 1), (7, 5, 33), (9, 301, 70), (130, 517, 65)];
+        let values = |n: usize, seed: usize| -> Vec<f32> {
+            (0..n)
+                .map(|i| (((i * 7919 + seed * 104_729) % 2003) as f32 - 1001.0) / 300.0)
+                .collect()
+        };
+        let rounded = |v: f32| half::bf16::from_f32(v).to_f32();
+        for (rows, d_in, d_out) in shapes {
+            let (x, w, bias) = (
+                values(rows * d_in, 1),
+                values(d_in * d_out, 2),
+                values(d_out, 3),
+            );
+            // Each output with the sum of its terms' magnitudes, which bounds f32's rounding.
+            let want: Vec<(f64, f64)> = (0..rows * d_out)
+                .map(|i| {
+                    let (r, c) = (i / d_out, i % d_out);
+                    let terms = (0..d_in).map(|k| {
+                        f64::from(rounded(x[r * d_in + k])) * f64::from(rounded(w[k * d_out + c]))
+                    });
+                    let (dot, magnitude) = terms.fold((0.0, 0.0), |(s, m), t| (s + t, m + t.abs()));
+                    (
+                        dot + f64::from(bias[c]),
+                        magnitude + f64::from(bias[c].abs()),
+                    )
+                })
+                .collect();
+            let weight = PackedBf16::new(&w, d_in, d_out);
+            // A term's magnitude is about 1 and f32's ε 6e-8: a lost or misplaced term is off
+            // by far more than this bound, rounding by far less.
+            let case = format!("{rows}×{d_in}×{d_out}");
+            let results = outputs_within(available(), &want, 1e-6, &case, |intrinsics| {
+                weight.forward_on(intrinsics, &x, &bias, rows)
+            });
+            if let [emulated, native] = &results[..] {
+                let worst = emulated
+                    .iter()
+                    .zip(native)
+                    .map(|(&e, &n)| (e - n).abs() / (1.0 + n.abs()))
+                    .fold(0.0, f32::max);
+                assert!(worst < 1e-6, "{case}: emulated vs native {worst}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_conversion_rounds_as_the_packing_does() {
+        let specials = [
+            0.0,
+            -0.0,
+            f32::INFINITY,
+            f32::MAX,
+            1.0 + 1.0 / 256.0,
+            -3.3e-5,
+        ];
+        let steps = (0..4_001u32).map(|i| f32::from_bits(i.wrapping_mul(2_654_435_761)));
+        // Normal numbers and infinities (the instruction reads denormals as zero; `pair` keeps
+        // them), odd length for the padded tail.
+        let mut x: Vec<f32> = specials
+            .into_iter()
+            .chain(steps)
+            .filter(|v| !v.is_nan() && !v.is_subnormal())
+            .collect();
+        if x.len().is_multiple_of(2) {
+            x.pop();
+        }
+        let want: Vec<u32> = x
+            .chunks(2)
+            .map(|pair_values| pair(pair_values[0], pair_values.get(1).copied().unwrap_or(0.0)))
+            .collect();
+        for intrinsics in Intrinsics::runnable(available()) {
+            let mut words = vec![0u32; x.len().div_ceil(2)];
+            convert_row_on(intrinsics, &x, &mut words);
+            assert_eq!(words, want, "{intrinsics:?}");
+        }
+    }
 
     #[test]
     fn pairs_hold_the_even_row_in_the_low_half_rounded_to_nearest_even() {

@@ -10,9 +10,11 @@
 //! wait in the output's own bytes; the last slice turns them into
 //! (Σ code·q − zero·Σ q) · row scale · column scale + bias.
 //!
-//! CPUs without VNNI are not served here ([`available`]); the caller uses `rten-gemm`.
+//! CPUs without VNNI are not served here ([`available`]); the caller uses `rten-gemm`. Tests
+//! also run the kernel's code against emulated intrinsics ([`super::avx512_emulation`]), so
+//! machines without VNNI test it too.
 
-use super::packed_gemm::{has_avx512_base, PackedPanels, Slice, Tile, TileKernel};
+use super::packed_gemm::{has_avx512_base, Intrinsics, PackedPanels, Slice, Tile, TileKernel};
 
 /// Whether this CPU runs [`PackedInt8::forward`] (AVX-512 F/BW/VL and VNNI).
 pub fn available() -> bool {
@@ -79,8 +81,19 @@ impl PackedInt8 {
 
     /// x·W + b, `[rows, d_out]`. Only called where [`available`] holds.
     pub fn forward(&self, x: QuantizedWords, bias: &[f32], rows: usize) -> Vec<f32> {
+        self.forward_on(Intrinsics::Native, x, bias, rows)
+    }
+
+    /// [`Self::forward`] by the kernel's code compiled for `intrinsics`.
+    fn forward_on(
+        &self,
+        intrinsics: Intrinsics,
+        x: QuantizedWords,
+        bias: &[f32],
+        rows: usize,
+    ) -> Vec<f32> {
         assert!(
-            available(),
+            intrinsics != Intrinsics::Native || available(),
             "int8 products through vpdpbusd need AVX-512 VNNI"
         );
         assert_eq!(bias.len(), self.panels.d_out, "int8 product: bias length");
@@ -89,6 +102,7 @@ impl PackedInt8 {
             "int8 product: one scale and zero point a row"
         );
         let kernel = Int8Kernel {
+            intrinsics,
             bias,
             row_scales: x.scales,
             row_zero_points: x.zero_points,
@@ -100,6 +114,7 @@ impl PackedInt8 {
 
 /// The tile kernel: i32 accumulators, dequantized on the last slice.
 struct Int8Kernel<'a> {
+    intrinsics: Intrinsics,
     bias: &'a [f32],
     row_scales: &'a [f32],
     row_zero_points: &'a [u8],
@@ -127,20 +142,26 @@ impl TileKernel for Int8Kernel<'_> {
             column_sums: &self.weight.column_sums[columns.clone()],
             bias: &self.bias[columns],
         };
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: as the trait requires of the caller.
-        unsafe {
-            x86::tile(tile, slice, &epilogue)
-        };
-        #[cfg(not(target_arch = "x86_64"))]
-        unreachable!("no VNNI off x86-64 ({slice:?}, {})", epilogue.bias.len());
+        match self.intrinsics {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: as the trait requires of the caller.
+            Intrinsics::Native => unsafe { x86::tile(tile, slice, &epilogue) },
+            #[cfg(not(target_arch = "x86_64"))]
+            Intrinsics::Native => {
+                unreachable!("no VNNI off x86-64 ({slice:?}, {})", epilogue.bias.len())
+            }
+            #[cfg(test)]
+            // SAFETY: the emulation needs no instruction; the pointers are as the trait says.
+            Intrinsics::Emulated => unsafe { emulated::tile(tile, slice, &epilogue) },
+        }
     }
 }
 
-#[cfg(target_arch = "x86_64")]
-mod x86 {
-    use std::arch::x86_64::*;
-
+/// The tile kernel's code, given its `target_feature` attribute (none for the emulation): one
+/// text for the native kernel ([`x86`]) and the emulated one (`emulated`, in tests), in a module
+/// that brings the intrinsics into scope.
+macro_rules! tile_kernel {
+    ($(#[$feature:meta])*) => {
     use super::super::packed_gemm::{column_masks, with_tile_rows, Slice, Tile, PANEL_COLUMNS};
     use super::Epilogue;
 
@@ -156,7 +177,7 @@ mod x86 {
     ///
     /// # Safety
     /// As [`tile`], with `tile.rows == R`.
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
+    $(#[$feature])*
     unsafe fn tile_rows<const R: usize>(tile: &Tile, slice: Slice, epilogue: &Epilogue) {
         let [low_mask, high_mask] = column_masks(tile.columns);
         // SAFETY: every pointer stays in the tile (see `Tile`); masked loads and stores touch
@@ -221,6 +242,102 @@ mod x86 {
                     let mask = if half == 0 { low_mask } else { high_mask };
                     _mm512_mask_storeu_ps(out.wrapping_add(16 * half), mask, value);
                 }
+            }
+        }
+    }
+    };
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    tile_kernel!(#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]);
+}
+
+#[cfg(test)]
+mod emulated {
+    use super::super::avx512_emulation::*;
+
+    tile_kernel!();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::packed_gemm::outputs_within;
+    use super::*;
+
+    /// A deterministic spread of integers in `low..=high`.
+    fn integers(n: usize, seed: usize, low: i32, high: i32) -> Vec<i32> {
+        let span = (high - low + 1) as usize;
+        (0..n)
+            .map(|i| low + ((i * 7919 + seed * 104_729 + i * i * 31) % span) as i32)
+            .collect()
+    }
+
+    #[test]
+    fn the_kernel_equals_the_integer_product_on_tiles_slices_and_blocks_of_any_size() {
+        // (rows, d_in, d_out): partial words, tiles, panels; several depth slices (> 512 k)
+        // and row blocks (> 64 rows).
+        let shapes = [
+            (1, 3, 1),
+            (7, 5, 33),
+            (9, 601, 70),
+            (130, 1030, 65),
+            (64, 4, 32),
+        ];
+        for (rows, d_in, d_out) in shapes {
+            let codes: Vec<i8> = integers(d_in * d_out, 1, -127, 127)
+                .into_iter()
+                .map(|q| q as i8)
+                .collect();
+            let scales: Vec<f32> = (0..d_out).map(|c| 0.01 + c as f32 * 1e-3).collect();
+            let weight = PackedInt8::new(&codes, scales.clone(), d_in, d_out);
+            let activations: Vec<u8> = integers(rows * d_in, 2, 0, 255)
+                .into_iter()
+                .map(|a| a as u8)
+                .collect();
+            let zero_points: Vec<u8> = integers(rows, 3, 0, 255)
+                .into_iter()
+                .map(|z| z as u8)
+                .collect();
+            let row_scales: Vec<f32> = (0..rows).map(|r| 0.02 + r as f32 * 1e-4).collect();
+            let bias: Vec<f32> = (0..d_out).map(|c| c as f32 * 0.5 - 3.0).collect();
+            // Each row's codes in words of 4, the last one padded with zero bytes.
+            let depth = weight.depth();
+            let mut words = vec![0u32; rows * depth];
+            for (r, row) in activations.chunks_exact(d_in).enumerate() {
+                for (k, &a) in row.iter().enumerate() {
+                    words[r * depth + k / PER_WORD] |= u32::from(a) << (8 * (k % PER_WORD));
+                }
+            }
+            let want: Vec<(f64, f64)> = (0..rows * d_out)
+                .map(|i| {
+                    let (r, c) = (i / d_out, i % d_out);
+                    let sum: i64 = (0..d_in)
+                        .map(|k| {
+                            let a = i64::from(activations[r * d_in + k]);
+                            let centred = a - i64::from(zero_points[r]);
+                            centred * i64::from(codes[k * d_out + c])
+                        })
+                        .sum();
+                    let value = sum as f64 * f64::from(row_scales[r]) * f64::from(scales[c])
+                        + f64::from(bias[c]);
+                    (value, value.abs())
+                })
+                .collect();
+            let case = format!("{rows}×{d_in}×{d_out}");
+            let results = outputs_within(available(), &want, 1e-6, &case, |intrinsics| {
+                let x = QuantizedWords {
+                    words: &words,
+                    scales: &row_scales,
+                    zero_points: &zero_points,
+                };
+                weight.forward_on(intrinsics, x, &bias, rows)
+            });
+            // The same operations in the same order: the emulation is the kernel, bit for bit.
+            if let [emulated, native] = &results[..] {
+                assert_eq!(emulated, native, "{case}");
             }
         }
     }

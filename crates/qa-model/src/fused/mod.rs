@@ -408,6 +408,8 @@ pub(crate) fn gelu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> 
 
 #[cfg(feature = "cpu")]
 pub(crate) mod attention;
+#[cfg(all(test, feature = "cpu"))]
+mod avx512_emulation;
 #[cfg(feature = "cpu")]
 pub mod bf16_gemm;
 #[cfg(feature = "cpu")]

@@ -250,6 +250,60 @@ pub struct Tile {
     pub columns: usize,
 }
 
+/// Which compilation of a tile kernel's code runs: for this CPU's AVX-512, or (in tests)
+/// against the portable emulation of the same intrinsics, which any CPU runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Intrinsics {
+    Native,
+    #[cfg(test)]
+    Emulated,
+}
+
+#[cfg(test)]
+impl Intrinsics {
+    /// Every compilation a kernel's tests run: the emulation always, the native code where
+    /// the CPU has the kernel's instructions (`native_available`).
+    pub fn runnable(native_available: bool) -> Vec<Self> {
+        let mut all = vec![Intrinsics::Emulated];
+        if native_available {
+            all.push(Intrinsics::Native);
+        }
+        all
+    }
+}
+
+/// The largest |got − value| / (1 + scale) over a product's outputs, each wanted as
+/// (value, scale): what a kernel's test bounds.
+#[cfg(test)]
+pub fn worst_scaled_error(got: &[f32], want: &[(f64, f64)]) -> f64 {
+    assert_eq!(got.len(), want.len(), "one wanted value an output");
+    got.iter()
+        .zip(want)
+        .map(|(&g, &(value, scale))| (f64::from(g) - value).abs() / (1.0 + scale))
+        .fold(0.0, f64::max)
+}
+
+/// The output of `product` on every compilation a test runs ([`Intrinsics::runnable`]), each
+/// asserted within `bound` of `want` ([`worst_scaled_error`]); `case` names the test case.
+#[cfg(test)]
+pub fn outputs_within(
+    native_available: bool,
+    want: &[(f64, f64)],
+    bound: f64,
+    case: &str,
+    product: impl Fn(Intrinsics) -> Vec<f32>,
+) -> Vec<Vec<f32>> {
+    Intrinsics::runnable(native_available)
+        .into_iter()
+        .map(|intrinsics| {
+            let got = product(intrinsics);
+            let worst = worst_scaled_error(&got, want);
+            assert!(worst < bound, "{case}, {intrinsics:?}: off by {worst}");
+            got
+        })
+        .collect()
+}
+
 /// Computes one tile: accumulates its slice's products and stores the accumulators.
 pub trait TileKernel: Sync {
     /// # Safety
