@@ -16,7 +16,7 @@ use qa_data::PreparedData;
 use qa_model::InferencePrecision;
 use serde::Serialize;
 
-use crate::decode::{decode, DecodeConfig, Decoded, WindowLogits};
+use crate::decode::{decode, top_k, DecodeConfig, Decoded, WindowLogits};
 use crate::error::Result;
 use crate::metrics::{squad_metrics, Metric};
 use crate::predictor::Predictor;
@@ -100,16 +100,9 @@ fn logit_difference(run: &[WindowLogits], reference: &[WindowLogits]) -> LogitDi
     }
 }
 
-/// The position of the largest logit (the first of equals).
+/// The position of the largest logit (the first of equals), as decoding ranks them.
 fn best(logits: &[f32]) -> Option<usize> {
-    logits
-        .iter()
-        .enumerate()
-        .fold(None, |best: Option<(usize, f32)>, (i, &v)| match best {
-            Some((_, top)) if top >= v => best,
-            _ => Some((i, v)),
-        })
-        .map(|(i, _)| i)
+    top_k(logits, 1).first().copied()
 }
 
 /// Answers `data` (labelled) with the f32 `predictor` and with a copy of it in each of

@@ -354,7 +354,7 @@ mod emulated {
 
 #[cfg(test)]
 mod tests {
-    use super::super::packed_gemm::outputs_within;
+    use super::super::packed_gemm::{outputs_within, test_values, worst_scaled_error};
     use super::*;
 
     #[test]
@@ -362,17 +362,12 @@ mod tests {
         // (rows, d_in, d_out): odd depths, partial tiles and panels; several depth slices
         // (> 256 k) and row blocks (> 64 rows).
         let shapes = [(1, 3, 1), (7, 5, 33), (9, 301, 70), (130, 517, 65)];
-        let values = |n: usize, seed: usize| -> Vec<f32> {
-            (0..n)
-                .map(|i| (((i * 7919 + seed * 104_729) % 2003) as f32 - 1001.0) / 300.0)
-                .collect()
-        };
         let rounded = |v: f32| half::bf16::from_f32(v).to_f32();
         for (rows, d_in, d_out) in shapes {
             let (x, w, bias) = (
-                values(rows * d_in, 1),
-                values(d_in * d_out, 2),
-                values(d_out, 3),
+                test_values(rows * d_in, 1),
+                test_values(d_in * d_out, 2),
+                test_values(d_out, 3),
             );
             // Each output with the sum of its terms' magnitudes, which bounds f32's rounding.
             let want: Vec<(f64, f64)> = (0..rows * d_out)
@@ -389,18 +384,18 @@ mod tests {
                 })
                 .collect();
             let weight = PackedBf16::new(&w, d_in, d_out);
-            // A term's magnitude is about 1 and f32's ε 6e-8: a lost or misplaced term is off
+            // A term's magnitude is at most 4 and f32's ε 6e-8: a lost or misplaced term is off
             // by far more than this bound, rounding by far less.
             let case = format!("{rows}×{d_in}×{d_out}");
             let results = outputs_within(available(), &want, 1e-6, &case, |intrinsics| {
                 weight.forward_on(intrinsics, &x, &bias, rows)
             });
             if let [emulated, native] = &results[..] {
-                let worst = emulated
+                let native: Vec<(f64, f64)> = native
                     .iter()
-                    .zip(native)
-                    .map(|(&e, &n)| (e - n).abs() / (1.0 + n.abs()))
-                    .fold(0.0, f32::max);
+                    .map(|&n| (f64::from(n), f64::from(n.abs())))
+                    .collect();
+                let worst = worst_scaled_error(emulated, &native);
                 assert!(worst < 1e-6, "{case}: emulated vs native {worst}");
             }
         }

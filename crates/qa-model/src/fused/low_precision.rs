@@ -661,13 +661,8 @@ fn int8_forward(layer: &Int8Layer<Int8Weight>, x: &[f32], bias: &[f32], shape: S
 
 #[cfg(test)]
 mod tests {
+    use super::super::packed_gemm::{test_values as values, worst_scaled_error};
     use super::*;
-
-    fn values(n: usize, seed: usize) -> Vec<f32> {
-        (0..n)
-            .map(|i| (((i * 7919 + seed * 104_729) % 2003) as f32 - 1001.0) / 500.0)
-            .collect()
-    }
 
     /// x·W + b in f64 from the same operands.
     fn reference(x: &[f32], w: &[f32], b: &[f32], shape: Shape) -> Vec<f64> {
@@ -695,10 +690,8 @@ mod tests {
 
     /// The largest |got − want| / (1 + |want|).
     fn worst_relative(got: &[f32], want: &[f64]) -> f64 {
-        got.iter()
-            .zip(want)
-            .map(|(&g, &w)| (f64::from(g) - w).abs() / (1.0 + w.abs()))
-            .fold(0.0, f64::max)
+        let scaled: Vec<(f64, f64)> = want.iter().map(|&w| (w, w.abs())).collect();
+        worst_scaled_error(got, &scaled)
     }
 
     /// Shapes that are not multiples of any tile size, a single row and a single column.

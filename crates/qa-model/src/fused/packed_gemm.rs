@@ -272,6 +272,14 @@ impl Intrinsics {
     }
 }
 
+/// `n` deterministic test values in about ±2, spread by `seed`.
+#[cfg(test)]
+pub fn test_values(n: usize, seed: usize) -> Vec<f32> {
+    (0..n)
+        .map(|i| (((i * 7919 + seed * 104_729) % 2003) as f32 - 1001.0) / 500.0)
+        .collect()
+}
+
 /// The largest |got − value| / (1 + scale) over a product's outputs, each wanted as
 /// (value, scale): what a kernel's test bounds.
 #[cfg(test)]
